@@ -1,0 +1,32 @@
+"""The ``emotune`` command. Each service contributes a sub-command from ``services/<name>/cli.py`` (``app``)."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(help="emotune: styled data -> validated set -> LoRA fine-tune -> served chat model.",
+                  no_args_is_help=True)
+
+# (sub-command, module providing a Typer ``app``)
+SUBCOMMANDS = [
+    ("datagen", "services.datagen.cli"),
+    ("validate", "services.validator.cli"),
+    ("train", "services.trainer.cli"),
+    ("serve", "services.inference.cli"),
+    ("gateway", "services.gateway.cli"),
+    ("local", "emotune.local.cli"),
+]
+
+for name, module in SUBCOMMANDS:
+    try:
+        sub = importlib.import_module(module).app
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):  # that part is not built/installed
+            continue
+        raise
+    app.add_typer(sub, name=name)
+
+if __name__ == "__main__":
+    app()

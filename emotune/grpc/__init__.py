@@ -1,0 +1,1 @@
+"""gRPC bootstrap shared by every service: server factory, error interceptor, client channels, health probe."""

@@ -1,0 +1,81 @@
+"""The internal dataset record: messages + style + provenance, one JSON object per line.
+
+Every stage (datagen, validator, trainer, evaluation) reads and writes this one format; converters to XTuner,
+alpaca, sharegpt and OpenAI chat JSONL live in ``emotune.formats``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from emotune.textio import ReadReport, iter_jsonl
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    content: str
+
+
+class Provenance(BaseModel):
+    """Where a sample came from, kept with the sample so any reply can be traced and regenerated."""
+
+    model_config = ConfigDict(extra="allow")
+    teacher: str = ""  # provider, e.g. "zhipuai", "openai", "import"
+    model: str = ""
+    temperature: float | None = None
+    prompt_version: str = ""
+    raw_response: str = ""
+    source: str = ""  # question file / importer / job id
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    style: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    provenance: Provenance = Field(default_factory=Provenance)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def assistant_text(self) -> str:
+        """The last assistant reply (what the validator scores)."""
+        return next((m.content for m in reversed(self.messages) if m.role == "assistant"), "")
+
+    @property
+    def first_user_text(self) -> str:
+        return next((m.content for m in self.messages if m.role == "user"), "")
+
+
+def record_id(*parts: object) -> str:
+    """A stable id from the sample's identity, e.g. (style, source question, mode, variant)."""
+    joined = "\x1f".join(str(p) for p in parts)
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:20]
+
+
+def dumps_records(records: Iterable[Record]) -> str:
+    return "".join(r.model_dump_json(exclude_none=False) + "\n" for r in records)
+
+
+def parse_records(text: str, source: str = "<records>", *, strict: bool = False) -> tuple[list[Record], ReadReport]:
+    """Parse JSONL records; a bad line (broken JSON, missing field) is reported with its line and field."""
+    report = ReadReport(source)
+    records: list[Record] = []
+    for number, value in iter_jsonl(text, report, strict=strict):
+        try:
+            records.append(Record.model_validate(value))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            report.fail(number, err["msg"], field, strict=strict)
+            report.read -= 1
+    return records, report
+

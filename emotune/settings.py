@@ -1,0 +1,102 @@
+"""One pydantic Settings for every service: each option is an ``EMOTUNE_*`` env var (or a line in ``.env``).
+
+Secrets are ``SecretStr`` (never printed) and can also come from files in ``/run/secrets`` (Docker/Kubernetes
+secrets) named after the field. Outside dev mode, placeholder secrets are refused at start-up.
+Service-specific options live in ``services/<name>/config.py`` as subclasses of :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "password", "minioadmin", "testing123", "your-api-key", "sk-xxx",
+     "xxx", "todo", "replace-me"}
+)
+
+_SECRETS_DIR = os.environ.get("EMOTUNE_SECRETS_DIR", "/run/secrets")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emotune"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTUNE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        secrets_dir=_SECRETS_DIR if Path(_SECRETS_DIR).is_dir() else None,
+    )
+
+    env: Literal["dev", "prod"] = Field("dev", description="dev allows placeholder secrets; prod refuses them")
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="JSON log lines (for containers) instead of console format")
+
+    # Artifact store
+    store_backend: Literal["local", "s3"] = "local"
+    store_path: Path = Field(Path("var/store"), description="root of the local-directory store")
+    s3_endpoint: str = Field("127.0.0.1:9000", description="host:port of the S3/MinIO server")
+    s3_access_key: SecretStr = SecretStr("minioadmin")
+    s3_secret_key: SecretStr = SecretStr("minioadmin")
+    s3_bucket: str = "emotune"
+    s3_region: str = "us-east-1"
+    s3_secure: bool = Field(False, description="use TLS to reach the S3 server")
+
+    # Local caches (converted models, virtualenvs)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    # gRPC: where each service listens and where clients find it
+    grpc_bind: str = Field("127.0.0.1", description="interface gRPC servers bind to (0.0.0.0 in containers)")
+    datagen_addr: str = "127.0.0.1:50051"
+    validator_addr: str = "127.0.0.1:50052"
+    trainer_addr: str = "127.0.0.1:50053"
+    inference_addr: str = "127.0.0.1:50054"
+    grpc_deadline_seconds: float = Field(30.0, description="default deadline of unary gRPC calls")
+    grpc_tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS when set")
+    grpc_tls_key: Path | None = None
+    grpc_tls_ca: Path | None = Field(None, description="CA bundle clients use to verify servers")
+    grpc_shutdown_grace_seconds: float = 10.0
+    metrics_port: int = Field(0, description="Prometheus /metrics port of a gRPC service (0 = the service default)")
+
+    # Teachers (datagen) — keys are read here so they are never part of a job spec
+    zhipuai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("EMOTUNE_ZHIPUAI_API_KEY", "ZHIPUAI_API_KEY")
+    )
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.env == "dev"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> "Settings":
+        if self.dev_mode:
+            return self
+        bad = [
+            name
+            for name, value in self
+            if isinstance(value, SecretStr) and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+            and (name.startswith("s3_") and self.store_backend == "s3" or not name.startswith("s3_"))
+        ]
+        if bad:
+            raise ValueError(
+                f"placeholder secret(s) {', '.join(sorted(bad))} refused with EMOTUNE_ENV=prod: "
+                "set real values via environment, .env or /run/secrets"
+            )
+        return self
+
+    def grpc_port(self, service: str) -> int:
+        """The port a gRPC service listens on, taken from its own ``<service>_addr``."""
+        return int(getattr(self, f"{service}_addr").rsplit(":", 1)[1])
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

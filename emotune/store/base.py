@@ -1,0 +1,110 @@
+"""The ArtifactStore contract: two backends (local directory, S3/MinIO) with identical behaviour.
+
+Every method validates keys (``keys.validate_key``), raises :class:`emotune.errors.NotFound` for missing
+objects, and reports the content sha256 of what it stored. Object writes are atomic per object on both backends
+(a reader sees the old object, the new one, or nothing). Multi-file artifacts are published with a manifest
+written last (``emotune.store.artifacts``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    # sha256 of the content, recorded at write time (hex); None only for objects written by other tools.
+    sha256: str | None
+    last_modified: datetime | None = None
+
+
+def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    while block := stream.read(CHUNK):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
+class ArtifactStore(ABC):
+    """Object storage used for artifacts, datasets and job state."""
+
+    #: "local" or "s3"; shown in logs and /readyz.
+    backend: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo: ...
+
+    @abstractmethod
+    def put_stream(
+        self, key: str, stream: BinaryIO, length: int = -1, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        """Store a stream (``length=-1``: unknown, read to EOF; large objects go multipart on S3)."""
+
+    def put_file(self, key: str, path: str | Path, content_type: str = "application/octet-stream") -> ObjectInfo:
+        path = Path(path)
+        with path.open("rb") as fh:
+            return self.put_stream(key, fh, path.stat().st_size, content_type)
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream of the object; the caller closes it."""
+
+    def get_file(self, key: str, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        with self.open(key) as src, tmp.open("wb") as dst:
+            while block := src.read(CHUNK):
+                dst.write(block)
+        tmp.replace(path)
+        return path
+
+    def get_text(self, key: str) -> str:
+        return self.get_bytes(key).decode("utf-8")
+
+    def put_text(self, key: str, text: str, content_type: str = "text/plain; charset=utf-8") -> ObjectInfo:
+        return self.put_bytes(key, text.encode("utf-8"), content_type)
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in ascending key order (recursive)."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo: ...
+
+    def exists(self, key: str) -> bool:
+        from emotune.errors import NotFound
+
+        try:
+            self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting a missing object is not an error (as on S3)."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [info.key for info in self.list(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    @abstractmethod
+    def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        """A URL that lets someone without credentials GET the object until it expires."""

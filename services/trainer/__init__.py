@@ -1,0 +1,1 @@
+"""emotune trainer service."""
