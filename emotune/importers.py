@@ -1,0 +1,470 @@
+"""Question importers: seed questions (and whole dialogues, for multi-turn generation) from the files people have.
+
+Formats (``QuestionFormat``):
+
+- ``lines``   - one question per line (seed 000's ``cleaned_output.txt``).
+- ``lccc``    - the LCCC / CDial-GPT corpus as published: a JSON list of dialogues, each a list of utterances
+                word-segmented with spaces ("你 好 啊"), or a ``{"train": [...], "valid": [...]}`` object of such
+                lists, or the tab-separated ``.txt`` variant (one dialogue per line). Segmentation spaces are
+                removed where they split CJK text; real spaces in Latin text stay ("iPhone 15 好 用 吗" ->
+                "iPhone 15好用吗").
+- ``json`` / ``jsonl`` - any JSON array / JSON Lines file; ``field_path`` (dotted, ``*`` fans out over a list,
+                numbers index a list, e.g. ``data.*.question`` or ``messages.0.content``) picks the question.
+- ``chatgpt`` - a ChatGPT export (``conversations.json``, the export folder or its ``.zip``): per conversation
+                the path from the root to ``current_node``, without hidden, system and tool messages and
+                without non-text parts.
+- ``wechat``  - a WeChat export in the sharegpt variant of seed 003 (留痕/WeChatMsg "AI训练" JSON): one folder
+                per contact holding ``*_train.json`` / ``*_dev.json`` lists of ``{"conversations": [{role,
+                content}]}``. Pass the export root, one contact folder or one file.
+
+Every importer returns the questions (deduplicated, in first-seen order) and, where the source has them, the
+dialogues (alternating user/assistant, starting with the user) for multi-turn generation. Files may be UTF-8,
+UTF-8 with BOM or GBK (see :mod:`emotune.textio`). Bad lines/items are reported with file, line and field and do
+not stop the good ones unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from emotune.errors import InvalidInput
+from emotune.records import Message
+from emotune.textio import ReadReport, decode_bytes, iter_json_array, iter_jsonl, read_text
+
+QuestionFormat = Literal["lines", "lccc", "json", "jsonl", "chatgpt", "wechat"]
+QUESTION_FORMATS: tuple[str, ...] = get_args(QuestionFormat)
+
+# A longer "question" is a pasted document, not a seed question.
+DEFAULT_MAX_CHARS = 1000
+
+Dialogue = list[Message]
+
+
+@dataclass
+class ImportedQuestions:
+    """Questions in first-seen order without duplicates, dialogues for multi-turn generation, and what was
+    skipped (``report.errors``, each with file and line)."""
+
+    questions: list[str]
+    dialogues: list[Dialogue]
+    report: ReadReport
+    duplicates: int = 0
+
+
+@dataclass
+class _Collector:
+    """Gathers questions (deduplicated on whitespace- and case-insensitive text) and dialogues."""
+
+    max_chars: int
+    report: ReadReport
+    questions: list[str] = field(default_factory=list)
+    dialogues: list[Dialogue] = field(default_factory=list)
+    duplicates: int = 0
+    _seen: set[str] = field(default_factory=set)
+
+    def question(self, text: str, line: int, field_name: str | None = None, *, strict: bool,
+                 file: str | None = None) -> None:
+        text = text.strip()
+        if not text:
+            return
+        if len(text) > self.max_chars:
+            self.report.fail(line, f"question is {len(text)} characters long (max {self.max_chars})", field_name,
+                             strict=strict, file=file)
+            return
+        key = " ".join(text.split()).casefold()
+        if key in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(key)
+        self.questions.append(text)
+
+    def result(self) -> ImportedQuestions:
+        return ImportedQuestions(self.questions, self.dialogues, self.report, self.duplicates)
+
+
+class _ItemError(ValueError):
+    def __init__(self, message: str, field_name: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+def _dialogue(turns: Iterable[tuple[str, str]]) -> Dialogue:
+    """Alternating user/assistant messages: consecutive messages of one speaker are joined by a newline (people
+    send several short messages in a row), leading assistant messages are dropped, empty ones skipped."""
+    messages: Dialogue = []
+    for role, content in turns:
+        content = content.strip()
+        if not content or (role == "assistant" and not messages):
+            continue
+        if messages and messages[-1].role == role:
+            messages[-1] = Message(role=role, content=f"{messages[-1].content}\n{content}")
+        else:
+            messages.append(Message(role=role, content=content))
+    return messages
+
+
+def _take(collector: _Collector, dialogue: Dialogue, line: int, *, all_turns: bool, strict: bool,
+          file: str | None = None) -> None:
+    """The opening user message (or every user message) as questions; dialogues of 2+ messages kept."""
+    users = [m.content for m in dialogue if m.role == "user"]
+    for text in users if all_turns else users[:1]:
+        collector.question(text, line, strict=strict, file=file)
+    if len(dialogue) >= 2:
+        collector.dialogues.append(dialogue)
+
+
+# ------------------------------------------------------------------------------------------------ lines
+
+
+def _import_lines(text: str, collector: _Collector, *, strict: bool, **_: Any) -> None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            collector.report.read += 1
+            collector.question(line, number, strict=strict)
+
+
+# ------------------------------------------------------------------------------------------------- lccc
+
+_CJK = (r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+        r"\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\u2014\u2018\u2019\u201c\u201d\u2026\u00b7"
+        r"\u2600-\u27bf\U0001f000-\U0001faff")
+# A space with CJK text, full-width punctuation or emoji on either side is segmentation, not a real space.
+_CJK_SPACE = re.compile(rf"(?<=[{_CJK}])[ \t]+|[ \t]+(?=[{_CJK}])")
+# Runs of single Latin letters/digits/ASCII punctuation come from character-level segmentation ("2 1 万",
+# "R a p", ". . ."); words longer than one character keep their spaces ("iPhone 15").
+_SINGLE_ASCII_RUN = re.compile(r"(?<![^\s])[!-~](?:[ \t]+[!-~](?![^\s]))+")
+# Latin text never has a space before these ("world , 你" -> "world,你"); "." only when it ends a sentence.
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"(?<=\S)[ \t]+(?=[,!?;:]|\.(?![A-Za-z0-9]))")
+
+
+def unsegment(text: str) -> str:
+    """Undo LCCC's word segmentation: "你 好 啊" -> "你好啊", "iPhone 15 好 用 吗" -> "iPhone 15好用吗"."""
+    text = _SINGLE_ASCII_RUN.sub(lambda m: "".join(m.group(0).split()), text.strip())
+    return _SPACE_BEFORE_PUNCTUATION.sub("", _CJK_SPACE.sub("", text))
+
+
+def _lccc_dialogue(collector: _Collector, utterances: Any, line: int, where: str, *, all_turns: bool,
+                   strict: bool) -> None:
+    if not (isinstance(utterances, list) and utterances and all(isinstance(u, str) for u in utterances)):
+        collector.report.fail(line, "expected a dialogue: a non-empty list of utterance strings", where or None,
+                              strict=strict)
+        return
+    roles = ("user", "assistant")
+    dialogue = _dialogue((roles[i % 2], unsegment(u)) for i, u in enumerate(utterances))
+    _take(collector, dialogue, line, all_turns=all_turns, strict=strict)
+
+
+def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
+    report = collector.report
+    start = text.lstrip()[:1]
+    if start == "[":
+        for line, utterances in iter_json_array(text, report, strict=strict):
+            _lccc_dialogue(collector, utterances, line, "", all_turns=all_turns, strict=strict)
+    elif start == "{":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            report.fail(exc.lineno, f"broken JSON: {exc.msg} (column {exc.colno})", strict=strict)
+            return
+        for split, dialogues in document.items():  # {"train": [...], "valid": [...], "test": [...]}
+            if not isinstance(dialogues, list):
+                report.fail(1, f"expected a list of dialogues, found {type(dialogues).__name__}", split,
+                            strict=strict)
+                continue
+            for index, utterances in enumerate(dialogues):
+                report.read += 1
+                _lccc_dialogue(collector, utterances, 1, f"{split}[{index}]", all_turns=all_turns, strict=strict)
+    else:  # CDial-GPT's toy_train.txt: one dialogue per line, utterances separated by tabs
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                report.read += 1
+                _lccc_dialogue(collector, line.split("\t"), number, "", all_turns=all_turns, strict=strict)
+
+
+# ------------------------------------------------------------------------------------------- json / jsonl
+
+
+def _parse_path(field_path: str) -> list[str]:
+    parts = field_path.split(".")
+    if not field_path or any(not part for part in parts):
+        raise InvalidInput(f"bad field path {field_path!r}: use dotted names like data.*.question",
+                           field="field_path")
+    return parts
+
+
+def _resolve(value: Any, parts: list[str], where: str = "") -> Iterator[tuple[str, Any]]:
+    """Values at a dotted path; ``*`` fans out over a list, a number indexes one."""
+    if not parts:
+        yield where, value
+        return
+    part, rest = parts[0], parts[1:]
+    if isinstance(value, list):
+        if part == "*":
+            for index, element in enumerate(value):
+                yield from _resolve(element, rest, f"{where}[{index}]")
+            return
+        if part.isdigit():
+            if int(part) >= len(value):
+                raise _ItemError(f"list has {len(value)} element(s), no index {part}", f"{where}[{part}]")
+            yield from _resolve(value[int(part)], rest, f"{where}[{part}]")
+            return
+        raise _ItemError(f"found a list where the path expects a key {part!r} (use * or an index)", where or None)
+    child = f"{where}.{part}".lstrip(".")
+    if not isinstance(value, dict):
+        raise _ItemError(f"found {type(value).__name__} where the path expects an object", where or None)
+    if part not in value:
+        raise _ItemError("field missing", child)
+    yield from _resolve(value[part], rest, child)
+
+
+def _questions_at(collector: _Collector, value: Any, parts: list[str], line: int, *, strict: bool,
+                  prefix: str = "") -> None:
+    try:
+        found = list(_resolve(value, parts, prefix))
+    except _ItemError as exc:
+        collector.report.fail(line, str(exc), exc.field, strict=strict)
+        return
+    for where, text in found:
+        if isinstance(text, str):
+            collector.question(text, line, where, strict=strict)
+        else:
+            found_type = "nothing" if text is None else type(text).__name__
+            collector.report.fail(line, f"expected text, found {found_type}", where, strict=strict)
+
+
+def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: str | None, jsonl: bool,
+                 **_: Any) -> None:
+    if not field_path:
+        raise InvalidInput("the json/jsonl importer needs a field path, e.g. 'question' or 'data.*.q'",
+                           field="field_path")
+    parts = _parse_path(field_path)
+    report = collector.report
+    if jsonl:
+        items: Iterable[tuple[int, Any]] = iter_jsonl(text, report, strict=strict)
+    elif text.lstrip().startswith("["):
+        items = iter_json_array(text, report, strict=strict)
+    else:  # one JSON object; the path starts at its root
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            report.fail(exc.lineno, f"broken JSON: {exc.msg} (column {exc.colno})", strict=strict)
+            return
+        report.read += 1
+        _questions_at(collector, document, parts, 1, strict=strict)
+        return
+    for line, item in items:
+        _questions_at(collector, item, parts, line, strict=strict)
+
+
+# ------------------------------------------------------------------------------------------------ chatgpt
+
+
+def _chatgpt_turn(message: dict[str, Any]) -> tuple[str, str] | None:
+    """(role, visible text) of a user/assistant message; ``None`` for hidden, system, tool, non-text ones."""
+    role = (message.get("author") or {}).get("role")
+    metadata = message.get("metadata") or {}
+    if role not in ("user", "assistant"):
+        return None
+    if metadata.get("is_visually_hidden_from_conversation") or metadata.get("is_user_system_message"):
+        return None
+    if message.get("recipient", "all") != "all":  # the assistant calling a tool (browser, python, ...)
+        return None
+    content = message.get("content") or {}
+    if content.get("content_type") not in ("text", "multimodal_text"):
+        return None
+    text = "\n".join(part for part in content.get("parts") or [] if isinstance(part, str)).strip()
+    return (role, text) if text else None
+
+
+def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Messages from the root to ``current_node`` (the branch the user last saw), oldest first."""
+    mapping = conversation.get("mapping")
+    if not isinstance(mapping, dict) or not mapping:
+        raise _ItemError("expected an object of nodes", "mapping")
+    node_id = conversation.get("current_node")
+    if node_id not in mapping:
+        raise _ItemError(f"node {node_id!r} is not in mapping", "current_node")
+    path: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while node_id is not None:
+        if node_id in seen:
+            raise _ItemError(f"parent links loop at node {node_id!r}", f"mapping.{node_id}.parent")
+        if node_id not in mapping:
+            raise _ItemError(f"parent node {node_id!r} is missing", "mapping")
+        seen.add(node_id)
+        node = mapping[node_id]
+        if not isinstance(node, dict):
+            raise _ItemError("expected a node object", f"mapping.{node_id}")
+        if isinstance(node.get("message"), dict):
+            path.append(node["message"])
+        node_id = node.get("parent")
+    return path[::-1]
+
+
+def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
+    for line, conversation in iter_json_array(text, collector.report, strict=strict):
+        try:
+            if not isinstance(conversation, dict):
+                raise _ItemError(f"expected a conversation object, found {type(conversation).__name__}")
+            path = _chatgpt_path(conversation)
+        except _ItemError as exc:
+            collector.report.fail(line, str(exc), exc.field, strict=strict)
+            continue
+        dialogue = _dialogue(turn for turn in map(_chatgpt_turn, path) if turn)
+        _take(collector, dialogue, line, all_turns=all_turns, strict=strict)
+
+
+def _read_chatgpt_export(path: Path) -> tuple[str, str]:
+    """(text, source name) of ``conversations.json`` given the file, the export folder or the export zip."""
+    if path.is_dir():
+        path = path / "conversations.json"
+    if path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "conversations.json"]
+            if not names:
+                raise InvalidInput("no conversations.json in this ChatGPT export", file=str(path))
+            source = f"{path}!{names[0]}"
+            return decode_bytes(archive.read(names[0]), source), source
+    return read_text(path), str(path)
+
+
+# ------------------------------------------------------------------------------------------------- wechat
+
+_WECHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
+# Placeholders WeChat exporters write for what is not text; emoji codes like "[玫瑰]" are kept.
+_WECHAT_MEDIA = re.compile(r"^\[(图片|语音|视频|动画表情|表情|文件|位置|链接|名片|红包|转账|语音通话|视频通话|"
+                           r"聊天记录|小程序|音乐|Photo|Voice|Video|Sticker|File|Location|Link)\]$")
+
+
+def _wechat_turns(item: Any) -> list[tuple[str, str]]:
+    entry = item if isinstance(item, dict) else None
+    if entry is None:
+        raise _ItemError(f"expected a conversation object, found {type(item).__name__}")
+    key = "conversations" if "conversations" in entry else "messages"
+    messages = entry.get(key)
+    if not isinstance(messages, list):
+        raise _ItemError("expected a list of messages", key)
+    turns = []
+    for index, message in enumerate(messages):
+        where = f"{key}[{index}]"
+        if not isinstance(message, dict):
+            raise _ItemError("expected a message object", where)
+        role_key, content_key = ("role", "content") if "role" in message else ("from", "value")
+        role = message.get(role_key)
+        if role == "system":
+            continue
+        if role not in _WECHAT_ROLES:
+            raise _ItemError(f"unknown role {role!r} (expected user/assistant)", f"{where}.{role_key}")
+        content = message.get(content_key)
+        if not isinstance(content, str):
+            raise _ItemError("expected text", f"{where}.{content_key}")
+        if not _WECHAT_MEDIA.match(content.strip()):
+            turns.append((_WECHAT_ROLES[role], content))
+    return turns
+
+
+def _import_wechat(text: str, collector: _Collector, *, strict: bool, all_turns: bool, source: str,
+                   **_: Any) -> None:
+    report = ReadReport(source)
+    for line, item in iter_json_array(text, report, strict=strict):
+        try:
+            dialogue = _dialogue(_wechat_turns(item))
+        except _ItemError as exc:
+            report.fail(line, str(exc), exc.field, strict=strict)
+            continue
+        _take(collector, dialogue, line, all_turns=all_turns, strict=strict, file=source)
+    collector.report.absorb(report)
+
+
+def _wechat_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*.json") if p.is_file())
+    if not files:
+        raise InvalidInput("no .json files in this WeChat export folder", file=str(path))
+    return files
+
+
+# ------------------------------------------------------------------------------------------------- entry
+
+_IMPORTERS = {
+    "lines": _import_lines,
+    "lccc": _import_lccc,
+    "json": lambda text, collector, **kw: _import_json(text, collector, jsonl=False, **kw),
+    "jsonl": lambda text, collector, **kw: _import_json(text, collector, jsonl=True, **kw),
+    "chatgpt": _import_chatgpt,
+    "wechat": _import_wechat,
+}
+
+
+def _check_format(format: str) -> None:
+    if format not in _IMPORTERS:
+        raise InvalidInput(f"unknown question format {format!r}; known: {', '.join(QUESTION_FORMATS)}",
+                           field="format")
+
+
+def parse_questions(text: str, format: QuestionFormat, *, source: str = "<questions>",
+                    field_path: str | None = None, strict: bool = False, all_turns: bool = False,
+                    max_chars: int = DEFAULT_MAX_CHARS) -> ImportedQuestions:
+    """Questions from one already-decoded document (e.g. an upload); see :func:`import_questions`."""
+    _check_format(format)
+    collector = _Collector(max_chars, ReadReport(source))
+    _IMPORTERS[format](text, collector, strict=strict, all_turns=all_turns, field_path=field_path, source=source)
+    return collector.result()
+
+
+def detect_format(path: str | Path) -> QuestionFormat:
+    """Guess the format from the path and the first bytes: folder -> wechat (or chatgpt if it holds
+    conversations.json), ``.zip``/``conversations.json`` -> chatgpt, ``.jsonl`` -> jsonl, a JSON list of string
+    lists -> lccc, other ``.json`` -> json, anything else -> lines."""
+    path = Path(path)
+    if path.is_dir():
+        return "chatgpt" if (path / "conversations.json").is_file() else "wechat"
+    name = path.name.lower()
+    if name.endswith(".zip") or name == "conversations.json":
+        return "chatgpt"
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".json"):
+        with path.open("rb") as file:  # the head is enough, a corpus can be gigabytes
+            head = re.sub(r"\s+", "", file.read(4096).decode("utf-8", errors="ignore").lstrip("\ufeff"))
+        if head.startswith(('[["', '{"train":[[')):
+            return "lccc"
+        if '"conversations":[{' in head and ('"role"' in head or '"from"' in head):
+            return "wechat"
+        return "json"
+    return "lines"
+
+
+def import_questions(path: str | Path, format: QuestionFormat | None = None, field_path: str | None = None,
+                     strict: bool = False, *, all_turns: bool = False,
+                     max_chars: int = DEFAULT_MAX_CHARS) -> ImportedQuestions:
+    """Import seed questions (and dialogues) from ``path``.
+
+    ``format`` defaults to :func:`detect_format`. ``field_path`` is required for json/jsonl. By default only the
+    opening user message of each dialogue becomes a question (later turns lean on their context); ``all_turns``
+    takes every user message. Bad lines are in ``result.report.errors``; ``strict`` raises on the first one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput("file not found", file=str(path))
+    format = format or detect_format(path)
+    _check_format(format)
+    options = {"field_path": field_path, "strict": strict, "all_turns": all_turns, "max_chars": max_chars}
+    if format == "chatgpt":
+        text, source = _read_chatgpt_export(path)
+        return parse_questions(text, format, source=source, **options)
+    if format == "wechat":
+        collector = _Collector(max_chars, ReadReport(str(path)))
+        for file in _wechat_files(path):
+            _import_wechat(read_text(file), collector, strict=strict, all_turns=all_turns, source=str(file))
+        return collector.result()
+    if path.is_dir():
+        raise InvalidInput(f"the {format} importer reads a file, this is a folder", file=str(path))
+    return parse_questions(read_text(path), format, source=str(path), **options)
