@@ -37,6 +37,13 @@ class JobContext:
         self.emit("progress", message or f"{done}/{total}", done=done, total=total,
                   rate_per_s=round(rate, 3), eta_s=None if eta is None else round(eta, 1), **data)
 
+    @property
+    def checkpoint(self) -> dict[str, Any]:
+        return self.jobs.get(self.job_id).checkpoint
+
+    def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.jobs.update(self.job_id, checkpoint=checkpoint)
+
     def cancel_requested(self) -> bool:
         return self.jobs.get(self.job_id).cancel_requested
 

@@ -46,6 +46,9 @@ class JobRecord(BaseModel):
     result: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
     cancel_requested: bool = False
+    # Handler-owned state saved as it goes (stage reached, sub-job ids, stream offsets), so a restarted
+    # process resumes the job where it stopped instead of starting over.
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -195,6 +195,11 @@ def parse_styles(text: str, source: str = "<styles>") -> StylesDocument:
         raise InvalidInput(err["msg"] + more, file=source, line=_line_of(tree, loc), field=field or None) from None
 
 
+def dump_styles(document: StylesDocument) -> str:
+    """The document as YAML (what services receive in job specs); ``parse_styles`` reads it back unchanged."""
+    return yaml.safe_dump(document.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False)
+
+
 def load_styles(path: str | Path) -> StylesDocument:
     path = Path(path)
     from emotune.textio import read_text

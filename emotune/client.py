@@ -1,0 +1,90 @@
+"""Terminal commands that talk to a running gateway like any app would (the official ``openai`` client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from openai import OpenAI
+from rich.console import Console
+
+from emotune.local.demo import DemoOptions, follow, submit_job
+
+console = Console()
+GatewayUrl = typer.Option("http://127.0.0.1:8000", "--gateway", envvar="EMOTUNE_GATEWAY_URL")
+ApiKey = typer.Option(None, "--api-key", envvar="EMOTUNE_API_KEY", help="a gateway API key")
+ApiKeyFile = typer.Option(Path("var/api-key"), "--api-key-file", help="read the key from this file")
+
+
+def _client(gateway: str, api_key: str | None, api_key_file: Path) -> OpenAI:
+    if not api_key:
+        if not api_key_file.is_file():
+            raise typer.BadParameter(f"no --api-key and no key file at {api_key_file}", param_hint="--api-key")
+        api_key = api_key_file.read_text().strip()
+    return OpenAI(base_url=f"{gateway.rstrip('/')}/v1", api_key=api_key, max_retries=2, timeout=600)
+
+
+def chat(
+    model: str = typer.Argument(..., help="model id, e.g. gemma3-270m or ft-...:温柔"),
+    message: str | None = typer.Option(None, "--message", "-m", help="send one message and exit"),
+    temperature: float = 0.7,
+    max_tokens: int = 256,
+    gateway: str = GatewayUrl, api_key: str | None = ApiKey, api_key_file: Path = ApiKeyFile,
+) -> None:
+    """Chat with a model, streaming, keeping the whole conversation (empty line or Ctrl-D ends)."""
+    client = _client(gateway, api_key, api_key_file)
+    history: list[dict[str, str]] = []
+    while True:
+        text = message if message is not None else _prompt()
+        if not text:
+            return
+        history.append({"role": "user", "content": text})
+        reply = []
+        for chunk in client.chat.completions.create(model=model, messages=history, stream=True,
+                                                    temperature=temperature, max_tokens=max_tokens):
+            delta = chunk.choices[0].delta.content if chunk.choices else None
+            if delta:
+                reply.append(delta)
+                console.print(delta, end="", markup=False, highlight=False)
+        console.print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+        if message is not None:
+            return
+
+
+def _prompt() -> str:
+    try:
+        return console.input("[bold]you>[/] ").strip()
+    except EOFError:
+        return ""
+
+
+def submit(
+    styles_file: Path = typer.Argument(..., exists=True, help="styles YAML/JSON"),
+    questions: Path = typer.Option(..., "--questions", exists=True, help="seed questions, one per line"),
+    model: str = typer.Option("gemma3-270m", "--model"),
+    style: list[str] = typer.Option([], "--style", help="styles to train (repeat; default all)"),
+    questions_per_style: int = 30,
+    epochs: int = 3,
+    watch: bool = typer.Option(True, "--follow/--no-follow", help="follow progress until the job ends"),
+    gateway: str = GatewayUrl, api_key: str | None = ApiKey, api_key_file: Path = ApiKeyFile,
+) -> None:
+    """Submit a fine-tuning job that generates its data from a styles file."""
+    from emotune.styles import load_styles
+
+    names = tuple(style) or tuple(load_styles(styles_file).names)  # validates the file locally first
+    client = _client(gateway, api_key, api_key_file)
+    job = submit_job(client, DemoOptions(base_model=model, styles_file=styles_file, styles=names,
+                                         questions_file=questions, questions_per_style=questions_per_style,
+                                         epochs=epochs, suffix="cli"))
+    console.print(f"submitted {job.id}")
+    if watch:
+        job = follow(client, job.id, console, timeout_s=24 * 3600)
+        console.print(f"{job.id}: {job.status} {job.fine_tuned_model or ''}")
+
+
+def follow_job(job_id: str, gateway: str = GatewayUrl, api_key: str | None = ApiKey,
+               api_key_file: Path = ApiKeyFile) -> None:
+    """Follow a fine-tuning job's progress until it ends."""
+    job = follow(_client(gateway, api_key, api_key_file), job_id, console, timeout_s=24 * 3600)
+    console.print(f"{job.id}: {job.status} {job.fine_tuned_model or ''}")

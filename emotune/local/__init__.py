@@ -1,0 +1,1 @@
+"""The embedded default: all services as local processes (``emotune local ...``)."""

@@ -1,0 +1,101 @@
+"""``emotune local ...``: run the whole product on this machine (no GPU, no internet, no containers)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from openai import OpenAI
+from rich.console import Console
+
+from emotune.local.demo import DemoOptions, run_demo
+from emotune.local.supervisor import LocalStack
+
+app = typer.Typer(help="Run every service as a local process (the embedded default).", no_args_is_help=True)
+console = Console()
+
+StateDir = typer.Option(Path("var"), "--state-dir", envvar="EMOTUNE_STATE_DIR",
+                        help="logs, pid files, the local artifact store and the API key")
+PortOffset = typer.Option(0, "--port-offset", envvar="EMOTUNE_PORT_OFFSET",
+                          help="added to every default port (run two stacks side by side)")
+BaseModel = typer.Option("gemma3-270m", "--base-model", envvar="EMOTUNE_BASE_MODEL",
+                         help="served base model and, without ZHIPUAI_API_KEY, the few-shot teacher")
+
+
+def _stack(state_dir: Path, port_offset: int, base_model: str = "gemma3-270m", ui: bool = True) -> LocalStack:
+    return LocalStack(state_dir, base_model=base_model, port_offset=port_offset, with_ui=ui)
+
+
+def _start(stack: LocalStack) -> None:
+    started = time.monotonic()
+    stack.start(lambda name, status: console.print(f"  {name:<10} {status}"))
+    console.print(f"all services healthy in {time.monotonic() - started:.0f}s")
+
+
+@app.command()
+def up(state_dir: Path = StateDir, port_offset: int = PortOffset, base_model: str = BaseModel,
+       ui: bool = typer.Option(True, help="also start the Streamlit UI")) -> None:
+    """Start all services (idempotent) and leave them running."""
+    stack = _stack(state_dir, port_offset, base_model, ui)
+    _start(stack)
+    _print_endpoints(stack)
+
+
+@app.command()
+def down(state_dir: Path = StateDir, port_offset: int = PortOffset) -> None:
+    """Stop the services started by `up` or `demo`."""
+    stopped = _stack(state_dir, port_offset).stop()
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def status(state_dir: Path = StateDir, port_offset: int = PortOffset) -> None:
+    """Show which services are running and healthy."""
+    for name, state in _stack(state_dir, port_offset).status().items():
+        console.print(f"  {name:<10} {state}")
+
+
+@app.command()
+def demo(
+    state_dir: Path = StateDir,
+    port_offset: int = PortOffset,
+    base_model: str = BaseModel,
+    questions_per_style: int = typer.Option(30, help="seed questions generated per style"),
+    eval_questions: int = typer.Option(5, help="held-out questions per style for the evaluation"),
+    epochs: int = typer.Option(3, help="training epochs"),
+    exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
+    ui: bool = typer.Option(True, help="also start the Streamlit UI"),
+) -> None:
+    """The main job: start everything, fine-tune two styles end to end, print the evaluation."""
+    started = time.monotonic()
+    stack = _stack(state_dir, port_offset, base_model, ui)
+    _start(stack)
+    try:
+        client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
+        outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions(
+            base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
+            epochs=epochs), console)
+    except BaseException:
+        if exit_after:
+            stack.stop()
+        raise
+    console.print(f"wall time: {time.monotonic() - started:.0f}s")
+    job = outcome["job"]
+    if exit_after:
+        stack.stop()
+    else:
+        _print_endpoints(stack, job.fine_tuned_model)
+    if job.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _print_endpoints(stack: LocalStack, model: str | None = None) -> None:
+    console.rule("running")
+    console.print(f"OpenAI-compatible API: {stack.gateway_url}/v1  (API key in {stack.state_dir / 'api-key'})")
+    if stack.with_ui:
+        console.print(f"UI: {stack.ui_url}")
+    if model:
+        console.print(f"try: emotune chat {model}:温柔 --gateway {stack.gateway_url} "
+                      f"--api-key-file {stack.state_dir / 'api-key'}")
+    console.print("stop with: emotune local down")

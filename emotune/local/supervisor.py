@@ -1,0 +1,188 @@
+"""The embedded default: every service as a local process on loopback, a local-directory store, CPU engines.
+
+``LocalStack`` starts the services in dependency order, waits for each to be healthy (gRPC health / HTTP
+readiness), writes pid files and logs under the state directory, and stops them gracefully (SIGTERM, then
+SIGKILL after a grace period). The same environment variables a container would get configure each process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from emotune.grpc.probe import check as grpc_healthy
+from emotune.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalService:
+    name: str
+    argv: list[str]
+    # "grpc" (health service on port) or "http" (GET health_path returns 200)
+    probe: str
+    port: int
+    health_path: str = ""
+    start_timeout: float = 300.0
+
+    def healthy(self) -> bool:
+        if self.probe == "grpc":
+            return grpc_healthy(f"127.0.0.1:{self.port}", timeout=1.0)
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}{self.health_path}", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path
+    base_model: str = "gemma3-270m"
+    port_offset: int = 0
+    with_ui: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._processes: dict[str, subprocess.Popen] = {}
+        self.state_dir = Path(self.state_dir).resolve()
+        for sub in ("logs", "run", "store"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ layout
+    def port(self, base: int) -> int:
+        return base + self.port_offset
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.port(8000)}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port(8501)}"
+
+    @property
+    def api_key(self) -> str:
+        """A key for this installation, created once (0600) and reused, never printed in logs."""
+        path = self.state_dir / "api-key"
+        if not path.exists():
+            path.write_text(f"sk-local-{secrets.token_urlsafe(24)}")
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def services(self) -> list[LocalService]:
+        python = sys.executable
+        grpc = [("datagen", 50051), ("validator", 50052), ("trainer", 50053), ("inference", 50054)]
+        services = [LocalService(name, [python, "-m", f"services.{name}"], "grpc", self.port(port))
+                    for name, port in grpc]
+        services.append(LocalService("gateway", [python, "-m", "services.gateway"], "http", self.port(8000),
+                                     "/readyz"))
+        if self.with_ui:
+            ui_app = Path(__file__).resolve().parents[2] / "services" / "ui" / "app.py"
+            services.append(LocalService(
+                "ui", [python, "-m", "streamlit", "run", str(ui_app), "--server.headless", "true",
+                       "--server.address", "127.0.0.1", "--server.port", str(self.port(8501)),
+                       "--browser.gatherUsageStats", "false"],
+                "http", self.port(8501), "/_stcore/health"))
+        return services
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "EMOTUNE_ENV": "dev",
+            "EMOTUNE_STORE_BACKEND": "local",
+            "EMOTUNE_STORE_PATH": str(self.state_dir / "store"),
+            "EMOTUNE_GRPC_BIND": "127.0.0.1",
+            "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port(50051)}",
+            "EMOTUNE_VALIDATOR_ADDR": f"127.0.0.1:{self.port(50052)}",
+            "EMOTUNE_TRAINER_ADDR": f"127.0.0.1:{self.port(50053)}",
+            "EMOTUNE_INFERENCE_ADDR": f"127.0.0.1:{self.port(50054)}",
+            "EMOTUNE_GATEWAY_PORT": str(self.port(8000)),
+            "EMOTUNE_GATEWAY_URL": self.gateway_url,
+            "EMOTUNE_API_KEYS": self.api_key,
+            # The offline teacher is our own gateway: datagen reads the key from this variable.
+            "EMOTUNE_LOCAL_TEACHER_KEY": self.api_key,
+            "EMOTUNE_UI_API_KEY": self.api_key,
+            "EMOTUNE_INFERENCE_PRELOAD": self.base_model,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        })
+        env.update(self.extra_env)
+        return env
+
+    # ------------------------------------------------------------------ processes
+    def _pid_file(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.pid"
+
+    def running_pid(self, name: str) -> int | None:
+        process = self._processes.get(name)
+        if process is not None:  # our own child: poll() also reaps it once it has exited
+            return process.pid if process.poll() is None else None
+        try:
+            pid = int(self._pid_file(name).read_text())
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return None
+
+    def start(self, on_status=lambda name, status: None) -> None:  # noqa: ANN001 - simple callback
+        env = self.environment()
+        for index, service in enumerate(self.services()):
+            if self.running_pid(service.name) and service.healthy():
+                on_status(service.name, "already running")
+                continue
+            metrics = {"EMOTUNE_METRICS_PORT": str(self.port(9101 + index))} if service.probe == "grpc" else {}
+            log_file = (self.state_dir / "logs" / f"{service.name}.log").open("ab")
+            process = subprocess.Popen(
+                service.argv, env={**env, **metrics}, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path(__file__).resolve().parents[2],
+            )
+            self._processes[service.name] = process
+            self._pid_file(service.name).write_text(str(process.pid))
+            on_status(service.name, "starting")
+            self._wait_healthy(service, process)
+            on_status(service.name, "healthy")
+
+    def _wait_healthy(self, service: LocalService, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + service.start_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = (self.state_dir / "logs" / f"{service.name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{service.name} exited with code {process.returncode}:\n{tail}")
+            if service.healthy():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{service.name} not healthy after {service.start_timeout:.0f}s "
+                           f"(log: {self.state_dir / 'logs' / (service.name + '.log')})")
+
+    def stop(self, grace: float = 15.0) -> list[str]:
+        stopped = []
+        for service in reversed(self.services()):
+            pid = self.running_pid(service.name)
+            if pid is None:
+                self._pid_file(service.name).unlink(missing_ok=True)
+                continue
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.running_pid(service.name):
+                time.sleep(0.2)
+            if self.running_pid(service.name):
+                os.killpg(pid, signal.SIGKILL)
+            self._pid_file(service.name).unlink(missing_ok=True)
+            stopped.append(service.name)
+        return stopped
+
+    def status(self) -> dict[str, str]:
+        return {
+            s.name: ("healthy" if s.healthy() else "unhealthy") if self.running_pid(s.name) else "stopped"
+            for s in self.services()
+        }

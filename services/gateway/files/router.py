@@ -1,0 +1,44 @@
+"""``/v1/files`` routes (thin: the work is in ``service.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from services.gateway.files.service import MAX_UPLOAD_BYTES, FileObject, FileService
+from services.gateway.fine_tuning.protocol import ListPage
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+def _files(request: Request) -> FileService:
+    return request.app.state.files
+
+
+@router.post("", response_model=FileObject)
+async def upload(request: Request, file: UploadFile = File(...), purpose: str = Form(...)) -> FileObject:
+    content = await file.read(MAX_UPLOAD_BYTES + 1)
+    return await asyncio.to_thread(_files(request).create, file.filename or "upload", purpose, content)
+
+
+@router.get("", response_model=ListPage)
+async def list_files(request: Request, purpose: str | None = None) -> ListPage:
+    return ListPage(data=await asyncio.to_thread(_files(request).list, purpose))
+
+
+@router.get("/{file_id}", response_model=FileObject)
+async def retrieve(request: Request, file_id: str) -> FileObject:
+    return await asyncio.to_thread(_files(request).get, file_id)
+
+
+@router.get("/{file_id}/content")
+async def content(request: Request, file_id: str) -> Response:
+    return Response(await asyncio.to_thread(_files(request).content, file_id), media_type="application/octet-stream")
+
+
+@router.delete("/{file_id}")
+async def delete(request: Request, file_id: str) -> dict:
+    await asyncio.to_thread(_files(request).delete, file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,102 @@
+"""Uploaded files, kept in the artifact store (``files/<id>/content`` then ``files/<id>/meta.json``).
+
+The metadata is written last, so a crash mid-upload leaves no file that looks complete. Content is checked by
+purpose before anything is stored: a bad upload is refused with the line and field at fault.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel
+
+from emotune.errors import InvalidInput, NotFound
+from emotune.store.base import ArtifactStore
+from emotune.styles import parse_styles
+from emotune.textio import decode_bytes
+from services.gateway.files.checker import check_chat_jsonl
+
+Purpose = Literal["fine-tune", "emotune-styles", "emotune-questions"]
+PURPOSES: tuple[str, ...] = ("fine-tune", "emotune-styles", "emotune-questions")
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+    # ext: what the check found (examples / styles / questions)
+    emotune: dict = {}
+
+
+class FileService:
+    def __init__(self, store: ArtifactStore, prefix: str = "files") -> None:
+        self.store, self.prefix = store, prefix
+
+    def _key(self, file_id: str, name: str) -> str:
+        if not file_id.startswith("file-") or "/" in file_id:
+            raise NotFound(f"No such File object: {file_id}", param="file_id")
+        return f"{self.prefix}/{file_id}/{name}"
+
+    def create(self, filename: str, purpose: str, content: bytes) -> FileObject:
+        if purpose not in PURPOSES:
+            raise InvalidInput(f"purpose must be one of {', '.join(PURPOSES)}", field="purpose")
+        if len(content) > MAX_UPLOAD_BYTES:
+            raise InvalidInput(f"file is {len(content)} bytes, over the {MAX_UPLOAD_BYTES} byte limit", field="file")
+        text = decode_bytes(content, filename)
+        summary = self._check(filename, purpose, text)
+        meta = FileObject(id=f"file-{uuid.uuid4().hex[:24]}", bytes=len(content), created_at=int(time.time()),
+                          filename=filename, purpose=purpose, emotune=summary)
+        self.store.put_bytes(self._key(meta.id, "content"), content)
+        self.store.put_text(self._key(meta.id, "meta.json"), meta.model_dump_json())
+        return meta
+
+    @staticmethod
+    def _check(filename: str, purpose: str, text: str) -> dict:
+        if purpose == "fine-tune":
+            result = check_chat_jsonl(text, filename)
+            if result.errors:
+                first = result.errors[0]
+                more = f" ({len(result.errors) - 1} more problem(s))" if len(result.errors) > 1 else ""
+                raise InvalidInput(first.message + more, file=filename, line=first.line, field=first.field)
+            if not result.examples:
+                raise InvalidInput("no examples in the file", file=filename)
+            return {"examples": result.examples, "approx_tokens": result.tokens}
+        if purpose == "emotune-styles":
+            doc = parse_styles(text, filename)
+            return {"styles": doc.names}
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise InvalidInput("the questions file is empty", file=filename)
+        return {"lines": len(lines)}
+
+    def get(self, file_id: str) -> FileObject:
+        try:
+            return FileObject.model_validate_json(self.store.get_bytes(self._key(file_id, "meta.json")))
+        except NotFound:
+            raise NotFound(f"No such File object: {file_id}", param="file_id") from None
+
+    def content(self, file_id: str) -> bytes:
+        self.get(file_id)
+        return self.store.get_bytes(self._key(file_id, "content"))
+
+    def list(self, purpose: str | None = None) -> list[FileObject]:
+        files = [
+            FileObject.model_validate_json(self.store.get_bytes(info.key))
+            for info in self.store.list(f"{self.prefix}/")
+            if info.key.endswith("/meta.json")
+        ]
+        files = [f for f in files if purpose is None or f.purpose == purpose]
+        return sorted(files, key=lambda f: f.created_at, reverse=True)
+
+    def delete(self, file_id: str) -> None:
+        self.get(file_id)
+        self.store.delete(self._key(file_id, "meta.json"))  # invisible first, then the bytes
+        self.store.delete(self._key(file_id, "content"))

@@ -1,0 +1,133 @@
+"""Style evaluation: does the fine-tuned model speak the style better than the base model?
+
+On held-out questions, per style, three configurations answer:
+- ``base_trigger``: the base model with only the short serving trigger (what a user gets without fine-tuning),
+- ``base_prompt``: the base model with the style's full system prompt and few-shot turns (prompting's best),
+- ``tuned_trigger``: the fine-tuned model with only the trigger (what fine-tuning buys).
+The validator's ``Score`` rates every reply (similarity to the style's reference texts, markers, the style
+classifier). The style score of a configuration is its mean similarity to the references; the gate promotes the
+tuned model only if it beats ``base_trigger`` on every style.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from statistics import fmean
+from typing import Any
+
+from emotune.styles import StylesDocument
+from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
+
+CONFIGS = ("base_trigger", "base_prompt", "tuned_trigger")
+
+
+def _prompt(config: str, style_name: str, styles: StylesDocument) -> list[inference_pb2.ChatMessage]:
+    style = styles.get(style_name)
+    if config == "base_prompt":
+        turns = [inference_pb2.ChatMessage(role="system", content=style.system_prompt)]
+        for shot in style.few_shot:
+            turns += [inference_pb2.ChatMessage(role="user", content=shot.user),
+                      inference_pb2.ChatMessage(role="assistant", content=shot.assistant)]
+        return turns
+    return [inference_pb2.ChatMessage(role="system", content=style.serving_prompt)]
+
+
+class StyleEvaluator:
+    def __init__(self, inference: inference_pb2_grpc.InferenceStub, validator: validator_pb2_grpc.ValidatorStub):
+        self.inference, self.validator = inference, validator
+
+    async def _reply(self, model: str, messages: list[inference_pb2.ChatMessage], max_tokens: int,
+                     seed: int) -> str:
+        request = inference_pb2.ChatRequest(
+            model=model, messages=messages,
+            sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=seed),
+        )
+        return "".join([chunk.text async for chunk in self.inference.Chat(request)]).strip()
+
+    async def evaluate(
+        self, styles: StylesDocument, selected: list[str], questions: list[str], styles_yaml: str, *,
+        base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}
+        total, done = len(selected) * len(CONFIGS) * len(questions), 0
+        rows: list[dict[str, Any]] = []
+        samples: dict[str, dict[str, str]] = {}
+        for style in selected:
+            for config in CONFIGS:
+                prefix = _prompt(config, style, styles)
+                replies = []
+                for question in questions:
+                    user = inference_pb2.ChatMessage(role="user", content=question)
+                    replies.append(await self._reply(models[config], [*prefix, user], max_tokens, seed))
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                scored = await self.validator.Score(
+                    validator_pb2.ScoreRequest(texts=replies, style=style, styles_yaml=styles_yaml)
+                )
+                rows.append({
+                    "style": style, "config": config, "model": models[config],
+                    "style_score": round(scored.mean_similarity, 4),
+                    "style_accuracy": round(scored.style_accuracy, 4),
+                    "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
+                    "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
+                })
+                samples.setdefault(style, {"question": questions[0] if questions else ""})[config] = (
+                    replies[0] if replies else ""
+                )
+        verdicts = {}
+        for style in selected:
+            by_config = {r["config"]: r for r in rows if r["style"] == style}
+            tuned, base = by_config["tuned_trigger"]["style_score"], by_config["base_trigger"]["style_score"]
+            verdicts[style] = {"tuned": tuned, "base": base, "beats_base": tuned > base}
+        promoted = bool(verdicts) and all(v["beats_base"] for v in verdicts.values())
+        verdict = "; ".join(
+            f"{s}: tuned {v['tuned']:.4f} {'>' if v['beats_base'] else '<='} base {v['base']:.4f}"
+            for s, v in verdicts.items()
+        )
+        return {"table": rows, "samples": samples, "verdicts": verdicts, "promoted": promoted, "verdict": verdict,
+                "questions": questions}
+
+
+def evaluation_chart_png(table: list[dict[str, Any]]) -> bytes:
+    """A grouped bar chart of style score per style and configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    styles = list(dict.fromkeys(r["style"] for r in table))
+    cjk = [f.name for f in font_manager.fontManager.ttflist if "CJK" in f.name or "Noto Sans SC" in f.name]
+    if cjk:
+        plt.rcParams["font.family"] = cjk[0]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(styles), 3.6), dpi=110)
+    width = 0.8 / len(CONFIGS)
+    for i, config in enumerate(CONFIGS):
+        values = [next((r["style_score"] for r in table if r["style"] == s and r["config"] == config), 0.0)
+                  for s in styles]
+        ax.bar([x + i * width for x in range(len(styles))], values, width, label=config)
+    ax.set_xticks([x + width for x in range(len(styles))], [f"style {i + 1}" if not cjk else s
+                                                             for i, s in enumerate(styles)])
+    scores = [r["style_score"] for r in table] or [0.0]
+    ax.set_ylim(max(0.0, min(scores) - 0.05), min(1.0, max(scores) + 0.03))
+    ax.set_ylabel("style score (similarity to references)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def format_table(evaluation: dict[str, Any]) -> str:
+    """The evaluation table as aligned text, for terminals and logs."""
+    header = f"{'style':<8} {'config':<14} {'style_score':>11} {'accuracy':>9} {'markers':>8} {'pass':>6}"
+    lines = [header, "-" * len(header)]
+    for r in evaluation.get("table", []):
+        lines.append(f"{r['style']:<8} {r['config']:<14} {r['style_score']:>11.4f} {r['style_accuracy']:>9.2f} "
+                     f"{r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
+    lines.append(f"promoted: {evaluation.get('promoted')}  ({evaluation.get('verdict', '')})")
+    return "\n".join(lines)

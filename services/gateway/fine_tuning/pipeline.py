@@ -1,0 +1,362 @@
+"""The fine-tuning pipeline: one gateway job drives datagen -> validator -> trainer -> evaluation -> serving.
+
+Each stage is a job in another service, reached over gRPC. The pipeline job's checkpoint (in the JobStore)
+records the stage reached, each sub-job's id and the last event seen, so a restarted gateway re-attaches to the
+running sub-job and continues from where it stopped; a failed sub-job fails the pipeline with that stage's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from emotune.errors import Cancelled, EmotuneError, FailedPrecondition, InvalidInput
+from emotune.grpc.client import to_domain_error
+from emotune.jobrunner import JobContext
+from emotune.logging import get_logger
+from emotune.records import Message, Provenance, Record, dumps_records, record_id
+from emotune.store.artifacts import publish_artifact
+from emotune.store.base import ArtifactStore
+from emotune.styles import StylesDocument, dump_styles, parse_styles
+from emotune.v1 import (
+    datagen_pb2,
+    datagen_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+    validator_pb2,
+    validator_pb2_grpc,
+)
+from services.gateway.files.service import FileService
+from services.gateway.fine_tuning.evaluation import StyleEvaluator
+from services.gateway.fine_tuning.protocol import CreateFineTuningJob, TeacherOptions, TrainingOptions
+
+log = get_logger(__name__)
+
+STAGES = ("validating_files", "datagen", "validation", "training", "serving", "evaluation")
+# Save the sub-job stream offset at most this often (each save is one small store write).
+CHECKPOINT_EVERY_SECONDS = 1.0
+# Loading a merged model on CPU takes a while; longer than the default unary deadline.
+LOAD_DEADLINE_SECONDS = 600.0
+
+
+class StageFailed(EmotuneError):
+    """A stage's sub-job failed; the message carries the stage and its error."""
+
+
+@dataclass
+class ServiceChannels:
+    """gRPC channels to the services the pipeline drives (opened by the gateway with deadlines)."""
+
+    datagen: grpc.aio.Channel
+    validator: grpc.aio.Channel
+    trainer: grpc.aio.Channel
+    inference: grpc.aio.Channel
+
+
+@dataclass
+class DefaultTeacher:
+    """The teacher used when a job names none: ZhipuAI when a key is configured, else emotune's own gateway
+    serving the base model (few-shot), which needs no network and no key from the user."""
+
+    zhipuai_available: bool
+    gateway_base_url: str
+    gateway_key_env: str
+    zhipuai_model: str = "glm-4-flash"
+
+    def for_job(self, base_model: str, options: TeacherOptions | None) -> datagen_pb2.TeacherConfig:
+        if options is not None and (options.base_url or options.provider == "zhipuai"):
+            return datagen_pb2.TeacherConfig(
+                provider=options.provider, base_url=options.base_url, model=options.model,
+                api_key_env=options.api_key_env, max_concurrency=options.max_concurrency,
+            )
+        if self.zhipuai_available:
+            return datagen_pb2.TeacherConfig(provider="zhipuai", model=self.zhipuai_model, max_concurrency=5)
+        return datagen_pb2.TeacherConfig(
+            provider="openai", base_url=self.gateway_base_url, model=base_model,
+            api_key_env=self.gateway_key_env, max_concurrency=2,
+        )
+
+
+def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str:
+    """No ':' inside: ``<model>:<style>`` stays unambiguous for fine-tuned models too."""
+    return f"ft-{base_model}-{suffix or 'emotune'}-{job_id[-8:]}".replace(":", "-")
+
+
+class Pipeline:
+    def __init__(self, store: ArtifactStore, files: FileService, channels: ServiceChannels,
+                 teacher: DefaultTeacher) -> None:
+        self.store, self.files, self.teacher = store, files, teacher
+        self.datagen = datagen_pb2_grpc.DatagenStub(channels.datagen)
+        self.validator = validator_pb2_grpc.ValidatorStub(channels.validator)
+        self.trainer = trainer_pb2_grpc.TrainerStub(channels.trainer)
+        self.inference = inference_pb2_grpc.InferenceStub(channels.inference)
+        self.job_stubs = {
+            "datagen": jobs_pb2_grpc.JobsStub(channels.datagen),
+            "validation": jobs_pb2_grpc.JobsStub(channels.validator),
+            "training": jobs_pb2_grpc.JobsStub(channels.trainer),
+        }
+        self.evaluator = StyleEvaluator(self.inference, self.validator)
+
+    # ------------------------------------------------------------------ the job
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        request = CreateFineTuningJob.model_validate(ctx.spec["request"])
+        run = _Run(ctx, dict(ctx.checkpoint))
+        options = request.emotune
+        styles = self._styles(request)
+        selected = (options.styles if options and options.styles else styles.names) if styles else []
+
+        files = await run.once("validating_files", lambda: self._validate_files(request, styles, selected))
+        if files.get("training_dataset"):
+            dataset = files["training_dataset"]
+        else:
+            generated = await run.remote(
+                "datagen", self.job_stubs["datagen"],
+                lambda: self.datagen.StartGeneration(self._generation_spec(ctx.job_id, request, styles, selected,
+                                                                           files["train_questions"])),
+            )
+            validated = await run.remote(
+                "validation", self.job_stubs["validation"],
+                lambda: self.validator.StartValidation(validator_pb2.ValidationSpec(
+                    dataset_artifact=_artifact_key(generated, "dataset"),
+                    styles_yaml=files["styles_yaml"], embedder=options.validation.embedder,
+                    similarity_threshold=options.validation.similarity_threshold,
+                    dedup_threshold=options.validation.dedup_threshold,
+                    output_prefix=f"validated/{ctx.job_id}",
+                )),
+            )
+            dataset = _artifact_key(validated, "kept")
+        trained = await run.remote(
+            "training", self.job_stubs["training"],
+            lambda: self.trainer.StartTraining(self._training_spec(ctx.job_id, request, dataset)),
+            on_event=run.collect_checkpoint,
+        )
+        model_id = fine_tuned_model_id(request.model, request.suffix, ctx.job_id)
+        triggers = [
+            inference_pb2.StyleTrigger(style=name, system_prompt=styles.get(name).serving_prompt)
+            for name in selected
+        ]
+        await run.once("serving", lambda: self._load(model_id, trained, triggers))
+        evaluation = {}
+        if styles and options and options.evaluation.questions_per_style and files.get("held_out"):
+            evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
+                styles, selected, files["held_out"], files["styles_yaml"], base_model=request.model,
+                tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
+                progress=lambda done, total: ctx.progress(done, total, "evaluating", stage="evaluation"),
+            ))
+            if options.evaluation.gate == "beat_base" and not evaluation["promoted"]:
+                await self.inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model_id))
+                raise StageFailed(f"evaluation: not promoted: {evaluation['verdict']}", stage="evaluation")
+        return {
+            "fine_tuned_model": model_id, "dataset": dataset, "training": trained,
+            "evaluation": evaluation, "styles": selected,
+        }
+
+    # ------------------------------------------------------------------ stages
+    def _styles(self, request: CreateFineTuningJob) -> StylesDocument | None:
+        options = request.emotune
+        if options is None:
+            return None
+        if options.styles_file:
+            return parse_styles(self.files.content(options.styles_file).decode("utf-8"), options.styles_file)
+        if options.styles_yaml:
+            return parse_styles(options.styles_yaml, "emotune.styles_yaml")
+        return None
+
+    async def _validate_files(self, request: CreateFineTuningJob, styles: StylesDocument | None,
+                              selected: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for name in selected:
+            styles.get(name)  # unknown style names fail here, naming the field
+        if styles is not None:
+            result["styles_yaml"] = dump_styles(styles)
+        if request.training_file:
+            result["training_dataset"] = await asyncio.to_thread(self._import_training_file, request)
+            return result
+        questions = await asyncio.to_thread(self._questions, request)
+        per_style = request.emotune.evaluation.questions_per_style
+        rng = random.Random(request.seed or 0)
+        shuffled = questions[:]
+        rng.shuffle(shuffled)
+        held_out = shuffled[:per_style] if len(shuffled) > per_style * 2 else []
+        train = [q for q in questions if q not in set(held_out)]
+        limit = request.emotune.generation.questions.limit
+        result.update(train_questions=train[:limit] if limit else train, held_out=held_out)
+        return result
+
+    def _questions(self, request: CreateFineTuningJob) -> list[str]:
+        from emotune.importers import import_questions_text
+
+        source = request.emotune.generation.questions
+        questions = list(source.questions)
+        if source.file:
+            meta = self.files.get(source.file)
+            text = self.files.content(source.file).decode("utf-8")
+            questions += import_questions_text(text, source.format, source=meta.filename,
+                                               field_path=source.field_path)
+        unique = list(dict.fromkeys(q.strip() for q in questions if q.strip()))
+        if not unique:
+            raise InvalidInput("no questions: give emotune.generation.questions.file or .questions",
+                               field="emotune.generation.questions")
+        return unique
+
+    def _import_training_file(self, request: CreateFineTuningJob) -> str:
+        import json
+
+        meta = self.files.get(request.training_file)
+        if meta.purpose != "fine-tune":
+            raise InvalidInput(f"file {meta.id} has purpose {meta.purpose!r}, expected 'fine-tune'",
+                               field="training_file")
+        text = self.files.content(request.training_file).decode("utf-8")
+        records = [
+            Record(
+                id=record_id(meta.id, number),
+                messages=[Message(role=m["role"], content=m["content"]) for m in json.loads(line)["messages"]],
+                provenance=Provenance(teacher="import", source=meta.filename),
+            )
+            for number, line in enumerate(text.splitlines(), start=1) if line.strip()
+        ]
+        key = f"datasets/{meta.id}"
+        publish_artifact(self.store, key, {"records.jsonl": dumps_records(records).encode("utf-8")},
+                         {"kind": "dataset", "source_file": meta.id, "records": len(records)})
+        return key
+
+    def _generation_spec(self, job_id: str, request: CreateFineTuningJob, styles: StylesDocument,
+                         selected: list[str], questions: list[str]) -> datagen_pb2.GenerationSpec:
+        generation = request.emotune.generation
+        return datagen_pb2.GenerationSpec(
+            styles_yaml=dump_styles(styles), style_names=selected,
+            questions=datagen_pb2.QuestionSource(questions=questions),
+            teacher=self.teacher.for_job(request.model, generation.teacher),
+            mode=generation.mode, variants_per_question=generation.variants_per_question,
+            seed=request.seed or 0, output_prefix=f"datasets/{job_id}",
+        )
+
+    def _training_spec(self, job_id: str, request: CreateFineTuningJob, dataset: str) -> trainer_pb2.TrainingSpec:
+        options = request.emotune.training if request.emotune else TrainingOptions()
+        hp = request.hyperparameters
+        base_lr = options.learning_rate or 2e-4
+        multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
+        return trainer_pb2.TrainingSpec(
+            backend=options.backend, base_model=request.model, dataset_artifact=dataset,
+            lora=trainer_pb2.LoraConfig(r=options.lora.r, alpha=options.lora.alpha, dropout=options.lora.dropout,
+                                        target_modules=options.lora.target_modules),
+            quantization=options.quantization, max_length=options.max_length, packing=options.packing,
+            epochs=3 if hp.n_epochs == "auto" else hp.n_epochs, max_steps=options.max_steps,
+            learning_rate=base_lr * multiplier, batch_size=4 if hp.batch_size == "auto" else hp.batch_size,
+            eval_fraction=options.eval_fraction, eval_every_steps=options.eval_every_steps,
+            seed=request.seed or 0, output_prefix=f"models/{job_id}",
+        )
+
+    async def _load(self, model_id: str, trained: dict[str, Any],
+                    triggers: list[inference_pb2.StyleTrigger]) -> dict[str, Any]:
+        info = await self.inference.LoadModel(inference_pb2.LoadModelRequest(
+            model_id=model_id, artifact=_artifact_key(trained, "merged"), styles=triggers,
+        ), timeout=LOAD_DEADLINE_SECONDS)
+        return {"model_id": info.id, "memory_bytes": info.memory_bytes}
+
+
+def _artifact_key(result: dict[str, Any], name: str) -> str:
+    """The artifact a finished sub-job produced, by its documented result key (``<name>_artifact``)."""
+    key = result.get(f"{name}_artifact")
+    if not key:
+        raise FailedPrecondition(f"stage result has no {name}_artifact (got keys {sorted(result)})")
+    return key
+
+
+class _Run:
+    """One execution of a pipeline job: runs each stage at most once across restarts, via the checkpoint."""
+
+    def __init__(self, ctx: JobContext, checkpoint: dict[str, Any]) -> None:
+        self.ctx, self.checkpoint = ctx, checkpoint
+        self.checkpoint.setdefault("stages", {})
+        self.checkpoint.setdefault("checkpoints", [])
+        self._last_save = 0.0
+
+    def _save(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_save > CHECKPOINT_EVERY_SECONDS:
+            self.ctx.save_checkpoint(self.checkpoint)
+            self._last_save = time.monotonic()
+
+    def _enter(self, stage: str) -> dict[str, Any]:
+        state = self.checkpoint["stages"].setdefault(stage, {"status": "running"})
+        self.checkpoint["stage"] = stage
+        if state.get("status") != "succeeded":
+            self.ctx.emit("stage", f"{stage} started" if "job_id" not in state else f"{stage} resumed",
+                          stage=stage)
+        self._save(force=True)
+        return state
+
+    def _done(self, stage: str, state: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        state.update(status="succeeded", result=result)
+        self.ctx.emit("stage", f"{stage} succeeded", stage=stage)
+        self._save(force=True)
+        return result
+
+    async def once(self, stage: str, work: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        existing = self.checkpoint["stages"].get(stage)
+        if existing and existing.get("status") == "succeeded":
+            return existing["result"]
+        state = self._enter(stage)
+        try:
+            result = await work()
+        except grpc.aio.AioRpcError as exc:
+            raise StageFailed(f"{stage}: {to_domain_error(exc).message}", stage=stage) from None
+        except EmotuneError as exc:
+            raise type(exc)(f"{stage}: {exc.message}", **exc.details) from None
+        return self._done(stage, state, result)
+
+    async def remote(self, stage: str, jobs: jobs_pb2_grpc.JobsStub,
+                     start: Callable[[], Awaitable[jobs_pb2.JobRef]],
+                     on_event: Callable[[str, jobs_pb2.Event], None] | None = None) -> dict[str, Any]:
+        existing = self.checkpoint["stages"].get(stage)
+        if existing and existing.get("status") == "succeeded":
+            return existing["result"]
+        state = self._enter(stage)
+        try:
+            if "job_id" not in state:
+                ref = await start()
+                state.update(job_id=ref.job_id, after=0)
+                self._save(force=True)
+            async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=state["job_id"],
+                                                                      after_seq=state["after"])):
+                self._relay(stage, event)
+                if on_event is not None:
+                    on_event(stage, event)
+                state["after"] = event.seq
+                self._save()
+            job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=state["job_id"]))
+        except asyncio.CancelledError:
+            if self.ctx.cancel_requested() and "job_id" in state:  # a user cancel, not a gateway shutdown
+                await asyncio.shield(jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=state["job_id"])))
+            raise
+        except grpc.aio.AioRpcError as exc:
+            raise StageFailed(f"{stage}: {to_domain_error(exc).message}", stage=stage) from None
+        if job.state == jobs_pb2.JOB_STATE_CANCELLED:
+            raise Cancelled(f"{stage} job {job.job_id} was cancelled")
+        if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+            raise StageFailed(f"{stage} failed: {job.error or 'no reason given'}", stage=stage,
+                              sub_job=job.job_id)
+        return self._done(stage, state, MessageToDict(job.result, preserving_proto_field_name=True))
+
+    def _relay(self, stage: str, event: jobs_pb2.Event) -> None:
+        if event.type == "state":
+            return  # the pipeline reports stage transitions itself
+        data = MessageToDict(event.data, preserving_proto_field_name=True)
+        self.ctx.emit(event.type, f"{stage}: {event.message}", stage=stage, **data)
+
+    def collect_checkpoint(self, stage: str, event: jobs_pb2.Event) -> None:
+        """Training events that describe a saved checkpoint feed ``/checkpoints``."""
+        if event.type == "checkpoint":
+            data = MessageToDict(event.data, preserving_proto_field_name=True)
+            self.checkpoint["checkpoints"].append(data)

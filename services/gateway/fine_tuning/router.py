@@ -1,0 +1,56 @@
+"""``/v1/fine_tuning/jobs`` routes (thin: the work is in ``serving.py`` and ``pipeline.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from services.gateway.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
+from services.gateway.fine_tuning.serving import FineTuningService
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+def _service(request: Request) -> FineTuningService:
+    return request.app.state.fine_tuning
+
+
+@router.post("", response_model=FineTuningJob)
+async def create(request: Request, body: CreateFineTuningJob) -> FineTuningJob:
+    return await _service(request).create(body)
+
+
+@router.get("", response_model=ListPage)
+async def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)) -> ListPage:
+    return await _service(request).list(after, limit)
+
+
+@router.get("/{job_id}", response_model=FineTuningJob)
+async def retrieve(request: Request, job_id: str) -> FineTuningJob:
+    return await _service(request).retrieve(job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=FineTuningJob)
+async def cancel(request: Request, job_id: str) -> FineTuningJob:
+    return await _service(request).cancel(job_id)
+
+
+@router.get("/{job_id}/events", response_model=ListPage)
+async def events(request: Request, job_id: str, after: str | None = None,
+                 limit: int = Query(20, ge=1, le=1000)) -> ListPage:
+    return await _service(request).events(job_id, after, limit)
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListPage)
+async def checkpoints(request: Request, job_id: str, limit: int = Query(10, ge=1, le=100)) -> ListPage:
+    return await _service(request).checkpoints(job_id, limit)
+
+
+@router.get("/{job_id}/report")
+async def report(request: Request, job_id: str) -> dict:
+    return await _service(request).report(job_id)
+
+
+@router.get("/{job_id}/plots/{name}.png")
+async def plot(request: Request, job_id: str, name: str) -> Response:
+    return Response(await _service(request).plot(job_id, name), media_type="image/png")
