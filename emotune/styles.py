@@ -7,6 +7,7 @@ recipients x scenes with a compatibility filter. Validation errors name the file
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emotune.errors import InvalidInput
+from emotune.textio import read_text
+
+
+class _LocatedError(ValueError):
+    """A cross-field problem that knows its location (pydantic gives model-level errors none)."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class _Strict(BaseModel):
@@ -30,7 +40,7 @@ class LengthBounds(_Strict):
     max: int = Field(400, ge=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "LengthBounds":
+    def _ordered(self) -> LengthBounds:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
@@ -126,21 +136,28 @@ class StylesDocument(_Strict):
     combinatorial: Combinatorial | None = None
 
     @model_validator(mode="after")
-    def _unique_and_consistent(self) -> "StylesDocument":
+    def _unique_and_consistent(self) -> StylesDocument:
         seen: set[str] = set()
-        for style in self.styles:
+        for i, style in enumerate(self.styles):
             if style.name in seen:
-                raise ValueError(f"style name {style.name!r} appears twice")
+                raise _LocatedError(f"style name {style.name!r} appears twice", ("styles", i, "name"))
             seen.add(style.name)
         if self.combinatorial:
-            recipients = {r.name for r in self.combinatorial.recipients}
-            scenes = {s.name for s in self.combinatorial.scenes}
-            for i, rule in enumerate(self.combinatorial.exclude):
-                for kind, names, known in (("recipient", rule.recipients, recipients),
-                                           ("scene", rule.scenes, scenes), ("style", rule.styles, seen)):
-                    unknown = sorted(set(names) - known)
+            combinatorial = self.combinatorial
+            for kind, items in (("recipients", combinatorial.recipients), ("scenes", combinatorial.scenes)):
+                names: set[str] = set()
+                for i, item in enumerate(items):
+                    if item.name in names:
+                        raise _LocatedError(f"{item.name!r} appears twice", ("combinatorial", kind, i, "name"))
+                    names.add(item.name)
+            known = {"recipients": {r.name for r in combinatorial.recipients},
+                     "scenes": {s.name for s in combinatorial.scenes}, "styles": seen}
+            for i, rule in enumerate(combinatorial.exclude):
+                for kind, names_known in known.items():
+                    unknown = [name for name in getattr(rule, kind) if name not in names_known]
                     if unknown:
-                        raise ValueError(f"combinatorial.exclude[{i}] names unknown {kind}(s) {unknown}")
+                        raise _LocatedError(f"unknown name(s) {unknown}; known: {sorted(names_known)}",
+                                            ("combinatorial", "exclude", i, kind))
         return self
 
     def get(self, name: str) -> Style:
@@ -172,36 +189,86 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def parse_styles(text: str, source: str = "<styles>") -> StylesDocument:
-    """Parse and validate a styles document (YAML or JSON); errors name ``source``, line and field."""
+def _from_seed_style_config(data: dict[str, Any]) -> dict[str, Any]:
+    """The seeds' ``style_config.json`` (``{"温柔": {"system_prompt", "examples": [{role, content}...],
+    "reference_texts", "temperature"}}``) as a styles document, so users can bring the file they have."""
+    styles = []
+    for name, spec in data.items():
+        spec = dict(spec)
+        examples = spec.pop("examples", [])
+        if isinstance(examples, list) and all(isinstance(e, dict) and "role" in e for e in examples):
+            users = [e.get("content") for e in examples if e.get("role") == "user"]
+            replies = [e.get("content") for e in examples if e.get("role") == "assistant"]
+            spec["few_shot"] = [{"user": u, "assistant": a} for u, a in zip(users, replies, strict=False)]
+        elif examples:
+            spec["few_shot"] = examples  # let validation name the field
+        styles.append({"name": name, **spec})
+    return {"styles": styles}
+
+
+def _is_seed_style_config(data: dict[str, Any]) -> bool:
+    return "styles" not in data and bool(data) and all(
+        isinstance(v, dict) and "system_prompt" in v for v in data.values())
+
+
+def _load_tree(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """The parsed document and its YAML node tree (for line numbers). JSON is read as JSON first: PyYAML
+    refuses tabs that JSON allows, and replacing them keeps valid JSON's structure and lines."""
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"not valid JSON: {exc.msg} (column {exc.colno})", file=source,
+                               line=exc.lineno) from None
+        return data, yaml.compose(text.replace("\t", " "))
     try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
+        return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InvalidInput(f"not valid YAML/JSON: {getattr(exc, 'problem', exc)}", file=source,
+        raise InvalidInput(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=source,
                            line=mark.line + 1 if mark else None) from None
-    if isinstance(data, list):  # a bare list of styles
-        data, tree = {"styles": data}, None
+
+
+def _file_location(loc: tuple[Any, ...], layout: str, names: list[str]) -> tuple[Any, ...]:
+    """A StylesDocument location in the file's own layout (bare list or seed config), to find its line."""
+    if layout == "document":
+        return loc
+    if loc[:1] != ("styles",) or len(loc) < 2:
+        return ()
+    if layout == "list":
+        return loc[1:]
+    field = {"few_shot": "examples", "name": None}.get(loc[2], loc[2]) if len(loc) > 2 else None
+    return (names[loc[1]], field) if field else (names[loc[1]],)
+
+
+def parse_styles(text: str, source: str = "<styles>") -> StylesDocument:
+    """Parse and validate a styles document (YAML or JSON; also a bare list of styles or the seeds'
+    ``style_config.json``); errors name ``source``, the line and the field (``styles[1].temperature``)."""
+    data, tree = _load_tree(text, source)
+    layout, names = "document", []
+    if isinstance(data, list):
+        data, layout = {"styles": data}, "list"
+    elif isinstance(data, dict) and _is_seed_style_config(data):
+        data, layout, names = _from_seed_style_config(data), "seed", list(data)
     if not isinstance(data, dict):
         raise InvalidInput("expected a mapping with a 'styles' list", file=source)
     try:
         return StylesDocument.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"])
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        located = (err.get("ctx") or {}).get("error")
+        loc = tuple(located.loc) if isinstance(located, _LocatedError) else tuple(err["loc"])
+        message = str(located) if isinstance(located, _LocatedError) else err["msg"]
+        file_loc = _file_location(loc, layout, names)
+        # Name the field as the user wrote it: styles[1].temperature, or 毒舌.temperature in a seed config.
+        shown = file_loc if layout == "seed" and file_loc else loc
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".")
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise InvalidInput(err["msg"] + more, file=source, line=_line_of(tree, loc), field=field or None) from None
-
-
-def dump_styles(document: StylesDocument) -> str:
-    """The document as YAML (what services receive in job specs); ``parse_styles`` reads it back unchanged."""
-    return yaml.safe_dump(document.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False)
+        line = _line_of(tree, file_loc)
+        raise InvalidInput(message + more, file=source, line=line, field=field or None) from None
 
 
 def load_styles(path: str | Path) -> StylesDocument:
+    """Read a styles file (UTF-8 or GBK, see :mod:`emotune.textio`) and validate it."""
     path = Path(path)
-    from emotune.textio import read_text
-
     return parse_styles(read_text(path), source=str(path))

@@ -16,28 +16,75 @@ from emotune.errors import InvalidInput
 
 ACCEPTED_ENCODINGS = ("utf-8", "utf-8-sig", "gbk", "gb18030")
 
+_GB_FAMILY = {"gb2312", "gbk", "gb18030", "hz"}
+_BYTE_ORDER_MARKS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                     (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def _guess_encoding(data: bytes) -> tuple[str, list[str]]:
+    """charset-normalizer's best guess and all its candidates (unreliable on short texts, see below)."""
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(data)
+    best = matches.best()
+    return (best.encoding if best else "unknown/binary"), [m.encoding for m in matches]
+
+
+def _reads_as_common_chinese(text: str) -> bool:
+    """Whether GB-decoded text looks like everyday Chinese rather than another legacy encoding decoded as GBK.
+
+    Big5, Shift-JIS, EUC-KR and Latin-1 bytes mostly *decode* as GBK too, into rare characters. Real Chinese
+    keeps to GB2312 (the 6763 common characters) and uses the most frequent characters a lot.
+    """
+    from charset_normalizer.constant import FREQUENCIES
+
+    wide = [ch for ch in text if ord(ch) > 0x7F]
+    if not wide:
+        return True
+    in_gb2312 = 0
+    for ch in wide:
+        try:
+            ch.encode("gb2312")
+            in_gb2312 += 1
+        except UnicodeEncodeError:
+            pass
+    if in_gb2312 < 0.9 * len(wide):
+        return False
+    frequent = set(FREQUENCIES["Chinese"])
+    return len(wide) < 4 or sum(ch in frequent for ch in wide) >= 0.12 * len(wide)
+
 
 def decode_bytes(data: bytes, source: str = "<input>") -> str:
-    """Decode UTF-8 (with or without BOM) or GBK/GB18030; refuse other encodings, naming the one detected."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InvalidInput("file is UTF-16 (found a UTF-16 byte-order mark); save it as UTF-8", file=source)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as utf8_error:
-        try:
-            return data.decode("gb18030")
-        except UnicodeDecodeError:
-            from charset_normalizer import from_bytes
+    """Decode UTF-8 (with or without BOM) or GBK/GB18030; refuse other encodings, naming the one detected.
 
-            best = from_bytes(data).best()
-            found = best.encoding if best else "unknown/binary"
-            line = data[: utf8_error.start].count(b"\n") + 1
-            raise InvalidInput(
-                f"cannot decode as UTF-8 or GBK (looks like {found}); save the file as UTF-8",
-                file=source, line=line,
-            ) from None
+    GBK is accepted when charset-normalizer says so, or, since it often mistakes short GBK texts for cp949 or
+    UTF-16, when the GB reading is common Chinese (:func:`_reads_as_common_chinese`).
+    """
+    for mark, name in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            raise InvalidInput(f"file is {name} (found a {name} byte-order mark); save it as UTF-8", file=source)
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InvalidInput("file contains NUL bytes: UTF-16 without a byte-order mark, or not a text file; "
+                           "save it as UTF-8", file=source, line=line)
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as utf8_error:
+        line = body[: utf8_error.start].count(b"\n") + 1
+    if body is data:  # a UTF-8 BOM means the rest must be UTF-8
+        found, candidates = _guess_encoding(data)
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and any(c in _GB_FAMILY for c in candidates) and (
+                found in _GB_FAMILY or _reads_as_common_chinese(text)):
+            return text
+    else:
+        found = "UTF-8 BOM followed by bytes that are not UTF-8"
+    raise InvalidInput(f"cannot decode as UTF-8 or GBK (looks like {found}); save the file as UTF-8",
+                       file=source, line=line)
 
 
 def read_text(path: str | Path) -> str:
