@@ -272,3 +272,19 @@ def load_styles(path: str | Path) -> StylesDocument:
     """Read a styles file (UTF-8 or GBK, see :mod:`emotune.textio`) and validate it."""
     path = Path(path)
     return parse_styles(read_text(path), source=str(path))
+
+
+class _StylesDumper(yaml.SafeDumper):
+    """Writes multi-line prompts as ``|`` blocks so a dumped document stays readable."""
+
+
+_StylesDumper.add_representer(
+    str, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text,
+                                                      style="|" if "\n" in text else None))
+
+
+def dump_styles(document: StylesDocument) -> str:
+    """The document as YAML that :func:`parse_styles` reads back to an equal document (to ship styles to
+    another service or store them with a job)."""
+    data = document.model_dump(mode="json", exclude_none=True)
+    return yaml.dump(data, Dumper=_StylesDumper, allow_unicode=True, sort_keys=False, width=1000)
