@@ -1,0 +1,29 @@
+"""emotune UI entry point (``streamlit run services/ui/app.py``, or ``python -m services.ui``).
+
+Three pages, all talking only to the gateway: Chat, Compare (two models side by side) and Pipeline (styles ->
+fine-tuning job -> served model).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `streamlit run` puts only this file's folder on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st
+
+from services.ui import widgets
+
+PAGES_DIR = Path(__file__).parent / "pages"
+CHAT_PAGE = st.Page(PAGES_DIR / "chat.py", title="Chat", icon="💬", default=True)
+COMPARE_PAGE = st.Page(PAGES_DIR / "compare.py", title="Compare", icon="⚖️")
+PIPELINE_PAGE = st.Page(PAGES_DIR / "pipeline.py", title="Pipeline", icon="🛠️")
+
+st.set_page_config(page_title="emotune", page_icon="💬", layout="wide")
+page = st.navigation([CHAT_PAGE, COMPARE_PAGE, PIPELINE_PAGE])
+with st.sidebar:
+    st.caption(f"Gateway: `{widgets.settings().api_base}`")
+page.run()

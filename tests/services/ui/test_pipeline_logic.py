@@ -1,0 +1,120 @@
+"""Pipeline page logic: the job request it sends, and what it draws of a job (stages, loss, report)."""
+
+import pytest
+
+from services.ui.pipeline import (
+    Questions,
+    Teacher,
+    Training,
+    build_job_request,
+    chat_model_id,
+    evaluation_chart_spec,
+    format_duration,
+    loss_points,
+    merge_events,
+    stage_progress,
+    view_report_section,
+)
+
+
+def test_job_request_follows_the_fine_tuning_api():
+    request = build_job_request(
+        base_model="smollm2-135m", styles_yaml="styles: []", styles=["温柔"],
+        questions=Questions(file_id="file-q", format="jsonl", field_path="q", inline=("extra?",), limit=30),
+        teacher=Teacher("openai", model="deepseek-chat", base_url="https://api.example/v1",
+                        api_key_env="DEEPSEEK_API_KEY"),
+        training=Training(n_epochs=3, batch_size=2, lora_r=4, max_steps=10), suffix=" emo ", seed=7,
+        questions_per_style=2)
+    assert request["model"] == "smollm2-135m" and request["suffix"] == "emo" and request["seed"] == 7
+    assert request["hyperparameters"] == {"n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 1.0}
+    ext = request["emotune"]
+    assert ext["styles"] == ["温柔"] and ext["styles_yaml"] == "styles: []"
+    assert ext["generation"]["questions"] == {"limit": 30, "file": "file-q", "format": "jsonl", "field_path": "q",
+                                              "questions": ["extra?"]}
+    assert ext["generation"]["teacher"] == {"provider": "openai", "model": "deepseek-chat",
+                                            "base_url": "https://api.example/v1", "api_key_env": "DEEPSEEK_API_KEY"}
+    assert ext["training"]["lora"] == {"r": 4, "alpha": 16} and ext["training"]["max_steps"] == 10
+    assert ext["evaluation"]["questions_per_style"] == 2
+    # no teacher: the gateway's default; no suffix: none sent; api key never part of the request
+    bare = build_job_request(base_model="m", styles_yaml="x", styles=[], questions=Questions(inline=("q",)),
+                             teacher=None, training=Training())
+    assert "teacher" not in bare["emotune"]["generation"] and "suffix" not in bare
+
+
+def test_request_refuses_missing_questions_and_teacher_url():
+    with pytest.raises(ValueError, match="no seed questions"):
+        build_job_request(base_model="m", styles_yaml="x", styles=[], questions=Questions(), teacher=None,
+                          training=Training())
+    with pytest.raises(ValueError, match="base URL"):
+        build_job_request(base_model="m", styles_yaml="x", styles=[], questions=Questions(inline=("q",)),
+                          teacher=Teacher("openai", model="x"), training=Training())
+
+
+EVENTS = [  # newest first, as the API pages them
+    {"id": "e5", "created_at": 105, "message": "training: step 20", "type": "metrics",
+     "data": {"stage": "training", "step": 20, "train_loss": 1.5, "valid_loss": 1.8, "done": 20, "total": 40,
+              "eta_s": 75}},
+    {"id": "e4", "created_at": 104, "message": "training: step 10", "type": "metrics",
+     "data": {"stage": "training", "step": 10, "train_loss": 2.5, "done": 10, "total": 40, "eta_s": 150}},
+    {"id": "e3", "created_at": 103, "message": "validation succeeded", "data": {"stage": "validation"}},
+    {"id": "e2", "created_at": 102, "message": "datagen: 6/6", "data": {"stage": "datagen", "done": 6, "total": 6}},
+    {"id": "e1", "created_at": 101, "message": "datagen started", "data": {"stage": "datagen"}},
+]
+
+
+def test_stage_progress_from_job_and_events():
+    job = {"status": "running", "emotune": {"stage": "training",
+                                            "stages": {"datagen": "succeeded", "validation": "succeeded",
+                                                       "training": "running"}}}
+    stages = {s.name: s for s in stage_progress(job, EVENTS)}
+    assert list(stages) == ["datagen", "validation", "training", "export", "evaluation", "serving"]
+    assert stages["datagen"].fraction == 1.0 and stages["datagen"].label == "datagen: succeeded · 6/6"
+    training = stages["training"]
+    assert (training.done, training.total, training.eta_s) == (20, 40, 75)
+    assert training.fraction == 0.5 and training.label == "training: running · 20/40 · ETA 1m15s"
+    assert training.message == "training: step 20"
+    assert stages["export"].status == "pending" and stages["export"].fraction == 0.0
+    # the current stage counts as running even before the job lists its status
+    fresh = stage_progress({"status": "running", "emotune": {"stage": "datagen", "stages": {}}}, [])
+    assert fresh[0].status == "running"
+
+
+def test_events_merge_once_each_oldest_first():
+    merged = merge_events(EVENTS[2:], EVENTS[:3])
+    assert [e["id"] for e in merged] == ["e1", "e2", "e3", "e4", "e5"]
+
+
+def test_loss_curve_from_report_or_live_events():
+    live = loss_points(None, EVENTS)
+    assert live == [{"step": 10, "split": "train", "loss": 2.5}, {"step": 20, "split": "train", "loss": 1.5},
+                    {"step": 20, "split": "valid", "loss": 1.8}]
+    report = {"loss_curve": [{"step": 5, "train_loss": 3.0, "eval_loss": 3.2}]}
+    assert loss_points(report, EVENTS) == [{"step": 5, "split": "train", "loss": 3.0},
+                                           {"step": 5, "split": "valid", "loss": 3.2}]
+    nested = {"training": {"loss_curve": [{"step": 1, "train_loss": 4.0, "valid_loss": None}]}}
+    assert loss_points(nested, []) == [{"step": 1, "split": "train", "loss": 4.0}]
+
+
+def test_report_section_split_for_drawing():
+    view = view_report_section({
+        "kept": 40, "total": 50, "dedup": {"threshold": 0.9, "removed": 3},
+        "rejected_by_reason": {"too_short": 4, "refusal": 3}, "passed": True,
+        "per_style": [{"style": "温柔", "kept": 20}], "plots": {"similarity": "reports/x.png"}, "name": "run"})
+    assert view.numbers == {"kept": 40, "total": 50, "dedup.threshold": 0.9, "dedup.removed": 3, "passed": 1.0}
+    # a dict of numbers is a bar chart, not a nested section
+    assert view.counts == {"rejected_by_reason": {"too_short": 4, "refusal": 3}}
+    assert view.tables == {"per_style": [{"style": "温柔", "kept": 20}]}
+
+
+def test_evaluation_chart_and_chat_links():
+    table = [{"style": "温柔", "config": "tuned_trigger", "model": "ft-m:温柔", "style_score": 0.8, "pass_rate": 1.0},
+             {"style": "温柔", "config": "base_trigger", "model": "m:温柔", "style_score": 0.6, "pass_rate": 0.5}]
+    assert evaluation_chart_spec(table) == ("style", "config", ["style_score", "pass_rate"])
+    assert evaluation_chart_spec([{"name": "a", "score": 1}]) == ("name", None, ["score"])
+    assert evaluation_chart_spec([]) == (None, None, [])
+    assert chat_model_id({"fine_tuned_model": "ft-m-emo-1"}, "温柔") == "ft-m-emo-1:温柔"
+    assert chat_model_id({"fine_tuned_model": None}) is None
+
+
+def test_durations():
+    assert [format_duration(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m"]
