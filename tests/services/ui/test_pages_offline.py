@@ -1,0 +1,80 @@
+"""Page logic through Streamlit's AppTest, with no gateway running (a closed loopback port): the styles
+editor/upload validation works offline, and an unreachable gateway is reported plainly without losing the chat."""
+
+import socket
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services.ui.chat import Conversation
+
+APP = Path(__file__).resolve().parents[3] / "services" / "ui" / "app.py"
+BAD_STYLES = b"""styles:
+  - name: gentle
+    system_prompt: You are gentle.
+    temperature: 1.5
+  - name: sharp
+    system_prompt: You are sharp.
+    length: {min: 50, max: 10}
+"""
+
+
+@pytest.fixture
+def closed_gateway(monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("EMOTUNE_GATEWAY_URL", f"http://127.0.0.1:{port}")
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def app() -> AppTest:
+    from services.ui import widgets
+
+    widgets.settings.clear()  # settings come from this test's environment
+    widgets.gateway.clear()
+    return AppTest.from_file(APP, default_timeout=30)
+
+
+def test_chat_keeps_the_conversation_when_the_gateway_is_unreachable(closed_gateway):
+    at = app()
+    chat = Conversation()
+    chat.add_user("hello there")
+    chat.add_answer("general Kenobi", model="smollm2-135m")
+    at.session_state["chat"] = chat
+    at.run()
+    assert not at.exception
+    assert any(f"Cannot reach the gateway at {closed_gateway}" in e.value for e in at.error)
+    assert [m.markdown[0].value for m in at.chat_message] == ["hello there", "general Kenobi"]
+    assert at.chat_input(key="chat_input").disabled
+
+
+def test_invalid_styles_upload_names_field_and_line(closed_gateway):
+    at = app()
+    at.switch_page("pages/pipeline.py").run()
+    assert not at.exception
+    at.file_uploader(key="styles_upload").set_value(("mine.yaml", BAD_STYLES, "application/yaml"))
+    at.run()
+    errors = [e.value for e in at.error]
+    assert any("Invalid styles document" in e and "line 7" in e and "`styles[1].length`" in e
+               and "greater than max" in e for e in errors), errors
+    assert ">" in at.code[0].value and "length: {min: 50, max: 10}" in at.code[0].value
+    assert at.button(key="launch").disabled
+    # fixing the document in the editor clears the error and lists the styles
+    at.text_area(key="styles_text").input(BAD_STYLES.decode().replace("min: 50", "min: 5")).run()
+    assert not any("Invalid styles" in e.value for e in at.error)
+    assert "2 style(s) valid: gentle, sharp" in at.success[0].value
+    assert list(at.dataframe[0].value["style"]) == ["gentle", "sharp"]
+    # no served base model (gateway down): still not launchable, and the reason is on the page
+    assert at.button(key="launch").disabled
+    assert any("Cannot reach the gateway" in e.value for e in at.error)
+
+
+def test_unreadable_upload_is_refused_readably(closed_gateway):
+    at = app()
+    at.switch_page("pages/pipeline.py").run()
+    at.file_uploader(key="styles_upload").set_value(("win.yaml", BAD_STYLES.decode().encode("utf-16"),
+                                                     "application/yaml"))
+    at.run()
+    assert any("Cannot read win.yaml" in e.value and "UTF-16" in e.value for e in at.error)
