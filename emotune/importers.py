@@ -94,6 +94,11 @@ class _ItemError(ValueError):
         self.field = field_name
 
 
+def _indexed(index: int, field_name: str | None) -> str:
+    """``[3].mapping``: the item's index names it even in a minified one-line file."""
+    return f"[{index}].{field_name}" if field_name else f"[{index}]"
+
+
 def _dialogue(turns: Iterable[tuple[str, str]]) -> Dialogue:
     """Alternating user/assistant messages: consecutive messages of one speaker are joined by a newline (people
     send several short messages in a row), leading assistant messages are dropped, empty ones skipped."""
@@ -164,8 +169,8 @@ def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: b
     report = collector.report
     start = text.lstrip()[:1]
     if start == "[":
-        for line, utterances in iter_json_array(text, report, strict=strict):
-            _lccc_dialogue(collector, utterances, line, "", all_turns=all_turns, strict=strict)
+        for index, (line, utterances) in enumerate(iter_json_array(text, report, strict=strict)):
+            _lccc_dialogue(collector, utterances, line, f"[{index}]", all_turns=all_turns, strict=strict)
     elif start == "{":
         try:
             document = json.loads(text)
@@ -246,9 +251,11 @@ def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: 
     parts = _parse_path(field_path)
     report = collector.report
     if jsonl:
-        items: Iterable[tuple[int, Any]] = iter_jsonl(text, report, strict=strict)
+        for line, item in iter_jsonl(text, report, strict=strict):
+            _questions_at(collector, item, parts, line, strict=strict)
     elif text.lstrip().startswith("["):
-        items = iter_json_array(text, report, strict=strict)
+        for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
+            _questions_at(collector, item, parts, line, strict=strict, prefix=f"[{index}]")
     else:  # one JSON object; the path starts at its root
         try:
             document = json.loads(text)
@@ -257,9 +264,6 @@ def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: 
             return
         report.read += 1
         _questions_at(collector, document, parts, 1, strict=strict)
-        return
-    for line, item in items:
-        _questions_at(collector, item, parts, line, strict=strict)
 
 
 # ------------------------------------------------------------------------------------------------ chatgpt
@@ -308,13 +312,13 @@ def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
-    for line, conversation in iter_json_array(text, collector.report, strict=strict):
+    for index, (line, conversation) in enumerate(iter_json_array(text, collector.report, strict=strict)):
         try:
             if not isinstance(conversation, dict):
                 raise _ItemError(f"expected a conversation object, found {type(conversation).__name__}")
             path = _chatgpt_path(conversation)
         except _ItemError as exc:
-            collector.report.fail(line, str(exc), exc.field, strict=strict)
+            collector.report.fail(line, str(exc), _indexed(index, exc.field), strict=strict)
             continue
         dialogue = _dialogue(turn for turn in map(_chatgpt_turn, path) if turn)
         _take(collector, dialogue, line, all_turns=all_turns, strict=strict)
@@ -372,11 +376,11 @@ def _wechat_turns(item: Any) -> list[tuple[str, str]]:
 def _import_wechat(text: str, collector: _Collector, *, strict: bool, all_turns: bool, source: str,
                    **_: Any) -> None:
     report = ReadReport(source)
-    for line, item in iter_json_array(text, report, strict=strict):
+    for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
         try:
             dialogue = _dialogue(_wechat_turns(item))
         except _ItemError as exc:
-            report.fail(line, str(exc), exc.field, strict=strict)
+            report.fail(line, str(exc), _indexed(index, exc.field), strict=strict)
             continue
         _take(collector, dialogue, line, all_turns=all_turns, strict=strict, file=source)
     collector.report.absorb(report)
