@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class DatagenStub:
-    """Missing associated documentation comment in .proto file."""
+    """Progress, cancellation and results go through the shared emotune.v1.Jobs service on the same server.
+    The finished job's result names the dataset artifact: records.jsonl, failures.jsonl, stats.json.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -43,7 +45,9 @@ class DatagenStub:
 
 
 class DatagenServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Progress, cancellation and results go through the shared emotune.v1.Jobs service on the same server.
+    The finished job's result names the dataset artifact: records.jsonl, failures.jsonl, stats.json.
+    """
 
     def StartGeneration(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -68,7 +72,9 @@ def add_DatagenServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Datagen:
-    """Missing associated documentation comment in .proto file."""
+    """Progress, cancellation and results go through the shared emotune.v1.Jobs service on the same server.
+    The finished job's result names the dataset artifact: records.jsonl, failures.jsonl, stats.json.
+    """
 
     @staticmethod
     def StartGeneration(request,

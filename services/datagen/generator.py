@@ -1,0 +1,303 @@
+"""The generation job: plan -> skip what the shards already hold -> ask the teacher concurrently -> write shards
+as results arrive -> publish the dataset artifact (records, failures, stats).
+
+A job handler for :class:`emotune.jobrunner.JobRunner`; everything it needs to resume is in the stored spec and
+the shards, so a restarted process (``resume_unfinished``) continues exactly where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from emotune.errors import Cancelled, EmotuneError, FailedPrecondition, NotFound
+from emotune.jobrunner import JobContext
+from emotune.logging import get_logger
+from emotune.records import Message, Provenance, Record, dumps_records
+from emotune.store.artifacts import ArtifactManifest, publish_artifact, read_manifest
+from emotune.store.base import ArtifactStore
+from emotune.styles import StylesDocument
+from services.datagen import metrics
+from services.datagen.config import DatagenSettings
+from services.datagen.limits import ProviderLimits, RetryPolicy, TeacherCaller
+from services.datagen.plan import PROMPT_VERSION, Plan, WorkItem, build_plan, parse_dialogue
+from services.datagen.postprocess import PostProcessor
+from services.datagen.questions import load_questions
+from services.datagen.shards import Failure, Outcome, ShardWriter, read_shards
+from services.datagen.spec import GenerationSpec
+from services.datagen.teachers import FailureKind, TeacherError, build_teacher, resolve_api_key
+
+log = get_logger(__name__)
+JOB_KIND = "datagen"
+DATASET_FILES = ("records.jsonl", "failures.jsonl", "stats.json")
+
+
+@dataclass
+class DatagenDeps:
+    """What the service shares with every job: settings, the store, process-wide provider limits, rules."""
+
+    settings: DatagenSettings
+    store: ArtifactStore
+    limits: ProviderLimits
+    postprocessor: PostProcessor
+
+
+def plan_job(spec: GenerationSpec, store: ArtifactStore) -> tuple[StylesDocument, Plan, list[str]]:
+    """The job's styles, plan, and the unreadable lines of its question file (as messages)."""
+    doc = spec.styles()
+    if spec.mode == "combinatorial":
+        questions, dialogues, source, errors = [], [], "combinatorial", []
+    else:
+        loaded = load_questions(store, spec.questions)
+        questions, dialogues, source, errors = loaded.questions, loaded.dialogues, loaded.source, loaded.errors
+    plan = build_plan(doc, spec.style_names, spec.mode, questions=questions, dialogues=dialogues,
+                      variants=spec.variants_per_question, seed=spec.seed, source=source)
+    return doc, plan, [str(e) for e in errors]
+
+
+class _Tally:
+    """Counts for progress events: per style ok / failed / skipped, this process's throughput, ETA."""
+
+    def __init__(self, plan: Plan, outcomes: dict[str, Outcome]) -> None:
+        self.total = plan.total
+        self.per_style: dict[str, Counter[str]] = defaultdict(Counter)
+        for item in plan.items:
+            self.per_style[item.style]["total"] += 1
+        for style, reasons in plan.skipped.items():
+            self.per_style[style]["skipped"] += sum(reasons.values())
+        self.started, self.finished_here = time.monotonic(), 0
+        planned = {item.id for item in plan.items}
+        for outcome in outcomes.values():
+            if outcome.finished and outcome.id in planned:
+                self.per_style[outcome.style]["ok" if outcome.ok else "failed"] += 1
+
+    def add(self, outcome: Outcome) -> None:
+        self.per_style[outcome.style]["ok" if outcome.ok else "failed"] += 1
+        self.finished_here += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        ok = sum(c["ok"] for c in self.per_style.values())
+        failed = sum(c["failed"] for c in self.per_style.values())
+        elapsed = time.monotonic() - self.started
+        rate = self.finished_here / elapsed if elapsed > 0 else 0.0
+        remaining = self.total - ok - failed
+        return {
+            "done": ok + failed, "total": self.total, "ok": ok, "failed": failed,
+            "skipped": sum(c["skipped"] for c in self.per_style.values()),
+            "per_style": {s: {k: c[k] for k in ("total", "ok", "failed", "skipped")} for s, c in self.per_style.items()},
+            "rate_per_s": round(rate, 2), "eta_s": round(remaining / rate, 1) if rate > 0 else None,
+        }
+
+
+class GenerationJob:
+    def __init__(self, ctx: JobContext, deps: DatagenDeps) -> None:
+        self.ctx, self.deps, self.settings = ctx, deps, deps.settings
+        self.spec = GenerationSpec.model_validate(ctx.spec)
+
+    async def run(self) -> dict[str, Any]:
+        spec, store = self.spec, self.deps.store
+        doc, plan, read_errors = await asyncio.to_thread(plan_job, spec, store)
+        for error in read_errors[:20]:
+            self.ctx.emit("log", f"skipped unreadable question: {error}")
+        try:
+            manifest = await asyncio.to_thread(read_manifest, store, spec.output_prefix)
+            return self._result(manifest)  # published before a crash: nothing left to do
+        except NotFound:
+            pass
+        outcomes, next_shard = await asyncio.to_thread(read_shards, store, spec.shards_prefix)
+        pending = [item for item in plan.items if not (item.id in outcomes and outcomes[item.id].finished)]
+        if self.ctx.resumed or spec.resumed_from:
+            self.ctx.emit("log", f"resuming: {plan.total - len(pending)} of {plan.total} samples already done",
+                          already_done=plan.total - len(pending))
+        self.tally = _Tally(plan, outcomes)
+        self.writer = ShardWriter(store, spec.shards_prefix, self.settings.datagen_shard_size, next_shard)
+        self.styles = {s.name: s for s in doc.styles}
+        self.outcomes = outcomes
+        if pending:
+            await self._generate(pending)
+        self._emit_progress()
+        return await asyncio.to_thread(self._publish, plan)
+
+    # ----- generation -----
+    async def _generate(self, pending: list[WorkItem]) -> None:
+        teacher_spec = self.spec.teacher
+        api_key = resolve_api_key(teacher_spec.provider, teacher_spec.api_key_env, self.settings)
+        teacher = build_teacher(teacher_spec.provider, teacher_spec.base_url, teacher_spec.model, api_key,
+                                teacher_spec.timeout_seconds, teacher_spec.max_concurrency)
+        limiter = self.deps.limits.get(teacher_spec.provider, teacher_spec.base_url)
+        policy = RetryPolicy(teacher_spec.max_retries, self.settings.datagen_backoff_initial_seconds,
+                             self.settings.datagen_backoff_max_seconds)
+        self.caller = TeacherCaller(teacher, limiter, policy, teacher_spec.requests_per_second)
+        queue = iter(pending)
+        workers = min(teacher_spec.max_concurrency, len(pending))
+        try:
+            async with asyncio.TaskGroup() as group:
+                ticker = group.create_task(self._tick())
+                tasks = [group.create_task(self._work(queue)) for _ in range(workers)]
+                await asyncio.gather(*tasks)
+                ticker.cancel()
+        except BaseExceptionGroup as group_error:
+            raise _primary(group_error) from None
+        finally:
+            await self.writer.flush()
+            await teacher.aclose()
+
+    async def _work(self, queue) -> None:  # noqa: ANN001 - a shared iterator of WorkItem
+        for item in queue:
+            outcome = await self._sample(item)
+            self.outcomes[item.id] = outcome
+            self.tally.add(outcome)
+            metrics.SAMPLES.labels("ok" if outcome.ok else "failed").inc()
+            await self.writer.add(outcome)
+
+    async def _tick(self) -> None:
+        """Time-based shard flushes, progress events, and cancellation checks while workers run."""
+        interval = min(self.settings.datagen_progress_seconds, self.settings.datagen_flush_seconds) / 2
+        last_progress = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            if self.writer.age() >= self.settings.datagen_flush_seconds:
+                await self.writer.flush()
+            if time.monotonic() - last_progress >= self.settings.datagen_progress_seconds:
+                last_progress = time.monotonic()
+                await asyncio.to_thread(self._emit_progress)
+                if await asyncio.to_thread(self.ctx.cancel_requested):
+                    raise Cancelled(f"job {self.ctx.job_id} cancelled")
+
+    def _emit_progress(self) -> None:
+        snap = self.tally.snapshot()
+        caller = getattr(self, "caller", None)
+        self.ctx.emit("progress", f"{snap['done']}/{snap['total']}", **snap,
+                      in_flight=caller.in_flight if caller else 0, shards=self.writer.shards_written)
+
+    async def _sample(self, item: WorkItem) -> Outcome:
+        style = self.styles[item.style]
+        try:
+            answer = await self.caller.ask(item.prompt, temperature=style.temperature,
+                                           max_tokens=self.spec.teacher.max_tokens,
+                                           parse=parse_dialogue if item.expects_dialogue else None)
+        except TeacherError as exc:
+            if exc.kind is FailureKind.FATAL:
+                raise FailedPrecondition(
+                    f"teacher {self.spec.teacher.provider} at {self.spec.teacher.base_url or 'default URL'} "
+                    f"(model {self.spec.teacher.model}) refused: {exc.reason}: {exc.message}", reason=exc.reason,
+                ) from None
+            return self._failure(item, exc.reason, "final" if exc.kind is FailureKind.FINAL else "exhausted",
+                                 exc.message, status=exc.status, code=exc.code, attempts=exc.attempts,
+                                 retry_reasons=exc.retry_reasons)
+        applied: list[str] = []
+
+        def clean(text: str) -> str:
+            cleaned, rules = self.deps.postprocessor.apply(text, style)
+            applied.extend(r for r in rules if r not in applied)
+            return cleaned
+
+        if item.expects_dialogue:
+            reply_messages = [Message(role=m.role, content=clean(m.content) if m.role == "assistant" else m.content)
+                              for m in answer.parsed]
+        else:
+            reply_messages = [Message(role="assistant", content=clean(answer.reply.text))]
+        if any(not m.content for m in reply_messages):
+            return self._failure(item, "empty_after_postprocess", "final",
+                                 f"post-processing ({', '.join(applied)}) left an empty reply",
+                                 attempts=answer.attempts)
+        provenance = Provenance(
+            teacher=self.spec.teacher.provider, model=answer.reply.model, temperature=style.temperature,
+            prompt_version=PROMPT_VERSION, raw_response=answer.reply.text, source=f"{self.ctx.job_id}:{item.source}",
+            base_url=self.spec.teacher.base_url, finish_reason=answer.reply.finish_reason,
+            response_id=answer.reply.response_id, usage=answer.reply.usage, attempts=answer.attempts,
+            retry_reasons=answer.retry_reasons, postprocess=applied,
+            prompt_sha256=hashlib.sha256(json.dumps(item.prompt, ensure_ascii=False).encode()).hexdigest(),
+        )
+        record = Record(id=item.id, style=item.style, messages=[*item.context, *reply_messages],
+                        provenance=provenance, meta={"mode": item.mode, "variant": item.variant, **item.meta})
+        return Outcome(id=item.id, style=item.style, record=record)
+
+    def _failure(self, item: WorkItem, reason: str, kind: str, message: str, *, status: int | None = None,
+                 code: str = "", attempts: int = 0, retry_reasons: list[str] | None = None) -> Outcome:
+        failure = Failure(id=item.id, style=item.style, mode=item.mode, variant=item.variant, source=item.source,
+                          reason=reason, kind=kind, message=message[:500], status=status, code=code,
+                          attempts=attempts, retry_reasons=retry_reasons or [],
+                          prompt=item.prompt[-1]["content"][:500])
+        return Outcome(id=item.id, style=item.style, failure=failure)
+
+    # ----- publishing -----
+    def _publish(self, plan: Plan) -> dict[str, Any]:
+        records, failures = [], []
+        for item in plan.items:  # plan order: a resumed run publishes exactly what an uninterrupted one does
+            outcome = self.outcomes.get(item.id)
+            if outcome is None:
+                raise FailedPrecondition(f"sample {item.id} has no outcome; the job cannot be published")
+            if outcome.ok:
+                records.append(outcome.record)
+            else:
+                failures.append(outcome.failure)
+        stats = dataset_stats(self.spec, plan, records, failures)
+        files = {
+            "records.jsonl": dumps_records(records).encode("utf-8"),
+            "failures.jsonl": "".join(f.model_dump_json() + "\n" for f in failures).encode("utf-8"),
+            "stats.json": json.dumps(stats, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8"),
+        }
+        metadata = {"kind": "dataset", "format": "emotune.records/v1", "job_id": self.ctx.job_id,
+                    "records": len(records), "failures": len(failures), "styles": sorted({i.style for i in plan.items}),
+                    "mode": self.spec.mode, "teacher": self.spec.teacher.provider, "model": self.spec.teacher.model,
+                    "prompt_version": PROMPT_VERSION}
+        manifest = publish_artifact(self.deps.store, self.spec.output_prefix, files, metadata)
+        self.ctx.emit("artifact", f"dataset published at {manifest.key_prefix}", key=manifest.key_prefix,
+                      digest=manifest.digest, records=len(records), failures=len(failures))
+        return self._result(manifest)
+
+    def _result(self, manifest: ArtifactManifest) -> dict[str, Any]:
+        return {"dataset": manifest.key_prefix, "digest": manifest.digest,
+                "records": manifest.metadata.get("records", 0), "failures": manifest.metadata.get("failures", 0)}
+
+
+def dataset_stats(spec: GenerationSpec, plan: Plan, records: list[Record], failures: list[Failure]) -> dict[str, Any]:
+    """Numbers a person checks before training: per style counts, why samples failed, which clean-ups fired."""
+    per_style: dict[str, Counter[str]] = defaultdict(Counter)
+    for item in plan.items:
+        per_style[item.style]["planned"] += 1
+    for record in records:
+        per_style[record.style or ""]["ok"] += 1
+    for failure in failures:
+        per_style[failure.style]["failed"] += 1
+    postprocess = Counter(rule for r in records for rule in (r.provenance.model_extra or {}).get("postprocess", []))
+    retries = Counter(reason for r in records for reason in (r.provenance.model_extra or {}).get("retry_reasons", []))
+    return {
+        "mode": spec.mode, "prompt_version": PROMPT_VERSION,
+        "teacher": {"provider": spec.teacher.provider, "base_url": spec.teacher.base_url, "model": spec.teacher.model},
+        "planned": plan.total, "ok": len(records), "failed": len(failures), "skipped": plan.skipped_count(),
+        "per_style": {s: {**dict(c), "skipped": plan.skipped.get(s, {})} for s, c in per_style.items()},
+        "failure_reasons": dict(Counter(f.reason for f in failures)),
+        "failure_kinds": dict(Counter(f.kind for f in failures)),
+        "postprocess": dict(postprocess), "retries": dict(retries),
+    }
+
+
+def _primary(group: BaseExceptionGroup) -> BaseException:
+    """The exception that stopped the workers (a domain error first, cancellation last)."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for kinds in ((EmotuneError,), (Exception,)):
+        for leaf in leaves:
+            if isinstance(leaf, kinds):
+                return leaf
+    return leaves[0] if leaves else group
+
+
+async def run_generation(ctx: JobContext, deps: DatagenDeps) -> dict[str, Any]:
+    """The ``datagen`` job handler."""
+    return await GenerationJob(ctx, deps).run()

@@ -1,0 +1,250 @@
+"""What to ask the teacher: the work items of a job, each with a stable id, in a fixed order.
+
+Three modes:
+- ``single``: seed question -> styled answer. The teacher sees the style's system prompt and its few-shot turns
+  as real chat turns (so a plain base model behind a chat template continues the pattern too).
+- ``multi``: a seed question or a dialogue fragment (WeChat / ChatGPT export) -> a coherent dialogue of 2-3 more
+  turns in the style, returned as a JSON list (seed 003); unparsable output is a retryable error.
+- ``combinatorial``: recipients x scenes x styles (seed 002), minus the pairs the compatibility filter excludes,
+  with a random reference sentence and a random extra instruction per item for variety. The *training* input is
+  a natural request ("帮我给妈妈写一条春节祝福"), never the generation prompt (seed 002 explains why).
+
+Randomness comes from ``Random(f"{seed}:{item_id}")``: the same job plans the same items with the same prompts,
+which is what makes a resumed run equal to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from emotune.records import Message, record_id
+from emotune.styles import Style, StylesDocument
+from services.datagen.teachers import FailureKind, TeacherError
+
+Mode = Literal["single", "multi", "combinatorial"]
+MODES: tuple[str, ...] = ("single", "multi", "combinatorial")
+
+# Generation prompts by language (styles declare theirs; anything but zh uses en).
+MULTI_TURN_TASK = {
+    "zh": (
+        "你的任务：编写一段符合上述风格的多轮对话。{task}\n"
+        "要求：\n"
+        "1. 对话以 user 开始、以 assistant 结束，user 与 assistant 交替发言，一共 2 到 3 轮（一问一答为一轮）。\n"
+        "2. assistant 的每一句话都要保持上述风格；user 要像真人日常聊天那样简短自然。\n"
+        "3. 只输出一个 JSON 列表，每一项形如 {{\"role\": \"user\", \"content\": \"...\"}}，不要输出任何其他内容。"
+    ),
+    "en": (
+        "Your task: write a multi-turn dialogue in the style above. {task}\n"
+        "Rules:\n"
+        "1. Start with user, end with assistant, alternate turns, 2 to 3 rounds in total.\n"
+        "2. Every assistant line keeps the style; the user talks like a real person in a casual chat.\n"
+        "3. Output only a JSON list of objects like {{\"role\": \"user\", \"content\": \"...\"}}, nothing else."
+    ),
+}
+MULTI_FROM_QUESTION = {"zh": "对话的第一句（user）是：「{question}」", "en": "The first user line is: \"{question}\""}
+MULTI_FROM_FRAGMENT = {
+    "zh": "下面是一段不完整的聊天片段，请补全开头使它连贯，再续写 2 到 3 轮：\n{fragment}",
+    "en": "Here is an incomplete chat fragment; make its opening coherent, then continue it for 2 to 3 rounds:\n"
+          "{fragment}",
+}
+STYLE_EXAMPLES = {"zh": "风格示例：", "en": "Style examples:"}
+COMBINATORIAL_TASK = {
+    "zh": (
+        "请为「{who}」写一条{scene}祝福{scene_note}。\n"
+        "要求：不超过 {max_chars} 个字；根据对象的身份选择合适的语气（尊敬、亲近或诙谐）。{extra}\n"
+        "{reference}"
+        "请直接返回祝福语正文，不要标题，不要解释，不要说任何其他的话。"
+    ),
+    "en": (
+        "Write a {scene} message for {who}{scene_note}.\n"
+        "Rules: at most {max_chars} characters; pick the tone that suits who they are (respectful, close or "
+        "playful). {extra}\n"
+        "{reference}"
+        "Reply with the message text only: no title, no explanation, nothing else."
+    ),
+}
+COMBINATORIAL_REFERENCE = {
+    "zh": "参考这句话的造句风格（只学风格，不要照抄）：{text}\n",
+    "en": "Imitate the phrasing style of this sentence (style only, do not copy it): {text}\n",
+}
+# What a real user would type; the training input is one of these, picked per item.
+NATURAL_REQUESTS = {
+    "zh": ("帮我给{who}写一条{scene}祝福", "我想送{who}{scene}祝福", "祝{who}{scene}",
+           "{scene}到了，想给{who}发条祝福，帮我写一下"),
+    "en": ("Write a {scene} message for {who}", "I want to send {who} a {scene} wish",
+           "Help me wish {who} a happy {scene}"),
+}
+
+PROMPT_VERSION = "datagen-v1-" + hashlib.sha256(json.dumps(
+    [MULTI_TURN_TASK, MULTI_FROM_QUESTION, MULTI_FROM_FRAGMENT, STYLE_EXAMPLES, COMBINATORIAL_TASK,
+     COMBINATORIAL_REFERENCE, NATURAL_REQUESTS], ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _lang(style: Style, table: dict[str, Any]) -> Any:
+    return table.get(style.language, table["en"])
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    id: str
+    style: str
+    mode: str
+    variant: int
+    # The messages sent to the teacher.
+    prompt: list[dict[str, str]]
+    # The training conversation before the teacher's reply (system + user), for single/combinatorial.
+    context: list[Message]
+    expects_dialogue: bool = False
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    items: list[WorkItem]
+    # style -> reason -> count of combinations not generated ("incompatible", "duplicate")
+    skipped: dict[str, dict[str, int]]
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    def skipped_count(self, style: str | None = None) -> int:
+        styles = [style] if style else list(self.skipped)
+        return sum(sum(self.skipped.get(s, {}).values()) for s in styles)
+
+
+def _few_shot_messages(style: Style) -> list[dict[str, str]]:
+    turns: list[dict[str, str]] = []
+    for turn in style.few_shot:
+        turns += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.assistant}]
+    return turns
+
+
+def _style_examples(style: Style) -> str:
+    if not style.few_shot:
+        return ""
+    lines = [_lang(style, STYLE_EXAMPLES)]
+    for turn in style.few_shot:
+        lines += [f"user: {turn.user}", f"assistant: {turn.assistant}"]
+    return "\n\n" + "\n".join(lines)
+
+
+def _single(style: Style, question: str, variant: int, source: str) -> WorkItem:
+    prompt = [{"role": "system", "content": style.system_prompt}, *_few_shot_messages(style),
+              {"role": "user", "content": question}]
+    context = [Message(role="system", content=style.serving_prompt), Message(role="user", content=question)]
+    return WorkItem(record_id(style.name, question, "single", variant), style.name, "single", variant, prompt,
+                    context, source=source, meta={"question": question})
+
+
+def _multi(style: Style, opening: str | list[Message], variant: int, source: str) -> WorkItem:
+    if isinstance(opening, str):
+        task = _lang(style, MULTI_FROM_QUESTION).format(question=opening)
+        identity, meta = opening, {"question": opening}
+    else:
+        fragment = json.dumps([m.model_dump() for m in opening], ensure_ascii=False)
+        task = _lang(style, MULTI_FROM_FRAGMENT).format(fragment=fragment)
+        identity, meta = fragment, {"fragment": [m.model_dump() for m in opening]}
+    prompt = [{"role": "system", "content": style.system_prompt + _style_examples(style)},
+              {"role": "user", "content": _lang(style, MULTI_TURN_TASK).format(task=task)}]
+    context = [Message(role="system", content=style.serving_prompt)]
+    return WorkItem(record_id(style.name, identity, "multi", variant), style.name, "multi", variant, prompt,
+                    context, expects_dialogue=True, source=source, meta=meta)
+
+
+def _combinatorial(doc: StylesDocument, style: Style, seed: int, variants: int) -> tuple[list[WorkItem], int]:
+    combo = doc.combinatorial
+    assert combo is not None
+    items: list[WorkItem] = []
+    excluded = 0
+    references = style.reference_texts or [t.assistant for t in style.few_shot]
+    for recipient in combo.recipients:
+        for scene in combo.scenes:
+            if not combo.allowed(recipient.name, scene.name, style.name):
+                excluded += variants
+                continue
+            who = recipient.mention or recipient.name
+            for variant in range(variants):
+                item_id = record_id(style.name, recipient.name, scene.name, "combinatorial", variant)
+                rng = random.Random(f"{seed}:{item_id}")
+                reference = rng.choice(references) if references else ""
+                extra = rng.choice(combo.extra_instructions) if combo.extra_instructions else ""
+                note = f"（{scene.description}）" if scene.description and style.language == "zh" else (
+                    f" ({scene.description})" if scene.description else "")
+                task = _lang(style, COMBINATORIAL_TASK).format(
+                    who=who, scene=scene.name, scene_note=note, max_chars=style.length.max, extra=extra,
+                    reference=_lang(style, COMBINATORIAL_REFERENCE).format(text=reference) if reference else "")
+                request = rng.choice(_lang(style, NATURAL_REQUESTS)).format(who=who, scene=scene.name)
+                prompt = [{"role": "system", "content": style.system_prompt}, {"role": "user", "content": task}]
+                context = [Message(role="system", content=style.serving_prompt), Message(role="user", content=request)]
+                items.append(WorkItem(item_id, style.name, "combinatorial", variant, prompt, context,
+                                      source="combinatorial",
+                                      meta={"recipient": recipient.name, "scene": scene.name,
+                                            "reference": reference, "extra_instruction": extra}))
+    return items, excluded
+
+
+def build_plan(doc: StylesDocument, style_names: list[str], mode: str, *, questions: list[str],
+               dialogues: list[list[Message]], variants: int, seed: int, source: str) -> Plan:
+    """Every work item of a job, deduplicated by id, in a deterministic order (style, then input, variant)."""
+    styles = [doc.get(name) for name in style_names] if style_names else list(doc.styles)
+    items: list[WorkItem] = []
+    skipped: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for style in styles:
+        if mode == "combinatorial":
+            style_items, excluded = _combinatorial(doc, style, seed, variants)
+            if excluded:
+                skipped[style.name]["incompatible"] += excluded
+        elif mode == "multi":
+            openings: list[str | list[Message]] = list(dialogues) if dialogues else list(questions)
+            style_items = [_multi(style, o, v, source) for o in openings for v in range(variants)]
+        else:
+            style_items = [_single(style, q, v, source) for q in questions for v in range(variants)]
+        items.extend(style_items)
+    unique: dict[str, WorkItem] = {}
+    for item in items:
+        if item.id in unique:
+            skipped[item.style]["duplicate"] += 1
+        else:
+            unique[item.id] = item
+    return Plan(list(unique.values()), {s: dict(r) for s, r in skipped.items()})
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
+
+
+def parse_dialogue(text: str) -> list[Message]:
+    """The JSON dialogue a multi-turn prompt asked for; anything else is a retryable ``malformed_output``."""
+
+    def bad(why: str) -> TeacherError:
+        return TeacherError("malformed_output", f"{why}: {text[:120]!r}", FailureKind.RETRYABLE)
+
+    body = _FENCE.sub("", text.strip())
+    start, end = body.find("["), body.rfind("]")
+    if start < 0 or end <= start:
+        raise bad("no JSON list in the reply")
+    try:
+        value = json.loads(body[start:end + 1])
+    except ValueError:
+        raise bad("the JSON list does not parse") from None
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise bad("expected a list of {role, content} objects")
+    try:
+        messages = [Message(role=m.get("role"), content=str(m.get("content", "")).strip()) for m in value]
+    except ValueError:
+        raise bad("a message has an unknown role") from None
+    roles = [m.role for m in messages]
+    if len(messages) < 2 or roles[0] != "user" or roles[-1] != "assistant":
+        raise bad("the dialogue must start with user and end with assistant")
+    if any(a == b for a, b in zip(roles, roles[1:])) or "system" in roles:
+        raise bad("user and assistant must alternate")
+    if any(not m.content for m in messages):
+        raise bad("a message is empty")
+    return messages

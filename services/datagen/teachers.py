@@ -1,0 +1,251 @@
+"""Teacher LLMs behind one interface, and the one place where their errors are classified.
+
+Two adapters: :class:`OpenAICompatibleTeacher` (the ``openai`` SDK: DeepSeek, DashScope compatible mode, vLLM,
+LMDeploy, emotune's own gateway serving a base model) and :class:`ZhipuAITeacher` (the ``zhipuai`` SDK). Both
+run with the SDK's own retries off: retries, backoff and Retry-After are handled once, in ``limits``.
+
+Every failure becomes a :class:`TeacherError` with a ``reason`` and a :class:`FailureKind`:
+retryable (429, 5xx, timeouts, connection errors, malformed bodies, empty replies, unparsable JSON output),
+final for this sample (content-safety refusals such as ZhipuAI 1301 or DashScope DataInspectionFailed, other
+400s) or fatal for the job (bad key, exhausted quota, unknown model: every further request would fail the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any, Protocol
+
+from emotune.errors import FailedPrecondition
+from emotune.settings import Settings
+
+
+class FailureKind(StrEnum):
+    RETRYABLE = "retryable"
+    FINAL = "final"
+    FATAL = "fatal"
+
+
+class TeacherError(Exception):
+    """A classified teacher failure; ``attempts`` and ``retry_reasons`` are filled in by the retry loop."""
+
+    def __init__(self, reason: str, message: str, kind: FailureKind, *, status: int | None = None,
+                 code: str = "", retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message, self.kind = reason, message, kind
+        self.status, self.code, self.retry_after = status, code, retry_after
+        self.attempts = 0
+        self.retry_reasons: list[str] = []
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind is FailureKind.RETRYABLE
+
+
+@dataclass(frozen=True)
+class TeacherReply:
+    text: str
+    model: str
+    finish_reason: str
+    response_id: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+class Teacher(Protocol):
+    provider: str
+    model: str
+    base_url: str
+
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> TeacherReply:
+        """One chat completion; raises :class:`TeacherError` on any failure."""
+
+    async def aclose(self) -> None: ...
+
+
+# Codes / types providers use for a content-safety refusal (compared case-insensitively).
+SAFETY_CODES = frozenset({"1301", "data_inspection_failed", "datainspectionfailed", "content_filter",
+                          "content_policy_violation", "sensitive"})
+SAFETY_PHRASES = ("content exists risk", "inappropriate content", "敏感内容", "不安全")
+QUOTA_CODES = frozenset({"1113", "insufficient_quota", "arrearage"})
+NOT_FOUND_CODES = frozenset({"1211", "model_not_found"})  # ZhipuAI 1211: 模型不存在
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _error_fields(body: Any) -> tuple[str, str, str]:
+    """(code, type, message) from ``{"error": {...}}`` (OpenAI, ZhipuAI, DashScope compatible mode), the SDK's
+    already-unwrapped inner object, or DashScope's native ``{"code", "message"}``."""
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return "", "", body[:500]
+    if not isinstance(body, dict):
+        return "", "", ""
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    return str(inner.get("code") or ""), str(inner.get("type") or ""), str(inner.get("message") or "")
+
+
+def classify_http_error(status: int, body: Any, headers: Mapping[str, str] | None = None) -> TeacherError:
+    """Map an HTTP error answer of any supported provider to a classified :class:`TeacherError`."""
+    code, kind_field, message = _error_fields(body)
+    message = message or f"HTTP {status}"
+    codes = {code.lower(), kind_field.lower()}
+    details = {"status": status, "code": code}
+    if status == 429:
+        if codes & QUOTA_CODES:
+            return TeacherError("quota", message, FailureKind.FATAL, **details)
+        return TeacherError("rate_limited", message, FailureKind.RETRYABLE, retry_after=parse_retry_after(headers),
+                            **details)
+    if status >= 500 or status in (408, 409):
+        return TeacherError("server_error", message, FailureKind.RETRYABLE, retry_after=parse_retry_after(headers),
+                            **details)
+    if status in (401, 403):
+        return TeacherError("auth", message, FailureKind.FATAL, **details)
+    if status == 404 or codes & NOT_FOUND_CODES:
+        return TeacherError("model_not_found", message, FailureKind.FATAL, **details)
+    if codes & SAFETY_CODES or any(p in message.lower() for p in SAFETY_PHRASES):
+        return TeacherError("content_safety", message, FailureKind.FINAL, **details)
+    return TeacherError("bad_request", message, FailureKind.FINAL, **details)
+
+
+def reply_from_choice(choices: Any, *, model: str, response_id: str, usage: Any) -> TeacherReply:
+    """The first choice as a reply; an empty/filtered/missing one is classified (both SDKs share this)."""
+    if not choices:
+        raise TeacherError("malformed_response", "the response has no choices", FailureKind.RETRYABLE)
+    choice = choices[0]
+    finish = str(getattr(choice, "finish_reason", "") or "")
+    message = getattr(choice, "message", None)
+    text = str(getattr(message, "content", "") or "")
+    if finish.lower() in SAFETY_CODES:  # OpenAI/Azure "content_filter", ZhipuAI "sensitive"
+        raise TeacherError("content_safety", f"generation stopped by the provider's filter ({finish})",
+                           FailureKind.FINAL, code=finish)
+    if finish == "network_error":  # ZhipuAI: inference interrupted on their side
+        raise TeacherError("server_error", "the provider reported network_error", FailureKind.RETRYABLE)
+    if not text.strip():
+        raise TeacherError("empty_reply", f"empty reply (finish_reason={finish or 'none'})", FailureKind.RETRYABLE)
+    usage_dict = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage or {})
+    return TeacherReply(text, model, finish, response_id, {k: v for k, v in usage_dict.items() if v is not None})
+
+
+class OpenAICompatibleTeacher:
+    """Any OpenAI-compatible chat endpoint. Few-shot turns travel as messages, so a base model behind a chat
+    template (emotune's gateway) continues the pattern as well as an instruct model follows the system prompt."""
+
+    provider = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float) -> None:
+        import openai
+
+        self._openai = openai
+        self.base_url, self.model = base_url, model
+        # Local servers (vLLM, LMDeploy, an open gateway) accept any key; the SDK insists on one.
+        self._client = openai.AsyncOpenAI(api_key=api_key or "EMPTY", base_url=base_url, timeout=timeout,
+                                          max_retries=0)
+
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> TeacherReply:
+        openai = self._openai
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens)
+        except openai.APITimeoutError as exc:
+            raise TeacherError("timeout", str(exc), FailureKind.RETRYABLE) from None
+        except openai.APIConnectionError as exc:
+            raise TeacherError("connection", str(exc), FailureKind.RETRYABLE) from None
+        except openai.APIStatusError as exc:
+            raise classify_http_error(exc.status_code, exc.body, exc.response.headers) from None
+        except (openai.APIResponseValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise TeacherError("malformed_response", f"{type(exc).__name__}: {exc}", FailureKind.RETRYABLE) from None
+        return reply_from_choice(response.choices, model=response.model or self.model,
+                                 response_id=response.id or "", usage=response.usage)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class ZhipuAITeacher:
+    """ZhipuAI through its own SDK (synchronous: calls run on a private thread pool sized to the concurrency)."""
+
+    provider = "zhipuai"
+
+    def __init__(self, base_url: str, model: str, api_key: str, timeout: float, max_workers: int) -> None:
+        import zhipuai
+
+        self._zhipuai = zhipuai
+        self.base_url, self.model = base_url, model
+        self._client = zhipuai.ZhipuAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="zhipuai")
+
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> TeacherReply:
+        zhipuai = self._zhipuai
+        call = functools.partial(self._client.chat.completions.create, model=self.model, messages=messages,
+                                 temperature=temperature, max_tokens=max_tokens)
+        try:
+            response = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except zhipuai.APITimeoutError as exc:
+            raise TeacherError("timeout", str(exc), FailureKind.RETRYABLE) from None
+        except zhipuai.APIConnectionError as exc:
+            raise TeacherError("connection", str(exc), FailureKind.RETRYABLE) from None
+        except zhipuai.APIStatusError as exc:
+            raise classify_http_error(exc.status_code, exc.response.text, exc.response.headers) from None
+        except (zhipuai.APIResponseValidationError, ValueError) as exc:
+            raise TeacherError("malformed_response", f"{type(exc).__name__}: {exc}", FailureKind.RETRYABLE) from None
+        return reply_from_choice(response.choices, model=response.model or self.model,
+                                 response_id=response.id or "", usage=response.usage)
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._client.close)
+
+
+def resolve_api_key(provider: str, api_key_env: str, settings: Settings) -> str | None:
+    """The key comes from the environment only (a job spec names the variable, never the key)."""
+    if api_key_env:
+        key = os.environ.get(api_key_env, "").strip()
+        if not key:
+            raise FailedPrecondition(f"teacher API key variable {api_key_env} is not set in the datagen service's "
+                                     "environment", field="teacher.api_key_env")
+        return key
+    if provider == "zhipuai":
+        if settings.zhipuai_api_key is None or not settings.zhipuai_api_key.get_secret_value().strip():
+            raise FailedPrecondition("the ZhipuAI teacher needs ZHIPUAI_API_KEY (or EMOTUNE_ZHIPUAI_API_KEY, or "
+                                     "/run/secrets/zhipuai_api_key) in the datagen service's environment",
+                                     field="teacher.api_key_env")
+        return settings.zhipuai_api_key.get_secret_value()
+    return None
+
+
+def build_teacher(provider: str, base_url: str, model: str, api_key: str | None, timeout: float,
+                  max_concurrency: int) -> Teacher:
+    if provider == "zhipuai":
+        return ZhipuAITeacher(base_url, model, api_key or "", timeout, max_concurrency)
+    return OpenAICompatibleTeacher(base_url, model, api_key, timeout)

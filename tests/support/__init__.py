@@ -1,0 +1,1 @@
+"""Reusable test infrastructure (real servers on loopback) shared by the service test suites."""
