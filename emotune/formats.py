@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from emotune.errors import InvalidInput
 from emotune.records import Message, Provenance, Record, dumps_records, record_id
-from emotune.textio import ReadReport, iter_json_items
+from emotune.textio import ReadReport, field_path, iter_json_items
 
 DatasetFormat = Literal["emotune", "xtuner", "alpaca", "sharegpt", "openai"]
 DATASET_FORMATS: tuple[str, ...] = get_args(DatasetFormat)
@@ -355,22 +355,21 @@ def from_format(item: Any, fmt: DatasetFormat, *, style: str | None = None, sour
         raise InvalidInput(str(exc), field=exc.field) from None
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        raise InvalidInput(err["msg"], field=field or None) from None
+        raise InvalidInput(err["msg"], field=field_path(err["loc"])) from None
 
 
 def parse_dataset(text: str, fmt: DatasetFormat, *, source: str = "<dataset>", style: str | None = None,
                   tags: ShareGPTTags = SHAREGPT, strict: bool = False) -> tuple[list[Record], ReadReport]:
     """Read a dataset file (one JSON array or JSON Lines). A bad item is reported with its line and field and
     skipped, or raised at once when ``strict``."""
+    if fmt != "emotune":
+        _item_parser(fmt, tags)  # an unknown format fails before reading
     report = ReadReport(source)
     records: list[Record] = []
     for line, item in iter_json_items(text, report, strict=strict):
         try:
             records.append(from_format(item, fmt, style=style, source=f"{source}:{line}", tags=tags))
         except InvalidInput as exc:
-            if exc.field == "format":
-                raise
             report.fail(line, exc.reason, exc.field, strict=strict)
             report.read -= 1
     return records, report

@@ -204,7 +204,8 @@ def _parse_path(field_path: str) -> list[str]:
 
 
 def _resolve(value: Any, parts: list[str], where: str = "") -> Iterator[tuple[str, Any]]:
-    """Values at a dotted path; ``*`` fans out over a list, a number indexes one."""
+    """``(location, value)`` pairs at a dotted path; ``*`` fans out over a list, a number indexes one. Where the
+    path does not fit, the value is an :class:`_ItemError`, so one bad element does not hide its siblings."""
     if not parts:
         yield where, value
         return
@@ -213,34 +214,29 @@ def _resolve(value: Any, parts: list[str], where: str = "") -> Iterator[tuple[st
         if part == "*":
             for index, element in enumerate(value):
                 yield from _resolve(element, rest, f"{where}[{index}]")
-            return
-        if part.isdigit():
-            if int(part) >= len(value):
-                raise _ItemError(f"list has {len(value)} element(s), no index {part}", f"{where}[{part}]")
+        elif not part.isdigit():
+            yield where, _ItemError(f"found a list where the path expects a key {part!r} (use * or an index)")
+        elif int(part) >= len(value):
+            yield f"{where}[{part}]", _ItemError(f"list has {len(value)} element(s), no index {part}")
+        else:
             yield from _resolve(value[int(part)], rest, f"{where}[{part}]")
-            return
-        raise _ItemError(f"found a list where the path expects a key {part!r} (use * or an index)", where or None)
-    child = f"{where}.{part}".lstrip(".")
-    if not isinstance(value, dict):
-        raise _ItemError(f"found {type(value).__name__} where the path expects an object", where or None)
-    if part not in value:
-        raise _ItemError("field missing", child)
-    yield from _resolve(value[part], rest, child)
+    elif not isinstance(value, dict):
+        yield where, _ItemError(f"found {type(value).__name__} where the path expects an object")
+    elif part not in value:
+        yield f"{where}.{part}".lstrip("."), _ItemError("field missing")
+    else:
+        yield from _resolve(value[part], rest, f"{where}.{part}".lstrip("."))
 
 
 def _questions_at(collector: _Collector, value: Any, parts: list[str], line: int, *, strict: bool,
                   prefix: str = "") -> None:
-    try:
-        found = list(_resolve(value, parts, prefix))
-    except _ItemError as exc:
-        collector.report.fail(line, str(exc), exc.field, strict=strict)
-        return
-    for where, text in found:
-        if isinstance(text, str):
-            collector.question(text, line, where, strict=strict)
+    for where, found in _resolve(value, parts, prefix):
+        if isinstance(found, str):
+            collector.question(found, line, where or None, strict=strict)
         else:
-            found_type = "nothing" if text is None else type(text).__name__
-            collector.report.fail(line, f"expected text, found {found_type}", where, strict=strict)
+            message = str(found) if isinstance(found, _ItemError) else (
+                f"expected text, found {'nothing' if found is None else type(found).__name__}")
+            collector.report.fail(line, message, where or None, strict=strict)
 
 
 def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: str | None, jsonl: bool,

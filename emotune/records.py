@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emotune.textio import ReadReport, iter_jsonl
+from emotune.textio import ReadReport, field_path, iter_jsonl
 
 Role = Literal["system", "user", "assistant"]
 
@@ -74,8 +74,7 @@ def parse_records(text: str, source: str = "<records>", *, strict: bool = False)
             records.append(Record.model_validate(value))
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or None
-            report.fail(number, err["msg"], field, strict=strict)
+            report.fail(number, err["msg"], field_path(err["loc"]), strict=strict)
             report.read -= 1
     return records, report
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emotune.errors import InvalidInput
-from emotune.textio import read_text
+from emotune.textio import field_path, read_text
 
 
 class _LocatedError(ValueError):
@@ -262,10 +262,10 @@ def parse_styles(text: str, source: str = "<styles>") -> StylesDocument:
         file_loc = _file_location(loc, layout, names)
         # Name the field as the user wrote it: styles[1].temperature, or 毒舌.temperature in a seed config.
         shown = file_loc if layout == "seed" and file_loc else loc
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".")
+        field = field_path(shown)
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         line = _line_of(tree, file_loc)
-        raise InvalidInput(message + more, file=source, line=line, field=field or None) from None
+        raise InvalidInput(message + more, file=source, line=line, field=field) from None
 
 
 def load_styles(path: str | Path) -> StylesDocument:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from emotune.errors import InvalidInput
 
 ACCEPTED_ENCODINGS = ("utf-8", "utf-8-sig", "gbk", "gb18030")
 
+# Text never holds C0 control bytes other than tab, newline, form feed and carriage return; UTF-16 and binary do.
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f]")
 _GB_FAMILY = {"gb2312", "gbk", "gb18030", "hz"}
 _BYTE_ORDER_MARKS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
@@ -63,10 +66,11 @@ def decode_bytes(data: bytes, source: str = "<input>") -> str:
     for mark, name in _BYTE_ORDER_MARKS:
         if data.startswith(mark):
             raise InvalidInput(f"file is {name} (found a {name} byte-order mark); save it as UTF-8", file=source)
-    if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise InvalidInput("file contains NUL bytes: UTF-16 without a byte-order mark, or not a text file; "
-                           "save it as UTF-8", file=source, line=line)
+    control = _CONTROL_BYTES.search(data)
+    if control:
+        line = data[: control.start()].count(b"\n") + 1
+        raise InvalidInput(f"file contains the control byte {control.group()!r}: UTF-16 without a byte-order mark, "
+                           "or not a text file; save it as UTF-8", file=source, line=line)
     body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     try:
         return body.decode("utf-8")
@@ -94,6 +98,11 @@ def read_text(path: str | Path) -> str:
     except FileNotFoundError:
         raise InvalidInput("file not found", file=str(path)) from None
     return decode_bytes(data, str(path))
+
+
+def field_path(loc: tuple[str | int, ...] | list[str | int]) -> str | None:
+    """A pydantic-style location as users read it: ``("styles", 1, "temperature")`` -> ``styles[1].temperature``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
 
 
 @dataclass
