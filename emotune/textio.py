@@ -19,6 +19,7 @@ ACCEPTED_ENCODINGS = ("utf-8", "utf-8-sig", "gbk", "gb18030")
 
 # Text never holds C0 control bytes other than tab, newline, form feed and carriage return; UTF-16 and binary do.
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f]")
+_SPACED_HANZI = re.compile(r"[\u4e00-\u9fff] (?=[\u4e00-\u9fff])")
 _GB_FAMILY = {"gb2312", "gbk", "gb18030", "hz"}
 _BYTE_ORDER_MARKS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
@@ -34,10 +35,11 @@ def _guess_encoding(data: bytes) -> tuple[str, list[str]]:
 
 
 def _reads_as_common_chinese(text: str) -> bool:
-    """Whether GB-decoded text looks like everyday Chinese rather than another legacy encoding decoded as GBK.
+    """Whether GB-decoded text looks like Chinese rather than another legacy encoding decoded as GBK.
 
-    Big5, Shift-JIS, EUC-KR and Latin-1 bytes mostly *decode* as GBK too, into rare characters. Real Chinese
-    keeps to GB2312 (the 6763 common characters) and uses the most frequent characters a lot.
+    Big5, Shift-JIS and Latin-1 bytes mostly *decode* as GBK too, into rare characters; real Chinese keeps to
+    GB2312 (the 6763 common characters). EUC-KR Hangul lands inside GB2312, but then reads as rare characters in
+    short space-separated runs, while Chinese uses its most frequent characters a lot and few spaces.
     """
     from charset_normalizer.constant import FREQUENCIES
 
@@ -54,7 +56,9 @@ def _reads_as_common_chinese(text: str) -> bool:
     if in_gb2312 < 0.9 * len(wide):
         return False
     frequent = set(FREQUENCIES["Chinese"])
-    return len(wide) < 4 or sum(ch in frequent for ch in wide) >= 0.12 * len(wide)
+    if sum(ch in frequent for ch in wide) >= 0.12 * len(wide):
+        return True
+    return len(_SPACED_HANZI.findall(text)) < 0.1 * len(wide)
 
 
 def decode_bytes(data: bytes, source: str = "<input>") -> str:

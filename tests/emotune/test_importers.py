@@ -118,7 +118,7 @@ def test_other_encodings_are_refused_saying_what_was_found(name, found):
 
 @pytest.mark.parametrize(("text", "encoding"), [
     ("今天好累啊，想喝奶茶", "gbk"), ("累", "gbk"), ("你好", "gbk"), ("今天天氣好嗎？我們去吃飯吧", "gbk"),
-    ("失眠了怎么办\n", "utf-8-sig"), ("Plain ASCII only", "ascii"),
+    ("降温了 多穿点", "gbk"), ("温柔 毒舌 傲娇 慵懒", "gbk"), ("失眠了怎么办\n", "utf-8-sig"), ("Plain ASCII only", "ascii"),
 ])
 def test_decode_accepts_utf8_bom_and_gbk(text, encoding):
     assert decode_bytes(text.encode(encoding)) == text
