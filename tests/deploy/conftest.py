@@ -127,6 +127,20 @@ def services() -> dict[str, RepoService]:
     return repo_services()
 
 
+METRIC_SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created")
+
+
+def declared_metrics() -> set[str]:
+    """Metric names the services' metrics modules register (imported: they only declare metrics)."""
+    from prometheus_client import REGISTRY
+
+    for folder in sorted((REPO / "services").iterdir()):
+        if (folder / "metrics.py").is_file():
+            importlib.import_module(f"services.{folder.name}.metrics")
+    importlib.import_module("emotune.metrics")
+    return {metric.name + suffix for metric in REGISTRY.collect() for suffix in METRIC_SUFFIXES}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tools
 
@@ -164,7 +178,8 @@ def docker_compose() -> str:
 
 def run(cmd: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
         check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=REPO, env=env, input=input, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, cwd=REPO, env=env, input=input, capture_output=True, text=True, timeout=120,
+                            check=False)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result

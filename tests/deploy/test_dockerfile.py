@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dockerfile
 import pytest
@@ -140,6 +139,3 @@ def test_requirement_files_the_gpu_images_install_exist():
                 for requirement in re.findall(r"-r (requirements/\S+)", " ".join(cmd.value)):
                     assert (REPO / requirement).is_file(), f"{stage.name}: {requirement} does not exist"
 
-
-def test_dockerfile_parses_paths_relative_to_repo():
-    assert Path(DOCKERFILE).relative_to(REPO) == Path("docker/Dockerfile")

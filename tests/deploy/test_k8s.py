@@ -5,7 +5,17 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import K8S, KUBERNETES_VERSION, by_kind, k8s_overlays, kubectl, run, tool, workloads
+from conftest import (
+    K8S,
+    KUBERNETES_VERSION,
+    by_kind,
+    declared_metrics,
+    k8s_overlays,
+    kubectl,
+    run,
+    tool,
+    workloads,
+)
 
 GPU_WORKLOADS = {"trainer", "inference"}
 
@@ -58,7 +68,7 @@ def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):
 
 
 def test_pods_are_hardened_and_sized(rendered_k8s):
-    for overlay, docs in rendered_k8s.items():
+    for docs in rendered_k8s.values():
         for name, pod in workloads(docs).items():
             assert pod["securityContext"]["runAsNonRoot"] is True, f"{name}: may run as root"
             assert pod.get("automountServiceAccountToken") is False, f"{name}: mounts an API token it never uses"
@@ -112,6 +122,10 @@ def test_autoscaling_ingress_storage_and_training(rendered_k8s):
     for overlay, docs in rendered_k8s.items():
         hpas = by_kind(docs, "HorizontalPodAutoscaler")
         assert {"gateway", "inference"} <= {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()}
+        for hpa in hpas.values():
+            for metric in hpa["spec"]["metrics"]:
+                if metric["type"] == "Pods":  # a custom metric must be one the service exports
+                    assert metric["pods"]["metric"]["name"] in declared_metrics(), f"{overlay}: {metric}"
         backends = {path["backend"]["service"]["name"] for ing in by_kind(docs, "Ingress").values()
                     for rule in ing["spec"]["rules"] for path in rule["http"]["paths"]}
         assert backends == {"gateway", "ui"}, f"{overlay}: the ingress exposes {backends}"
