@@ -67,7 +67,7 @@ class StyleTrigger(_message.Message):
     def __init__(self, style: _Optional[str] = ..., system_prompt: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "engine", "artifact", "base_model", "adapter_artifact", "styles", "memory_bytes", "created_at")
+    __slots__ = ("id", "engine", "artifact", "base_model", "adapter_artifact", "styles", "memory_bytes", "created_at", "eos_token_ids", "max_context")
     ID_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,8 @@ class ModelInfo(_message.Message):
     STYLES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     id: str
     engine: str
     artifact: str
@@ -84,19 +86,27 @@ class ModelInfo(_message.Message):
     styles: _containers.RepeatedCompositeFieldContainer[StyleTrigger]
     memory_bytes: int
     created_at: int
-    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., artifact: _Optional[str] = ..., base_model: _Optional[str] = ..., adapter_artifact: _Optional[str] = ..., styles: _Optional[_Iterable[_Union[StyleTrigger, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., created_at: _Optional[int] = ...) -> None: ...
+    eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    max_context: int
+    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., artifact: _Optional[str] = ..., base_model: _Optional[str] = ..., adapter_artifact: _Optional[str] = ..., styles: _Optional[_Iterable[_Union[StyleTrigger, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., created_at: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., max_context: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "in_flight")
+    __slots__ = ("models", "in_flight", "queued", "max_concurrency", "max_queue")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     in_flight: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    queued: int
+    max_concurrency: int
+    max_queue: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model_id", "artifact", "adapter_artifact", "base_model", "engine", "styles")

@@ -1,0 +1,17 @@
+"""``POST /v1/chat/completions`` (thin: the work is in ``serving.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from services.gateway.chat.protocol import ChatCompletionRequest
+from services.gateway.chat.serving import ChatServing
+from services.gateway.context import Context
+
+router = APIRouter(prefix="/v1/chat", tags=["chat"])
+
+
+@router.post("/completions", response_model=None)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, context: Context) -> Response:
+    return await ChatServing(context).create(body, request)

@@ -1,0 +1,36 @@
+"""What every gateway route can reach: settings, API keys, the concurrency limit and the upstream services
+(``request.app.state.gateway``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.gateway.auth import ApiKeys
+from services.gateway.config import GatewaySettings
+from services.gateway.limits import ConcurrencyLimit
+from services.gateway.upstream import Channels, InferenceClient
+
+
+@dataclass
+class GatewayContext:
+    settings: GatewaySettings
+    api_keys: ApiKeys = field(init=False)
+    limiter: ConcurrencyLimit = field(init=False)
+    channels: Channels = field(init=False)
+    inference: InferenceClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api_keys = ApiKeys(self.settings.api_keys())
+        self.limiter = ConcurrencyLimit(self.settings.gateway_max_concurrent, self.settings.gateway_retry_after_seconds)
+        self.channels = Channels(self.settings)
+        self.inference = InferenceClient(self.channels)
+
+
+def gateway_context(request: Request) -> GatewayContext:
+    return request.app.state.gateway
+
+
+Context = Annotated[GatewayContext, Depends(gateway_context)]

@@ -1,0 +1,35 @@
+"""OpenAI's model objects (plus ``parent`` / ``emotune`` details, as vLLM adds ``parent`` / ``root``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class StyleInfo(BaseModel):
+    style: str
+    system_prompt: str
+
+
+class ModelDetails(BaseModel):
+    engine: str
+    base_model: str
+    artifact: str
+    adapter_artifact: str
+    styles: list[StyleInfo]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "emotune"
+    # For a style id: the model it runs on; None for the model itself.
+    parent: str | None = None
+    emotune: ModelDetails | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,54 @@
+"""Assemble the inference service from settings (used by ``__main__``, the tests and the benchmark)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import grpc
+
+from emotune.logging import get_logger
+from emotune.store.base import ArtifactStore
+from emotune.styles import load_styles
+from emotune.v1 import inference_pb2_grpc
+from services.inference.admission import Admission
+from services.inference.config import InferenceSettings
+from services.inference.engines import create_engine
+from services.inference.registry import LoadSpec, ModelRegistry
+from services.inference.server import SERVICE_NAME, InferenceServicer
+from services.inference.service import InferenceService, Limits
+
+log = get_logger(__name__)
+
+
+def build_service(settings: InferenceSettings, store: ArtifactStore) -> InferenceService:
+    """The CPU engine is always available; the configured default engine (e.g. LMDeploy on GPU) is added."""
+    names = dict.fromkeys([settings.inference_engine, "transformers"])
+    engines = {name: create_engine(name, settings) for name in names}
+    registry = ModelRegistry(store, engines, settings.inference_engine, settings.served_dir, settings.cache_dir)
+    admission = Admission(settings.inference_max_concurrency, settings.inference_max_queue)
+    limits = Limits(settings.inference_default_max_tokens, settings.inference_max_tokens_limit)
+    return InferenceService(registry, admission, limits)
+
+
+async def preload(service: InferenceService, settings: InferenceSettings) -> None:
+    """Load the configured base models, with the styles file's serving triggers attached."""
+    styles: tuple[tuple[str, str], ...] = ()
+    if settings.inference_preload_styles:
+        document = load_styles(settings.inference_preload_styles)
+        styles = tuple((style.name, style.serving_prompt) for style in document.styles)
+    for name in settings.preload_models:
+        await service.registry.load(LoadSpec(base_model=name, styles=styles))
+
+
+def servicers(service: InferenceService) -> Callable[[grpc.aio.Server], Iterable[str]]:
+    def add(server: grpc.aio.Server) -> list[str]:
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(service), server)
+        return [SERVICE_NAME]
+
+    return add
+
+
+def shutdown(service: InferenceService) -> None:
+    service.registry.close()
+    for engine in service.registry.engines.values():
+        engine.shutdown()

@@ -1,0 +1,41 @@
+"""Options of the inference service (each one an ``EMOTUNE_*`` environment variable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from emotune.settings import Settings
+
+
+class InferenceSettings(Settings):
+    inference_engine: Literal["transformers", "lmdeploy"] = Field(
+        "transformers", description="engine for models loaded without an explicit one: transformers (CPU) "
+                                    "or lmdeploy (GPU, its own image)")
+    inference_preload: str = Field(
+        "smollm2-135m", description="comma-separated base models loaded at start-up (packaged names such as "
+                                    "smollm2-135m / gemma3-270m, or local HF directories); empty = none")
+    inference_preload_styles: Path | None = Field(
+        None, description="styles YAML/JSON whose serving triggers are attached to every preloaded model, so "
+                          "'<model>:<style>' ids work on base models too")
+    inference_max_concurrency: int = Field(
+        2, ge=1, description="generations running at the same time (CPU: keep near the core count)")
+    inference_max_queue: int = Field(
+        64, ge=0, description="requests waiting for a slot; beyond it Chat fails with RESOURCE_EXHAUSTED")
+    inference_default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
+    inference_max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens a request may ask for")
+    inference_torch_threads: int = Field(0, ge=0, description="torch intra-op threads (0 = torch's default)")
+    inference_model_dir: Path | None = Field(
+        None, description="where artifacts are downloaded for loading (default <cache_dir>/served)")
+    inference_lmdeploy_backend: Literal["turbomind", "pytorch"] = Field(
+        "turbomind", description="LMDeploy backend for merged models; base + adapters always use pytorch")
+
+    @property
+    def served_dir(self) -> Path:
+        return self.inference_model_dir or self.cache_dir / "served"
+
+    @property
+    def preload_models(self) -> list[str]:
+        return [name.strip() for name in self.inference_preload.split(",") if name.strip()]

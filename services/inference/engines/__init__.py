@@ -1,0 +1,24 @@
+"""Serving engines behind one interface (:mod:`.base`): ``transformers`` (CPU) and ``lmdeploy`` (GPU)."""
+
+from __future__ import annotations
+
+from services.inference.config import InferenceSettings
+from services.inference.engines.base import Engine
+
+ENGINE_NAMES = ("transformers", "lmdeploy")
+
+
+def create_engine(name: str, settings: InferenceSettings) -> Engine:
+    """The engine called ``name``; LMDeploy is imported only when asked for (it lives in the GPU image)."""
+    if name == "transformers":
+        from services.inference.engines.transformers_cpu import TransformersEngine
+
+        return TransformersEngine(max_workers=settings.inference_max_concurrency,
+                                  torch_threads=settings.inference_torch_threads)
+    if name == "lmdeploy":
+        from services.inference.engines.lmdeploy_gpu import LMDeployEngine
+
+        return LMDeployEngine(backend=settings.inference_lmdeploy_backend)
+    from emotune.errors import InvalidInput
+
+    raise InvalidInput(f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)}", field="engine")

@@ -1,0 +1,90 @@
+"""The engine interface: load a model directory (plus an optional LoRA adapter), then stream chat replies.
+
+An engine turns chat messages into prompt tokens with the model's *own* exported chat template and stops on
+every eos id of the model's ``generation_config.json``. A started generation is a :class:`Generation`: an async
+iterator of :class:`Chunk` whose ``on_finished`` callback fires exactly once, when the generation has really
+stopped (not merely when its reader went away), so capacity accounting never leaks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FinishReason = str  # "stop" | "length" | "cancelled"
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    """Validated sampling parameters; ``None`` means the model's default."""
+
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Chunk:
+    """A text delta; the last chunk of a generation has ``finish_reason`` and the token counts."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Local directories to load: a full model (base or merged) and optionally a PEFT adapter on top of it."""
+
+    model_dir: Path
+    adapter_dir: Path | None = None
+
+    @property
+    def template_dir(self) -> Path:
+        """Where the chat template used in training lives: the adapter export when it carries a tokenizer."""
+        if self.adapter_dir is not None and (self.adapter_dir / "tokenizer_config.json").is_file():
+            return self.adapter_dir
+        return self.model_dir
+
+
+class Generation(ABC):
+    """A running generation: iterate it for chunks; ``cancel`` asks it to stop (idempotent, any thread)."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+
+    @abstractmethod
+    def cancel(self) -> None: ...
+
+
+@dataclass
+class ServingModel(ABC):
+    engine: str
+    memory_bytes: int
+    eos_token_ids: tuple[int, ...]
+    max_context: int
+    defaults: dict[str, float] = field(default_factory=dict)
+
+    @abstractmethod
+    def start(self, messages: list[dict[str, str]], params: ChatParams,
+              on_finished: Callable[[], None]) -> Generation:
+        """Begin generating; ``on_finished`` is called once (from any thread) when generation has stopped."""
+
+    def close(self) -> None:
+        """Free what the model holds (weights are otherwise dropped with the last reference)."""
+
+
+class Engine(ABC):
+    name: str
+
+    @abstractmethod
+    def load(self, source: ModelSource) -> ServingModel:
+        """Load (blocking; run it in a thread). Raises CorruptArtifact when the files cannot be loaded."""
+
+    def shutdown(self) -> None:
+        """Release engine-wide resources (thread pools, GPU contexts)."""

@@ -1,0 +1,237 @@
+"""The CPU engine: transformers ``generate`` in worker threads, streamed token by token.
+
+- Prompt = the model's own chat template through :class:`emotune.chat_template.ChatFormat`, the same
+  formatter the trainer trained with (content normalisation, default system prompt, token ids).
+- Stops on the template's end token and every eos id of ``generation_config.json``, on request stop strings (cut before the match) and when
+  the reader cancels (a ``StoppingCriteria`` polls a flag between tokens, so a dropped client frees the CPU
+  after at most one more token).
+- Sampling draws from a per-request ``torch.Generator``: the same seed gives the same reply even while other
+  generations run in parallel (``torch.manual_seed`` would be shared by every thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from emotune.chat_template import ChatFormat
+from emotune.errors import CorruptArtifact, InvalidInput
+from emotune.logging import get_logger
+from services.inference.engines.base import (
+    ChatParams,
+    Chunk,
+    Engine,
+    Generation,
+    ModelSource,
+    ServingModel,
+)
+from services.inference.textstream import IncrementalDecoder, StopMatcher
+
+log = get_logger(__name__)
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature + top-p sampling with its own generator; leaves only the drawn token finite, so the
+    greedy step of ``generate`` picks exactly it."""
+
+    def __init__(self, temperature: float, top_p: float, seed: int | None) -> None:
+        self.generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        self.warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        drawn = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
+class _StopWhenSet(StoppingCriteria):
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        stop = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
+
+class _CpuGeneration(Generation):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def emit(self, item: Chunk | BaseException) -> None:
+        """Called from the worker thread."""
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is reading any more
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.finish_reason:
+                return
+
+
+class _TokenSink(BaseStreamer):
+    """Receives token ids from ``generate`` (the prompt first, which is skipped) and emits clean text."""
+
+    def __init__(self, generation: _CpuGeneration, tokenizer: PreTrainedTokenizerBase, stops: tuple[str, ...]):
+        self.generation = generation
+        self.decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self.matcher = StopMatcher(stops)
+        self.stop_hit = threading.Event()
+        self.count = 0
+        self.last_token: int | None = None
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        ids = value.reshape(-1).tolist()
+        self.count += len(ids)
+        self.last_token = ids[-1]
+        text = self.matcher.feed(self.decoder.push(ids))
+        if self.matcher.stopped:
+            self.stop_hit.set()
+        if text:
+            self.generation.emit(Chunk(text))
+
+    def end(self) -> None:
+        """Nothing to flush here: the worker sends the final chunk with counts and finish reason."""
+
+
+@dataclass
+class TransformersModel(ServingModel):
+    model: PreTrainedModel = field(default=None, repr=False)  # type: ignore[assignment]
+    chat_format: ChatFormat = field(default=None, repr=False)  # type: ignore[assignment]
+    executor: ThreadPoolExecutor = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.chat_format.tokenizer
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Exactly the ids the trainer's formatter builds for this conversation's generation prompt."""
+        try:
+            return list(self.chat_format.prompt_ids(messages))
+        except jinja2.TemplateError as exc:
+            raise InvalidInput(f"the model's chat template rejected the conversation: {exc}",
+                               field="messages") from None
+
+    def start(self, messages: list[dict[str, str]], params: ChatParams,
+              on_finished: Callable[[], None]) -> Generation:
+        input_ids = self.prompt_ids(messages)
+        room = self.max_context - len(input_ids)
+        if room <= 0:
+            raise InvalidInput(f"the prompt is {len(input_ids)} tokens; the model's context is "
+                               f"{self.max_context}", field="messages")
+        generation = _CpuGeneration()
+        future = self.executor.submit(self._generate, generation, input_ids, params, min(params.max_tokens, room))
+        future.add_done_callback(lambda _: on_finished())
+        return generation
+
+    def _generate(self, generation: _CpuGeneration, input_ids: list[int], params: ChatParams,
+                  max_new_tokens: int) -> None:
+        sink = _TokenSink(generation, self.tokenizer, params.stop)
+        try:
+            temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]
+            top_p = params.top_p if params.top_p is not None else self.defaults["top_p"]
+            processors = LogitsProcessorList(
+                [SeededSampler(temperature, top_p, params.seed)] if temperature > 0 else []
+            )
+            config = GenerationConfig(
+                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                eos_token_id=list(self.eos_token_ids),
+                pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                else self.eos_token_ids[0],
+            )
+            inputs = torch.tensor([input_ids], dtype=torch.long)
+            with torch.inference_mode():
+                self.model.generate(
+                    input_ids=inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                    logits_processor=processors, streamer=sink,
+                    stopping_criteria=StoppingCriteriaList([_StopWhenSet(generation.cancelled, sink.stop_hit)]),
+                )
+            if generation.cancelled.is_set():
+                finish = "cancelled"
+            elif sink.matcher.stopped or sink.last_token in self.eos_token_ids:
+                finish = "stop"
+            else:
+                finish = "length" if sink.count >= max_new_tokens else "stop"
+            generation.emit(Chunk(sink.matcher.flush(), finish, prompt_tokens=len(input_ids),
+                                  completion_tokens=sink.count))
+        except Exception as exc:
+            log.error("generation failed", exc_info=exc)
+            generation.emit(exc)
+
+
+class TransformersEngine(Engine):
+    name = "transformers"
+
+    def __init__(self, max_workers: int = 2, torch_threads: int = 0) -> None:
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="generate")
+
+    def load(self, source: ModelSource) -> TransformersModel:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch.float32)
+            if source.adapter_dir is not None:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, source.adapter_dir).merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise CorruptArtifact(f"cannot load a model from {source.model_dir}"
+                                  f"{f' + adapter {source.adapter_dir}' if source.adapter_dir else ''}: {exc}")
+        # The template's end token + the eos ids the export declares (raises if there is no chat template).
+        chat_format = ChatFormat.from_pretrained(source.template_dir)
+        model.eval()
+        defaults = model.generation_config
+        return TransformersModel(
+            engine=self.name, memory_bytes=model.get_memory_footprint(),
+            eos_token_ids=tuple(chat_format.stop_token_ids),
+            max_context=int(getattr(model.config, "max_position_embeddings", 0) or 2048),
+            defaults={"temperature": float(defaults.temperature if defaults.do_sample and defaults.temperature
+                                           is not None else 1.0),
+                      "top_p": float(defaults.top_p if defaults.do_sample and defaults.top_p is not None else 1.0)},
+            model=model, chat_format=chat_format, executor=self.executor,
+        )
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

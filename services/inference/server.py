@@ -1,0 +1,66 @@
+"""Thin gRPC servicer: ``emotune.v1.Inference`` messages <-> :class:`InferenceService` / :class:`ModelRegistry`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from emotune.v1 import inference_pb2, inference_pb2_grpc
+from services.inference.registry import LoadSpec, ServedModel
+from services.inference.service import InferenceService
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+
+
+def model_info(served: ServedModel) -> inference_pb2.ModelInfo:
+    spec = served.spec
+    return inference_pb2.ModelInfo(
+        id=served.id, engine=served.model.engine, artifact=spec.artifact, base_model=spec.base_model,
+        adapter_artifact=spec.adapter_artifact,
+        styles=[inference_pb2.StyleTrigger(style=s, system_prompt=p) for s, p in spec.styles],
+        memory_bytes=served.model.memory_bytes, created_at=served.created_at,
+        eos_token_ids=list(served.model.eos_token_ids), max_context=served.model.max_context,
+    )
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.registry = service.registry
+
+    async def Chat(self, request: inference_pb2.ChatRequest,
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[inference_pb2.ChatChunk]:
+        sampling = request.sampling
+        params = self.service.params(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature if sampling.HasField("temperature") else None,
+            top_p=sampling.top_p if sampling.HasField("top_p") else None,
+            stop=list(sampling.stop), seed=sampling.seed if sampling.HasField("seed") else None,
+        )
+        messages = self.service.messages([(m.role, m.content) for m in request.messages])
+        async for chunk in self.service.chat(request.model, messages, params):
+            usage = inference_pb2.Usage(prompt_tokens=chunk.prompt_tokens,
+                                        completion_tokens=chunk.completion_tokens) if chunk.finish_reason else None
+            yield inference_pb2.ChatChunk(text=chunk.text, finish_reason=chunk.finish_reason or "", usage=usage)
+
+    async def ListModels(self, request: inference_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:
+        admission = self.service.admission
+        return inference_pb2.ListModelsResponse(
+            models=[model_info(m) for m in self.registry.list()], in_flight=admission.running,
+            queued=admission.waiting, max_concurrency=admission.max_running, max_queue=admission.max_waiting,
+        )
+
+    async def LoadModel(self, request: inference_pb2.LoadModelRequest,
+                        context: grpc.aio.ServicerContext) -> inference_pb2.ModelInfo:
+        served = await self.registry.load(LoadSpec(
+            model_id=request.model_id, artifact=request.artifact, adapter_artifact=request.adapter_artifact,
+            base_model=request.base_model, engine=request.engine,
+            styles=tuple((t.style, t.system_prompt) for t in request.styles),
+        ))
+        return model_info(served)
+
+    async def UnloadModel(self, request: inference_pb2.UnloadModelRequest,
+                          context: grpc.aio.ServicerContext) -> inference_pb2.UnloadModelResponse:
+        return inference_pb2.UnloadModelResponse(unloaded=await self.registry.unload(request.model_id))

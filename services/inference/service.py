@@ -1,0 +1,79 @@
+"""The inference domain: validate a chat request, resolve ``<model>[:<style>]``, wait for a generation slot,
+stream the engine's chunks and account for them (metrics, in-flight count)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from emotune.errors import InvalidInput
+from services.inference import metrics
+from services.inference.admission import Admission
+from services.inference.engines.base import ChatParams, Chunk
+from services.inference.registry import ModelRegistry, apply_style
+
+ROLES = ("system", "user", "assistant")
+MAX_STOP_STRINGS = 16
+
+
+@dataclass(frozen=True)
+class Limits:
+    default_max_tokens: int = 256
+    max_tokens_limit: int = 4096
+
+
+class InferenceService:
+    def __init__(self, registry: ModelRegistry, admission: Admission, limits: Limits) -> None:
+        self.registry, self.admission, self.limits = registry, admission, limits
+
+    def params(self, *, max_tokens: int = 0, temperature: float | None = None, top_p: float | None = None,
+               stop: Sequence[str] = (), seed: int | None = None) -> ChatParams:
+        """Checked sampling parameters (``max_tokens`` 0 = the service default)."""
+        if max_tokens < 0 or max_tokens > self.limits.max_tokens_limit:
+            raise InvalidInput(f"must be between 1 and {self.limits.max_tokens_limit} (0 = default "
+                               f"{self.limits.default_max_tokens}), got {max_tokens}", field="sampling.max_tokens")
+        if temperature is not None and not 0.0 <= temperature <= 2.0:
+            raise InvalidInput(f"must be between 0 and 2, got {temperature}", field="sampling.temperature")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise InvalidInput(f"must be in (0, 1], got {top_p}", field="sampling.top_p")
+        stops = tuple(s for s in stop if s)
+        if len(stops) > MAX_STOP_STRINGS:
+            raise InvalidInput(f"at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}", field="sampling.stop")
+        return ChatParams(max_tokens=max_tokens or self.limits.default_max_tokens, temperature=temperature,
+                          top_p=top_p, stop=stops, seed=seed)
+
+    @staticmethod
+    def messages(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+        if not pairs:
+            raise InvalidInput("at least one message is required", field="messages")
+        for i, (role, _content) in enumerate(pairs):
+            if role not in ROLES:
+                raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}",
+                                   field=f"messages[{i}].role")
+        return [{"role": role, "content": content} for role, content in pairs]
+
+    async def chat(self, model: str, messages: list[dict[str, str]], params: ChatParams) -> AsyncIterator[Chunk]:
+        served, style_prompt = self.registry.resolve(model)
+        if style_prompt:
+            messages = apply_style(messages, style_prompt)
+        slot = await self.admission.acquire()
+        admitted = time.monotonic()
+        try:
+            generation = served.model.start(messages, params, on_finished=slot.release)
+        except BaseException:
+            slot.release()
+            raise
+        waiting_first = True
+        try:
+            async for chunk in generation:
+                if waiting_first and (chunk.text or chunk.finish_reason):
+                    waiting_first = False
+                    metrics.TTFT.labels(served.id).observe(time.monotonic() - admitted)
+                if chunk.finish_reason:
+                    metrics.GENERATIONS.labels(served.id, chunk.finish_reason).inc()
+                    metrics.TOKENS.labels(served.id, "prompt").inc(chunk.prompt_tokens)
+                    metrics.TOKENS.labels(served.id, "completion").inc(chunk.completion_tokens)
+                yield chunk
+        finally:
+            generation.cancel()
