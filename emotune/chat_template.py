@@ -129,7 +129,7 @@ def derive_segments(tokenizer: Any, template: str, eos_token_ids: Sequence[int] 
     def render(messages: list[Message], gen: bool) -> str:
         try:
             return _render_jinja(tokenizer, template, messages, gen)
-        except Exception as exc:  # noqa: BLE001 - any Jinja error means the template is unusable here
+        except Exception as exc:
             raise TemplateError(f"chat template failed to render a probe conversation: {exc}",
                                 field="chat_template") from exc
 
@@ -260,7 +260,7 @@ class ChatFormat:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, template: str | None = None,
-                       eos_token_ids: Iterable[int] = ()) -> "ChatFormat":
+                       eos_token_ids: Iterable[int] = ()) -> ChatFormat:
         """``template`` overrides the tokenizer's; ``eos_token_ids`` are the model's (generation_config)."""
         template = template or tokenizer.chat_template
         if not template:
@@ -275,7 +275,7 @@ class ChatFormat:
         return cls(tokenizer, template, segments, ids, [tokenizer.convert_ids_to_tokens(i) for i in ids])
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, template: str | None = None) -> "ChatFormat":
+    def from_pretrained(cls, model_dir: str | Path, template: str | None = None) -> ChatFormat:
         """Load the tokenizer of a model directory; eos ids from its generation_config.json/config.json."""
         from transformers import AutoTokenizer
 

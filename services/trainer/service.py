@@ -1,0 +1,191 @@
+"""The trainer service's domain object: validates and submits training jobs and runs them.
+
+A job: fetch the dataset (and the optional general set) into the job's work dir, resolve the base model, run
+the backend in its own process (events relayed as they come; each checkpoint also uploaded to the store so
+another host can resume), then export + parity check + publish (:mod:`services.trainer.export`). A job whose
+process died resumes from its last checkpoint when the service restarts. No transport code here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from emotune.basemodels import resolve_base_model
+from emotune.errors import EmotuneError, FailedPrecondition
+from emotune.jobrunner import JobContext, JobRunner
+from emotune.jobs import JobRecord, JobStore
+from emotune.logging import get_logger
+from emotune.store.artifacts import delete_artifact, download_artifact, list_artifacts, publish_artifact
+from emotune.store.base import ArtifactStore
+from services.trainer import export
+from services.trainer.config import TrainerSettings
+from services.trainer.data import fetch_dataset, read_records
+from services.trainer.process import ProcessFailed, run_process
+from services.trainer.spec import TrainingSpec
+from services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
+
+JOB_KIND = "training"
+log = get_logger(__name__)
+
+
+class TrainerService:
+    def __init__(self, settings: TrainerSettings, store: ArtifactStore) -> None:
+        self.settings, self.store = settings, store
+        self.jobs = JobStore(store)
+        self.runner = JobRunner(self.jobs, JOB_KIND, self.run, max_concurrent=settings.trainer_max_jobs)
+
+    async def start(self, request: dict[str, Any]) -> JobRecord:
+        """Validate ``request`` (shaped like the TrainingSpec proto) and queue the job; errors name the field."""
+        spec = TrainingSpec.parse(request, "TrainingSpec")
+        job_id = f"{JOB_KIND}-{uuid.uuid4().hex[:16]}"
+        if spec.resume_job_id:
+            raise FailedPrecondition("an unfinished training job resumes by itself when the trainer restarts; "
+                                     "start a new job instead", field="resume_job_id")
+        spec = spec.model_copy(update={"output_prefix": spec.output_prefix or f"models/{job_id}"})
+        await asyncio.to_thread(fetch_dataset, self.store, spec.dataset_artifact)  # NotFound now, not later
+        return await self.runner.submit(spec.model_dump(mode="json"), job_id)
+
+    async def resume_unfinished(self) -> list[str]:
+        return await self.runner.resume_unfinished()
+
+    async def shutdown(self) -> None:
+        await self.runner.shutdown()
+
+    # ------------------------------------------------------------------ the job
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        spec = TrainingSpec.parse(ctx.spec, "spec")
+        work = self.settings.work_root / ctx.job_id
+        data, general = await asyncio.to_thread(self._inputs, spec, work)
+        base_dir = await asyncio.to_thread(resolve_base_model, spec.base_model, self.settings.cache_dir)
+        await asyncio.to_thread(self._restore_checkpoint, spec, work)
+        relay = _Relay(ctx, self, spec)
+        if spec.backend == "hf":
+            run = await self._run_hf(spec, base_dir, data, general, work, relay)
+        else:
+            from services.trainer.xtuner_backend import run_xtuner
+
+            run = await run_xtuner(self.settings, spec, base_dir, data, general, work, relay.event)
+        ctx.raise_if_cancelled()
+        ctx.emit("log", "exporting: chat-template files, parity check, publish")
+        result = await asyncio.to_thread(self._finish, spec, ctx.spec, base_dir, data, work, run)
+        for name in ("adapter", "merged", "report"):
+            ctx.emit("artifact", f"published {result[name + '_artifact']}", kind=name,
+                     key=result[name + "_artifact"])
+        await asyncio.to_thread(self._cleanup, spec, work)
+        return result
+
+    def _inputs(self, spec: TrainingSpec, work: Path) -> tuple[Path, Path | None]:
+        data = work / "data" / "records.jsonl"
+        if not data.is_file():
+            _write_atomic(data, fetch_dataset(self.store, spec.dataset_artifact))
+        general = None
+        if spec.mix_dataset_artifact:
+            general = work / "data" / "general.jsonl"
+            if not general.is_file():
+                _write_atomic(general, fetch_dataset(self.store, spec.mix_dataset_artifact, "mix_dataset_artifact"))
+        return data, general
+
+    async def _run_hf(self, spec: TrainingSpec, base_dir: Path, data: Path, general: Path | None, work: Path,
+                      relay: _Relay) -> dict[str, Any]:
+        spec_file = work / "spec.json"
+        spec_file.write_text(spec.model_dump_json(), encoding="utf-8")
+        python = str(self.settings.trainer_python or sys.executable)
+        argv = [python, "-m", "services.trainer.worker", "--spec", str(spec_file), "--base-model", str(base_dir),
+                "--data", str(data), "--work-dir", str(work), "--threads", str(self.settings.trainer_threads)]
+        if general is not None:
+            argv += ["--general", str(general)]
+        try:
+            await run_process(argv, relay.worker_line, cwd=_repo_root(), grace_seconds=self.settings.
+                              trainer_stop_grace_seconds, what="training worker")
+        except ProcessFailed as exc:
+            raise ProcessFailed(relay.error or exc.message) from None
+        return json.loads((work / OUTPUT_DIR / "run.json").read_text(encoding="utf-8"))
+
+    def _finish(self, spec: TrainingSpec, spec_dict: dict[str, Any], base_dir: Path, data: Path, work: Path,
+                run: dict[str, Any]) -> dict[str, Any]:
+        from emotune.chat_template import ChatFormat
+
+        fmt = ChatFormat.from_pretrained(base_dir, spec.chat_template or None)
+        records, _ = read_records(data)
+        conversations = export.parity_conversations(records, spec.eval_prompts)
+        model_name = spec.output_prefix.rstrip("/").rsplit("/", 1)[-1]
+        return export.finish(self.store, spec.output_prefix, work / OUTPUT_DIR, fmt, spec_dict, run,
+                             conversations, model_name)
+
+    # ------------------------------------------------------------------ checkpoints in the store
+    def upload_checkpoint(self, spec: TrainingSpec, path: Path, data: dict[str, Any], kept: list[str]) -> str:
+        """Publish one checkpoint (another host resumes from it) and drop the store copies no longer kept."""
+        prefix = f"{spec.output_prefix}/checkpoints"
+        key = f"{prefix}/{path.name}"
+        files = {p.name: p for p in path.iterdir() if p.is_file()}
+        publish_artifact(self.store, key, files, {"kind": "checkpoint", **data})
+        for manifest in list_artifacts(self.store, prefix + "/"):
+            if manifest.key_prefix.rsplit("/", 1)[-1] not in kept:
+                delete_artifact(self.store, manifest.key_prefix)
+        return key
+
+    def _restore_checkpoint(self, spec: TrainingSpec, work: Path) -> None:
+        """On a fresh host the work dir is empty: fetch the newest checkpoint the job published."""
+        checkpoints = work / "checkpoints"
+        if spec.backend != "hf" or (work / OUTPUT_DIR / COMPLETE).is_file() or any(checkpoints.glob("checkpoint-*")):
+            return
+        published = list_artifacts(self.store, f"{spec.output_prefix}/checkpoints/")
+        if not published:
+            return
+        newest = max(published, key=lambda m: int(m.key_prefix.rsplit("-", 1)[-1]))
+        download_artifact(self.store, newest.key_prefix, checkpoints / newest.key_prefix.rsplit("/", 1)[-1])
+        log.info("restored checkpoint from the store", key=newest.key_prefix)
+
+    def _cleanup(self, spec: TrainingSpec, work: Path) -> None:
+        for manifest in list_artifacts(self.store, f"{spec.output_prefix}/checkpoints/"):
+            delete_artifact(self.store, manifest.key_prefix)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class _Relay:
+    """Worker output -> job events (checkpoint events also upload the checkpoint)."""
+
+    def __init__(self, ctx: JobContext, service: TrainerService, spec: TrainingSpec) -> None:
+        self.ctx, self.service, self.spec = ctx, service, spec
+        self.error: str | None = None
+
+    def worker_line(self, line: str) -> None:
+        if not line.startswith(EVENT_PREFIX):
+            if line.strip():
+                log.debug("worker", line=line[:500])
+            return
+        event = json.loads(line[len(EVENT_PREFIX):])
+        self.event(event["type"], event["message"], event["data"])
+
+    def event(self, type: str, message: str, data: dict[str, Any]) -> None:
+        if type == "error":
+            self.error = message
+            return
+        if type == "warning":
+            type, data = "log", {"level": "warning", **data}
+        if type == "checkpoint" and data.get("path"):
+            try:
+                data = {**data, "artifact": self.service.upload_checkpoint(
+                    self.spec, Path(data.pop("path")), data, data.get("kept", []))}
+            except (EmotuneError, OSError) as exc:  # the local checkpoint still allows resuming here
+                log.warning("checkpoint upload failed", error=str(exc))
+        self.ctx.emit(type, message, **data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _repo_root() -> Path:
+    """Where ``python -m services.trainer.worker`` resolves (the checkout or the installed package's parent)."""
+    return Path(__file__).resolve().parents[2]
+

@@ -1,0 +1,86 @@
+"""The training job spec: one spec for both backends, validated up front (errors name the field).
+
+It mirrors ``emotune.v1.TrainingSpec``; proto zeros mean "the default". Warnings about a spec that is likely to
+overfit or to under-train (seed 000 trained thousands of iterations on a small set) come from :func:`warnings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from emotune.errors import InvalidInput
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(8, ge=1, le=512)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+
+
+class TrainingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["hf", "xtuner"] = "hf"
+    base_model: str = Field("smollm2-135m", min_length=1)
+    dataset_artifact: str = Field(min_length=1)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    max_length: int = Field(512, ge=16, le=32768)
+    packing: bool = True
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int = Field(0, ge=0, description="overrides epochs when > 0")
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    batch_size: int = Field(4, ge=1, le=1024)
+    grad_accumulation: int = Field(1, ge=1, le=1024)
+    eval_fraction: float = Field(0.1, ge=0, lt=0.9)
+    eval_every_steps: int = Field(0, ge=0, description="0 = about 10 evaluations per run")
+    keep_best_checkpoints: int = Field(2, ge=1, le=50)
+    eval_prompts: list[str] = Field(default_factory=list)
+    seed: int = 42
+    chat_template: str = Field("", description="explicit Jinja template ('' = the base tokenizer's)")
+    mix_dataset_artifact: str = ""
+    mix_ratio: float = Field(0.0, ge=0, le=10, description="general samples per style sample")
+    output_prefix: str = ""
+    resume_job_id: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingSpec:
+        if self.mix_ratio > 0 and not self.mix_dataset_artifact:
+            raise ValueError("mix_ratio > 0 needs mix_dataset_artifact")
+        if self.backend == "hf" and self.quantization != "none":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"quantization {self.quantization!r} needs CUDA (bitsandbytes); use 'none' on CPU")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], source: str = "spec") -> TrainingSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            raise InvalidInput(err["msg"], file=source, field=field) from None
+
+
+def spec_warnings(spec: TrainingSpec, train_samples: int, optimizer_steps: int) -> list[str]:
+    """Plain-language warnings about likely over- or under-training."""
+    out = []
+    if train_samples < 50:
+        out.append(f"only {train_samples} training samples: expect the style to be copied verbatim; "
+                   "generate more data or mix a general dialogue set (mix_dataset_artifact)")
+    if optimizer_steps < 20:
+        out.append(f"only {optimizer_steps} optimizer steps: too few to learn a style; lower batch_size or "
+                   "grad_accumulation, turn packing off, or raise epochs")
+    if spec.max_steps == 0 and spec.epochs > 5:
+        out.append(f"{spec.epochs:g} epochs over the same samples tends to overfit (seed 000 saw it after a few "
+                   "thousand iterations); rely on the held-out loss and keep_best_checkpoints")
+    if spec.eval_fraction == 0:
+        out.append("eval_fraction is 0: no held-out loss, the final checkpoint is the last one, not the best")
+    return out

@@ -1,0 +1,46 @@
+"""Run an XTuner tool inside the XTuner virtualenv with the CPU shims applied first.
+
+Usage: ``<xtuner-venv>/bin/python xtuner_launch.py xtuner.tools.train CFG --work-dir D`` (or
+``xtuner.tools.model_converters.pth_to_hf`` / ``.merge``). Never the ``xtuner`` CLI: it ignores a failing tool's
+exit status. Standalone on purpose (no emotune import): it runs under XTuner's own Python stack.
+
+Shims, each a no-op where the real thing exists (GPU images):
+- ``torch.cpu.is_bf16_supported`` is missing from the CPU torch; XTuner calls it at import.
+The process also dies with the service that started it (a training must not outlive its job's owner).
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+
+def die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def apply_shims() -> None:
+    import torch
+
+    if not hasattr(torch.cpu, "is_bf16_supported"):
+        torch.cpu.is_bf16_supported = lambda: False
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: xtuner_launch.py <xtuner module> [args...]")
+    module = sys.argv[1]
+    if not module.startswith("xtuner.tools."):
+        raise SystemExit(f"refusing to run {module!r}: only xtuner.tools.* modules")
+    die_with_parent()
+    apply_shims()
+    sys.argv = [module, *sys.argv[2:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Stand-in ``torchvision.transforms``: importable (XTuner's InternVL dataset imports it), unusable."""
+
+
+def __getattr__(name: str):
+    raise ImportError(f"torchvision.transforms.{name} is unavailable in the CPU XTuner venv (stand-in)")
