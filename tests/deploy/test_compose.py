@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from conftest import (
+from deploykit import (
     COMPOSE_FILE,
     compose_cmd,
     compose_variants,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import dockerfile
 import pytest
-from conftest import DOCKERFILE, REPO, run, tool, workloads
+from deploykit import DOCKERFILE, REPO, run, tool, workloads
 from docker.utils.build import exclude_paths
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import (
+from deploykit import (
     K8S,
     KUBERNETES_VERSION,
     by_kind,

