@@ -25,6 +25,7 @@ not stop the good ones unless ``strict``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zipfile
@@ -63,6 +64,7 @@ class _Collector:
 
     max_chars: int
     report: ReadReport
+    limit: int | None = None
     questions: list[str] = field(default_factory=list)
     dialogues: list[Dialogue] = field(default_factory=list)
     duplicates: int = 0
@@ -84,6 +86,11 @@ class _Collector:
         self._seen.add(key)
         self.questions.append(text)
 
+    @property
+    def full(self) -> bool:
+        """Enough questions: readers stop early (a corpus like LCCC-base holds millions of dialogues)."""
+        return self.limit is not None and len(self.questions) >= self.limit
+
     def result(self) -> ImportedQuestions:
         return ImportedQuestions(self.questions, self.dialogues, self.report, self.duplicates)
 
@@ -102,16 +109,16 @@ def _indexed(index: int, field_name: str | None) -> str:
 def _dialogue(turns: Iterable[tuple[str, str]]) -> Dialogue:
     """Alternating user/assistant messages: consecutive messages of one speaker are joined by a newline (people
     send several short messages in a row), leading assistant messages are dropped, empty ones skipped."""
-    messages: Dialogue = []
+    merged: list[list[str]] = []
     for role, content in turns:
         content = content.strip()
-        if not content or (role == "assistant" and not messages):
+        if not content or (role == "assistant" and not merged):
             continue
-        if messages and messages[-1].role == role:
-            messages[-1] = Message(role=role, content=f"{messages[-1].content}\n{content}")
+        if merged and merged[-1][0] == role:
+            merged[-1][1] += f"\n{content}"
         else:
-            messages.append(Message(role=role, content=content))
-    return messages
+            merged.append([role, content])
+    return [Message(role=role, content=content) for role, content in merged]
 
 
 def _take(collector: _Collector, dialogue: Dialogue, line: int, *, all_turns: bool, strict: bool,
@@ -129,6 +136,8 @@ def _take(collector: _Collector, dialogue: Dialogue, line: int, *, all_turns: bo
 
 def _import_lines(text: str, collector: _Collector, *, strict: bool, **_: Any) -> None:
     for number, line in enumerate(text.splitlines(), start=1):
+        if collector.full:
+            break
         if line.strip():
             collector.report.read += 1
             collector.question(line, number, strict=strict)
@@ -139,19 +148,31 @@ def _import_lines(text: str, collector: _Collector, *, strict: bool, **_: Any) -
 _CJK = (r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
         r"\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\u2014\u2018\u2019\u201c\u201d\u2026\u00b7"
         r"\u2600-\u27bf\U0001f000-\U0001faff")
-# A space with CJK text, full-width punctuation or emoji on either side is segmentation, not a real space.
-_CJK_SPACE = re.compile(rf"(?<=[{_CJK}])[ \t]+|[ \t]+(?=[{_CJK}])")
-# Runs of single Latin letters/digits/ASCII punctuation come from character-level segmentation ("2 1 万",
-# "R a p", ". . ."); words longer than one character keep their spaces ("iPhone 15").
-_SINGLE_ASCII_RUN = re.compile(r"(?<![^\s])[!-~](?:[ \t]+[!-~](?![^\s]))+")
-# Latin text never has a space before these ("world , 你" -> "world,你"); "." only when it ends a sentence.
-_SPACE_BEFORE_PUNCTUATION = re.compile(r"(?<=\S)[ \t]+(?=[,!?;:]|\.(?![A-Za-z0-9]))")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+def _segmentation_space(left: str, right: str) -> bool:
+    """Whether the space between two tokens is segmentation (drop it) rather than a real space (keep it)."""
+    if _CJK_CHAR.match(left[-1]) or _CJK_CHAR.match(right[0]):
+        return True  # CJK text, full-width punctuation or emoji on either side
+    if len(left) == 1 and len(right) == 1 and left in _PRINTABLE_ASCII and right in _PRINTABLE_ASCII:
+        return True  # character-level segmentation of Latin/digits: "2 1 万", "R a p", ". . ."
+    # Latin text has no space before these ("world , 你" -> "world,你"); before "." only when it ends a sentence.
+    return right[0] in ",!?;:" or (right[0] == "." and not right[1:2].isalnum())
 
 
 def unsegment(text: str) -> str:
     """Undo LCCC's word segmentation: "你 好 啊" -> "你好啊", "iPhone 15 好 用 吗" -> "iPhone 15好用吗"."""
-    text = _SINGLE_ASCII_RUN.sub(lambda m: "".join(m.group(0).split()), text.strip())
-    return _SPACE_BEFORE_PUNCTUATION.sub("", _CJK_SPACE.sub("", text))
+    tokens = text.split()
+    if not tokens:
+        return ""
+    parts = [tokens[0]]
+    for left, right in itertools.pairwise(tokens):
+        if not _segmentation_space(left, right):
+            parts.append(" ")
+        parts.append(right)
+    return "".join(parts)
 
 
 def _lccc_dialogue(collector: _Collector, utterances: Any, line: int, where: str, *, all_turns: bool,
@@ -170,6 +191,8 @@ def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: b
     start = text.lstrip()[:1]
     if start == "[":
         for index, (line, utterances) in enumerate(iter_json_array(text, report, strict=strict)):
+            if collector.full:
+                break
             _lccc_dialogue(collector, utterances, line, f"[{index}]", all_turns=all_turns, strict=strict)
     elif start == "{":
         try:
@@ -183,10 +206,14 @@ def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: b
                             strict=strict)
                 continue
             for index, utterances in enumerate(dialogues):
+                if collector.full:
+                    break
                 report.read += 1
                 _lccc_dialogue(collector, utterances, 1, f"{split}[{index}]", all_turns=all_turns, strict=strict)
     else:  # CDial-GPT's toy_train.txt: one dialogue per line, utterances separated by tabs
         for number, line in enumerate(text.splitlines(), start=1):
+            if collector.full:
+                break
             if line.strip():
                 report.read += 1
                 _lccc_dialogue(collector, line.split("\t"), number, "", all_turns=all_turns, strict=strict)
@@ -248,9 +275,13 @@ def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: 
     report = collector.report
     if jsonl:
         for line, item in iter_jsonl(text, report, strict=strict):
+            if collector.full:
+                break
             _questions_at(collector, item, parts, line, strict=strict)
     elif text.lstrip().startswith("["):
         for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
+            if collector.full:
+                break
             _questions_at(collector, item, parts, line, strict=strict, prefix=f"[{index}]")
     else:  # one JSON object; the path starts at its root
         try:
@@ -309,6 +340,8 @@ def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
     for index, (line, conversation) in enumerate(iter_json_array(text, collector.report, strict=strict)):
+        if collector.full:
+            break
         try:
             if not isinstance(conversation, dict):
                 raise _ItemError(f"expected a conversation object, found {type(conversation).__name__}")
@@ -373,6 +406,8 @@ def _import_wechat(text: str, collector: _Collector, *, strict: bool, all_turns:
                    **_: Any) -> None:
     report = ReadReport(source)
     for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
+        if collector.full:
+            break
         try:
             dialogue = _dialogue(_wechat_turns(item))
         except _ItemError as exc:
@@ -411,10 +446,10 @@ def _check_format(format: str) -> None:
 
 def parse_questions(text: str, format: QuestionFormat, *, source: str = "<questions>",
                     field_path: str | None = None, strict: bool = False, all_turns: bool = False,
-                    max_chars: int = DEFAULT_MAX_CHARS) -> ImportedQuestions:
+                    max_chars: int = DEFAULT_MAX_CHARS, limit: int | None = None) -> ImportedQuestions:
     """Questions from one already-decoded document (e.g. an upload); see :func:`import_questions`."""
     _check_format(format)
-    collector = _Collector(max_chars, ReadReport(source))
+    collector = _Collector(max_chars, ReadReport(source), limit)
     _IMPORTERS[format](text, collector, strict=strict, all_turns=all_turns, field_path=field_path, source=source)
     return collector.result()
 
@@ -443,26 +478,30 @@ def detect_format(path: str | Path) -> QuestionFormat:
 
 
 def import_questions(path: str | Path, format: QuestionFormat | None = None, field_path: str | None = None,
-                     strict: bool = False, *, all_turns: bool = False,
-                     max_chars: int = DEFAULT_MAX_CHARS) -> ImportedQuestions:
+                     strict: bool = False, *, all_turns: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
+                     limit: int | None = None) -> ImportedQuestions:
     """Import seed questions (and dialogues) from ``path``.
 
     ``format`` defaults to :func:`detect_format`. ``field_path`` is required for json/jsonl. By default only the
     opening user message of each dialogue becomes a question (later turns lean on their context); ``all_turns``
     takes every user message. Bad lines are in ``result.report.errors``; ``strict`` raises on the first one.
+    ``limit`` stops reading once that many questions are collected (a few thousand seeds from a huge corpus).
     """
     path = Path(path)
     if not path.exists():
         raise InvalidInput("file not found", file=str(path))
     format = format or detect_format(path)
     _check_format(format)
-    options = {"field_path": field_path, "strict": strict, "all_turns": all_turns, "max_chars": max_chars}
+    options = {"field_path": field_path, "strict": strict, "all_turns": all_turns, "max_chars": max_chars,
+               "limit": limit}
     if format == "chatgpt":
         text, source = _read_chatgpt_export(path)
         return parse_questions(text, format, source=source, **options)
     if format == "wechat":
-        collector = _Collector(max_chars, ReadReport(str(path)))
+        collector = _Collector(max_chars, ReadReport(str(path)), limit)
         for file in _wechat_files(path):
+            if collector.full:
+                break
             _import_wechat(read_text(file), collector, strict=strict, all_turns=all_turns, source=str(file))
         return collector.result()
     if path.is_dir():
