@@ -2,7 +2,9 @@
 
 The runner owns state transitions (queued -> running -> succeeded/failed/cancelled), turns a handler's exception
 into a failed job with the error in the events, honours cancellation requests, and on start-up resumes jobs a
-previous process left queued or running (handlers are written to be resumable).
+previous process left queued or running (handlers are written to be resumable: they read ``ctx.checkpoint`` and
+save progress with ``ctx.save_checkpoint``). ``shutdown`` stops tasks without finishing their jobs, so the next
+process resumes them.
 """
 
 from __future__ import annotations
@@ -12,40 +14,50 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from emotune.errors import Cancelled, EmotuneError, NotFound
+from emotune.errors import Cancelled, EmotuneError
 from emotune.jobs import JobRecord, JobState, JobStore
 from emotune.logging import get_logger
 
 log = get_logger(__name__)
 
+#: How long ``JobRunner.cancel`` waits for the handler to unwind before answering with the current record.
+CANCEL_WAIT_SECONDS = 10.0
+
 
 class JobContext:
-    """What a job handler sees: its spec, an event emitter, progress with ETA, and cancellation."""
+    """What a job handler sees: its spec, an event emitter, progress with ETA, checkpoint, and cancellation."""
 
     def __init__(self, jobs: JobStore, record: JobRecord, resumed: bool) -> None:
         self.jobs, self.job_id, self.spec, self.resumed = jobs, record.job_id, record.spec, resumed
-        self._started = time.monotonic()
+        self.checkpoint: dict[str, Any] = dict(record.checkpoint)
+        self._rate_origin: tuple[float, int] | None = None
 
     def emit(self, type: str, message: str = "", **data: Any) -> None:
         self.jobs.append(self.job_id, type, message, **data)
 
     def progress(self, done: int, total: int, message: str = "", **data: Any) -> None:
-        """A progress event with rate and ETA computed from the time since this process started the job."""
-        elapsed = time.monotonic() - self._started
-        rate = done / elapsed if elapsed > 0 and done else 0.0
+        """A progress event with rate and ETA measured from the first report of this process.
+
+        Measuring from the first report (not from zero) keeps the ETA honest after a resume, when ``done``
+        already includes work a previous process did.
+        """
+        now = time.monotonic()
+        if self._rate_origin is None:
+            self._rate_origin = (now, done)
+        started, done_at_start = self._rate_origin
+        elapsed, advanced = now - started, done - done_at_start
+        rate = advanced / elapsed if elapsed > 0 and advanced > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else None
         self.emit("progress", message or f"{done}/{total}", done=done, total=total,
                   rate_per_s=round(rate, 3), eta_s=None if eta is None else round(eta, 1), **data)
 
-    @property
-    def checkpoint(self) -> dict[str, Any]:
-        return self.jobs.get(self.job_id).checkpoint
-
     def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.jobs.update(self.job_id, checkpoint=checkpoint)
+        """Persist the handler's resumable state with the job (read back as ``ctx.checkpoint`` after a restart)."""
+        self.checkpoint = dict(checkpoint)
+        self.jobs.update(self.job_id, checkpoint=self.checkpoint)
 
     def cancel_requested(self) -> bool:
-        return self.jobs.get(self.job_id).cancel_requested
+        return self.jobs.cancel_requested(self.job_id)
 
     def raise_if_cancelled(self) -> None:
         if self.cancel_requested():
@@ -71,20 +83,25 @@ class JobRunner:
         """Pick up jobs of this kind that a previous process left queued or running."""
         records = await asyncio.to_thread(self.jobs.list, self.kind)
         resumed = [r for r in records if not r.state.terminal and r.job_id not in self._tasks]
-        for record in resumed:
+        for record in sorted(resumed, key=lambda r: r.created_at):  # oldest first, as they were submitted
             log.info("resuming job", job_id=record.job_id, state=record.state.value)
             self._schedule(record, resumed=True)
         return [r.job_id for r in resumed]
 
     async def cancel(self, job_id: str) -> JobRecord:
+        """Request cancellation; stop the task if it runs here and wait (bounded) until the job is final."""
         record = await asyncio.to_thread(self.jobs.request_cancel, job_id)
+        if record.state.terminal:
+            return record
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
-        elif not record.state.terminal:
-            # Not running in this process (e.g. still queued after a restart): cancel in the store.
-            record = await asyncio.to_thread(self.jobs.set_state, job_id, JobState.CANCELLED, error="cancelled")
-        return record
+            await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
+        else:
+            # Not running in this process (e.g. still queued after a restart): cancel in the store. If another
+            # process does run it, it sees the marker at its next check and stops.
+            await asyncio.to_thread(self._finish_quietly, job_id, JobState.CANCELLED, "cancelled")
+        return await asyncio.to_thread(self.jobs.get, job_id)
 
     def _schedule(self, record: JobRecord, resumed: bool) -> None:
         task = asyncio.create_task(self._run(record, resumed), name=f"job-{record.job_id}")
@@ -102,24 +119,26 @@ class JobRunner:
                     await asyncio.to_thread(self.jobs.set_state, job_id, JobState.RUNNING)
                 else:
                     await asyncio.to_thread(self.jobs.append, job_id, "log", "resumed after restart")
-                ctx = JobContext(self.jobs, current, resumed)
-                result = await self.handler(ctx)
+                result = await self.handler(JobContext(self.jobs, current, resumed))
             await asyncio.to_thread(self.jobs.set_state, job_id, JobState.SUCCEEDED, result=result or {})
-        except (asyncio.CancelledError, Cancelled):
+        except asyncio.CancelledError:
             if self._shutting_down:
-                raise  # leave the job running in the store: the next process resumes it
+                raise  # leave the job queued/running in the store: the next process resumes it
             await asyncio.to_thread(self._finish_quietly, job_id, JobState.CANCELLED, "cancelled")
+        except Cancelled as exc:  # the handler saw the cancel marker
+            await asyncio.to_thread(self._finish_quietly, job_id, JobState.CANCELLED, exc.message)
         except EmotuneError as exc:
             await asyncio.to_thread(self._finish_quietly, job_id, JobState.FAILED, exc.message)
-        except Exception as exc:  # noqa: BLE001 - a job failure must be recorded, whatever it is
+        except Exception as exc:
             log.exception("job failed", job_id=job_id)
             await asyncio.to_thread(self._finish_quietly, job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
 
     def _finish_quietly(self, job_id: str, state: JobState, error: str) -> None:
+        """Record a final state unless the job already has one (e.g. it finished while being cancelled)."""
         try:
             self.jobs.set_state(job_id, state, error=error)
-        except (NotFound, EmotuneError):
-            log.warning("could not record final state", job_id=job_id, state=state.value)
+        except EmotuneError as exc:
+            log.warning("final state not recorded", job_id=job_id, state=state.value, reason=exc.message)
 
     async def wait(self, job_id: str) -> None:
         task = self._tasks.get(job_id)

@@ -1,25 +1,36 @@
 """JobStore: every long operation is a job whose spec, status and append-only event log live in the store.
 
-Layout under ``jobs/<job_id>/``: ``spec.json``, ``status.json`` and ``events/<seq:010d>.json`` (one object per
-event, so appending never rewrites history and works on S3, which has no append). Any process can read a job;
-one process (the job's runner) writes it. Watching resumes from an event offset.
+Layout under the prefix (default ``jobs``), chosen so that each read touches only what it needs on S3:
+
+- ``status/<job_id>.json``  the :class:`JobRecord` (spec, state, result, error, resumable checkpoint); listing
+  jobs lists this folder only, never the events;
+- ``cancel/<job_id>``       a marker written by :meth:`JobStore.request_cancel`: any process may cancel without
+  rewriting the status the runner owns;
+- ``events/<job_id>/<seq:010d>.json``  one object per event (S3 has no append); zero-padded so key order is
+  seq order and a watcher lists only keys after its offset.
+
+One process (the job's runner) writes a job's status and events; any process reads and watches it. A state
+change is logged as an event *before* the status is saved, so a reader that sees a terminal status has the
+terminal event too, and :meth:`JobStore.watch` ends only once the status is terminal and every event was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from emotune.errors import FailedPrecondition, NotFound
+from emotune.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from emotune.store.base import ArtifactStore
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class JobState(StrEnum):
@@ -35,7 +46,7 @@ class JobState(StrEnum):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class JobRecord(BaseModel):
@@ -45,10 +56,10 @@ class JobRecord(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
-    cancel_requested: bool = False
-    # Handler-owned state saved as it goes (stage reached, sub-job ids, stream offsets), so a restarted
-    # process resumes the job where it stopped instead of starting over.
+    #: Handler-owned progress state saved with ``JobContext.save_checkpoint``, read back after a restart.
     checkpoint: dict[str, Any] = Field(default_factory=dict)
+    #: Derived from the cancel marker when read; never stored in the status object.
+    cancel_requested: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -56,48 +67,76 @@ class JobRecord(BaseModel):
 class JobEvent(BaseModel):
     seq: int
     time: datetime = Field(default_factory=utcnow)
-    # "state", "progress", "log", "metric", "artifact", "error"
+    # "state", "progress", "log", "metric", "artifact", "error", plus service-specific types
     type: str
     message: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+def validate_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidInput(
+            f"job id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-' (not starting with '.', '_', '-')",
+            field="job_id",
+        )
+    return job_id
 
 
 class JobStore:
     def __init__(self, store: ArtifactStore, prefix: str = "jobs") -> None:
         self.store, self.prefix = store, prefix.rstrip("/")
         self._next_seq: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Serializes this process's read-modify-write of status objects and seq allocation.
+        self._lock = threading.RLock()
 
     # keys
-    def _key(self, job_id: str, name: str) -> str:
-        return f"{self.prefix}/{job_id}/{name}"
+    def _status_key(self, job_id: str) -> str:
+        return f"{self.prefix}/status/{validate_job_id(job_id)}.json"
+
+    def _cancel_key(self, job_id: str) -> str:
+        return f"{self.prefix}/cancel/{validate_job_id(job_id)}"
+
+    def _events_prefix(self, job_id: str) -> str:
+        return f"{self.prefix}/events/{validate_job_id(job_id)}/"
 
     def _event_key(self, job_id: str, seq: int) -> str:
-        return self._key(job_id, f"events/{seq:010d}.json")
+        return f"{self._events_prefix(job_id)}{seq:010d}.json"
 
     # jobs
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> JobRecord:
-        job_id = job_id or f"{kind}-{uuid.uuid4().hex[:16]}"
-        if self.store.exists(self._key(job_id, "status.json")):
-            raise FailedPrecondition(f"job {job_id} already exists", job_id=job_id)
-        record = JobRecord(job_id=job_id, kind=kind, spec=spec)
-        self.store.put_text(self._key(job_id, "spec.json"), json.dumps(spec, ensure_ascii=False, indent=1))
-        self._save(record)
-        self.append(job_id, "state", "queued", state=JobState.QUEUED.value)
+        job_id = validate_job_id(job_id or f"{kind}-{uuid.uuid4().hex[:16]}")
+        with self._lock:
+            if self.store.exists(self._status_key(job_id)):
+                raise AlreadyExists(f"job {job_id} already exists", job_id=job_id)
+            record = JobRecord(job_id=job_id, kind=kind, spec=spec)
+            self.append(job_id, "state", JobState.QUEUED.value, state=JobState.QUEUED.value)
+            self._save(record)
         return record
 
     def _save(self, record: JobRecord) -> None:
-        self.store.put_text(self._key(record.job_id, "status.json"), record.model_dump_json())
+        self.store.put_text(self._status_key(record.job_id), record.model_dump_json(exclude={"cancel_requested"}))
 
     def get(self, job_id: str) -> JobRecord:
+        record = self._load(job_id)
+        record.cancel_requested = self.cancel_requested(job_id)
+        return record
+
+    def _load(self, job_id: str) -> JobRecord:
+        """The stored record without the cancel flag (one request instead of two)."""
         try:
-            return JobRecord.model_validate_json(self.store.get_bytes(self._key(job_id, "status.json")))
+            raw = self.store.get_bytes(self._status_key(job_id))
         except NotFound:
             raise NotFound(f"job {job_id!r} not found", job_id=job_id) from None
+        return JobRecord.model_validate_json(raw)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.store.exists(self._cancel_key(job_id))
 
     def update(self, job_id: str, **changes: Any) -> JobRecord:
-        record = self.get(job_id).model_copy(update={**changes, "updated_at": utcnow()})
-        self._save(record)
+        """Change fields of the record (result, checkpoint, ...); the state goes through :meth:`set_state`."""
+        with self._lock:
+            record = self._load(job_id).model_copy(update={**changes, "updated_at": utcnow()})
+            self._save(record)
         return record
 
     def set_state(
@@ -105,32 +144,43 @@ class JobStore:
         message: str = "",
     ) -> JobRecord:
         """Persist a state transition and log it as a ``state`` event (terminal states are final)."""
-        current = self.get(job_id)
-        if current.state.terminal:
-            raise FailedPrecondition(f"job {job_id} is already {current.state.value}", job_id=job_id)
-        changes: dict[str, Any] = {"state": state, "error": error}
-        if result is not None:
-            changes["result"] = result
-        record = self.update(job_id, **changes)
-        data: dict[str, Any] = {"state": state.value}
-        if error:
-            data["error"] = error
-        self.append(job_id, "state", message or state.value, **data)
+        with self._lock:
+            current = self._load(job_id)
+            if current.state.terminal:
+                raise FailedPrecondition(f"job {job_id} is already {current.state.value}", job_id=job_id)
+            data: dict[str, Any] = {"state": state.value}
+            if error:
+                data["error"] = error
+            self.append(job_id, "state", message or state.value, **data)
+            changes: dict[str, Any] = {"state": state, "error": error, "updated_at": utcnow()}
+            if result is not None:
+                changes["result"] = result
+            record = current.model_copy(update=changes)
+            self._save(record)
         return record
 
     def request_cancel(self, job_id: str) -> JobRecord:
+        """Ask the job's runner (in whichever process) to stop; a no-op for finished jobs."""
         record = self.get(job_id)
         if record.state.terminal:
             return record
-        return self.update(job_id, cancel_requested=True)
+        self.store.put_text(self._cancel_key(job_id), utcnow().isoformat())
+        return record.model_copy(update={"cancel_requested": True})
 
     def list(self, kind: str | None = None, limit: int = 0) -> list[JobRecord]:
-        records = [
-            JobRecord.model_validate_json(self.store.get_bytes(info.key))
-            for info in self.store.list(f"{self.prefix}/")
-            if info.key.endswith("/status.json") and info.key.count("/") == 2
-        ]
-        records = [r for r in records if kind is None or r.kind == kind]
+        """Jobs, newest first."""
+        status_prefix = f"{self.prefix}/status/"
+        cancel_prefix = f"{self.prefix}/cancel/"
+        cancelled = {info.key[len(cancel_prefix):] for info in self.store.list(cancel_prefix)}
+        records = []
+        for info in list(self.store.list(status_prefix)):
+            try:
+                record = JobRecord.model_validate_json(self.store.get_bytes(info.key))
+            except NotFound:  # deleted while listing
+                continue
+            if kind is None or record.kind == kind:
+                record.cancel_requested = record.job_id in cancelled
+                records.append(record)
         records.sort(key=lambda r: r.created_at, reverse=True)
         return records[:limit] if limit else records
 
@@ -138,8 +188,8 @@ class JobStore:
     def _allocate_seq(self, job_id: str) -> int:
         with self._lock:
             if job_id not in self._next_seq:
-                existing = list(self.store.list(self._key(job_id, "events/")))
-                self._next_seq[job_id] = (int(existing[-1].key.rsplit("/", 1)[1][:10]) + 1) if existing else 1
+                existing = list(self.store.list(self._events_prefix(job_id)))
+                self._next_seq[job_id] = _seq_of(existing[-1].key) + 1 if existing else 1
             seq = self._next_seq[job_id]
             self._next_seq[job_id] = seq + 1
             return seq
@@ -150,21 +200,23 @@ class JobStore:
         return event
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
-        start = self._event_key(job_id, after)
-        return [
-            JobEvent.model_validate_json(self.store.get_bytes(info.key))
-            for info in self.store.list(self._key(job_id, "events/"))
-            if info.key > start
-        ]
+        """Events with seq > ``after``, in order (lists only the keys after the offset)."""
+        start_after = self._event_key(job_id, after) if after > 0 else ""
+        events = []
+        for info in self.store.list(self._events_prefix(job_id), start_after=start_after):
+            events.append(JobEvent.model_validate_json(self.store.get_bytes(info.key)))
+        return events
 
     def event_count(self, job_id: str) -> int:
-        return sum(1 for _ in self.store.list(self._key(job_id, "events/")))
+        keys = [info.key for info in self.store.list(self._events_prefix(job_id))]
+        return _seq_of(keys[-1]) if keys else 0
 
     async def watch(self, job_id: str, after: int = 0, poll_seconds: float = 0.2) -> AsyncIterator[JobEvent]:
         """Yield events with seq > ``after`` as they are written; stop once the job is terminal and drained."""
-        self.get(job_id)  # NotFound early
+        await asyncio.to_thread(self._load, job_id)  # NotFound early
         while True:
-            terminal = (await asyncio.to_thread(self.get, job_id)).state.terminal
+            # Status first: its terminal state is saved after the terminal event, so that event is in the batch.
+            terminal = (await asyncio.to_thread(self._load, job_id)).state.terminal
             batch = await asyncio.to_thread(self.events, job_id, after)
             for event in batch:
                 after = event.seq
@@ -173,3 +225,7 @@ class JobStore:
                 return
             if not batch:
                 await asyncio.sleep(poll_seconds)
+
+
+def _seq_of(event_key: str) -> int:
+    return int(event_key.rsplit("/", 1)[1].split(".", 1)[0])

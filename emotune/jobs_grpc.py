@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from emotune.errors import InvalidInput
 from emotune.jobrunner import JobRunner
 from emotune.jobs import JobEvent, JobRecord, JobState, JobStore
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc
@@ -27,7 +30,7 @@ def _struct(data: dict) -> struct_pb2.Struct:
     return ParseDict(data, struct_pb2.Struct())
 
 
-def _timestamp(value) -> Timestamp:  # noqa: ANN001 - datetime
+def _timestamp(value: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value)
     return ts
@@ -56,11 +59,14 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         self.jobs, self.runner = jobs, runner
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        return job_to_proto(self.jobs.get(request.job_id), self.jobs.event_count(request.job_id))
+        return await asyncio.to_thread(self._job, request.job_id)
+
+    def _job(self, job_id: str) -> jobs_pb2.Job:
+        return job_to_proto(self.jobs.get(job_id), self.jobs.event_count(job_id))
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        record = await self.runner.cancel(request.job_id)
-        return job_to_proto(record, self.jobs.event_count(request.job_id))
+        await self.runner.cancel(request.job_id)
+        return await asyncio.to_thread(self._job, request.job_id)
 
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
@@ -71,5 +77,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ListJobsResponse:
-        records = self.jobs.list(request.kind or None, request.limit)
+        if request.limit < 0:
+            raise InvalidInput("must not be negative", field="limit")
+        records = await asyncio.to_thread(self.jobs.list, request.kind or None, request.limit)
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in records])

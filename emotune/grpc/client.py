@@ -20,31 +20,37 @@ CHANNEL_OPTIONS = [
 DEFAULT_STREAM_DEADLINE_SECONDS = 6 * 3600.0
 
 
-class _DeadlineInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Gives every call a deadline unless the caller set one."""
+def _with_timeout(details: grpc.aio.ClientCallDetails, seconds: float) -> grpc.aio.ClientCallDetails:
+    """The call's details with ``seconds`` as its deadline unless the caller set one."""
+    if details.timeout is not None:
+        return details
+    return grpc.aio.ClientCallDetails(
+        details.method, seconds, details.metadata, details.credentials, details.wait_for_ready
+    )
 
-    def __init__(self, unary_seconds: float, stream_seconds: float) -> None:
-        self.unary_seconds, self.stream_seconds = unary_seconds, stream_seconds
 
-    @staticmethod
-    def _with_timeout(details: grpc.aio.ClientCallDetails, seconds: float) -> grpc.aio.ClientCallDetails:
-        if details.timeout is not None:
-            return details
-        return grpc.aio.ClientCallDetails(
-            details.method, seconds, details.metadata, details.credentials, details.wait_for_ready
-        )
+# One class per call type: grpc.aio files an interceptor under the FIRST interceptor type it is an instance of,
+# so a single class implementing both would never see streaming calls.
+class _UnaryDeadline(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await continuation(self._with_timeout(client_call_details, self.unary_seconds), request)
+        return await continuation(_with_timeout(client_call_details, self.seconds), request)
+
+
+class _StreamDeadline(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await continuation(self._with_timeout(client_call_details, self.stream_seconds), request)
+        return await continuation(_with_timeout(client_call_details, self.seconds), request)
 
 
 def open_channel(
     address: str, settings: Settings, *, stream_deadline: float = DEFAULT_STREAM_DEADLINE_SECONDS
 ) -> grpc.aio.Channel:
-    interceptors = [_DeadlineInterceptor(settings.grpc_deadline_seconds, stream_deadline)]
+    interceptors = [_UnaryDeadline(settings.grpc_deadline_seconds), _StreamDeadline(stream_deadline)]
     if settings.grpc_tls_ca:
         creds = grpc.ssl_channel_credentials(root_certificates=settings.grpc_tls_ca.read_bytes())
         return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS, interceptors=interceptors)
@@ -58,6 +64,7 @@ _STATUS_TO_ERROR: dict[grpc.StatusCode, type[errors.EmotuneError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
     grpc.StatusCode.CANCELLED: errors.Cancelled,
     grpc.StatusCode.DATA_LOSS: errors.CorruptArtifact,
 }
@@ -71,15 +78,21 @@ def error_details(exc: grpc.aio.AioRpcError) -> dict[str, Any]:
 
 
 def to_domain_error(exc: grpc.aio.AioRpcError) -> errors.EmotuneError:
-    """Turn a failed call back into the domain exception the server raised (so the gateway can map to HTTP)."""
-    details = error_details(exc)
+    """Turn a failed call back into the domain exception the server raised (so the gateway can map to HTTP).
+
+    The message is the server's (already naming file/line/field for bad input); the details trailer restores
+    the structured fields (``file``, ``line``, ``field``, ``retry_after`` ...). A deadline that ran out is
+    :class:`Unavailable`: the callee was too slow, which retrying later may fix.
+    """
+    details = {k: v for k, v in error_details(exc).items() if k != "type"}
     cls = _STATUS_TO_ERROR.get(exc.code(), errors.EmotuneError)
     message = exc.details() or exc.code().name
-    if cls is errors.ResourceExhausted:
-        return errors.ResourceExhausted(message, retry_after=details.get("retry_after"))
     if cls is errors.InvalidInput:
         err = errors.InvalidInput(message)
+        err.file, err.line, err.field = details.get("file"), details.get("line"), details.get("field")
         err.details = details
         return err
-    err = cls(message, **{k: v for k, v in details.items() if k != "type"})
-    return err
+    if cls is errors.ResourceExhausted:
+        retry_after = details.pop("retry_after", None)
+        return errors.ResourceExhausted(message, retry_after=retry_after, **details)
+    return cls(message, **details)

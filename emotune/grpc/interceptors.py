@@ -7,6 +7,7 @@ field, retry_after ...). Unexpected exceptions are logged with an id and answere
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -76,6 +77,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
+                except asyncio.CancelledError:  # the client went away or its deadline passed
+                    code = grpc.StatusCode.CANCELLED
+                    raise
                 except Exception as exc:  # noqa: BLE001 - every error becomes a status
                     code = _code_of(exc)
                     await _abort(context, exc)
@@ -94,6 +98,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     yield item
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:  # the client went away or its deadline passed
+                code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:  # noqa: BLE001
                 code = _code_of(exc)

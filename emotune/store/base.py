@@ -3,7 +3,8 @@
 Every method validates keys (``keys.validate_key``), raises :class:`emotune.errors.NotFound` for missing
 objects, and reports the content sha256 of what it stored. Object writes are atomic per object on both backends
 (a reader sees the old object, the new one, or nothing). Multi-file artifacts are published with a manifest
-written last (``emotune.store.artifacts``).
+written last (``emotune.store.artifacts``). ``tests/emotune/store/test_store_contract.py`` runs the same checks
+against both backends.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from emotune.errors import FailedPrecondition, NotFound
+
 CHUNK = 1024 * 1024
 
 
@@ -23,16 +26,27 @@ CHUNK = 1024 * 1024
 class ObjectInfo:
     key: str
     size: int
-    # sha256 of the content, recorded at write time (hex); None only for objects written by other tools.
+    # sha256 of the content, recorded at write time (hex). None in listings (S3 listings carry no metadata,
+    # so neither backend reports it there) and for objects written by other tools; stat() has it.
     sha256: str | None
     last_modified: datetime | None = None
 
 
-def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
+def copy_hashed(key: str, stream: BinaryIO, out: BinaryIO | None, length: int = -1) -> tuple[str, int]:
+    """Read ``length`` bytes of ``stream`` (``-1``: to EOF) into ``out`` (if given); return (sha256, size).
+
+    A stream that ends before ``length`` bytes is refused, so a truncated upload never becomes an object.
+    """
     digest, size = hashlib.sha256(), 0
-    while block := stream.read(CHUNK):
+    while block := stream.read(CHUNK if length < 0 else min(CHUNK, length - size)):
         digest.update(block)
         size += len(block)
+        if out is not None:
+            out.write(block)
+        if 0 <= length <= size:
+            break
+    if length >= 0 and size != length:
+        raise FailedPrecondition(f"stream for {key!r} ended after {size} of {length} bytes", key=key)
     return digest.hexdigest(), size
 
 
@@ -80,15 +94,17 @@ class ArtifactStore(ABC):
         return self.put_bytes(key, text.encode("utf-8"), content_type)
 
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with ``prefix``, in ascending key order (recursive)."""
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in ascending key order (recursive, by UTF-8 bytes).
+
+        ``start_after`` skips every key up to and including it (S3's ``start-after``), so a poller can read
+        only what is new. ``sha256`` is None in listings on both backends; use ``stat`` for it.
+        """
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo: ...
 
     def exists(self, key: str) -> bool:
-        from emotune.errors import NotFound
-
         try:
             self.stat(key)
         except NotFound:

@@ -1,25 +1,31 @@
 """Local-directory backend (the embedded default).
 
-Layout: ``<root>/objects/<key>`` holds the bytes, ``<root>/meta/<key>.json`` the sha256 and size. Writes go to
-``<root>/tmp`` and are renamed into place (atomic on one filesystem): data first, metadata second, so an object
-is visible only once both exist; an overwrite replaces data then metadata, so readers see the old or the new
-bytes, never a missing object.
+Layout: ``<root>/objects/<key>`` holds the bytes, ``<root>/meta/<key>.json`` the sha256 and size, so the tree
+can be browsed by hand. Writes go to ``<root>/tmp`` and are renamed into place (atomic on one filesystem): data
+first, metadata second, so an object is visible only once both exist; an overwrite replaces data then metadata,
+so readers see the old or the new bytes, never a missing object.
+
+One difference from S3 is unavoidable on a filesystem: a key cannot also be the folder of another key (``a``
+and ``a/b``). Such a write is refused with :class:`FailedPrecondition` naming the key (as MinIO's
+filesystem mode did) and leaves the store unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from emotune.errors import FailedPrecondition, NotFound
-from emotune.store.base import CHUNK, ArtifactStore, ObjectInfo
+from emotune.store.base import ArtifactStore, ObjectInfo, copy_hashed
 from emotune.store.keys import validate_key
+
+_META_SUFFIX = ".json"
 
 
 class LocalStore(ArtifactStore):
@@ -33,39 +39,45 @@ class LocalStore(ArtifactStore):
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         validate_key(key)
-        return self._objects / key, self._meta / f"{key}.json"
+        return self._objects / key, self._meta / f"{key}{_META_SUFFIX}"
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo:
-        import io
-
         return self.put_stream(key, io.BytesIO(data), len(data), content_type)
 
     def put_stream(
         self, key: str, stream: BinaryIO, length: int = -1, content_type: str = "application/octet-stream"
     ) -> ObjectInfo:
         data_path, meta_path = self._paths(key)
-        digest, size = hashlib.sha256(), 0
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         try:
             with os.fdopen(fd, "wb") as out:
-                while block := stream.read(CHUNK if length < 0 else min(CHUNK, length - size)):
-                    out.write(block)
-                    digest.update(block)
-                    size += len(block)
-                    if 0 <= length <= size:
-                        break
+                digest, size = copy_hashed(key, stream, out, length)
                 out.flush()
                 os.fsync(out.fileno())
-            if length >= 0 and size != length:
-                raise FailedPrecondition(f"stream for {key!r} ended after {size} of {length} bytes")
-            meta = {"sha256": digest.hexdigest(), "size": size, "content_type": content_type}
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, data_path)
+            meta = {"sha256": digest, "size": size, "content_type": content_type}
+            try:
+                self._move_into_place(tmp_name, data_path, meta_path)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                raise FailedPrecondition(
+                    f"object key {key!r} collides with another key used as its folder (or the reverse, "
+                    "e.g. 'a' and 'a/b'); the local store cannot hold both", key=key,
+                ) from None
             self._write_meta(meta_path, meta)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
         return self.stat(key)
+
+    @staticmethod
+    def _move_into_place(tmp_name: str, data_path: Path, meta_path: Path) -> None:
+        for attempt in range(3):
+            try:
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                meta_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, data_path)
+                return
+            except FileNotFoundError:  # a concurrent delete removed the emptied folder we just made
+                if attempt == 2:
+                    raise
 
     def _write_meta(self, meta_path: Path, meta: dict) -> None:
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
@@ -83,7 +95,7 @@ class LocalStore(ArtifactStore):
             raise NotFound(f"object {key!r} not found", key=key)
         try:
             return data_path.open("rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"object {key!r} not found", key=key) from None
 
     def stat(self, key: str) -> ObjectInfo:
@@ -91,31 +103,40 @@ class LocalStore(ArtifactStore):
         try:
             meta = json.loads(meta_path.read_text())
             mtime = data_path.stat().st_mtime
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"object {key!r} not found", key=key) from None
-        return ObjectInfo(key, meta["size"], meta["sha256"], datetime.fromtimestamp(mtime, timezone.utc))
+        return ObjectInfo(key, meta["size"], meta["sha256"], datetime.fromtimestamp(mtime, UTC))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
         # Walk only the directory that can contain the prefix, then filter by the full prefix string.
         base = self._meta / prefix.rsplit("/", 1)[0] if "/" in prefix else self._meta
         if not base.is_dir():
             return
         keys = sorted(
-            str(p.relative_to(self._meta))[: -len(".json")]
-            for p in base.rglob("*.json")
+            key
+            for path in base.rglob(f"*{_META_SUFFIX}")
+            if path.is_file()
+            and (key := path.relative_to(self._meta).as_posix()[: -len(_META_SUFFIX)]).startswith(prefix)
+            and key > start_after
         )
         for key in keys:
-            if key.startswith(prefix):
-                try:
-                    yield self.stat(key)
-                except NotFound:  # deleted while listing
-                    continue
+            try:
+                size = json.loads((self._meta / f"{key}{_META_SUFFIX}").read_text())["size"]
+                mtime = (self._objects / key).stat().st_mtime
+            except FileNotFoundError:  # deleted while listing
+                continue
+            # No sha256 in listings, exactly as on S3 (see ObjectInfo).
+            yield ObjectInfo(key, size, None, datetime.fromtimestamp(mtime, UTC))
 
     def delete(self, key: str) -> None:
         data_path, meta_path = self._paths(key)
+        if data_path.is_dir():  # a folder of other objects, not an object: nothing to delete (as on S3)
+            return
         meta_path.unlink(missing_ok=True)
         data_path.unlink(missing_ok=True)
+        for path, top in ((meta_path, self._meta), (data_path, self._objects)):
+            _remove_empty_parents(path.parent, top)
 
     def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         data_path, meta_path = self._paths(key)
@@ -123,3 +144,13 @@ class LocalStore(ArtifactStore):
             raise NotFound(f"object {key!r} not found", key=key)
         # A local file needs no signature; the URL is only meaningful on this machine.
         return data_path.as_uri()
+
+
+def _remove_empty_parents(folder: Path, top: Path) -> None:
+    """Remove folders emptied by a delete, so the key can later be used as an object again."""
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): stop climbing
+            return
+        folder = folder.parent
