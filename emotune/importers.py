@@ -70,6 +70,10 @@ class _Collector:
     duplicates: int = 0
     _seen: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {self.limit}", field="limit")
+
     def question(self, text: str, line: int, field_name: str | None = None, *, strict: bool,
                  file: str | None = None) -> None:
         text = text.strip()
@@ -136,11 +140,11 @@ def _take(collector: _Collector, dialogue: Dialogue, line: int, *, all_turns: bo
 
 def _import_lines(text: str, collector: _Collector, *, strict: bool, **_: Any) -> None:
     for number, line in enumerate(text.splitlines(), start=1):
-        if collector.full:
-            break
         if line.strip():
             collector.report.read += 1
             collector.question(line, number, strict=strict)
+            if collector.full:
+                break
 
 
 # ------------------------------------------------------------------------------------------------- lccc
@@ -191,9 +195,9 @@ def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: b
     start = text.lstrip()[:1]
     if start == "[":
         for index, (line, utterances) in enumerate(iter_json_array(text, report, strict=strict)):
+            _lccc_dialogue(collector, utterances, line, f"[{index}]", all_turns=all_turns, strict=strict)
             if collector.full:
                 break
-            _lccc_dialogue(collector, utterances, line, f"[{index}]", all_turns=all_turns, strict=strict)
     elif start == "{":
         try:
             document = json.loads(text)
@@ -206,17 +210,17 @@ def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: b
                             strict=strict)
                 continue
             for index, utterances in enumerate(dialogues):
-                if collector.full:
-                    break
                 report.read += 1
                 _lccc_dialogue(collector, utterances, 1, f"{split}[{index}]", all_turns=all_turns, strict=strict)
+                if collector.full:
+                    return
     else:  # CDial-GPT's toy_train.txt: one dialogue per line, utterances separated by tabs
         for number, line in enumerate(text.splitlines(), start=1):
-            if collector.full:
-                break
             if line.strip():
                 report.read += 1
                 _lccc_dialogue(collector, line.split("\t"), number, "", all_turns=all_turns, strict=strict)
+                if collector.full:
+                    break
 
 
 # ------------------------------------------------------------------------------------------- json / jsonl
@@ -275,14 +279,14 @@ def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: 
     report = collector.report
     if jsonl:
         for line, item in iter_jsonl(text, report, strict=strict):
+            _questions_at(collector, item, parts, line, strict=strict)
             if collector.full:
                 break
-            _questions_at(collector, item, parts, line, strict=strict)
     elif text.lstrip().startswith("["):
         for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
+            _questions_at(collector, item, parts, line, strict=strict, prefix=f"[{index}]")
             if collector.full:
                 break
-            _questions_at(collector, item, parts, line, strict=strict, prefix=f"[{index}]")
     else:  # one JSON object; the path starts at its root
         try:
             document = json.loads(text)
@@ -340,8 +344,6 @@ def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
     for index, (line, conversation) in enumerate(iter_json_array(text, collector.report, strict=strict)):
-        if collector.full:
-            break
         try:
             if not isinstance(conversation, dict):
                 raise _ItemError(f"expected a conversation object, found {type(conversation).__name__}")
@@ -351,6 +353,8 @@ def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns
             continue
         dialogue = _dialogue(turn for turn in map(_chatgpt_turn, path) if turn)
         _take(collector, dialogue, line, all_turns=all_turns, strict=strict)
+        if collector.full:
+            break
 
 
 def _read_chatgpt_export(path: Path) -> tuple[str, str]:
@@ -406,14 +410,14 @@ def _import_wechat(text: str, collector: _Collector, *, strict: bool, all_turns:
                    **_: Any) -> None:
     report = ReadReport(source)
     for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
-        if collector.full:
-            break
         try:
             dialogue = _dialogue(_wechat_turns(item))
         except _ItemError as exc:
             report.fail(line, str(exc), _indexed(index, exc.field), strict=strict)
             continue
         _take(collector, dialogue, line, all_turns=all_turns, strict=strict, file=source)
+        if collector.full:
+            break
     collector.report.absorb(report)
 
 

@@ -243,3 +243,14 @@ def test_json_array_items_carry_their_start_line_and_syntax_errors_stop_reading(
     trailing = ReadReport("c.json")
     assert list(iter_json_array("[1]\n\ngarbage", trailing)) == [(1, 1)]
     assert (trailing.errors[0].line, trailing.errors[0].message) == (3, "unexpected text after the closing ']'")
+
+
+def test_limit_stops_reading_once_enough_questions_are_collected():
+    daily = import_questions(EXAMPLES / "daily_zh.txt", limit=10)
+    assert len(daily.questions) == 10 and daily.report.read == 10
+    lccc = import_questions(EXAMPLES / "lccc_sample.json", limit=3)
+    assert len(lccc.questions) == 3 and lccc.report.read == 3
+    wechat = import_questions(EXAMPLES / "wechat_export", limit=2)
+    assert wechat.questions == ["吃饭了没", "降温了 多穿点"]
+    with pytest.raises(InvalidInput, match="limit must be at least 1"):
+        import_questions(EXAMPLES / "daily_zh.txt", limit=0)
