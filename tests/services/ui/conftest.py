@@ -1,0 +1,113 @@
+"""The real things the UI tests run against: inference (SmolLM2-135M on CPU, two styles attached) + gateway +
+the UI itself (``python -m services.ui``), each a process on loopback started by the embedded-default
+supervisor; and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from emotune.local.supervisor import LocalService, LocalStack
+
+ROOT = Path(__file__).resolve().parents[3]
+SCREENSHOTS = ROOT / "test-output" / "ui"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BASE_MODEL = "smollm2-135m"  # fast and English-only: the test prompts are English
+API_KEY = "sk-ui-tests-7f3a9c"
+# Serving triggers attached to the base model, so `smollm2-135m:pirate` and `:butler` are served.
+STYLES_YAML = """\
+styles:
+  - name: pirate
+    system_prompt: You are a pirate. Talk like a pirate.
+    language: en
+  - name: butler
+    system_prompt: You are a very formal English butler.
+    language: en
+"""
+
+
+class UIStack(LocalStack):
+    """Only what the chat pages need: inference, gateway and the UI (through its own entry point)."""
+
+    NEEDED = ("inference", "gateway", "ui")
+    test_api_key = API_KEY
+
+    def services(self) -> list[LocalService]:
+        chosen = [s for s in super().services() if s.name in self.NEEDED]
+        return [dataclasses.replace(s, argv=[sys.executable, "-m", "services.ui"]) if s.name == "ui" else s
+                for s in chosen]
+
+
+def _free_port_offset() -> int:
+    """An offset that puts every port of the stack on a free loopback port (tests run beside other stacks)."""
+    bases = (8000, 8501, 9101, 9102, 9103, 9104, 9105, 9106, 50051, 50052, 50053, 50054)
+    for _ in range(50):
+        offset = random.randrange(1000, 15000)
+        try:
+            for base in bases:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError("no free port range for the UI test stack")
+
+
+@pytest.fixture(scope="session")
+def ui_stack(tmp_path_factory) -> UIStack:
+    state = tmp_path_factory.mktemp("ui-stack")
+    styles = state / "styles.yaml"
+    styles.write_text(STYLES_YAML, encoding="utf-8")
+    offset = _free_port_offset()
+    stack = UIStack(state, base_model=BASE_MODEL, port_offset=offset, extra_env={
+        "EMOTUNE_INFERENCE_PRELOAD_STYLES": str(styles),
+        "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2",
+        "EMOTUNE_GATEWAY_API_KEYS": API_KEY,
+        "EMOTUNE_UI_API_KEY": API_KEY,
+        "EMOTUNE_UI_PORT": str(8501 + offset),
+        "EMOTUNE_UI_POLL_SECONDS": "1",
+        "EMOTUNE_LOG_LEVEL": "WARNING",
+    })
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop(grace=5)
+        raise
+    yield stack
+    stack.stop(grace=10)
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """A fresh-profile headless Chromium (Debian's; Playwright never downloads a browser here)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/system-deps.sh")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000}, locale="en-US")
+        context.set_default_timeout(60_000)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
