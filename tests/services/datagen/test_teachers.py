@@ -49,7 +49,7 @@ async def test_openai_reply_and_request(teacher, openai_teacher):
     call = teacher.calls[-1]
     assert call.flavour == "openai" and call.messages == MESSAGES
     assert call.body["temperature"] == 0.3 and call.body["max_tokens"] == 64
-    assert call.authorization == "Bearer EMPTY"  # keyless local endpoints still get a syntactically valid key
+    assert call.authorization == ""  # no key configured: none sent (local vLLM, LMDeploy, an open gateway)
     await openai_teacher.aclose()
 
 

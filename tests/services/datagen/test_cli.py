@@ -1,0 +1,72 @@
+"""``emotune datagen run``: in-process and against a running service (--remote), files exported locally."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from emotune.cli import app
+from emotune.grpc.server import start_server
+from emotune.records import parse_records
+from emotune.store.local import LocalStore
+from services.datagen.server import add_servicers
+from services.datagen.service import DatagenService
+
+
+@pytest.fixture
+def files(tmp_path, styles_yaml):
+    styles = tmp_path / "styles.yaml"
+    styles.write_text(styles_yaml, encoding="utf-8")
+    questions = tmp_path / "questions.txt"
+    questions.write_text("今天好累啊\n下雨了没带伞\n周末去哪玩\n", encoding="utf-8")
+    return styles, questions
+
+
+def _run(args, store_dir):
+    result = CliRunner().invoke(app, ["datagen", "run", *args], env={"EMOTUNE_STORE_PATH": str(store_dir)})
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_run_in_process_and_export(tmp_path, teacher, files):
+    styles, questions = files
+    out = tmp_path / "out"
+    result = _run(["--styles", str(styles), "--questions", str(questions), "--limit", "2", "--style", "温柔",
+                   "--base-url", teacher.base_url, "--model", "teacher-test", "--export", str(out)], tmp_path / "s")
+    assert "2 records, 0 failures" in result.output and "2/2" in result.output
+    records, _ = parse_records((out / "records.jsonl").read_text(encoding="utf-8"), strict=True)
+    assert [r.first_user_text for r in records] == ["今天好累啊", "下雨了没带伞"]
+    assert json.loads((out / "stats.json").read_text(encoding="utf-8"))["ok"] == 2
+    # the question file was copied into the store under a content-addressed key
+    assert any(info.key.endswith("/questions.txt") for info in LocalStore(tmp_path / "s").list("inputs/"))
+
+
+def test_run_reports_bad_input_without_traceback(tmp_path, teacher, files):
+    styles, questions = files
+    result = CliRunner().invoke(app, ["datagen", "run", "--styles", str(styles), "--questions", str(questions),
+                                      "--style", "傲娇", "--base-url", teacher.base_url, "--model", "m"],
+                                env={"EMOTUNE_STORE_PATH": str(tmp_path / "s")})
+    assert result.exit_code == 2 and "style_names[0]" in result.output and "傲娇" in result.output
+
+
+def test_run_remote(tmp_path, settings, teacher, files):
+    styles, questions = files
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    service = DatagenService(settings, LocalStore(settings.store_path))
+    server = asyncio.run_coroutine_threadsafe(start_server("datagen", settings, add_servicers(service), port=0),
+                                              loop).result(30)
+    try:
+        result = _run(["--styles", str(styles), "--questions", str(questions), "--base-url", teacher.base_url,
+                       "--model", "teacher-test", "--remote", f"127.0.0.1:{server.port}"], settings.store_path)
+        assert "6 records, 0 failures" in result.output and f"on 127.0.0.1:{server.port}" in result.output
+    finally:
+        asyncio.run_coroutine_threadsafe(service.shutdown(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
