@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 from google.protobuf.json_format import MessageToDict, ParseDict
@@ -66,7 +66,7 @@ class _Bar:
             self.progress.console.print(message)
 
 
-async def _watch_local(service, job_id: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:  # noqa: ANN001
+async def _watch_local(service, job_id: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     async for event in service.jobs.watch(job_id, poll_seconds=0.2):
         yield event.type, event.message, event.data
 
@@ -89,10 +89,10 @@ async def _run_local(settings: DatagenSettings, request: dict[str, Any], resume:
 
 async def _run_remote(settings: DatagenSettings, address: str, request: dict[str, Any],
                       resume: str) -> tuple[str, dict[str, Any]]:
+    import grpc
+
     from emotune.grpc.client import open_channel, to_domain_error
     from emotune.v1 import datagen_pb2, datagen_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-
-    import grpc
 
     async with open_channel(address, settings) as channel:
         try:
@@ -123,34 +123,34 @@ async def _follow(events: AsyncIterator[tuple[str, str, dict[str, Any]]]) -> str
 
 @app.command()
 def run(
-    styles: Path = typer.Option(..., exists=True, dir_okay=False, help="styles YAML/JSON (emotune schema)"),
-    questions: Optional[Path] = typer.Option(None, exists=True, help="question file or export folder"),
-    format: str = typer.Option("", help="lines|lccc|json|jsonl|chatgpt|wechat (default: detected)"),
-    field_path: str = typer.Option("", help="dotted path of the question in json/jsonl items"),
-    question: list[str] = typer.Option([], "--question", "-q", help="an inline seed question (repeatable)"),
-    limit: int = typer.Option(0, help="use only the first N questions (0 = all)"),
-    mode: str = typer.Option("single", help="single | multi | combinatorial"),
-    style: list[str] = typer.Option([], "--style", "-s", help="generate only this style (repeatable)"),
-    variants: int = typer.Option(1, help="answers per question and style"),
-    seed: int = typer.Option(0, help="seed of the per-item random choices (combinatorial)"),
-    provider: str = typer.Option("", help="openai | zhipuai (default: the configured teacher)"),
-    base_url: str = typer.Option("", help="teacher endpoint, e.g. https://api.deepseek.com/v1"),
-    model: str = typer.Option("", help="teacher model id"),
-    api_key_env: str = typer.Option("", help="name of the env var holding the teacher's key"),
-    concurrency: int = typer.Option(0, help="parallel requests (capped per provider; 0 = the cap)"),
-    rps: float = typer.Option(0.0, help="request rate limit per second (0 = none)"),
-    output: str = typer.Option("", help="artifact prefix of the dataset (default: datasets/<job id>)"),
-    resume: str = typer.Option("", help="continue this failed/cancelled job instead (other options ignored)"),
-    remote: str = typer.Option("", help="submit to the datagen service at HOST:PORT instead of running here"),
-    export: Optional[Path] = typer.Option(None, help="also copy the dataset files into this folder"),
+    styles: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="styles YAML/JSON (emotune schema)")],
+    questions: Annotated[Path | None, typer.Option(exists=True, help="question file or export folder")] = None,
+    format: Annotated[str, typer.Option(help="lines|lccc|json|jsonl|chatgpt|wechat (default: detected)")] = "",
+    field_path: Annotated[str, typer.Option(help="dotted path of the question in json/jsonl items")] = "",
+    question: Annotated[list[str] | None, typer.Option("--question", "-q", help="inline seed question (repeatable)")] = None,
+    limit: Annotated[int, typer.Option(help="use only the first N questions (0 = all)")] = 0,
+    mode: Annotated[str, typer.Option(help="single | multi | combinatorial")] = "single",
+    style: Annotated[list[str] | None, typer.Option("--style", "-s", help="only this style (repeatable)")] = None,
+    variants: Annotated[int, typer.Option(help="answers per question and style")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of the per-item random choices (combinatorial)")] = 0,
+    provider: Annotated[str, typer.Option(help="openai | zhipuai (default: the configured teacher)")] = "",
+    base_url: Annotated[str, typer.Option(help="teacher endpoint, e.g. https://api.deepseek.com/v1")] = "",
+    model: Annotated[str, typer.Option(help="teacher model id")] = "",
+    api_key_env: Annotated[str, typer.Option(help="name of the env var holding the teacher's key")] = "",
+    concurrency: Annotated[int, typer.Option(help="parallel requests (capped per provider; 0 = the cap)")] = 0,
+    rps: Annotated[float, typer.Option(help="request rate limit per second (0 = none)")] = 0.0,
+    output: Annotated[str, typer.Option(help="artifact prefix of the dataset (default: datasets/<job id>)")] = "",
+    resume: Annotated[str, typer.Option(help="continue this failed/cancelled job (other options ignored)")] = "",
+    remote: Annotated[str, typer.Option(help="submit to the datagen service at HOST:PORT instead")] = "",
+    export: Annotated[Path | None, typer.Option(help="also copy the dataset files into this folder")] = None,
 ) -> None:
     """Generate styled answers to seed questions (or combinatorial prompts) and publish a dataset artifact."""
     settings = DatagenSettings()
     store = open_store(settings)
     request: dict[str, Any] = {
-        "styles_yaml": read_text(styles), "style_names": style, "mode": mode, "variants_per_question": variants,
+        "styles_yaml": read_text(styles), "style_names": style or [], "mode": mode, "variants_per_question": variants,
         "seed": seed, "output_prefix": output,
-        "questions": {"format": format, "field_path": field_path, "questions": question, "limit": limit,
+        "questions": {"format": format, "field_path": field_path, "questions": question or [], "limit": limit,
                       "artifact_key": upload_questions(store, questions) if questions and not resume else ""},
         "teacher": {"provider": provider, "base_url": base_url, "model": model, "api_key_env": api_key_env,
                     "max_concurrency": concurrency, "requests_per_second": rps},

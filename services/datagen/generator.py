@@ -34,7 +34,6 @@ from services.datagen.teachers import FailureKind, TeacherError, build_teacher, 
 
 log = get_logger(__name__)
 JOB_KIND = "datagen"
-DATASET_FILES = ("records.jsonl", "failures.jsonl", "stats.json")
 
 
 @dataclass
@@ -147,7 +146,7 @@ class GenerationJob:
             await self.writer.flush()
             await teacher.aclose()
 
-    async def _work(self, queue) -> None:  # noqa: ANN001 - a shared iterator of WorkItem
+    async def _work(self, queue) -> None:
         for item in queue:
             outcome = await self._sample(item)
             self.outcomes[item.id] = outcome
@@ -268,6 +267,7 @@ def dataset_stats(spec: GenerationSpec, plan: Plan, records: list[Record], failu
         per_style[failure.style]["failed"] += 1
     postprocess = Counter(rule for r in records for rule in (r.provenance.model_extra or {}).get("postprocess", []))
     retries = Counter(reason for r in records for reason in (r.provenance.model_extra or {}).get("retry_reasons", []))
+    retries.update(reason for f in failures for reason in f.retry_reasons)
     return {
         "mode": spec.mode, "prompt_version": PROMPT_VERSION,
         "teacher": {"provider": spec.teacher.provider, "base_url": spec.teacher.base_url, "model": spec.teacher.model},

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from services.datagen import metrics
 from services.datagen.teachers import Teacher, TeacherError, TeacherReply

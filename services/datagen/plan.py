@@ -16,6 +16,7 @@ which is what makes a resumed run equal to an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -243,7 +244,7 @@ def parse_dialogue(text: str) -> list[Message]:
     roles = [m.role for m in messages]
     if len(messages) < 2 or roles[0] != "user" or roles[-1] != "assistant":
         raise bad("the dialogue must start with user and end with assistant")
-    if any(a == b for a, b in zip(roles, roles[1:])) or "system" in roles:
+    if any(a == b for a, b in itertools.pairwise(roles)) or "system" in roles:
         raise bad("user and assistant must alternate")
     if any(not m.content for m in messages):
         raise bad("a message is empty")

@@ -49,7 +49,7 @@ class Rule(BaseModel):
         return flag
 
     @model_validator(mode="after")
-    def _pattern_compiles(self) -> "Rule":
+    def _pattern_compiles(self) -> Rule:
         if self.kind == "regex":
             try:
                 re.compile(self.pattern)
@@ -97,7 +97,7 @@ class PostProcessor:
         }
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "PostProcessor":
+    def load(cls, path: str | Path | None = None) -> PostProcessor:
         path = Path(path) if path else DEFAULT_RULES
         text = read_text(path)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from google.protobuf.json_format import MessageToDict
 
@@ -21,7 +23,7 @@ class DatagenServicer(datagen_pb2_grpc.DatagenServicer):
         return jobs_pb2.JobRef(job_id=record.job_id)
 
 
-def add_servicers(service: DatagenService):  # noqa: ANN201 - returns the registration callback
+def add_servicers(service: DatagenService) -> Callable[[grpc.aio.Server], list[str]]:
     """The ``add_servicers`` callback for :func:`emotune.grpc.server.start_server`."""
 
     def add(server: grpc.aio.Server) -> list[str]:

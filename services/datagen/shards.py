@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -45,7 +45,7 @@ class Failure(BaseModel):
     attempts: int = 0
     retry_reasons: list[str] = Field(default_factory=list)
     prompt: str = ""
-    at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 class Outcome(BaseModel):

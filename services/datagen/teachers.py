@@ -19,8 +19,8 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -100,7 +100,7 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_fields(body: Any) -> tuple[str, str, str]:

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -153,19 +153,19 @@ class TeacherServer:
         self._thread: threading.Thread | None = None
 
     # ----- programming faults -----
-    def script(self, match: str, *faults: Fault) -> "TeacherServer":
+    def script(self, match: str, *faults: Fault) -> TeacherServer:
         """Requests containing ``match`` get ``faults[n]`` on their n-th attempt, then succeed."""
         with self._lock:
             self._rules.append(_Rule(match, tuple(faults), repeat_last=False))
         return self
 
-    def always(self, match: str, fault: Fault) -> "TeacherServer":
+    def always(self, match: str, fault: Fault) -> TeacherServer:
         """Requests containing ``match`` (``""`` = every request) always get ``fault``."""
         with self._lock:
             self._rules.append(_Rule(match, (fault,), repeat_last=True))
         return self
 
-    def chaos(self, rate: float, faults: Sequence[Fault], seed: int = 0) -> "TeacherServer":
+    def chaos(self, rate: float, faults: Sequence[Fault], seed: int = 0) -> TeacherServer:
         """For requests no rule matched: a hash of (request, attempt, seed) injects one of ``faults`` with
         probability ``rate`` — reproducible, unlike random.random()."""
         with self._lock:
@@ -224,7 +224,7 @@ class TeacherServer:
         """For ``zhipuai.ZhipuAI(base_url=...)``."""
         return f"{self.origin}/api/paas/v4"
 
-    def start(self) -> "TeacherServer":
+    def start(self) -> Self:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -252,7 +252,7 @@ class TeacherServer:
             self._thread.join(timeout=10)
         self._server = self._thread = None
 
-    def __enter__(self) -> "TeacherServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -279,8 +279,8 @@ class TeacherServer:
         try:
             body = json.loads(await request.body())
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                raise ValueError("'messages' must be a list")
-        except ValueError as exc:
+                raise TypeError("'messages' must be a list")
+        except (ValueError, TypeError) as exc:
             return _error(flavour, 400, f"invalid request body: {exc}", "invalid_request_error", "1214")
         authorization = request.headers.get("authorization", "")
         attempt, fault = self._decide(body)

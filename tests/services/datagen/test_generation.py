@@ -26,7 +26,7 @@ async def _finish(service: DatagenService, job_id: str):
 
 
 def _dataset(service: DatagenService, prefix: str):
-    records, report = parse_records(read_file(service.store, prefix, "records.jsonl").decode(), strict=True)
+    records, _ = parse_records(read_file(service.store, prefix, "records.jsonl").decode(), strict=True)
     failures = [json.loads(line) for line in read_file(service.store, prefix, "failures.jsonl").decode().splitlines()]
     stats = json.loads(read_file(service.store, prefix, "stats.json"))
     return records, failures, stats
@@ -115,7 +115,7 @@ async def test_combinatorial_job(service, teacher, teacher_cfg, blessings_yaml):
     record = await service.start({"styles_yaml": blessings_yaml, "mode": "combinatorial", "seed": 5,
                                   "teacher": teacher_cfg})
     job = await _finish(service, record.job_id)
-    records, failures, stats = _dataset(service, job.result["dataset"])
+    records, _, stats = _dataset(service, job.result["dataset"])
     assert len(records) == 6 and stats["skipped"] == 2
     assert stats["per_style"]["小红书"]["skipped"] == {"incompatible": 2}
     assert {r.assistant_text for r in records} == {"岁岁平安，万事胜意🎉"}

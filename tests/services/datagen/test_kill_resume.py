@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -50,7 +51,7 @@ class ServiceProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "services.datagen"], cwd=ROOT, env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT)
@@ -113,7 +114,7 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
         deadline = time.monotonic() + 60
         while sum(1 for _ in store.list(shards + "/")) < 3:
             assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
+            await asyncio.sleep(0.02)
         service.kill9()
         persisted, _ = read_shards(store, shards)
         assert 0 < len(persisted) < 120, "the kill must land mid-job"
@@ -124,7 +125,7 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
         deadline = time.monotonic() + 90
         while not (job := JobStore(store).get(ref.job_id)).state.terminal:
             assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         assert job.state == JobState.SUCCEEDED, job.error
     finally:
         service.stop()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from services.datagen.teachers import (
-    FailureKind, OpenAICompatibleTeacher, TeacherError, ZhipuAITeacher, classify_http_error, parse_retry_after,
+    FailureKind,
+    OpenAICompatibleTeacher,
+    TeacherError,
+    ZhipuAITeacher,
+    classify_http_error,
+    parse_retry_after,
 )
 from tests.support.teacher_server import Fault
 
