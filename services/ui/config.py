@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from emotune.settings import Settings
 
 
 class UISettings(Settings):
+    model_config = SettingsConfigDict(populate_by_name=True)  # UISettings(ui_api_key=...) as well as the env
+
     gateway_url: str = Field(
         "http://127.0.0.1:8000",
         description="base URL of the emotune gateway (in compose/k8s: http://gateway:8000); '/v1' is added",

@@ -50,6 +50,7 @@ def _server_message(body: object, fallback: str) -> str:
 def classify(status: int, server_message: str, *, retry_after: float | None = None,
              model: str | None = None) -> GatewayError:
     """Turn an HTTP failure into the plain explanation shown in the UI."""
+    server_message = server_message.rstrip(". ")
     if status in (401, 403):
         return GatewayError("auth", f"The gateway refused the API key ({status}): {server_message}. "
                                     "Set EMOTUNE_UI_API_KEY to a valid key.", status=status)

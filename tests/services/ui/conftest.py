@@ -44,6 +44,22 @@ class UIStack(LocalStack):
         return [dataclasses.replace(s, argv=[sys.executable, "-m", "services.ui"]) if s.name == "ui" else s
                 for s in chosen]
 
+    @property
+    def inference_addr(self) -> str:
+        return f"127.0.0.1:{self.port(50054)}"
+
+
+class GatewayOnly(UIStack):
+    NEEDED = ("gateway",)
+
+
+def _start(stack: LocalStack) -> None:
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop(grace=5)
+        raise
+
 
 def _free_port_offset() -> int:
     """An offset that puts every port of the stack on a free loopback port (tests run beside other stacks)."""
@@ -61,7 +77,7 @@ def _free_port_offset() -> int:
 
 
 @pytest.fixture(scope="session")
-def ui_stack(tmp_path_factory) -> UIStack:
+def ui_stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("ui-stack")
     styles = state / "styles.yaml"
     styles.write_text(STYLES_YAML, encoding="utf-8")
@@ -75,13 +91,41 @@ def ui_stack(tmp_path_factory) -> UIStack:
         "EMOTUNE_UI_POLL_SECONDS": "1",
         "EMOTUNE_LOG_LEVEL": "WARNING",
     })
-    try:
-        stack.start()
-    except BaseException:
-        stack.stop(grace=5)
-        raise
+    _start(stack)
     yield stack
     stack.stop(grace=10)
+
+
+@pytest.fixture(scope="session")
+def tight_gateway(ui_stack, tmp_path_factory):
+    """A second gateway on the same inference that serves one chat completion at a time (429 beyond)."""
+    stack = GatewayOnly(tmp_path_factory.mktemp("tight-gateway"), base_model=BASE_MODEL,
+                        port_offset=_free_port_offset(), extra_env={
+                            "EMOTUNE_INFERENCE_ADDR": ui_stack.inference_addr,
+                            "EMOTUNE_GATEWAY_API_KEYS": API_KEY,
+                            "EMOTUNE_GATEWAY_MAX_CONCURRENT": "1",
+                            "EMOTUNE_GATEWAY_RETRY_AFTER_SECONDS": "3",
+                            "EMOTUNE_LOG_LEVEL": "WARNING"})
+    _start(stack)
+    yield stack
+    stack.stop(grace=10)
+
+
+@pytest.fixture
+def ui_app(monkeypatch):
+    """An ``AppTest`` of the UI whose settings come from the given environment (Streamlit caches cleared)."""
+    from streamlit.testing.v1 import AppTest
+
+    from services.ui import widgets
+
+    def make(**env: str) -> AppTest:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        for cached in (widgets.settings, widgets.gateway, widgets._model_ids):
+            cached.clear()
+        return AppTest.from_file(ROOT / "services" / "ui" / "app.py", default_timeout=120)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,11 @@
 editor/upload validation works offline, and an unreachable gateway is reported plainly without losing the chat."""
 
 import socket
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from services.ui.chat import Conversation
 
-APP = Path(__file__).resolve().parents[3] / "services" / "ui" / "app.py"
 BAD_STYLES = b"""styles:
   - name: gentle
     system_prompt: You are gentle.
@@ -21,23 +18,16 @@ BAD_STYLES = b"""styles:
 
 
 @pytest.fixture
-def closed_gateway(monkeypatch):
+def closed_gateway(ui_app):
+    """The UI pointed at a loopback port where nothing listens; returns (make AppTest, the API base shown)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv("EMOTUNE_GATEWAY_URL", f"http://127.0.0.1:{port}")
-    return f"http://127.0.0.1:{port}/v1"
-
-
-def app() -> AppTest:
-    from services.ui import widgets
-
-    widgets.settings.clear()  # settings come from this test's environment
-    widgets.gateway.clear()
-    return AppTest.from_file(APP, default_timeout=30)
+    return lambda: ui_app(EMOTUNE_GATEWAY_URL=f"http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}/v1"
 
 
 def test_chat_keeps_the_conversation_when_the_gateway_is_unreachable(closed_gateway):
+    app, api_base = closed_gateway
     at = app()
     chat = Conversation()
     chat.add_user("hello there")
@@ -45,13 +35,13 @@ def test_chat_keeps_the_conversation_when_the_gateway_is_unreachable(closed_gate
     at.session_state["chat"] = chat
     at.run()
     assert not at.exception
-    assert any(f"Cannot reach the gateway at {closed_gateway}" in e.value for e in at.error)
+    assert any(f"Cannot reach the gateway at {api_base}" in e.value for e in at.error)
     assert [m.markdown[0].value for m in at.chat_message] == ["hello there", "general Kenobi"]
     assert at.chat_input(key="chat_input").disabled
 
 
 def test_invalid_styles_upload_names_field_and_line(closed_gateway):
-    at = app()
+    at = closed_gateway[0]()
     at.switch_page("pages/pipeline.py").run()
     assert not at.exception
     at.file_uploader(key="styles_upload").set_value(("mine.yaml", BAD_STYLES, "application/yaml"))
@@ -72,7 +62,7 @@ def test_invalid_styles_upload_names_field_and_line(closed_gateway):
 
 
 def test_unreadable_upload_is_refused_readably(closed_gateway):
-    at = app()
+    at = closed_gateway[0]()
     at.switch_page("pages/pipeline.py").run()
     at.file_uploader(key="styles_upload").set_value(("win.yaml", BAD_STYLES.decode().encode("utf-16"),
                                                      "application/yaml"))
