@@ -119,7 +119,8 @@ class GenerationJob:
         self.outcomes = outcomes
         if pending:
             await self._generate(pending)
-        self._emit_progress()
+        message, data = self._progress()
+        await asyncio.to_thread(self.ctx.emit, "progress", message, **data)
         return await asyncio.to_thread(self._publish, plan)
 
     # ----- generation -----
@@ -164,15 +165,16 @@ class GenerationJob:
                 await self.writer.flush()
             if time.monotonic() - last_progress >= self.settings.datagen_progress_seconds:
                 last_progress = time.monotonic()
-                await asyncio.to_thread(self._emit_progress)
+                message, data = self._progress()  # counted here, on the loop; only the write goes to a thread
+                await asyncio.to_thread(self.ctx.emit, "progress", message, **data)
                 if await asyncio.to_thread(self.ctx.cancel_requested):
                     raise Cancelled(f"job {self.ctx.job_id} cancelled")
 
-    def _emit_progress(self) -> None:
+    def _progress(self) -> tuple[str, dict[str, Any]]:
         snap = self.tally.snapshot()
         caller = getattr(self, "caller", None)
-        self.ctx.emit("progress", f"{snap['done']}/{snap['total']}", **snap,
-                      in_flight=caller.in_flight if caller else 0, shards=self.writer.shards_written)
+        return f"{snap['done']}/{snap['total']}", {
+            **snap, "in_flight": caller.in_flight if caller else 0, "shards": self.writer.shards_written}
 
     async def _sample(self, item: WorkItem) -> Outcome:
         style = self.styles[item.style]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from google.protobuf.json_format import ParseDict
 
@@ -39,9 +40,9 @@ class ServiceProcess:
     """``python -m services.datagen`` as a child process on loopback ports, with a local store directory."""
 
     def __init__(self, store_dir: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port, self.metrics_port = _free_port(), _free_port()
         self.env = {**os.environ, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(store_dir),
-                    "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port}", "EMOTUNE_METRICS_PORT": str(_free_port()),
+                    "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port}", "EMOTUNE_METRICS_PORT": str(self.metrics_port),
                     "EMOTUNE_DATAGEN_SHARD_SIZE": "5", "EMOTUNE_DATAGEN_FLUSH_SECONDS": "0.3",
                     "EMOTUNE_DATAGEN_PROGRESS_SECONDS": "0.3", "EMOTUNE_LOG_LEVEL": "WARNING"}
         self.log = log
@@ -127,6 +128,9 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
             assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.1)
         assert job.state == JobState.SUCCEEDED, job.error
+        metrics = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).text
+        assert 'emotune_datagen_samples_total{status="ok"}' in metrics
+        assert 'emotune_datagen_teacher_requests_total{outcome="ok",provider="openai"}' in metrics
     finally:
         service.stop()
 
