@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-STAGES = ("datagen", "validation", "training", "export", "evaluation", "serving")
+# The order a generation job runs its stages in; a job may report others (shown after these) or skip some.
+STAGES = ("validating_files", "datagen", "validation", "training", "serving", "evaluation")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 QUESTION_FORMATS = ("lines", "lccc", "json", "jsonl", "chatgpt", "wechat")
 GENERATION_MODES = ("single", "multi", "combinatorial")
@@ -134,11 +135,17 @@ def format_duration(seconds: float) -> str:
 
 
 def stage_progress(job: dict[str, Any], events: list[dict[str, Any]]) -> list[StageProgress]:
-    """Each stage's status (from the job) and its latest counts/ETA/message (from the newest event naming it)."""
+    """The stages the job has reached (status from the job, latest counts/ETA/message from the newest event
+    naming each) followed, while it runs, by the stages still to come."""
     ext = job.get("emotune") or {}
-    statuses: dict[str, str] = ext.get("stages") or {}
-    names = list(STAGES) + [name for name in statuses if name not in STAGES]
-    progress = {name: StageProgress(name, statuses.get(name, "pending")) for name in names}
+    statuses: dict[str, str] = dict(ext.get("stages") or {})
+    current = ext.get("stage")
+    if current and current not in statuses and job.get("status") not in TERMINAL_STATUSES:
+        statuses[current] = "running"
+    reached = [name for name in STAGES if name in statuses] + [name for name in statuses if name not in STAGES]
+    last = max((STAGES.index(name) for name in reached if name in STAGES), default=-1)
+    upcoming = [] if job.get("status") in TERMINAL_STATUSES else list(STAGES[last + 1:])
+    progress = {name: StageProgress(name, statuses.get(name) or "pending") for name in reached + upcoming}
     for event in sorted(events, key=_event_order):  # oldest first: newer values overwrite older ones
         data = event.get("data") or {}
         stage = progress.get(data.get("stage"))
@@ -149,10 +156,7 @@ def stage_progress(job: dict[str, Any], events: list[dict[str, Any]]) -> list[St
         if "eta_s" in data:
             stage.eta_s = data["eta_s"]
         stage.message = event.get("message") or stage.message
-    if ext.get("stage") in progress and progress[ext["stage"]].status == "pending" and \
-            job.get("status") not in TERMINAL_STATUSES:
-        progress[ext["stage"]].status = "running"
-    return [progress[name] for name in names if name in STAGES or progress[name].status != "pending"]
+    return list(progress.values())
 
 
 def _event_order(event: dict[str, Any]) -> tuple[Any, ...]:

@@ -167,7 +167,11 @@ training = Training(
     lora_r=c4.number_input("LoRA r", 1, 256, 8, key="train_lora_r"),
     max_steps=c5.number_input("Max steps (0 = epochs)", 0, 1_000_000, 0, key="train_max_steps"),
 )
-eval_per_style = st.number_input("Evaluation questions per style (0 = skip)", 0, 100, 5, key="train_eval")
+eval_col, gate_col = st.columns(2)
+eval_per_style = eval_col.number_input("Evaluation questions per style (0 = skip)", 0, 100, 5, key="train_eval")
+must_beat_base = gate_col.checkbox(
+    "Serve the result only if it beats the base model", True, key="train_gate",
+    help="Evaluation compares the style score of the tuned model with the base model prompted with the style.")
 
 if st.button("🚀 Launch fine-tuning job", type="primary", key="launch",
              disabled=not (check.ok and base_model)):
@@ -176,7 +180,8 @@ if st.button("🚀 Launch fine-tuning job", type="primary", key="launch",
                               field_path=field_path, limit=question_limit)
         request = build_job_request(base_model=base_model, styles_yaml=styles_text, styles=chosen_styles,
                                     questions=questions, teacher=teacher, training=training, suffix=suffix,
-                                    mode=mode, questions_per_style=eval_per_style)
+                                    mode=mode, questions_per_style=eval_per_style,
+                                    gate="beat_base" if must_beat_base else "none")
         job = widgets.gateway().create_job(request)
     except ValueError as err:
         st.error(str(err), icon="🚫")

@@ -64,19 +64,24 @@ EVENTS = [  # newest first, as the API pages them
 
 def test_stage_progress_from_job_and_events():
     job = {"status": "running", "emotune": {"stage": "training",
-                                            "stages": {"datagen": "succeeded", "validation": "succeeded",
-                                                       "training": "running"}}}
+                                            "stages": {"validating_files": "succeeded", "datagen": "succeeded",
+                                                       "validation": "succeeded", "training": "running"}}}
     stages = {s.name: s for s in stage_progress(job, EVENTS)}
-    assert list(stages) == ["datagen", "validation", "training", "export", "evaluation", "serving"]
+    assert list(stages) == ["validating_files", "datagen", "validation", "training", "serving", "evaluation"]
     assert stages["datagen"].fraction == 1.0 and stages["datagen"].label == "datagen: succeeded · 6/6"
     training = stages["training"]
     assert (training.done, training.total, training.eta_s) == (20, 40, 75)
     assert training.fraction == 0.5 and training.label == "training: running · 20/40 · ETA 1m15s"
     assert training.message == "training: step 20"
-    assert stages["export"].status == "pending" and stages["export"].fraction == 0.0
-    # the current stage counts as running even before the job lists its status
-    fresh = stage_progress({"status": "running", "emotune": {"stage": "datagen", "stages": {}}}, [])
-    assert fresh[0].status == "running"
+    assert stages["serving"].status == "pending" and stages["serving"].fraction == 0.0
+    # the current stage counts as running before the job lists it; a stage the job skipped is not shown
+    fresh = stage_progress({"status": "running", "emotune": {"stage": "training", "stages": {}}}, [])
+    assert [(s.name, s.status) for s in fresh] == [("training", "running"), ("serving", "pending"),
+                                                   ("evaluation", "pending")]
+    # a finished job shows what it ran, including stages this page does not know
+    done = stage_progress({"status": "failed", "emotune": {"stage": "export", "stages": {
+        "training": "succeeded", "export": "failed"}}}, [])
+    assert [(s.name, s.status) for s in done] == [("training", "succeeded"), ("export", "failed")]
 
 
 def test_events_merge_once_each_oldest_first():
