@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ValidationSpec(_message.Message):
-    __slots__ = ("dataset_artifact", "styles_yaml", "embedder", "similarity_threshold", "dedup_threshold", "output_prefix")
+    __slots__ = ("dataset_artifact", "styles_yaml", "embedder", "similarity_threshold", "dedup_threshold", "output_prefix", "off_style_margin")
     DATASET_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     STYLES_YAML_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEDUP_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    OFF_STYLE_MARGIN_FIELD_NUMBER: _ClassVar[int]
     dataset_artifact: str
     styles_yaml: str
     embedder: str
     similarity_threshold: float
     dedup_threshold: float
     output_prefix: str
-    def __init__(self, dataset_artifact: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ..., similarity_threshold: _Optional[float] = ..., dedup_threshold: _Optional[float] = ..., output_prefix: _Optional[str] = ...) -> None: ...
+    off_style_margin: float
+    def __init__(self, dataset_artifact: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ..., similarity_threshold: _Optional[float] = ..., dedup_threshold: _Optional[float] = ..., output_prefix: _Optional[str] = ..., off_style_margin: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("texts", "style", "styles_yaml", "embedder")
@@ -36,27 +38,35 @@ class ScoreRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., style: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ...) -> None: ...
 
 class TextScore(_message.Message):
-    __slots__ = ("max_similarity", "mean_similarity", "predicted_style", "marker_score", "reasons", "passed")
+    __slots__ = ("max_similarity", "mean_similarity", "predicted_style", "marker_score", "reasons", "passed", "style_margin", "style_lift")
     MAX_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     MEAN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_STYLE_FIELD_NUMBER: _ClassVar[int]
     MARKER_SCORE_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
+    STYLE_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    STYLE_LIFT_FIELD_NUMBER: _ClassVar[int]
     max_similarity: float
     mean_similarity: float
     predicted_style: str
     marker_score: float
     reasons: _containers.RepeatedScalarFieldContainer[str]
     passed: bool
-    def __init__(self, max_similarity: _Optional[float] = ..., mean_similarity: _Optional[float] = ..., predicted_style: _Optional[str] = ..., marker_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., passed: _Optional[bool] = ...) -> None: ...
+    style_margin: float
+    style_lift: float
+    def __init__(self, max_similarity: _Optional[float] = ..., mean_similarity: _Optional[float] = ..., predicted_style: _Optional[str] = ..., marker_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., passed: _Optional[bool] = ..., style_margin: _Optional[float] = ..., style_lift: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("scores", "mean_similarity", "style_accuracy")
+    __slots__ = ("scores", "mean_similarity", "style_accuracy", "embedder", "style_score")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MEAN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     STYLE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    STYLE_SCORE_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[TextScore]
     mean_similarity: float
     style_accuracy: float
-    def __init__(self, scores: _Optional[_Iterable[_Union[TextScore, _Mapping]]] = ..., mean_similarity: _Optional[float] = ..., style_accuracy: _Optional[float] = ...) -> None: ...
+    embedder: str
+    style_score: float
+    def __init__(self, scores: _Optional[_Iterable[_Union[TextScore, _Mapping]]] = ..., mean_similarity: _Optional[float] = ..., style_accuracy: _Optional[float] = ..., embedder: _Optional[str] = ..., style_score: _Optional[float] = ...) -> None: ...

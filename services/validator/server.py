@@ -1,0 +1,50 @@
+"""Thin gRPC servicer: proto <-> :mod:`services.validator.service`, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from emotune.jobrunner import JobRunner
+from emotune.v1 import jobs_pb2, validator_pb2, validator_pb2_grpc
+from services.validator.service import ValidationSpec, Validator
+
+
+def spec_from_proto(request: validator_pb2.ValidationSpec) -> ValidationSpec:
+    """0 thresholds mean "calibrated default" (proto3 has no unset doubles); the margin is an optional field."""
+    return ValidationSpec(
+        dataset_artifact=request.dataset_artifact, styles_yaml=request.styles_yaml, embedder=request.embedder,
+        similarity_threshold=request.similarity_threshold or None, dedup_threshold=request.dedup_threshold or None,
+        off_style_margin=request.off_style_margin if request.HasField("off_style_margin") else None,
+        output_prefix=request.output_prefix,
+    )
+
+
+class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
+    def __init__(self, validator: Validator, runner: JobRunner) -> None:
+        self.validator, self.runner = validator, runner
+
+    async def StartValidation(self, request: validator_pb2.ValidationSpec,
+                              context: grpc.aio.ServicerContext) -> jobs_pb2.JobRef:
+        spec = await asyncio.to_thread(self.validator.check_spec, spec_from_proto(request))
+        record = await self.runner.submit(spec.model_dump())
+        return jobs_pb2.JobRef(job_id=record.job_id)
+
+    async def Score(self, request: validator_pb2.ScoreRequest,
+                    context: grpc.aio.ServicerContext) -> validator_pb2.ScoreResponse:
+        result = await asyncio.to_thread(self.validator.core.score, list(request.texts), request.style,
+                                         request.styles_yaml, request.embedder)
+        return validator_pb2.ScoreResponse(
+            scores=[
+                validator_pb2.TextScore(
+                    max_similarity=a.max_similarity or 0.0, mean_similarity=a.mean_similarity or 0.0,
+                    predicted_style=a.predicted_style or "", marker_score=a.marker_score,
+                    reasons=[r.value for r in a.reasons], passed=a.passed, style_margin=a.style_margin or 0.0,
+                    style_lift=a.style_lift or 0.0,
+                )
+                for a in result.assessments
+            ],
+            mean_similarity=result.mean_similarity, style_accuracy=result.style_accuracy, embedder=result.embedder,
+            style_score=result.style_score,
+        )

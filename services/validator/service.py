@@ -1,0 +1,235 @@
+"""The validator's use cases, independent of transport: validation jobs (dataset artifact in, kept / rejected /
+report artifacts out), local validation of files (CLI), and online scoring of texts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from emotune.errors import Cancelled, InvalidInput, NotFound
+from emotune.jobrunner import JobContext
+from emotune.logging import get_logger
+from emotune.records import Record
+from emotune.store.artifacts import ArtifactManifest, file_key, publish_artifact, read_file, read_manifest
+from emotune.store.base import ArtifactStore
+from emotune.store.keys import validate_key
+from emotune.styles import StylesDocument, parse_styles
+from emotune.textio import ReadReport
+from services.validator import metrics
+from services.validator.calibration import Thresholds, calibration_for
+from services.validator.config import ValidatorSettings
+from services.validator.dataset import (
+    RECORDS_FILE,
+    REPORT_FILE,
+    OutputFiles,
+    load_from_store,
+    output_files,
+)
+from services.validator.embedders import Embedder, EmbedderRegistry
+from services.validator.report import build_report, render_plots
+from services.validator.scoring import StyleIndexCache
+from services.validator.validation import Assessment, Progress, assess, validate_records
+
+log = get_logger(__name__)
+
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class ValidationSpec(BaseModel):
+    """A validation job's spec (the proto ``ValidationSpec``; unset thresholds = the embedder's calibrated ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset_artifact: str = Field(min_length=1)
+    styles_yaml: str = Field(min_length=1)
+    embedder: str = ""
+    # Threshold on the style lift (mean cosine to the style's references minus to neutral text).
+    similarity_threshold: float | None = Field(None, ge=-2.0, le=2.0)
+    off_style_margin: float | None = Field(None, ge=-2.0, le=2.0)
+    dedup_threshold: float | None = Field(None, gt=0.0, le=1.0)
+    output_prefix: str = ""
+
+
+@dataclass
+class ScoreResult:
+    assessments: list[Assessment]
+    # Means over all texts; a text that could not be scored (empty) counts 0.
+    mean_similarity: float  # mean cosine to the style's reference texts
+    style_score: float  # style lift: similarity to the style minus similarity to neutral text
+    style_accuracy: float  # share of texts whose nearest style is the requested one
+    embedder: str
+
+
+class ValidatorCore:
+    """Embedders (loaded once), their thresholds and the reference indexes; validates records into output
+    files and scores texts. Used by the service and by the CLI."""
+
+    def __init__(self, settings: ValidatorSettings) -> None:
+        self.settings = settings
+        self.embedders = EmbedderRegistry(settings.validator_device)
+        self.indexes = StyleIndexCache()
+
+    def embedder(self, name: str = "") -> tuple[Embedder, Thresholds]:
+        """The named (or default) embedder and its calibrated thresholds."""
+        embedder = self.embedders.get(name or self.settings.validator_embedder)
+        calibration = calibration_for(embedder, self.settings.cache_dir, self.settings.validator_batch_size)
+        return embedder, calibration.thresholds
+
+    def validate(self, records: Sequence[Record], read_report: ReadReport, styles: StylesDocument,
+            embedder: Embedder, thresholds: Thresholds, on_progress: Progress | None = None) -> OutputFiles:
+        batch = self.settings.validator_batch_size
+        outcome = validate_records(
+            records, styles, embedder, thresholds, index=self.indexes.get(styles, embedder, batch),
+            batch_size=batch, dedup_block_rows=self.settings.validator_dedup_block_rows,
+            separability_max_samples=self.settings.validator_separability_max_samples, on_progress=on_progress,
+        )
+        report = build_report(outcome, styles, source=read_report.source, input_errors=read_report.errors)
+        plots = render_plots(outcome, styles)
+        report["plots"] = sorted(plots)
+        return output_files(outcome.kept, outcome.rejected, report, plots)
+
+    def score(self, texts: Sequence[str], style: str, styles_yaml: str, embedder_name: str = "") -> ScoreResult:
+        if not styles_yaml.strip():
+            raise InvalidInput("styles_yaml is required", field="styles_yaml")
+        if len(texts) > self.settings.validator_score_max_texts:
+            raise InvalidInput(f"{len(texts)} texts in one call; at most {self.settings.validator_score_max_texts}",
+                               field="texts")
+        styles = parse_styles(styles_yaml, source="styles_yaml")
+        styles.get(style)  # unknown style -> InvalidInput naming the field
+        embedder, thresholds = self.embedder(embedder_name)
+        batch = self.settings.validator_batch_size
+        index = self.indexes.get(styles, embedder, batch)
+        assessments, _, _ = assess([[t] for t in texts], [style] * len(texts), styles, embedder, index, thresholds,
+                                   batch_size=batch)
+        metrics.SCORED_TEXTS.inc(len(texts))
+        n = max(len(texts), 1)
+        return ScoreResult(
+            assessments,
+            mean_similarity=sum(a.mean_similarity or 0.0 for a in assessments) / n,
+            style_score=sum(a.style_lift or 0.0 for a in assessments) / n,
+            style_accuracy=sum(a.predicted_style == style for a in assessments) / n,
+            embedder=embedder.name,
+        )
+
+
+class Validator:
+    """Validation jobs and online scoring over one artifact store; embedders are loaded once and shared."""
+
+    def __init__(self, settings: ValidatorSettings, store: ArtifactStore) -> None:
+        self.settings, self.store = settings, store
+        self.core = ValidatorCore(settings)
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Make running passes stop at their next batch (service shutdown; the job is resumed later)."""
+        self._stopping.set()
+
+    # ----------------------------------------------------------------- jobs
+    def check_spec(self, spec: ValidationSpec) -> ValidationSpec:
+        """Fail at submission, not minutes later: the styles parse, the dataset exists, the prefix is a key."""
+        parse_styles(spec.styles_yaml, source="styles_yaml")
+        if spec.output_prefix:
+            validate_key(spec.output_prefix)
+        try:
+            read_manifest(self.store, spec.dataset_artifact)
+        except NotFound:
+            if not self.store.exists(spec.dataset_artifact):
+                raise NotFound(f"no dataset artifact or object at {spec.dataset_artifact!r}",
+                               field="dataset_artifact") from None
+        return spec
+
+    async def run_job(self, ctx: JobContext) -> dict[str, Any]:
+        spec = ValidationSpec.model_validate(ctx.spec)
+        prefix = (spec.output_prefix or f"validations/{ctx.job_id}").rstrip("/")
+        return await asyncio.to_thread(self._run_job, ctx, spec, prefix)
+
+    def _run_job(self, ctx: JobContext, spec: ValidationSpec, prefix: str) -> dict[str, Any]:
+        try:
+            done = read_manifest(self.store, f"{prefix}/report")
+        except NotFound:
+            done = None
+        if done is not None:  # a previous process published everything and died before finishing the job
+            ctx.emit("log", "outputs already published; finishing")
+            report = json.loads(read_file(self.store, done.key_prefix, REPORT_FILE))
+            return _result(prefix, report)
+
+        styles = parse_styles(spec.styles_yaml, source="styles_yaml")
+        records, read_report = load_from_store(self.store, spec.dataset_artifact)
+        if read_report.errors:
+            ctx.emit("log", f"{len(read_report.errors)} bad line(s) in the dataset skipped",
+                     first=[str(e) for e in read_report.errors[:5]])
+        if not records:
+            raise InvalidInput("the dataset holds no readable records", file=read_report.source,
+                               field="dataset_artifact")
+        embedder, calibrated = self.core.embedder(spec.embedder)
+        thresholds = calibrated.override(spec.similarity_threshold, spec.off_style_margin, spec.dedup_threshold)
+        ctx.emit("log", f"validating {len(records)} samples with {embedder.name}", embedder=embedder.name,
+                 samples=len(records), **{f"threshold_{k}": v for k, v in vars(thresholds).items()})
+        started = time.perf_counter()
+        files = self.core.validate(records, read_report, styles, embedder, thresholds,
+                                   on_progress=_JobProgress(ctx, self._stopping))
+        metrics.EMBED_SECONDS.observe(files.report["timings"]["embedding_s"])
+        counts = files.report["counts"]
+        metrics.SAMPLES.labels("kept").inc(counts["kept"])
+        metrics.SAMPLES.labels("rejected").inc(counts["rejected"])
+        for reason, n in files.report["reasons"].items():
+            metrics.REJECTIONS.labels(reason).inc(n)
+
+        source = {"source_dataset": spec.dataset_artifact, "embedder": embedder.name}
+        outputs = (
+            ("kept", {RECORDS_FILE: files.kept}, {"kind": "dataset", "records": counts["kept"], **source}),
+            ("rejected", {RECORDS_FILE: files.rejected},
+             {"kind": "dataset", "records": counts["rejected"], "rejected": True, **source}),
+            ("report", files.report_files(), {"kind": "validation-report", **source}),
+        )
+        for name, content, metadata in outputs:  # the report last: its presence means "all published"
+            manifest = self._publish_once(f"{prefix}/{name}", content, metadata)
+            ctx.emit("artifact", f"{name} published at {manifest.key_prefix}", name=name, key=manifest.key_prefix,
+                     digest=manifest.digest)
+        log.info("validation finished", job_id=ctx.job_id, seconds=round(time.perf_counter() - started, 2),
+                 kept=counts["kept"], rejected=counts["rejected"])
+        return _result(prefix, files.report)
+
+    def _publish_once(self, prefix: str, files: dict[str, bytes], metadata: dict[str, Any]) -> ArtifactManifest:
+        """Publish, or keep what an interrupted earlier attempt of this job already published there."""
+        try:
+            return read_manifest(self.store, prefix)
+        except NotFound:
+            return publish_artifact(self.store, prefix, files, metadata)
+
+
+class _JobProgress:
+    """Progress events at most once a second (and at the end); checks cancellation and shutdown each batch."""
+
+    def __init__(self, ctx: JobContext, stopping: threading.Event) -> None:
+        self.ctx, self.stopping = ctx, stopping
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.stopping.is_set():
+            raise Cancelled("validator shutting down")
+        now = time.monotonic()
+        if done < total and now - self._last < PROGRESS_EVERY_SECONDS:
+            return
+        self._last = now
+        self.ctx.raise_if_cancelled()
+        self.ctx.progress(done, total, f"embedded {done}/{total}", stage="embedding")
+
+
+def _result(prefix: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The job result: artifact keys (``<name>_artifact``, as the pipeline reads them), plot object keys and
+    the report's headline numbers."""
+    report_prefix = f"{prefix}/report"
+    return {
+        "kept_artifact": f"{prefix}/kept",
+        "rejected_artifact": f"{prefix}/rejected",
+        "report_artifact": report_prefix,
+        "plots": {name: file_key(report_prefix, f"{name}.png") for name in report.get("plots", [])},
+        **{k: report[k] for k in ("embedder", "thresholds", "counts", "reasons", "styles", "separability", "timings")},
+    }
