@@ -109,16 +109,11 @@ class LocalStore(ArtifactStore):
 
     def list(self, prefix: str = "", start_after: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
-        # Walk only the directory that can contain the prefix, then filter by the full prefix string.
-        base = self._meta / prefix.rsplit("/", 1)[0] if "/" in prefix else self._meta
-        if not base.is_dir():
-            return
+        # Walk only the folder that can contain the prefix, then filter by the full prefix string.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         keys = sorted(
-            key
-            for path in base.rglob(f"*{_META_SUFFIX}")
-            if path.is_file()
-            and (key := path.relative_to(self._meta).as_posix()[: -len(_META_SUFFIX)]).startswith(prefix)
-            and key > start_after
+            key for key in _walk_meta(self._meta / folder, f"{folder}/" if folder else "")
+            if key.startswith(prefix) and key > start_after
         )
         for key in keys:
             try:
@@ -144,6 +139,19 @@ class LocalStore(ArtifactStore):
             raise NotFound(f"object {key!r} not found", key=key)
         # A local file needs no signature; the URL is only meaningful on this machine.
         return data_path.as_uri()
+
+
+def _walk_meta(folder: Path, key_prefix: str) -> Iterator[str]:
+    """Keys of the metadata files under ``folder`` (os.scandir: listing a long event log stays cheap)."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_meta(Path(entry.path), f"{key_prefix}{entry.name}/")
+        elif entry.name.endswith(_META_SUFFIX):
+            yield f"{key_prefix}{entry.name[: -len(_META_SUFFIX)]}"
 
 
 def _remove_empty_parents(folder: Path, top: Path) -> None:

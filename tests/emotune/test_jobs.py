@@ -111,6 +111,21 @@ def test_terminal_states_are_final(any_store):
     assert jobs.get(job_id).state == JobState.SUCCEEDED
 
 
+def test_a_state_event_is_written_before_the_status_changes(local_store, monkeypatch):
+    """What lets watch() end exactly when the status is terminal without missing the terminal event."""
+    jobs = JobStore(local_store)
+    job_id = jobs.create("x", {}).job_id
+    written, put_bytes = [], local_store.put_bytes
+
+    def recording_put(key, *args, **kwargs):
+        written.append(key)
+        return put_bytes(key, *args, **kwargs)
+
+    monkeypatch.setattr(local_store, "put_bytes", recording_put)
+    jobs.set_state(job_id, JobState.SUCCEEDED)
+    assert [k.split("/")[1] for k in written] == ["events", "status"]
+
+
 def test_job_ids_are_unique_and_safe(any_store):
     jobs = JobStore(any_store)
     jobs.create("x", {}, job_id="ftjob-1")
