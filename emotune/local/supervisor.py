@@ -86,12 +86,8 @@ class LocalStack:
         services.append(LocalService("gateway", [python, "-m", "services.gateway"], "http", self.port(8000),
                                      "/readyz"))
         if self.with_ui:
-            ui_app = Path(__file__).resolve().parents[2] / "services" / "ui" / "app.py"
-            services.append(LocalService(
-                "ui", [python, "-m", "streamlit", "run", str(ui_app), "--server.headless", "true",
-                       "--server.address", "127.0.0.1", "--server.port", str(self.port(8501)),
-                       "--browser.gatherUsageStats", "false"],
-                "http", self.port(8501), "/_stcore/health"))
+            services.append(LocalService("ui", [python, "-m", "services.ui"], "http", self.port(8501),
+                                         "/_stcore/health"))
         return services
 
     def environment(self) -> dict[str, str]:
@@ -107,10 +103,15 @@ class LocalStack:
             "EMOTUNE_INFERENCE_ADDR": f"127.0.0.1:{self.port(50054)}",
             "EMOTUNE_GATEWAY_PORT": str(self.port(8000)),
             "EMOTUNE_GATEWAY_URL": self.gateway_url,
-            "EMOTUNE_API_KEYS": self.api_key,
-            # The offline teacher is our own gateway: datagen reads the key from this variable.
+            "EMOTUNE_GATEWAY_API_KEYS": self.api_key,
+            # The offline teacher is our own gateway serving the base model; datagen reads the key from the
+            # variable named here (the key itself never enters a job spec).
+            "EMOTUNE_DATAGEN_TEACHER_BASE_URL": f"{self.gateway_url}/v1",
+            "EMOTUNE_DATAGEN_TEACHER_MODEL": self.base_model,
+            "EMOTUNE_DATAGEN_TEACHER_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY",
             "EMOTUNE_LOCAL_TEACHER_KEY": self.api_key,
             "EMOTUNE_UI_API_KEY": self.api_key,
+            "EMOTUNE_UI_PORT": str(self.port(8501)),
             "EMOTUNE_INFERENCE_PRELOAD": self.base_model,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",

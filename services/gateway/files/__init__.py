@@ -1,1 +1,22 @@
 """``/v1/files``: uploads for fine-tuning (chat JSONL, checked like OpenAI's checker) and styles documents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from emotune.store import open_store
+from services.gateway.feature import Feature
+from services.gateway.files.router import router
+from services.gateway.files.service import FileService
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.files = FileService(open_store(app.state.gateway.settings))
+    yield
+
+
+feature = Feature(router, lifespan=_lifespan)

@@ -18,13 +18,16 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from emotune.errors import Cancelled, EmotuneError, FailedPrecondition, InvalidInput
+from emotune.formats import parse_dataset
 from emotune.grpc.client import to_domain_error
+from emotune.importers import parse_questions
 from emotune.jobrunner import JobContext
 from emotune.logging import get_logger
-from emotune.records import Message, Provenance, Record, dumps_records, record_id
+from emotune.records import dumps_records
 from emotune.store.artifacts import publish_artifact
 from emotune.store.base import ArtifactStore
 from emotune.styles import StylesDocument, dump_styles, parse_styles
+from emotune.textio import decode_bytes
 from emotune.v1 import (
     datagen_pb2,
     datagen_pb2_grpc,
@@ -48,6 +51,10 @@ STAGES = ("validating_files", "datagen", "validation", "training", "serving", "e
 CHECKPOINT_EVERY_SECONDS = 1.0
 # Loading a merged model on CPU takes a while; longer than the default unary deadline.
 LOAD_DEADLINE_SECONDS = 600.0
+ZHIPUAI_DEFAULT_MODEL = "glm-4-flash"
+# How long a stage's service may be unreachable (e.g. restarting) before the pipeline gives up on it.
+SERVICE_OUTAGE_TOLERANCE_SECONDS = 300.0
+RECONNECT_SECONDS = 2.0
 
 
 class StageFailed(EmotuneError):
@@ -64,28 +71,18 @@ class ServiceChannels:
     inference: grpc.aio.Channel
 
 
-@dataclass
-class DefaultTeacher:
-    """The teacher used when a job names none: ZhipuAI when a key is configured, else emotune's own gateway
-    serving the base model (few-shot), which needs no network and no key from the user."""
-
-    zhipuai_available: bool
-    gateway_base_url: str
-    gateway_key_env: str
-    zhipuai_model: str = "glm-4-flash"
-
-    def for_job(self, base_model: str, options: TeacherOptions | None) -> datagen_pb2.TeacherConfig:
-        if options is not None and (options.base_url or options.provider == "zhipuai"):
-            return datagen_pb2.TeacherConfig(
-                provider=options.provider, base_url=options.base_url, model=options.model,
-                api_key_env=options.api_key_env, max_concurrency=options.max_concurrency,
-            )
-        if self.zhipuai_available:
-            return datagen_pb2.TeacherConfig(provider="zhipuai", model=self.zhipuai_model, max_concurrency=5)
+def teacher_config(base_model: str, options: TeacherOptions | None,
+                   zhipuai_available: bool) -> datagen_pb2.TeacherConfig:
+    """The job's teacher; when it names none: ZhipuAI if a key is configured, else datagen's default teacher
+    (emotune's own gateway) answering with the job's base model few-shot — no network, no key from the user."""
+    if options is not None:
         return datagen_pb2.TeacherConfig(
-            provider="openai", base_url=self.gateway_base_url, model=base_model,
-            api_key_env=self.gateway_key_env, max_concurrency=2,
+            provider=options.provider, base_url=options.base_url, model=options.model,
+            api_key_env=options.api_key_env, max_concurrency=options.max_concurrency,
         )
+    if zhipuai_available:
+        return datagen_pb2.TeacherConfig(provider="zhipuai", model=ZHIPUAI_DEFAULT_MODEL)
+    return datagen_pb2.TeacherConfig(model=base_model)
 
 
 def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str:
@@ -95,8 +92,8 @@ def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str
 
 class Pipeline:
     def __init__(self, store: ArtifactStore, files: FileService, channels: ServiceChannels,
-                 teacher: DefaultTeacher) -> None:
-        self.store, self.files, self.teacher = store, files, teacher
+                 zhipuai_available: bool = False) -> None:
+        self.store, self.files, self.zhipuai_available = store, files, zhipuai_available
         self.datagen = datagen_pb2_grpc.DatagenStub(channels.datagen)
         self.validator = validator_pb2_grpc.ValidatorStub(channels.validator)
         self.trainer = trainer_pb2_grpc.TrainerStub(channels.trainer)
@@ -168,7 +165,8 @@ class Pipeline:
         if options is None:
             return None
         if options.styles_file:
-            return parse_styles(self.files.content(options.styles_file).decode("utf-8"), options.styles_file)
+            content = self.files.content(options.styles_file)
+            return parse_styles(decode_bytes(content, options.styles_file), options.styles_file)
         if options.styles_yaml:
             return parse_styles(options.styles_yaml, "emotune.styles_yaml")
         return None
@@ -195,15 +193,13 @@ class Pipeline:
         return result
 
     def _questions(self, request: CreateFineTuningJob) -> list[str]:
-        from emotune.importers import import_questions_text
-
         source = request.emotune.generation.questions
         questions = list(source.questions)
         if source.file:
             meta = self.files.get(source.file)
-            text = self.files.content(source.file).decode("utf-8")
-            questions += import_questions_text(text, source.format, source=meta.filename,
-                                               field_path=source.field_path)
+            text = decode_bytes(self.files.content(source.file), meta.filename)
+            imported = parse_questions(text, source.format, source=meta.filename, field_path=source.field_path)
+            questions += imported.questions
         unique = list(dict.fromkeys(q.strip() for q in questions if q.strip()))
         if not unique:
             raise InvalidInput("no questions: give emotune.generation.questions.file or .questions",
@@ -211,21 +207,13 @@ class Pipeline:
         return unique
 
     def _import_training_file(self, request: CreateFineTuningJob) -> str:
-        import json
-
+        """The uploaded OpenAI chat JSONL (already checked at upload) as a dataset artifact of records."""
         meta = self.files.get(request.training_file)
         if meta.purpose != "fine-tune":
             raise InvalidInput(f"file {meta.id} has purpose {meta.purpose!r}, expected 'fine-tune'",
                                field="training_file")
-        text = self.files.content(request.training_file).decode("utf-8")
-        records = [
-            Record(
-                id=record_id(meta.id, number),
-                messages=[Message(role=m["role"], content=m["content"]) for m in json.loads(line)["messages"]],
-                provenance=Provenance(teacher="import", source=meta.filename),
-            )
-            for number, line in enumerate(text.splitlines(), start=1) if line.strip()
-        ]
+        text = decode_bytes(self.files.content(request.training_file), meta.filename)
+        records, _report = parse_dataset(text, "openai", source=meta.filename, strict=True)
         key = f"datasets/{meta.id}"
         publish_artifact(self.store, key, {"records.jsonl": dumps_records(records).encode("utf-8")},
                          {"kind": "dataset", "source_file": meta.id, "records": len(records)})
@@ -237,7 +225,7 @@ class Pipeline:
         return datagen_pb2.GenerationSpec(
             styles_yaml=dump_styles(styles), style_names=selected,
             questions=datagen_pb2.QuestionSource(questions=questions),
-            teacher=self.teacher.for_job(request.model, generation.teacher),
+            teacher=teacher_config(request.model, generation.teacher, self.zhipuai_available),
             mode=generation.mode, variants_per_question=generation.variants_per_question,
             seed=request.seed or 0, output_prefix=f"datasets/{job_id}",
         )
@@ -328,14 +316,7 @@ class _Run:
                 ref = await start()
                 state.update(job_id=ref.job_id, after=0)
                 self._save(force=True)
-            async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=state["job_id"],
-                                                                      after_seq=state["after"])):
-                self._relay(stage, event)
-                if on_event is not None:
-                    on_event(stage, event)
-                state["after"] = event.seq
-                self._save()
-            job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=state["job_id"]))
+            job = await self._follow(stage, jobs, state, on_event)
         except asyncio.CancelledError:
             if self.ctx.cancel_requested() and "job_id" in state:  # a user cancel, not a gateway shutdown
                 await asyncio.shield(jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=state["job_id"])))
@@ -348,6 +329,32 @@ class _Run:
             raise StageFailed(f"{stage} failed: {job.error or 'no reason given'}", stage=stage,
                               sub_job=job.job_id)
         return self._done(stage, state, MessageToDict(job.result, preserving_proto_field_name=True))
+
+    async def _follow(self, stage: str, jobs: jobs_pb2_grpc.JobsStub, state: dict[str, Any],
+                      on_event: Callable[[str, jobs_pb2.Event], None] | None) -> jobs_pb2.Job:
+        """Watch the sub-job to its end from the last event seen; a restarting service or an expired stream
+        deadline re-attaches from the same offset instead of failing the pipeline."""
+        outage_since: float | None = None
+        while True:
+            try:
+                async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=state["job_id"],
+                                                                          after_seq=state["after"])):
+                    outage_since = None
+                    self._relay(stage, event)
+                    if on_event is not None:
+                        on_event(stage, event)
+                    state["after"] = event.seq
+                    self._save()
+                return await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=state["job_id"]))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > SERVICE_OUTAGE_TOLERANCE_SECONDS:
+                    raise
+                self.ctx.emit("log", f"{stage}: lost the {stage} stream ({exc.code().name}), re-attaching",
+                              stage=stage)
+                await asyncio.sleep(RECONNECT_SECONDS)
 
     def _relay(self, stage: str, event: jobs_pb2.Event) -> None:
         if event.type == "state":

@@ -97,7 +97,7 @@ class CreateFineTuningJob(BaseModel):
     emotune: EmotuneOptions | None = None
 
     @model_validator(mode="after")
-    def _one_data_source(self) -> "CreateFineTuningJob":
+    def _one_data_source(self) -> CreateFineTuningJob:
         generation = self.emotune.generation if self.emotune else None
         if not self.training_file and generation is None:
             raise ValueError("give a training_file, or emotune.generation (styles + questions) to generate one")
