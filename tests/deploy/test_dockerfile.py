@@ -111,6 +111,16 @@ def test_targets_run_as_non_root_with_a_healthcheck(rendered_compose, rendered_k
                 assert str(service.metrics_port) in exposed, f"{target}: metrics port not exposed"
 
 
+def test_image_env_is_read_by_the_service_settings(rendered_compose, rendered_k8s, services):
+    """EMOTUNE_* variables baked into an image are settings of the service that runs it (no drift there either)."""
+    for target, runners in built_targets(rendered_compose, rendered_k8s).items():
+        baked = {key for stage in chain(target) for cmd in stage.commands if cmd.cmd == "ENV"
+                 for key in cmd.value[::2] if key.startswith("EMOTUNE_")}
+        for name in runners & set(services):
+            unknown = baked - set(services[name].env_vars)
+            assert not unknown, f"image {target} sets {unknown}, which {name}'s settings do not read"
+
+
 def test_build_context_holds_what_copy_needs():
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.startswith("#")]

@@ -4,7 +4,6 @@ Prometheus (Debian package) started with its gateway job scrapes a running gatew
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import warnings
 import httpx
 import pytest
 import yaml
-from deploykit import PROMETHEUS_CONFIG, REPO, run, tool
+from deploykit import PROMETHEUS_CONFIG, REPO, free_port, run, tool
 
 PROMTOOL_HINT = "apt-get install prometheus (scripts/system-deps.sh)"
 
@@ -23,9 +22,10 @@ def scrape_jobs() -> dict[str, dict]:
 
 
 def serves_metrics(service: str) -> bool:
-    """A service whose code uses prometheus_client exposes /metrics and must be scraped."""
-    return any("prometheus_client" in path.read_text(encoding="utf-8")
-               for path in (REPO / "services" / service).rglob("*.py"))
+    """A service whose code starts emotune's metrics server or uses prometheus_client exposes /metrics."""
+    return any(marker in path.read_text(encoding="utf-8")
+               for path in (REPO / "services" / service).rglob("*.py")
+               for marker in ("start_metrics_server", "prometheus_client"))
 
 
 def test_promtool_accepts_the_config():
@@ -66,12 +66,6 @@ def test_every_service_with_metrics_is_scraped_on_its_port(services, rendered_co
 
 # ---------------------------------------------------------------------------------------------------------------
 # A real Prometheus scraping a real gateway
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
