@@ -10,6 +10,7 @@ from deploykit import (
     KUBERNETES_VERSION,
     by_kind,
     declared_metrics,
+    env_example_keys,
     k8s_overlays,
     kubectl,
     run,
@@ -134,3 +135,38 @@ def test_autoscaling_ingress_storage_and_training(rendered_k8s):
         assert by_kind(docs, "Job").get("minio-init"), "no bucket-init Job"
         trainer = by_kind(docs, "Deployment")["trainer"]
         assert trainer["spec"]["strategy"]["type"] == "Recreate"
+
+
+def secret_keys(docs: list[dict]) -> dict[str, bool]:
+    """Keys of emotune-secrets the manifests use -> whether the pod starts without them (optional)."""
+    keys: dict[str, bool] = {}
+
+    def note(key: str, optional: bool) -> None:
+        keys[key] = keys.get(key, True) and optional
+
+    for pod in workloads(docs).values():
+        for container in pod["containers"]:
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] == "emotune-secrets":
+                    note(ref["key"], ref.get("optional", False))
+        for volume in pod.get("volumes", []):
+            sources = volume.get("projected", {}).get("sources", [])
+            secrets = [s["secret"] for s in sources if "secret" in s]
+            if "secret" in volume:
+                secrets.append({**volume["secret"], "name": volume["secret"]["secretName"]})
+            for secret in secrets:
+                if secret["name"] == "emotune-secrets":
+                    for item in secret["items"]:
+                        note(item["key"], secret.get("optional", False))
+    return keys
+
+
+def test_the_secret_is_what_env_example_describes(rendered_k8s):
+    """`kubectl create secret generic emotune-secrets --from-env-file=.env` provides every key the pods need."""
+    required, optional = env_example_keys()
+    for overlay, docs in rendered_k8s.items():
+        for key, is_optional in secret_keys(docs).items():
+            assert key in required + optional, f"{overlay}: the pods read {key}, which .env.example does not list"
+            if not is_optional:
+                assert key in required, f"{overlay}: pods need {key}, but .env.example marks it optional"
