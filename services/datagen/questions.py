@@ -44,7 +44,8 @@ def load_questions(store: ArtifactStore, source: QuestionSourceSpec) -> Question
     if source.artifact_key:
         with tempfile.TemporaryDirectory(prefix="emotune-questions-") as tmp:
             path = _download(store, source.artifact_key, Path(tmp))
-            imported = import_questions(path, source.format or None, source.field_path or None)
+            imported = import_questions(path, source.format or None, source.field_path or None,
+                                        limit=source.limit or None)
         # Messages should name the store key, not the temporary copy.
         errors = [LineError(e.file.replace(str(path), source.artifact_key), e.line, e.message, e.field)
                   for e in imported.report.errors]

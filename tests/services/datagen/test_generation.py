@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -18,6 +19,7 @@ from services.datagen.shards import read_shards
 from tests.support.teacher_server import Fault
 
 QUESTIONS = [f"第{i}个问题：最近怎么样" for i in range(12)]
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "questions"
 
 
 async def _finish(service: DatagenService, job_id: str):
@@ -226,3 +228,20 @@ async def test_questions_from_a_store_file(service, teacher, teacher_cfg, styles
     records, _, _ = _dataset(service, job.result["dataset"])
     assert [r.first_user_text for r in records] == ["今天好累", "下雨了没带伞"]
     assert all(r.provenance.source.endswith(":inputs/q/daily.txt") for r in records)
+
+
+async def test_multi_turn_from_a_wechat_export_folder(service, teacher, teacher_cfg, styles_yaml):
+    """A folder export goes into the store as a prefix; its dialogues are the openings for multi-turn mode."""
+    from services.datagen.cli import upload_questions
+
+    key = upload_questions(service.store, EXAMPLES / "wechat_export")
+    teacher.responder = lambda body: json.dumps(
+        [{"role": "user", "content": "在吗"}, {"role": "assistant", "content": "在呢~"}], ensure_ascii=False)
+    record = await service.start({"styles_yaml": styles_yaml, "mode": "multi", "style_names": ["温柔"],
+                                  "questions": {"artifact_key": key, "format": "wechat"}, "teacher": teacher_cfg})
+    job = await _finish(service, record.job_id)
+    records, failures, _ = _dataset(service, job.result["dataset"])
+    assert len(records) == 9 and not failures  # the export holds 9 dialogues
+    fragments = [r.meta["fragment"] for r in records]
+    assert fragments[0][0] == {"role": "user", "content": "吃饭了没"}
+    assert any("吃饭了没" in c.prompt_text for c in teacher.calls)  # the fragment is in the prompt
