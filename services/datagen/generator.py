@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,7 @@ class GenerationJob:
     def __init__(self, ctx: JobContext, deps: DatagenDeps) -> None:
         self.ctx, self.deps, self.settings = ctx, deps, deps.settings
         self.spec = GenerationSpec.model_validate(ctx.spec)
+        self.caller: TeacherCaller | None = None
 
     async def run(self) -> dict[str, Any]:
         spec, store = self.spec, self.deps.store
@@ -147,7 +149,8 @@ class GenerationJob:
             await self.writer.flush()
             await teacher.aclose()
 
-    async def _work(self, queue) -> None:
+    async def _work(self, queue: Iterator[WorkItem]) -> None:
+        """One worker: the workers share ``queue``, so each item is taken exactly once."""
         for item in queue:
             outcome = await self._sample(item)
             self.outcomes[item.id] = outcome
@@ -172,9 +175,8 @@ class GenerationJob:
 
     def _progress(self) -> tuple[str, dict[str, Any]]:
         snap = self.tally.snapshot()
-        caller = getattr(self, "caller", None)
         return f"{snap['done']}/{snap['total']}", {
-            **snap, "in_flight": caller.in_flight if caller else 0, "shards": self.writer.shards_written}
+            **snap, "in_flight": self.caller.in_flight if self.caller else 0, "shards": self.writer.shards_written}
 
     async def _sample(self, item: WorkItem) -> Outcome:
         style = self.styles[item.style]

@@ -245,3 +245,27 @@ async def test_multi_turn_from_a_wechat_export_folder(service, teacher, teacher_
     fragments = [r.meta["fragment"] for r in records]
     assert fragments[0][0] == {"role": "user", "content": "吃饭了没"}
     assert any("吃饭了没" in c.prompt_text for c in teacher.calls)  # the fragment is in the prompt
+
+
+async def test_graceful_shutdown_keeps_the_job_for_the_next_process(settings, service, teacher, teacher_cfg,
+                                                                    styles_yaml):
+    """SIGTERM path: the runner stops, buffered results are flushed, the job stays 'running' for a restart."""
+    teacher.latency = 0.1
+    record = await service.start({"styles_yaml": styles_yaml, "questions": {"questions": QUESTIONS},
+                                  "teacher": {**teacher_cfg, "max_concurrency": 3}})
+    while len(teacher.calls) < 7:
+        await asyncio.sleep(0.02)
+    await service.shutdown()
+    assert service.jobs.get(record.job_id).state == JobState.RUNNING
+    flushed, _ = read_shards(service.store, f"datasets/{record.job_id}/shards")
+    answered = {c.last_user + c.messages[0]["content"] for c in teacher.calls if c.finished}
+    assert len(flushed) >= len(answered) - 3  # at most the in-flight ones were lost, nothing finished was
+    asked_before = len(teacher.calls)
+
+    restarted = DatagenService(settings, LocalStore(settings.store_path))
+    assert await restarted.resume_unfinished() == [record.job_id]
+    job = await _finish(restarted, record.job_id)
+    assert job.state == JobState.SUCCEEDED and job.result["records"] == 24
+    again = {c.last_user + c.messages[0]["content"] for c in teacher.calls[asked_before:]}
+    done = {o.record.first_user_text + o.record.messages[0].content for o in flushed.values()}
+    assert not (again & done)
