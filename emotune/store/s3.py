@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,11 +24,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+import certifi
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
-from emotune.errors import EmotuneError, FailedPrecondition, NotFound, Unavailable
+from emotune.errors import EmotuneError, FailedPrecondition, InvalidInput, NotFound, Unavailable
 from emotune.settings import Settings
 from emotune.store.base import CHUNK, ArtifactStore, ObjectInfo, copy_hashed
 from emotune.store.keys import validate_key
@@ -43,10 +45,16 @@ T = TypeVar("T")
 
 
 def _http_client(timeout_seconds: float) -> urllib3.PoolManager:
-    """Connection pool with a bounded retry budget: a down server fails in about a second, not after minutes."""
+    """Connection pool with a bounded retry budget: a down server fails in about a second, not after minutes.
+
+    TLS is verified against ``SSL_CERT_FILE`` if set (e.g. a private CA for MinIO), else certifi's bundle,
+    exactly as the minio SDK's own default client does.
+    """
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(timeout_seconds, 10.0), read=timeout_seconds),
         maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         retries=urllib3.Retry(total=5, connect=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
@@ -54,14 +62,17 @@ def _http_client(timeout_seconds: float) -> urllib3.PoolManager:
 class _ObjectStream(io.RawIOBase):
     """A GET response as a raw stream; closing it returns the connection to the pool."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
-        self._response = response
+    def __init__(self, response: urllib3.BaseHTTPResponse, where: str) -> None:
+        self._response, self._where = response, where
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._response.read(len(buffer))
+        try:
+            data = self._response.read(len(buffer))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unavailable(f"reading {self._where} failed: {type(exc).__name__}") from None
         buffer[: len(data)] = data
         return len(data)
 
@@ -81,14 +92,20 @@ class S3Store(ArtifactStore):
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout_seconds: float = 300.0) -> S3Store:
         """Connect, verify the credentials and create the bucket (in the configured region) if it is missing."""
-        client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            http_client=_http_client(timeout_seconds),
-        )
+        try:
+            client = Minio(
+                settings.s3_endpoint,
+                access_key=settings.s3_access_key.get_secret_value(),
+                secret_key=settings.s3_secret_key.get_secret_value(),
+                secure=settings.s3_secure,
+                region=settings.s3_region,
+                http_client=_http_client(timeout_seconds),
+            )
+        except ValueError as exc:  # e.g. "http://host:9000" or a path: the SDK wants host:port
+            raise InvalidInput(
+                f"{settings.s3_endpoint!r} is not a valid S3 endpoint ({exc}); use host:port and "
+                "EMOTUNE_S3_SECURE for TLS", field="s3_endpoint",
+            ) from None
         store = cls(client, settings.s3_bucket, settings.s3_endpoint)
         store._ensure_bucket(settings.s3_region)
         return store
@@ -160,7 +177,7 @@ class S3Store(ArtifactStore):
     def open(self, key: str) -> BinaryIO:
         validate_key(key)
         response = self._call(key, lambda: self.client.get_object(self.bucket, key))
-        return io.BufferedReader(_ObjectStream(response), CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_ObjectStream(response, self._where(key)), CHUNK)  # type: ignore[return-value]
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

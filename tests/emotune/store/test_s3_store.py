@@ -13,7 +13,7 @@ import pytest
 from minio import Minio
 from pydantic import SecretStr
 
-from emotune.errors import FailedPrecondition, NotFound, Unavailable
+from emotune.errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
 from emotune.settings import Settings
 from emotune.store import open_store
 from emotune.store.s3 import PART_SIZE, SHA256_META, S3Store
@@ -89,6 +89,13 @@ def test_unreachable_endpoint_is_unavailable_quickly():
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000", "127.0.0.1:9000/bucket"])
+def test_a_malformed_endpoint_names_the_setting(endpoint):
+    with pytest.raises(InvalidInput) as info:
+        S3Store.from_settings(Settings(store_backend="s3", s3_endpoint=endpoint))
+    assert info.value.field == "s3_endpoint" and endpoint in info.value.message
+
+
 def test_missing_bucket_after_start_is_not_found_naming_the_bucket(s3_store):
     s3_store.client.remove_bucket(s3_store.bucket)
     with pytest.raises(NotFound, match=f"bucket '{s3_store.bucket}'"):
@@ -108,7 +115,9 @@ def test_tampered_presigned_url_is_forbidden(s3_store):
 
 def test_presigned_url_expires(s3_store):
     s3_store.put_bytes("share/soon.txt", b"soon")
-    url = s3_store.presigned_url("share/soon.txt", expires=timedelta(seconds=1))
+    signed_at = time.monotonic()
+    # X-Amz-Date has whole seconds, so the URL lives between 2 and 3 s
+    url = s3_store.presigned_url("share/soon.txt", expires=timedelta(seconds=3))
     assert httpx.get(url).status_code == 200
-    time.sleep(2.2)
+    time.sleep(max(0.0, signed_at + 4 - time.monotonic()))
     assert httpx.get(url).status_code == 403
