@@ -4,16 +4,11 @@ setting whose default only works on one machine (loopback addresses) set for con
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 import warnings
 
-import psutil
 import pytest
-from deploykit import REPO, by_kind, free_port, repo_services, workloads
+from deploykit import by_kind, repo_services, workloads
 
 from emotune.settings import Settings
 
@@ -146,47 +141,3 @@ def test_drift_check_catches_an_unknown_variable():
     with pytest.raises(pytest.fail.Exception, match="EMOTUNE_LOG_LEVLE"):
         check_env(name, {"EMOTUNE_LOG_LEVLE": "INFO"}, "probe")
 
-
-def test_grpc_services_listen_where_other_containers_reach_them(services, tmp_path):
-    """Started as compose/k8s start them (EMOTUNE_GRPC_BIND=0.0.0.0), every gRPC service listens on all
-    interfaces with both its gRPC port and its metrics port: a port bound to 127.0.0.1 inside a container is
-    unreachable for peers and for Prometheus. Checked on the listening sockets; nothing connects."""
-    started = {}
-    for service in services.values():
-        if service.grpc_port is None or not service.built:
-            continue
-        grpc_port, metrics_port = free_port(), free_port()
-        env = {**os.environ, "EMOTUNE_ENV": "dev", "EMOTUNE_STORE_BACKEND": "local",
-               "EMOTUNE_STORE_PATH": str(tmp_path / "store"), "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"),
-               "EMOTUNE_GRPC_BIND": "0.0.0.0", f"EMOTUNE_{service.name.upper()}_ADDR": f"127.0.0.1:{grpc_port}",
-               "EMOTUNE_METRICS_PORT": str(metrics_port), "EMOTUNE_INFERENCE_PRELOAD": "",
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", f"services.{service.name}"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        started[service.name] = (proc, {grpc_port: "gRPC", metrics_port: "metrics"})
-    try:
-        deadline = time.monotonic() + 90
-        pending, problems = dict(started), []
-        while pending:
-            for name, (proc, ports) in list(pending.items()):
-                if proc.poll() is not None:
-                    pytest.fail(f"{name} exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
-                listening = {c.laddr.port: c.laddr.ip for c in psutil.Process(proc.pid).net_connections("inet")
-                             if c.status == psutil.CONN_LISTEN}
-                if set(ports) <= set(listening):
-                    problems += [f"{name}: its {what} port listens on {listening[port]} only"
-                                 for port, what in ports.items() if listening[port] not in ("0.0.0.0", "::")]
-                    del pending[name]
-            assert time.monotonic() < deadline, f"still not listening after 90 s: {sorted(pending)}"
-            time.sleep(0.3)
-        assert not problems, ("with EMOTUNE_GRPC_BIND=0.0.0.0 (as in compose/k8s) these are unreachable from "
-                              "other containers and Prometheus: " + "; ".join(problems))
-    finally:
-        for proc, _ in started.values():
-            proc.terminate()
-        for proc, _ in started.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()

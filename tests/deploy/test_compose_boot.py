@@ -1,0 +1,99 @@
+"""Every service boots with the environment compose gives it (EMOTUNE_ENV=prod, API keys, all interfaces),
+translated to this machine: peers' host:port become loopback ports, the store a local directory, no model
+preloaded. Checks that the settings accept what the deployment passes, that every port a peer or Prometheus
+needs listens on all interfaces, and that the gateway takes the internal key the UI and datagen are given."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+from deploykit import REPO, free_port
+
+from emotune.grpc.probe import check as grpc_serving
+
+BOOT_SECONDS = 150
+
+
+def container_ports(entry: dict) -> set[int]:
+    return {int(p) for p in entry.get("expose", [])} | {int(p["target"]) for p in entry.get("ports", [])}
+
+
+def loopback_env(name: str, compose: dict[str, dict], ports: dict[tuple[str, int], int], tmp_path) -> dict[str, str]:
+    """The compose environment of ``name`` with compose hosts/ports mapped to loopback ports."""
+    env = {}
+    for key, value in compose[name]["environment"].items():
+        if value is None:
+            continue
+        for (host, port), local in ports.items():
+            value = re.sub(rf"\b{re.escape(host)}:{port}\b", f"127.0.0.1:{local}", value)
+        if value.isdigit() and (name, int(value)) in ports:  # the service's own port settings
+            value = str(ports[(name, int(value))])
+        env[key] = value
+    return {**os.environ, **env, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(tmp_path / "store"),
+            "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"), "EMOTUNE_INFERENCE_PRELOAD": "",
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def healthy(name: str, service, ports: dict[tuple[str, int], int]) -> bool:
+    if service.grpc_port is not None:
+        return grpc_serving(f"127.0.0.1:{ports[(name, service.grpc_port)]}", timeout=1)
+    path = "/_stcore/health" if name == "ui" else "/healthz"
+    try:
+        return httpx.get(f"http://127.0.0.1:{ports[(name, service.http_port)]}{path}", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.slow
+def test_services_boot_with_the_compose_environment(services, rendered_compose, tmp_path):
+    compose = rendered_compose["cpu"]["services"]
+    names = [name for name, service in services.items() if service.built]
+    ports = {(name, port): free_port() for name in compose for port in container_ports(compose[name])}
+    procs = {}
+    for name in names:
+        procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=REPO,
+                                       env=loopback_env(name, compose, ports, tmp_path), text=True,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        pending, deadline = set(names), time.monotonic() + BOOT_SECONDS
+        while pending:
+            for name in sorted(pending):
+                if procs[name].poll() is not None:
+                    pytest.fail(f"{name} exited {procs[name].returncode} with the compose environment:\n"
+                                f"{procs[name].stderr.read()[-3000:]}")
+                if healthy(name, services[name], ports):
+                    pending.discard(name)
+            assert time.monotonic() < deadline, f"not healthy after {BOOT_SECONDS} s: {sorted(pending)}"
+            time.sleep(0.3)
+
+        unreachable = []
+        for name in names:
+            listening = {c.laddr.port: c.laddr.ip for c in psutil.Process(procs[name].pid).net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN}
+            for port in container_ports(compose[name]):
+                local = ports[(name, port)]
+                if listening.get(local) not in ("0.0.0.0", "::"):
+                    unreachable.append(f"{name}: container port {port} listens on {listening.get(local)}")
+        if "gateway" in procs:
+            api = f"http://127.0.0.1:{ports[('gateway', services['gateway'].http_port)]}/v1/models"
+            internal_key = compose["ui"]["environment"]["EMOTUNE_UI_API_KEY"]
+            assert httpx.get(api, timeout=10).status_code == 401
+            answer = httpx.get(api, headers={"Authorization": f"Bearer {internal_key}"}, timeout=30)
+            assert answer.status_code == 200, answer.text
+        assert not unreachable, "unreachable from other containers / Prometheus: " + "; ".join(unreachable)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
