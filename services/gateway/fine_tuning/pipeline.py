@@ -363,7 +363,12 @@ class _Run:
         self.ctx.emit(event.type, f"{stage}: {event.message}", stage=stage, **data)
 
     def collect_checkpoint(self, stage: str, event: jobs_pb2.Event) -> None:
-        """Training events that describe a saved checkpoint feed ``/checkpoints``."""
+        """Training events feed ``/checkpoints`` (saved checkpoints) and the report's loss curve."""
+        data = MessageToDict(event.data, preserving_proto_field_name=True)
         if event.type == "checkpoint":
-            data = MessageToDict(event.data, preserving_proto_field_name=True)
             self.checkpoint["checkpoints"].append(data)
+        elif event.type == "progress" and "loss" in data:
+            self.checkpoint.setdefault("loss_curve", []).append({"step": data.get("step"), "train_loss": data["loss"]})
+        elif event.type == "metric" and "eval_loss" in data:
+            self.checkpoint.setdefault("loss_curve", []).append({"step": data.get("step"),
+                                                                 "valid_loss": data["eval_loss"]})

@@ -137,7 +137,7 @@ class FineTuningService:
             plots[name] = f"/v1/fine_tuning/jobs/{job_id}/plots/{name}.png"
         return {"id": job_id, "status": _status(record), "validation": validation, "training": training,
                 "evaluation": evaluation, "plots": plots,
-                "loss_curve": [c for c in record.checkpoint.get("checkpoints", [])]}
+                "loss_curve": record.checkpoint.get("loss_curve", [])}
 
     async def plot(self, job_id: str, name: str) -> bytes:
         report = await self.report(job_id)
