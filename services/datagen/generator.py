@@ -176,7 +176,9 @@ class GenerationJob:
     def _progress(self) -> tuple[str, dict[str, Any]]:
         snap = self.tally.snapshot()
         return f"{snap['done']}/{snap['total']}", {
-            **snap, "in_flight": self.caller.in_flight if self.caller else 0, "shards": self.writer.shards_written}
+            **snap, "in_flight": self.caller.in_flight if self.caller else 0, "shards": self.writer.shards_written,
+            # > 0 while the provider's Retry-After holds every request back
+            "held_s": round(self.caller.limiter.held_for, 2) if self.caller else 0.0}
 
     async def _sample(self, item: WorkItem) -> Outcome:
         style = self.styles[item.style]

@@ -40,6 +40,11 @@ class ProviderLimiter:
         """No new request starts for ``seconds`` (the provider asked us to back off)."""
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
+    @property
+    def held_for(self) -> float:
+        """Seconds until requests may start again (0 when not held back)."""
+        return max(0.0, self._resume_at - time.monotonic())
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with self._slots:

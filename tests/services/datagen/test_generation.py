@@ -35,7 +35,7 @@ def _dataset(service: DatagenService, prefix: str):
 
 
 async def test_every_request_ends_as_a_sample_or_a_classified_failure(service, teacher, teacher_cfg, styles_yaml):
-    teacher.hang_seconds = 2.0
+    teacher.hang_seconds = 5.0  # longer than the job's request timeout below
     teacher.script("第1个", Fault.RATE_LIMIT, Fault.RATE_LIMIT)
     teacher.script("第2个", Fault.SERVER_ERROR, Fault.UNAVAILABLE)
     teacher.script("第3个", Fault.TIMEOUT)
@@ -46,7 +46,7 @@ async def test_every_request_ends_as_a_sample_or_a_classified_failure(service, t
     teacher.always("第8个", Fault.CONTENT_FILTER)
     teacher.chaos(0.25, [Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.MALFORMED], seed=3)
     record = await service.start({"styles_yaml": styles_yaml, "questions": {"questions": QUESTIONS},
-                                  "teacher": {**teacher_cfg, "timeout_seconds": 0.5}})
+                                  "teacher": {**teacher_cfg, "timeout_seconds": 2.0}})  # loaded CI needs slack
     job = await _finish(service, record.job_id)
     assert job.state == JobState.SUCCEEDED, job.error
     records, failures, stats = _dataset(service, job.result["dataset"])
@@ -128,7 +128,7 @@ async def test_combinatorial_job(service, teacher, teacher_cfg, blessings_yaml):
 async def test_zhipuai_teacher_with_its_concurrency_cap(settings, teacher, styles_yaml):
     with_key = settings.model_copy(update={"zhipuai_api_key": SecretStr("abc.zhipu-secret")})
     service = DatagenService(with_key, LocalStore(settings.store_path))
-    teacher.latency = 0.05
+    teacher.latency = 0.2
     teacher.script("第2个", Fault.RATE_LIMIT)
     teacher.always("第3个", Fault.SAFETY_ZHIPUAI)
     record = await service.start({"styles_yaml": styles_yaml, "questions": {"questions": QUESTIONS},

@@ -55,9 +55,11 @@ async def test_rate_limit_holds_every_request_to_the_provider(teacher, make_call
     teacher.script("first", Fault.RATE_LIMIT)
     caller = make_caller()
     first = asyncio.create_task(_ask(caller, "first"))
-    while not (teacher.calls and teacher.calls[0].finished):
+    for _ in range(1000):  # until the client has seen the 429 and put the provider on hold
+        if caller.limiter.held_for > 0:
+            break
         await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)  # the client has seen the 429
+    assert caller.limiter.held_for > 0, "a 429 with Retry-After did not hold the provider"
     await _ask(caller, "second")
     await first
     second_call = next(c for c in teacher.calls if "second" in c.prompt_text)
@@ -91,7 +93,7 @@ async def test_unparsable_output_is_retried(teacher, make_caller):
 
 
 async def test_concurrency_cap_is_respected(teacher, make_caller):
-    teacher.latency = 0.1
+    teacher.latency = 0.3
     caller = make_caller(concurrency=5)
     await asyncio.gather(*(_ask(caller, f"q{i}") for i in range(20)))
     assert teacher.max_in_flight == 5
