@@ -128,7 +128,7 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
             assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.1)
         assert job.state == JobState.SUCCEEDED, job.error
-        metrics = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).text
+        metrics = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{service.metrics_port}/metrics")).text
         assert 'emotune_datagen_samples_total{status="ok"}' in metrics
         assert 'emotune_datagen_teacher_requests_total{outcome="ok",provider="openai"}' in metrics
     finally:
