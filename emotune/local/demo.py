@@ -42,10 +42,10 @@ def submit_job(client: OpenAI, options: DemoOptions):  # noqa: ANN201 - openai's
     styles = client.files.create(file=options.styles_file.open("rb"), purpose="emotune-styles")
     questions = client.files.create(file=options.questions_file.open("rb"), purpose="emotune-questions")
     return client.fine_tuning.jobs.create(
-        model=options.base_model, suffix=options.suffix, seed=7,
+        model=options.base_model, training_file=styles.id, suffix=options.suffix, seed=7,
         hyperparameters={"n_epochs": options.epochs, "batch_size": 4},
         extra_body={"emotune": {
-            "styles_file": styles.id, "styles": list(options.styles),
+            "styles": list(options.styles),
             "generation": {"questions": {"file": questions.id, "limit": options.questions_per_style}},
             "training": {"max_steps": options.max_steps},
             "evaluation": {"questions_per_style": options.eval_questions},

@@ -101,8 +101,10 @@ class CreateFineTuningJob(BaseModel):
         generation = self.emotune.generation if self.emotune else None
         if not self.training_file and generation is None:
             raise ValueError("give a training_file, or emotune.generation (styles + questions) to generate one")
-        if generation is not None and not (self.emotune.styles_file or self.emotune.styles_yaml):
-            raise ValueError("emotune.generation needs emotune.styles_file or emotune.styles_yaml")
+        if generation is not None and not (self.emotune.styles_file or self.emotune.styles_yaml
+                                           or self.training_file):
+            raise ValueError("emotune.generation needs styles: a styles file as training_file, "
+                             "emotune.styles_file or emotune.styles_yaml")
         return self
 
 

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from typing import Any
 
-from emotune.errors import FailedPrecondition, NotFound
+from emotune.errors import FailedPrecondition, InvalidInput, NotFound
 from emotune.jobrunner import JobRunner
 from emotune.jobs import JobEvent, JobRecord, JobState, JobStore
 from emotune.store.base import ArtifactStore
@@ -15,6 +15,7 @@ from services.gateway.fine_tuning.evaluation import evaluation_chart_png
 from services.gateway.fine_tuning.protocol import (
     CheckpointOut,
     CreateFineTuningJob,
+    EmotuneOptions,
     FineTuningJob,
     JobError,
     JobEventOut,
@@ -45,7 +46,7 @@ def to_openai(record: JobRecord) -> FineTuningJob:
     return FineTuningJob(
         id=record.job_id, model=request.model, created_at=int(record.created_at.timestamp()),
         finished_at=finished, fine_tuned_model=record.result.get("fine_tuned_model"),
-        status=_status(record), training_file=request.training_file, validation_file=request.validation_file,
+        status=_status(record), training_file=record.spec.get("training_file", request.training_file), validation_file=request.validation_file,
         hyperparameters=request.hyperparameters, error=error, seed=record.spec.get("seed", 0),
         metadata=request.metadata, integrations=request.integrations,
         trained_tokens=record.result.get("training", {}).get("trained_tokens"),
@@ -58,19 +59,34 @@ class FineTuningService:
         self.jobs, self.runner, self.files, self.store = jobs, runner, files, store
 
     async def create(self, request: CreateFineTuningJob) -> FineTuningJob:
-        for field in ("training_file", "validation_file"):
-            file_id = getattr(request, field)
-            if file_id:
-                await asyncio.to_thread(self.files.get, file_id)  # 404-style error names the file
-        if request.emotune and request.emotune.styles_file:
-            await asyncio.to_thread(self.files.get, request.emotune.styles_file)
+        shown_training_file = request.training_file
+        request = await asyncio.to_thread(self._normalise, request)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         request = request.model_copy(update={"seed": seed})
         record = await self.runner.submit(
-            {"request": request.model_dump(mode="json"), "seed": seed},
+            {"request": request.model_dump(mode="json"), "seed": seed, "training_file": shown_training_file},
             job_id=f"ftjob-{secrets.token_hex(12)}",
         )
         return to_openai(record)
+
+    def _normalise(self, request: CreateFineTuningJob) -> CreateFineTuningJob:
+        """Check the referenced files exist, and accept a styles document as ``training_file``.
+
+        OpenAI's clients require ``training_file``; for a job that *generates* its data, the natural file to
+        give is the styles document, so one uploaded with purpose ``emotune-styles`` is taken as the styles.
+        """
+        for file_id in (request.training_file, request.validation_file,
+                        request.emotune.styles_file if request.emotune else None):
+            if file_id:
+                self.files.get(file_id)  # 404 naming the missing file
+        if not request.training_file or self.files.get(request.training_file).purpose != "emotune-styles":
+            return request
+        options = request.emotune or EmotuneOptions()
+        if options.generation is None:
+            raise InvalidInput("a styles file as training_file generates the data: give emotune.generation "
+                               "(at least the questions)", field="emotune.generation")
+        options = options.model_copy(update={"styles_file": options.styles_file or request.training_file})
+        return request.model_copy(update={"training_file": None, "emotune": options})
 
     def _get(self, job_id: str) -> JobRecord:
         try:

@@ -80,11 +80,12 @@ def stack(tmp_path: Path, s3_server):  # noqa: ANN001 - fixture from tests/conft
     local.stop()
 
 
-def _job_request(suffix: str, max_steps: int) -> dict:
+def _job_request(client: OpenAI, suffix: str, max_steps: int) -> dict:
+    styles = client.files.create(file=("styles.yaml", STYLES_YAML.encode()), purpose="emotune-styles")
     return {
-        "model": BASE, "suffix": suffix, "seed": 3, "hyperparameters": {"n_epochs": 1, "batch_size": 2},
+        "model": BASE, "training_file": styles.id, "suffix": suffix, "seed": 3,
+        "hyperparameters": {"n_epochs": 1, "batch_size": 2},
         "extra_body": {"emotune": {
-            "styles_yaml": STYLES_YAML,
             "generation": {"questions": {"questions": QUESTIONS}},
             # SmolLM2 as its own teacher writes weak text: keep what the rules accept, test the plumbing.
             "validation": {"similarity_threshold": -1.0},
@@ -115,7 +116,7 @@ def _client(stack: LocalStack) -> OpenAI:
 
 def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
     client = _client(stack)
-    job = client.fine_tuning.jobs.create(**_job_request("e2e", max_steps=6))
+    job = client.fine_tuning.jobs.create(**_job_request(client, "e2e", max_steps=6))
     assert job.status in {"queued", "validating_files", "running"} and job.id.startswith("ftjob-")
 
     job = _wait(client, job.id, timeout=900)
@@ -145,7 +146,7 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
 
 def test_gateway_killed_mid_job_resumes_and_completes(stack: LocalStack) -> None:
     client = _client(stack)
-    job = client.fine_tuning.jobs.create(**_job_request("restart", max_steps=12))
+    job = client.fine_tuning.jobs.create(**_job_request(client, "restart", max_steps=12))
 
     def training(j) -> bool:  # noqa: ANN001
         return (j.model_extra or {}).get("emotune", {}).get("stage") == "training" or j.status != "running" and \
