@@ -170,5 +170,5 @@ def run(
     console.print(f"dataset [bold]{result['dataset']}[/bold]: {int(result['records'])} records, "
                   f"{int(result['failures'])} failures")
     if export:
-        download_artifact(store, result["dataset"], export)
+        download_artifact(store, result["dataset_artifact"], export)
         console.print(f"files in {export}")

@@ -258,7 +258,7 @@ class GenerationJob:
         return self._result(manifest)
 
     def _result(self, manifest: ArtifactManifest) -> dict[str, Any]:
-        return {"dataset": manifest.key_prefix, "digest": manifest.digest,
+        return {"dataset_artifact": manifest.key_prefix, "digest": manifest.digest,
                 "records": manifest.metadata.get("records", 0), "failures": manifest.metadata.get("failures", 0)}
 
 

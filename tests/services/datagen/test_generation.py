@@ -49,7 +49,7 @@ async def test_every_request_ends_as_a_sample_or_a_classified_failure(service, t
                                   "teacher": {**teacher_cfg, "timeout_seconds": 2.0}})  # loaded CI needs slack
     job = await _finish(service, record.job_id)
     assert job.state == JobState.SUCCEEDED, job.error
-    records, failures, stats = _dataset(service, job.result["dataset"])
+    records, failures, stats = _dataset(service, job.result["dataset_artifact"])
     assert len(records) + len(failures) == stats["planned"] == 24
     assert {r.id for r in records}.isdisjoint(f["id"] for f in failures)
     by_question = {(f["style"], f["prompt"][:3]): f for f in failures}
@@ -104,7 +104,7 @@ async def test_multi_turn_dialogues(service, teacher, teacher_cfg, styles_yaml):
     record = await service.start({"styles_yaml": styles_yaml, "mode": "multi", "style_names": ["温柔"],
                                   "questions": {"questions": ["周末一起去爬山吗"]}, "teacher": teacher_cfg})
     job = await _finish(service, record.job_id)
-    records, failures, stats = _dataset(service, job.result["dataset"])
+    records, failures, stats = _dataset(service, job.result["dataset_artifact"])
     assert not failures and len(records) == 1
     assert [m.role for m in records[0].messages] == ["system", "user", "assistant", "user", "assistant"]
     assert records[0].messages[1].content == "周末一起去爬山吗"
@@ -117,7 +117,7 @@ async def test_combinatorial_job(service, teacher, teacher_cfg, blessings_yaml):
     record = await service.start({"styles_yaml": blessings_yaml, "mode": "combinatorial", "seed": 5,
                                   "teacher": teacher_cfg})
     job = await _finish(service, record.job_id)
-    records, _, stats = _dataset(service, job.result["dataset"])
+    records, _, stats = _dataset(service, job.result["dataset_artifact"])
     assert len(records) == 6 and stats["skipped"] == 2
     assert stats["per_style"]["小红书"]["skipped"] == {"incompatible": 2}
     assert {r.assistant_text for r in records} == {"岁岁平安，万事胜意🎉"}
@@ -140,7 +140,7 @@ async def test_zhipuai_teacher_with_its_concurrency_cap(settings, teacher, style
     assert teacher.max_in_flight == 5
     assert {c.flavour for c in teacher.calls} == {"zhipuai"}
     assert {c.authorization for c in teacher.calls} == {"Bearer abc.zhipu-secret"}
-    records, failures, _ = _dataset(service, job.result["dataset"])
+    records, failures, _ = _dataset(service, job.result["dataset_artifact"])
     assert len(records) == 22 and {f["reason"] for f in failures} == {"content_safety"}
     assert records[0].provenance.teacher == "zhipuai"
 
@@ -159,7 +159,7 @@ async def test_bad_key_fails_the_job_and_keeps_partial_results(service, teacher,
     job = await _finish(service, resumed.job_id)
     assert job.state == JobState.SUCCEEDED and job.result["records"] == 24
     assert len(teacher.calls) == 24 - 9
-    assert job.result["dataset"] == f"datasets/{record.job_id}"
+    assert job.result["dataset_artifact"] == f"datasets/{record.job_id}"
 
 
 async def test_cancel_then_resume(service, teacher, teacher_cfg, styles_yaml):
@@ -181,7 +181,7 @@ async def test_cancel_then_resume(service, teacher, teacher_cfg, styles_yaml):
     repeated = [c for c in teacher.calls[asked_before:] if any(c.last_user == o.record.first_user_text and
                 c.messages[0]["content"].startswith(o.record.messages[0].content) for o in done_before.values())]
     assert not repeated
-    assert read_manifest(service.store, job.result["dataset"]).metadata["records"] == 24
+    assert read_manifest(service.store, job.result["dataset_artifact"]).metadata["records"] == 24
 
 
 async def test_submission_errors_name_the_field(service, teacher_cfg, styles_yaml, blessings_yaml, monkeypatch):
@@ -214,7 +214,7 @@ async def test_output_prefix_is_never_overwritten(service, teacher, teacher_cfg,
     request = {"styles_yaml": styles_yaml, "questions": {"questions": ["你好"]}, "teacher": teacher_cfg,
                "output_prefix": "datasets/mine"}
     job = await _finish(service, (await service.start(request)).job_id)
-    assert job.result["dataset"] == "datasets/mine"
+    assert job.result["dataset_artifact"] == "datasets/mine"
     with pytest.raises(AlreadyExists):
         await service.start(request)
 
@@ -225,7 +225,7 @@ async def test_questions_from_a_store_file(service, teacher, teacher_cfg, styles
     record = await service.start({"styles_yaml": styles_yaml, "style_names": ["毒舌"], "teacher": teacher_cfg,
                                   "questions": {"artifact_key": "inputs/q/daily.txt", "format": "lines"}})
     job = await _finish(service, record.job_id)
-    records, _, _ = _dataset(service, job.result["dataset"])
+    records, _, _ = _dataset(service, job.result["dataset_artifact"])
     assert [r.first_user_text for r in records] == ["今天好累", "下雨了没带伞"]
     assert all(r.provenance.source.endswith(":inputs/q/daily.txt") for r in records)
 
@@ -240,7 +240,7 @@ async def test_multi_turn_from_a_wechat_export_folder(service, teacher, teacher_
     record = await service.start({"styles_yaml": styles_yaml, "mode": "multi", "style_names": ["温柔"],
                                   "questions": {"artifact_key": key, "format": "wechat"}, "teacher": teacher_cfg})
     job = await _finish(service, record.job_id)
-    records, failures, _ = _dataset(service, job.result["dataset"])
+    records, failures, _ = _dataset(service, job.result["dataset_artifact"])
     assert len(records) == 9 and not failures  # the export holds 9 dialogues
     fragments = [r.meta["fragment"] for r in records]
     assert fragments[0][0] == {"role": "user", "content": "吃饭了没"}

@@ -91,7 +91,7 @@ async def _uninterrupted(tmp_path: Path, settings, request: dict) -> list[tuple]
     await service.runner.wait(record.job_id)
     job = service.jobs.get(record.job_id)
     assert job.state == JobState.SUCCEEDED, job.error
-    return _comparable(store, job.result["dataset"])
+    return _comparable(store, job.result["dataset_artifact"])
 
 
 @pytest.mark.slow
@@ -134,7 +134,7 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
     finally:
         service.stop()
 
-    resumed = _comparable(store, job.result["dataset"])
+    resumed = _comparable(store, job.result["dataset_artifact"])
     assert resumed == expected  # same ids, same order, same samples
     ids = [row[0] for row in resumed]
     assert len(ids) == len(set(ids)) == 120  # no duplicates, no gaps

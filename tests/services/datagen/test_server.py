@@ -42,7 +42,7 @@ async def test_start_watch_and_get(channel, teacher, teacher_cfg, styles_yaml):
     assert final.data["done"] == final.data["total"] == 6 and final.data["failed"] == 2
     job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=ref.job_id))
     assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED
-    assert job.result["dataset"] == "datasets/grpc-run" and job.result["records"] == 4
+    assert job.result["dataset_artifact"] == "datasets/grpc-run" and job.result["records"] == 4
     assert job.spec["teacher"]["max_retries"] == 0  # an explicit 0 survives (optional field)
     listed = await jobs.ListJobs(jobs_pb2.ListJobsRequest(kind="datagen"))
     assert ref.job_id in [j.job_id for j in listed.jobs]
