@@ -26,7 +26,8 @@ class InferenceSettings(Settings):
         64, ge=0, description="requests waiting for a slot; beyond it Chat fails with RESOURCE_EXHAUSTED")
     inference_default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     inference_max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens a request may ask for")
-    inference_torch_threads: int = Field(0, ge=0, description="torch intra-op threads (0 = torch's default)")
+    inference_torch_threads: int = Field(
+        0, ge=0, description="torch threads per CPU generation (0 = cores / inference_max_concurrency)")
     inference_model_dir: Path | None = Field(
         None, description="where artifacts are downloaded for loading (default <cache_dir>/served)")
     inference_lmdeploy_backend: Literal["turbomind", "pytorch"] = Field(

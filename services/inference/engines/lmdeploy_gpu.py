@@ -53,13 +53,21 @@ def lmdeploy_messages(chat_format: ChatFormat, template_dir: Path,
     return chat_format.fold_system(normalized) if (template_dir / LMDEPLOY_FILE).is_file() else normalized
 
 
-def lmdeploy_prompt_ids(template_dir: Path, messages: list[dict[str, str]]) -> list[int]:
-    """The prompt tokens LMDeploy builds for ``messages`` (its template + its tokenizer), for parity checks."""
-    from lmdeploy.tokenizer import Tokenizer
+class LMDeployPrompts:
+    """The prompt tokens LMDeploy builds for a conversation (its own template and tokenizer code), to check
+    them against the CPU engine's and the trainer's."""
 
-    template = chat_template_config(template_dir).chat_template()
-    prepared = lmdeploy_messages(ChatFormat.from_pretrained(template_dir), template_dir, messages)
-    return Tokenizer(str(template_dir)).encode(template.messages2prompt(prepared), add_bos=True)
+    def __init__(self, template_dir: Path) -> None:
+        from lmdeploy.tokenizer import Tokenizer
+
+        self.template_dir = template_dir
+        self.template = chat_template_config(template_dir).chat_template()
+        self.tokenizer = Tokenizer(str(template_dir))
+        self.chat_format = ChatFormat.from_pretrained(template_dir)
+
+    def ids(self, messages: list[dict[str, str]]) -> list[int]:
+        prepared = lmdeploy_messages(self.chat_format, self.template_dir, messages)
+        return self.tokenizer.encode(self.template.messages2prompt(prepared), add_bos=True)
 
 
 class _TaskGeneration(Generation):
@@ -151,7 +159,7 @@ class LMDeployEngine(Engine):
         try:
             engine = AsyncEngine(model_path=str(source.model_dir), backend=backend, backend_config=config,
                                  chat_template_config=chat_template_config(source.template_dir))
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:
             raise CorruptArtifact(f"LMDeploy cannot load {source.model_dir}: {exc}") from exc
         chat_format = ChatFormat.from_pretrained(source.template_dir)
         memory = (torch.cuda.memory_allocated() - before) if torch.cuda.is_available() else 0

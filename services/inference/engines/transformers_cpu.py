@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -205,9 +206,11 @@ class TransformersEngine(Engine):
     name = "transformers"
 
     def __init__(self, max_workers: int = 2, torch_threads: int = 0) -> None:
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="generate")
+        # Parallel generations must not oversubscribe the cores (an overloaded OpenMP pool is several times
+        # slower); the thread count is set per worker thread, so nothing else in the process is affected.
+        threads = torch_threads or max(1, (os.cpu_count() or 1) // max_workers)
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="generate",
+                                           initializer=torch.set_num_threads, initargs=(threads,))
 
     def load(self, source: ModelSource) -> TransformersModel:
         try:
@@ -216,7 +219,7 @@ class TransformersEngine(Engine):
                 from peft import PeftModel
 
                 model = PeftModel.from_pretrained(model, source.adapter_dir).merge_and_unload()
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to read the files means an unusable artifact
             raise CorruptArtifact(f"cannot load a model from {source.model_dir}"
                                   f"{f' + adapter {source.adapter_dir}' if source.adapter_dir else ''}: {exc}")
         # The template's end token + the eos ids the export declares (raises if there is no chat template).
