@@ -1,13 +1,11 @@
-"""The real things the UI tests run against: inference (SmolLM2-135M on CPU, two styles attached) + gateway +
-the UI itself (``python -m services.ui``), each a process on loopback started by the embedded-default
-supervisor; and Debian's Chromium driven by Playwright."""
+"""The real things the UI tests run against: the embedded default stack (every service a process on loopback,
+started by its supervisor) serving SmolLM2-135M on CPU with two styles attached, the UI itself
+(``python -m services.ui``) among them; and Debian's Chromium driven by Playwright."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BASE_MODEL = "smollm2-135m"  # fast and English-only: the test prompts are English
-API_KEY = "sk-ui-tests-7f3a9c"
 # Serving triggers attached to the base model, so `smollm2-135m:pirate` and `:butler` are served.
 STYLES_YAML = """\
 styles:
@@ -34,15 +31,7 @@ styles:
 
 
 class UIStack(LocalStack):
-    """Only what the chat pages need: inference, gateway and the UI (through its own entry point)."""
-
-    NEEDED = ("inference", "gateway", "ui")
-    test_api_key = API_KEY
-
-    def services(self) -> list[LocalService]:
-        chosen = [s for s in super().services() if s.name in self.NEEDED]
-        return [dataclasses.replace(s, argv=[sys.executable, "-m", "services.ui"]) if s.name == "ui" else s
-                for s in chosen]
+    """The embedded default (every service as a process on loopback), as the UI tests use it."""
 
     @property
     def inference_addr(self) -> str:
@@ -50,7 +39,10 @@ class UIStack(LocalStack):
 
 
 class GatewayOnly(UIStack):
-    NEEDED = ("gateway",)
+    """Just a gateway (no metrics port of its own), to put in front of another stack's inference."""
+
+    def services(self) -> list[LocalService]:
+        return [s for s in super().services() if s.name == "gateway"]
 
 
 def _start(stack: LocalStack) -> None:
@@ -85,9 +77,6 @@ def ui_stack(tmp_path_factory):
     stack = UIStack(state, base_model=BASE_MODEL, port_offset=offset, extra_env={
         "EMOTUNE_INFERENCE_PRELOAD_STYLES": str(styles),
         "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2",
-        "EMOTUNE_GATEWAY_API_KEYS": API_KEY,
-        "EMOTUNE_UI_API_KEY": API_KEY,
-        "EMOTUNE_UI_PORT": str(8501 + offset),
         "EMOTUNE_UI_POLL_SECONDS": "1",
         "EMOTUNE_LOG_LEVEL": "WARNING",
     })
@@ -97,15 +86,27 @@ def ui_stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fine_tuning_api(ui_stack):
+    """Skips, with the reason, while the gateway has no fine-tuning API."""
+    import httpx
+
+    probe = httpx.get(f"{ui_stack.gateway_url}/v1/fine_tuning/jobs",
+                      headers={"Authorization": f"Bearer {ui_stack.api_key}"}, timeout=10)
+    if probe.status_code == 404:
+        pytest.skip("the gateway serves no /v1/fine_tuning/jobs yet (fine-tuning API not wired in)")
+    return ui_stack
+
+
+@pytest.fixture(scope="session")
 def tight_gateway(ui_stack, tmp_path_factory):
     """A second gateway on the same inference that serves one chat completion at a time (429 beyond)."""
-    stack = GatewayOnly(tmp_path_factory.mktemp("tight-gateway"), base_model=BASE_MODEL,
-                        port_offset=_free_port_offset(), extra_env={
-                            "EMOTUNE_INFERENCE_ADDR": ui_stack.inference_addr,
-                            "EMOTUNE_GATEWAY_API_KEYS": API_KEY,
-                            "EMOTUNE_GATEWAY_MAX_CONCURRENT": "1",
-                            "EMOTUNE_GATEWAY_RETRY_AFTER_SECONDS": "3",
-                            "EMOTUNE_LOG_LEVEL": "WARNING"})
+    state = tmp_path_factory.mktemp("tight-gateway")
+    (state / "api-key").write_text(ui_stack.api_key)  # same installation key as the main stack
+    stack = GatewayOnly(state, base_model=BASE_MODEL, port_offset=_free_port_offset(), extra_env={
+        "EMOTUNE_INFERENCE_ADDR": ui_stack.inference_addr,
+        "EMOTUNE_GATEWAY_MAX_CONCURRENT": "1",
+        "EMOTUNE_GATEWAY_RETRY_AFTER_SECONDS": "3",
+        "EMOTUNE_LOG_LEVEL": "WARNING"})
     _start(stack)
     yield stack
     stack.stop(grace=10)

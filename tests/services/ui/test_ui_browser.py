@@ -4,6 +4,7 @@ the same time, a bad styles upload names the field; a screenshot of each page go
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -56,7 +57,7 @@ def answers(page, count: int) -> list[dict[str, str]]:
 
 def direct(stack, model: str, messages: list[dict[str, str]]) -> str:
     """What the gateway answers to exactly these messages (greedy), asked with the official client."""
-    client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.test_api_key)
+    client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key)
     reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=MAX_TOKENS)
     return reply.choices[0].message.content
 
@@ -135,3 +136,70 @@ def test_pipeline_page_names_the_bad_field(ui_stack, page, screenshots):
     error.wait_for()
     assert "styles[0].temperature" in error.inner_text() and "line 4" in error.inner_text()
     page.screenshot(path=screenshots / "pipeline.png", full_page=True)
+
+
+PIPELINE_STYLES = """\
+styles:
+  - name: pirate
+    system_prompt: You are a pirate. Talk like a pirate, say "arr" and "matey".
+    few_shot:
+      - user: How are you today?
+        assistant: Arr, I be fine as the sea breeze, matey!
+    reference_texts:
+      - Arr, matey, hoist the sails and find the treasure!
+      - Ahoy! Me ship be sailing the seven seas, arr.
+    language: en
+    length: {min: 2, max: 300}
+"""
+PIPELINE_QUESTIONS = ["How are you?", "What do you like to eat?", "Where do you live?", "Tell me a joke."]
+
+
+def set_number(page, label: str, value: int) -> None:
+    field = page.get_by_role("spinbutton", name=label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def test_pipeline_job_from_styles_to_chat(fine_tuning_api, page, screenshots):
+    """Launch a tiny generation fine-tune from the page, watch it live, read its report, chat with the result."""
+    open_page(page, f"{fine_tuning_api.ui_url}/pipeline")
+    page.get_by_role("heading", name="1 · Styles").wait_for()
+    page.get_by_label("Styles document").fill(PIPELINE_STYLES)
+    page.get_by_label("Styles document").blur()
+    page.get_by_text("1 style(s) valid: pirate").wait_for()
+    page.get_by_label("One question per line").fill("\n".join(PIPELINE_QUESTIONS))
+    page.get_by_label("One question per line").blur()
+    page.get_by_text(f"{len(PIPELINE_QUESTIONS)} question(s)").wait_for()
+    page.get_by_label("Suffix").fill("uitest")
+    page.get_by_label("Suffix").press("Enter")
+    for label, value in (("Epochs", 1), ("Batch size", 2), ("Max steps (0 = epochs)", 2),
+                         ("Evaluation questions per style (0 = skip)", 1)):
+        set_number(page, label, value)
+    page.get_by_text("Serve the result only if it beats the base model").click()  # 2 steps won't beat it
+    time.sleep(1)
+    page.get_by_role("button", name="Launch fine-tuning job").click()
+
+    header = page.locator("h3").filter(has_text="ftjob-")
+    header.wait_for()
+    seen_running = False
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        text = header.first.inner_text()
+        if any(status in text for status in ("succeeded", "failed", "cancelled")):
+            break
+        seen_running |= page.get_by_test_id("stProgress").filter(has_text="running").count() > 0
+        time.sleep(0.5)
+    page.get_by_role("heading", name="Loss").wait_for()
+    page.screenshot(path=screenshots / "pipeline-job.png", full_page=True)
+    assert "succeeded" in header.first.inner_text(), page.get_by_test_id("stAlert").all_inner_texts()
+    assert seen_running, "no live per-stage progress was shown while the job ran"
+    page.get_by_role("heading", name="Evaluation").wait_for()
+    assert page.get_by_test_id("stVegaLiteChart").count() >= 2  # loss curve + evaluation chart
+
+    link = page.get_by_role("link", name=re.compile(r"ft-smollm2-135m-uitest-\w+:pirate"))
+    model_id = re.search(r"(ft-smollm2-135m-uitest-\w+:pirate)", link.inner_text()).group(1)
+    link.click()
+    page.get_by_role("heading", name="Chat").wait_for()
+    send(page, "Hello, who are you?")
+    assert answers(page, 1)[0]["caption"].split(" · ")[0] == model_id
+    page.screenshot(path=screenshots / "chat-fine-tuned.png", full_page=True)

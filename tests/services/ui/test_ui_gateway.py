@@ -23,13 +23,13 @@ GREEDY = Sampling(temperature=0.0, top_p=1.0, max_tokens=6)
 
 
 def client_for(stack, key: str | None = None) -> Gateway:
-    return Gateway(UISettings(gateway_url=stack.gateway_url, ui_api_key=key or stack.test_api_key))
+    return Gateway(UISettings(gateway_url=stack.gateway_url, ui_api_key=key or stack.api_key))
 
 
 @contextlib.contextmanager
 def busy(stack):
     """Keep one streamed completion in flight on ``stack``'s gateway (it takes the only slot)."""
-    client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.test_api_key, max_retries=0)
+    client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=0)
     stream = client.chat.completions.create(model=BASE_MODEL, stream=True, max_tokens=400, temperature=0.0,
                                             messages=[{"role": "user", "content": "Write a long story about ships."}])
     next(iter(stream))  # the slot is taken once the first chunk arrives
@@ -100,7 +100,7 @@ def test_chat_page_bad_key(ui_stack, ui_app):
 
 
 def test_chat_page_overloaded_keeps_the_message_then_regenerates(tight_gateway, ui_app):
-    at = ui_app(EMOTUNE_GATEWAY_URL=tight_gateway.gateway_url, EMOTUNE_UI_API_KEY=tight_gateway.test_api_key)
+    at = ui_app(EMOTUNE_GATEWAY_URL=tight_gateway.gateway_url, EMOTUNE_UI_API_KEY=tight_gateway.api_key)
     chat = Conversation()
     chat.add_user("The secret word is giraffe.")
     chat.add_answer("The secret word is giraffe.", model=BASE_MODEL)
