@@ -465,7 +465,7 @@ def export_chat_files(fmt: ChatFormat, out_dir: str | Path, model_name: str = "e
     LMDeploy JSON, Ollama Modelfile and ``emotune_chat.json`` into ``out_dir``; return the file names."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = fmt.tokenizer
+    tokenizer = copy.deepcopy(fmt.tokenizer)  # the training formatter's tokenizer stays as it was
     tokenizer.chat_template = fmt.template
     tokenizer.eos_token = fmt.segments.end_token
     if tokenizer.pad_token is None:

@@ -66,7 +66,8 @@ def split_records(records: list[Record], eval_fraction: float, seed: int,
     for record in records:
         by_style[record.style].append(record)
     train, held_out = [], []
-    for style_records in by_style.values():
+    for style in sorted(by_style, key=lambda s: s or ""):
+        style_records = by_style[style]
         ordered = sorted(style_records, key=lambda r: _rank(seed, r))
         n_eval = round(len(ordered) * eval_fraction) if eval_fraction > 0 else 0
         if eval_fraction > 0 and len(ordered) >= 4:
@@ -79,6 +80,7 @@ def split_records(records: list[Record], eval_fraction: float, seed: int,
         mixed_in = sorted(general, key=lambda r: _rank(seed, r))[:wanted]
         train += mixed_in
         mixed = len(mixed_in)
+    train.sort(key=lambda r: _rank(seed, r))  # independent of the input order, then a seeded shuffle
     random.Random(seed).shuffle(train)
     return Split(train, held_out, mixed)
 

@@ -335,6 +335,8 @@ async def run_xtuner(settings: Any, spec: TrainingSpec, base_dir: Path, data: Pa
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and spec.quantization != "none":
+        emit("warning", f"quantization {spec.quantization!r} is ignored on CPU (fp32 LoRA)", {})
     system = fmt.segments.default_system
     resume = last_checkpoint(xt_work) is not None
     save_steps = spec.eval_every_steps or max(1, (spec.max_steps or 100) // 5)
