@@ -51,11 +51,30 @@ def test_compose_runs_exactly_the_repo_services(services, rendered_compose):
         assert set(emotune_compose_services(config)) == set(services), variant
 
 
+def service_of_image(image: str) -> str | None:
+    """``emotune/trainer-gpu:0.1.0`` -> ``trainer``: the repo service whose code an emotune image runs."""
+    target = image.split(":")[0].removeprefix("emotune/")
+    return next((name for name in repo_services() if target == name or target.startswith(f"{name}-")), None)
+
+
+def emotune_workloads(docs: list[dict]) -> dict[str, tuple[str, dict]]:
+    """workload name -> (service whose image it runs, pod spec), for every workload running an emotune image."""
+    found = {}
+    for name, pod in workloads(docs).items():
+        image = pod["containers"][0]["image"]
+        if image.startswith("emotune/"):
+            service = service_of_image(image)
+            assert service is not None, f"{name} runs {image}, the image of no service under services/"
+            found[name] = (service, pod)
+    return found
+
+
 def test_k8s_runs_exactly_the_repo_services(services, rendered_k8s):
     for overlay, docs in rendered_k8s.items():
-        ours = {name for name, pod in workloads(docs).items()
-                if pod["containers"][0]["image"].startswith("emotune/")}
-        assert ours == set(services), overlay
+        deployments = {name for name, doc in by_kind(docs, "Deployment").items()
+                       if doc["spec"]["template"]["spec"]["containers"][0]["image"].startswith("emotune/")}
+        assert deployments == set(services), overlay
+        emotune_workloads(docs)  # batch workloads (Jobs, CronJob templates) run a service's image too
         assert set(services) <= set(by_kind(docs, "Service")), f"{overlay}: a service has no Service"
 
 
@@ -118,8 +137,7 @@ def test_k8s_ports_and_env_match_settings(services, rendered_k8s):
         pods = workloads(docs)
         k8s_services = by_kind(docs, "Service")
         for service in services.values():
-            pod = pods[service.name]
-            container = pod["containers"][0]
+            container = pods[service.name]["containers"][0]
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
             env = container_env(container, docs)
             if service.grpc_port is not None:
@@ -132,7 +150,10 @@ def test_k8s_ports_and_env_match_settings(services, rendered_k8s):
                 assert ports["http"] == service.http_port, f"{overlay}: {service.name} containerPort"
             published = {p["port"] for p in k8s_services[service.name]["spec"]["ports"]}
             assert set(ports.values()) == published, f"{overlay}: Service {service.name} ports {published}"
-            check_env(service.name, {**env, **secret_files(pod, container)}, f"k8s ({overlay})")
+        for name, (service, pod) in emotune_workloads(docs).items():  # Deployments and Jobs alike
+            container = pod["containers"][0]
+            env = {**container_env(container, docs), **secret_files(pod, container)}
+            check_env(service, env, f"k8s ({overlay}) {name}")
 
 
 def test_drift_check_catches_an_unknown_variable():

@@ -18,7 +18,7 @@ from deploykit import (
     workloads,
 )
 
-GPU_WORKLOADS = {"trainer", "inference"}
+GPU_IMAGES = ("emotune/trainer", "emotune/inference")  # + -gpu / -cpu per overlay
 
 
 def kubernetes_validate(manifests: str) -> str:
@@ -58,13 +58,14 @@ def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):
         for name, pod in workloads(docs).items():
             container = pod["containers"][0]
             gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
-            if overlay == "gpu" and name in GPU_WORKLOADS:
+            gpu_image = container["image"].startswith(GPU_IMAGES)
+            if overlay == "gpu" and gpu_image:
                 assert gpus == "1", f"{name}: no nvidia.com/gpu limit"
                 assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
                 assert container["image"].split(":")[0].endswith("-gpu")
             else:
                 assert gpus is None and "nodeSelector" not in pod, f"{overlay}: {name} asks for a GPU node"
-                if name in GPU_WORKLOADS:
+                if gpu_image:
                     assert container["image"].split(":")[0].endswith("-cpu")
 
 
@@ -135,6 +136,12 @@ def test_autoscaling_ingress_storage_and_training(rendered_k8s):
         assert by_kind(docs, "Job").get("minio-init"), "no bucket-init Job"
         trainer = by_kind(docs, "Deployment")["trainer"]
         assert trainer["spec"]["strategy"]["type"] == "Recreate"
+        # a training run as a Job of its own: the suspended template `kubectl create job --from` copies
+        template = by_kind(docs, "CronJob")["train-run"]
+        assert template["spec"]["suspend"] is True
+        container = template["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"].startswith("emotune/trainer") and container["command"][:3] == [
+            "emotune", "train", "run"]
 
 
 def secret_keys(docs: list[dict]) -> dict[str, bool]:
