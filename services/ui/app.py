@@ -17,10 +17,12 @@ import streamlit as st
 
 from services.ui import widgets
 
-PAGES_DIR = Path(__file__).parent / "pages"
-CHAT_PAGE = st.Page(PAGES_DIR / "chat.py", title="Chat", icon="💬", default=True)
-COMPARE_PAGE = st.Page(PAGES_DIR / "compare.py", title="Compare", icon="⚖️")
-PIPELINE_PAGE = st.Page(PAGES_DIR / "pipeline.py", title="Pipeline", icon="🛠️")
+# Not "pages/": Streamlit would also serve that folder's files as pages of their own (a first visit to
+# /pipeline would then run views/pipeline.py without this entry point).
+VIEWS = Path(__file__).parent / "views"
+CHAT_PAGE = st.Page(VIEWS / "chat.py", title="Chat", icon="💬", default=True)
+COMPARE_PAGE = st.Page(VIEWS / "compare.py", title="Compare", icon="⚖️")
+PIPELINE_PAGE = st.Page(VIEWS / "pipeline.py", title="Pipeline", icon="🛠️")
 
 st.set_page_config(page_title="emotune", page_icon="💬", layout="wide")
 page = st.navigation([CHAT_PAGE, COMPARE_PAGE, PIPELINE_PAGE])

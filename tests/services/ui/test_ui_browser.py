@@ -126,9 +126,10 @@ def test_compare_streams_two_answers_side_by_side(ui_stack, page, screenshots):
 
 
 def test_pipeline_page_names_the_bad_field(ui_stack, page, screenshots):
-    open_page(page, ui_stack.ui_url)
-    page.get_by_role("link", name="Pipeline").click()
+    open_page(page, f"{ui_stack.ui_url}/pipeline")  # a direct link still goes through the app's navigation
     page.get_by_role("heading", name="1 · Styles").wait_for()
+    assert [t.split()[-1] for t in page.get_by_test_id("stSidebarNavLink").all_inner_texts()] == [
+        "Chat", "Compare", "Pipeline"]
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(files=[{
         "name": "styles.yaml", "mimeType": "application/yaml",
         "buffer": b"styles:\n  - name: warm\n    system_prompt: be warm\n    temperature: hot\n"}])

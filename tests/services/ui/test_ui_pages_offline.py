@@ -42,7 +42,7 @@ def test_chat_keeps_the_conversation_when_the_gateway_is_unreachable(closed_gate
 
 def test_invalid_styles_upload_names_field_and_line(closed_gateway):
     at = closed_gateway[0]()
-    at.switch_page("pages/pipeline.py").run()
+    at.switch_page("views/pipeline.py").run()
     assert not at.exception
     at.file_uploader(key="styles_upload").set_value(("mine.yaml", BAD_STYLES, "application/yaml"))
     at.run()
@@ -63,7 +63,7 @@ def test_invalid_styles_upload_names_field_and_line(closed_gateway):
 
 def test_unreadable_upload_is_refused_readably(closed_gateway):
     at = closed_gateway[0]()
-    at.switch_page("pages/pipeline.py").run()
+    at.switch_page("views/pipeline.py").run()
     at.file_uploader(key="styles_upload").set_value(("win.yaml", BAD_STYLES.decode().encode("utf-16"),
                                                      "application/yaml"))
     at.run()

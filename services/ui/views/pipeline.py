@@ -307,7 +307,7 @@ def show_report(job_id: str, job: dict, report: dict) -> None:
         links = [(model, "base prompt")] + [(chat_model_id(job, s), s) for s in sorted({r.get("style") for r in table
                                                                                          if r.get("style")})]
         for model_id, label in links:
-            st.page_link("pages/chat.py", label=f"💬 {model_id} ({label})", query_params={"model": model_id})
+            st.page_link("views/chat.py", label=f"💬 {model_id} ({label})", query_params={"model": model_id})
 
 
 try:
