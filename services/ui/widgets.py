@@ -38,23 +38,22 @@ def show_error(err: GatewayError) -> None:
     st.error(err.message, icon=icon)
 
 
-def model_picker(key: str, choices: list[ModelChoice], *, preselect: str | None = None,
-                 container=st) -> str:
+def model_picker(key: str, choices: list[ModelChoice], *, preselect: str | None = None) -> str:
     """Model then style selectboxes; returns the model id to send (``<model>`` or ``<model>:<style>``)."""
     index, style = find_choice(choices, preselect)
-    choice = container.selectbox("Model", choices, index=index, key=f"{key}_model",
-                                 format_func=lambda c: c.name + (" (fine-tuned)" if c.fine_tuned else ""))
+    choice = st.selectbox("Model", choices, index=index, key=f"{key}_model",
+                          format_func=lambda c: c.name + (" (fine-tuned)" if c.fine_tuned else ""))
     options = choice.style_options
     style_index = options.index(style) if style in options else 0
-    picked = container.selectbox("Style", options, index=style_index, key=f"{key}_style_{choice.name}")
+    picked = st.selectbox("Style", options, index=style_index, key=f"{key}_style_{choice.name}")
     return choice.model_id(picked)
 
 
-def sampling_controls(key: str, container=st) -> Sampling:
+def sampling_controls(key: str) -> Sampling:
     return Sampling(
-        temperature=container.slider("Temperature", 0.0, 2.0, 0.7, 0.05, key=f"{key}_temperature",
-                                     help="0 = always the most likely token"),
-        top_p=container.slider("Top p", 0.05, 1.0, 1.0, 0.05, key=f"{key}_top_p"),
-        max_tokens=container.number_input("Max tokens", 1, 4096, settings().ui_default_max_tokens, 16,
-                                          key=f"{key}_max_tokens"),
+        temperature=st.slider("Temperature", 0.0, 2.0, 0.7, 0.05, key=f"{key}_temperature",
+                              help="0 = always the most likely token"),
+        top_p=st.slider("Top p", 0.05, 1.0, 1.0, 0.05, key=f"{key}_top_p"),
+        max_tokens=st.number_input("Max tokens", 1, 4096, settings().ui_default_max_tokens, 16,
+                                   key=f"{key}_max_tokens"),
     )

@@ -68,3 +68,13 @@ def test_unreadable_upload_is_refused_readably(closed_gateway):
                                                      "application/yaml"))
     at.run()
     assert any("Cannot read win.yaml" in e.value and "UTF-16" in e.value for e in at.error)
+
+
+def test_examples_shipped_in_the_repo_load_into_the_editor(closed_gateway):
+    at = closed_gateway[0]()
+    at.switch_page("views/pipeline.py").run()
+    examples = at.selectbox(key="styles_example").options[1:]
+    assert examples, "examples/ holds no valid styles document"
+    at.selectbox(key="styles_example").select(examples[0]).run()
+    assert at.text_area(key="styles_text").value.strip()
+    assert "style(s) valid" in at.success[0].value
