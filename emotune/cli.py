@@ -28,9 +28,10 @@ for name, module in SUBCOMMANDS:
         raise
     app.add_typer(sub, name=name)
 
-from emotune.client import chat, follow_job, submit  # noqa: E402 - after the sub-commands on purpose
+from emotune.client import chat, evaluate, follow_job, submit  # noqa: E402 - after the sub-commands on purpose
 
 app.command()(chat)
+app.command()(evaluate)
 app.command()(submit)
 app.command("follow")(follow_job)
 

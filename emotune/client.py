@@ -88,3 +88,49 @@ def follow_job(job_id: str, gateway: str = GatewayUrl, api_key: str | None = Api
     """Follow a fine-tuning job's progress until it ends."""
     job = follow(_client(gateway, api_key, api_key_file), job_id, console, timeout_s=24 * 3600)
     console.print(f"{job.id}: {job.status} {job.fine_tuned_model or ''}")
+
+
+def evaluate(
+    tuned: str = typer.Argument(..., help="the fine-tuned model id (as served)"),
+    styles_file: Path = typer.Option(..., "--styles", exists=True, help="styles YAML/JSON"),
+    questions: Path = typer.Option(..., "--questions", exists=True, help="held-out questions, one per line"),
+    base: str = typer.Option("gemma3-270m", "--base", help="the base model id (as served)"),
+    style: list[str] = typer.Option([], "--style", help="styles to evaluate (repeat; default all)"),
+    count: int = typer.Option(5, "--count", help="questions per style"),
+    max_tokens: int = 96,
+    chart: Path = typer.Option(Path("evaluation.png"), help="where to write the bar chart"),
+) -> None:
+    """Style evaluation: base (trigger only) vs base (full prompt) vs tuned (trigger only), scored by the
+    validator; talks gRPC to the inference and validator services named in the settings."""
+    import asyncio
+
+    from emotune.grpc.client import open_channel
+    from emotune.importers import import_questions
+    from emotune.settings import Settings
+    from emotune.styles import dump_styles, load_styles
+    from emotune.v1 import inference_pb2_grpc, validator_pb2_grpc
+    from services.gateway.fine_tuning.evaluation import StyleEvaluator, evaluation_chart_png, format_table
+
+    document = load_styles(styles_file)
+    names = list(style) or document.names
+    held_out = import_questions(questions, "lines").questions[:count]
+    settings = Settings()
+
+    async def run() -> dict:
+        inference = open_channel(settings.inference_addr, settings)
+        validator = open_channel(settings.validator_addr, settings)
+        try:
+            evaluator = StyleEvaluator(inference_pb2_grpc.InferenceStub(inference),
+                                       validator_pb2_grpc.ValidatorStub(validator))
+            return await evaluator.evaluate(document, names, held_out, dump_styles(document), base_model=base,
+                                            tuned_model=tuned, max_tokens=max_tokens)
+        finally:
+            await inference.close()
+            await validator.close()
+
+    result = asyncio.run(run())
+    console.print(format_table(result), markup=False, highlight=False)
+    chart.write_bytes(evaluation_chart_png(result["table"]))
+    console.print(f"chart: {chart}")
+    if not result["promoted"]:
+        raise typer.Exit(1)

@@ -360,7 +360,9 @@ class _Run:
         if event.type == "state":
             return  # the pipeline reports stage transitions itself
         data = MessageToDict(event.data, preserving_proto_field_name=True)
-        self.ctx.emit(event.type, f"{stage}: {event.message}", stage=stage, **data)
+        if "stage" in data:  # the sub-job's own phase (e.g. the validator's "embedding")
+            data["phase"] = data.pop("stage")
+        self.ctx.emit(event.type, f"{stage}: {event.message}", **data, stage=stage)
 
     def collect_checkpoint(self, stage: str, event: jobs_pb2.Event) -> None:
         """Training events feed ``/checkpoints`` (saved checkpoints) and the report's loss curve."""
