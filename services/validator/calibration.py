@@ -123,6 +123,8 @@ def youden_threshold(should_pass: np.ndarray, should_fail: np.ndarray,
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
+    """Distribution of the scores that exist (a style without a lift baseline has NaN lifts)."""
+    values = values[~np.isnan(values)]
     q = np.percentile(values, [0, 5, 50, 95, 100])
     return {"n": int(values.size), "min": round(float(q[0]), 4), "p5": round(float(q[1]), 4),
             "median": round(float(q[2]), 4), "p95": round(float(q[3]), 4), "max": round(float(q[4]), 4)}

