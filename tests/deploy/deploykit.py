@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
+import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
+import tomllib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+import dockerfile
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
@@ -86,8 +95,8 @@ def settings_env_vars(cls: type[Settings]) -> dict[str, FieldInfo]:
     """Every environment variable a settings class reads (upper case) -> its field."""
     prefix = cls.model_config.get("env_prefix", "")
     names: dict[str, FieldInfo] = {}
-    for name, field in cls.model_fields.items():
-        alias = field.validation_alias
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
         if isinstance(alias, AliasChoices):
             choices = [c for c in alias.choices if isinstance(c, str)]
         elif isinstance(alias, str):
@@ -95,7 +104,7 @@ def settings_env_vars(cls: type[Settings]) -> dict[str, FieldInfo]:
         else:
             choices = [f"{prefix}{name}"]
         for choice in choices:
-            names[choice.upper()] = field
+            names[choice.upper()] = info
     return names
 
 
@@ -134,6 +143,149 @@ def declared_metrics() -> set[str]:
             importlib.import_module(f"services.{folder.name}.metrics")
     importlib.import_module("emotune.metrics")
     return {metric.name + suffix for metric in REGISTRY.collect() for suffix in METRIC_SUFFIXES}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# docker/Dockerfile: stages, and what each image installs
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str  # another stage's name or an image reference
+    commands: list = field(default_factory=list)
+
+
+def parse_stages() -> tuple[dict[str, str], dict[str, Stage]]:
+    """(global ARG defaults, stages by name) of the Dockerfile."""
+    args: dict[str, str] = {}
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
+    for cmd in dockerfile.parse_file(str(DOCKERFILE)):  # Docker's own parser (Go, via the dockerfile wheel)
+        if cmd.cmd == "FROM":
+            base, _, name = cmd.value
+            current = stages[name] = Stage(name, base)
+        elif current is None and cmd.cmd == "ARG":
+            key, _, default = cmd.value[0].partition("=")
+            args[key] = default
+        elif current is not None:
+            current.commands.append(cmd)
+    return args, stages
+
+
+ARGS, STAGES = parse_stages()
+
+
+def chain(target: str) -> list[Stage]:
+    """The stage and its ancestors, oldest first."""
+    stages = []
+    name = target
+    while name in STAGES:
+        stages.insert(0, STAGES[name])
+        name = STAGES[name].base
+    return stages
+
+
+def _expand(text: str, target: str) -> str:
+    """${VAR} from the ARG defaults visible in ``target`` (global ones and its stages' own)."""
+    values = dict(ARGS)
+    for stage in chain(target):
+        for cmd in stage.commands:
+            if cmd.cmd == "ARG":
+                key, sep, default = cmd.value[0].partition("=")
+                if sep:
+                    values[key] = default
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def image_requirements(target: str) -> list[tuple[str, frozenset[str], bool]]:
+    """What ``uv pip install`` puts into the image's /opt/venv: (distribution, extras, with its dependencies).
+
+    Reads every RUN of the target's stage chain; installs into another interpreter (``--python``, the XTuner
+    venv) are not the service's environment and are left out."""
+    roots: list[tuple[str, frozenset[str], bool]] = []
+    for stage in chain(target):
+        for cmd in stage.commands:
+            if cmd.cmd != "RUN":
+                continue
+            for segment in _expand(" ".join(cmd.value), target).split("&&"):
+                words = shlex.split(segment)
+                if words[:3] != ["uv", "pip", "install"] or "--python" in words:
+                    continue
+                deps, extras, files, names = "--no-deps" not in words, set(), [], []
+                args = iter(words[3:])
+                for word in args:
+                    if word in ("--extra", "-r", "--index-url", "--extra-index-url"):
+                        value = next(args)
+                        (extras.add(value) if word == "--extra" else files.append(value) if word == "-r" else None)
+                    elif not word.startswith("-"):
+                        names.append("emotune" if word == "/app" else word)
+                for file in files:
+                    if file == "pyproject.toml":
+                        names.append("emotune")
+                    else:
+                        names += [line.split("#")[0].strip() for line in (REPO / file).read_text().splitlines()
+                                  if line.split("#")[0].strip()]
+                for name in names:
+                    requirement = Requirement(name)
+                    own = extras if requirement.name == "emotune" else set(requirement.extras)
+                    roots.append((requirement.name, frozenset(own), deps))
+    return roots
+
+
+def _pyproject_requires(extras: frozenset[str]) -> list[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    optional = project.get("optional-dependencies", {})
+    return [*project["dependencies"], *(req for extra in sorted(extras) for req in optional[extra])]
+
+
+def installed_closure(roots: list[tuple[str, frozenset[str], bool]]) -> set[str]:
+    """Canonical names of the installed distributions the roots pull in (markers and extras evaluated)."""
+    seen: dict[str, set[str]] = {}
+    stack = list(roots)
+    while stack:
+        name, extras, deps = stack.pop()
+        key = canonicalize_name(name)
+        if key in seen and extras <= seen[key]:
+            continue
+        seen.setdefault(key, set()).update(extras)
+        if not deps:
+            continue
+        if key == "emotune":  # what the image installs comes from pyproject.toml, not from this venv's metadata
+            requires = _pyproject_requires(extras)
+        else:
+            try:
+                requires = importlib.metadata.distribution(name).requires or []
+            except importlib.metadata.PackageNotFoundError:  # a GPU-only package: not installed here
+                continue
+        for text in requires:
+            requirement = Requirement(text)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
+                                                 for extra in ("", *extras)):
+                stack.append((requirement.name, frozenset(requirement.extras), True))
+    return set(seen)
+
+
+def image_site_packages(target: str, dest: Path) -> Path:
+    """A site-packages holding only what ``target``'s image installs (symlinks into this venv's), so a process
+    started with ``python -S`` and this on its path imports exactly what it could import in the image."""
+    allowed = installed_closure(image_requirements(target)) - {"emotune"}  # emotune itself: the repo, on the path
+    site = Path(sysconfig.get_paths()["purelib"])
+    dest.mkdir(parents=True)
+    for dist in importlib.metadata.distributions():
+        if canonicalize_name(dist.metadata["Name"]) not in allowed:
+            continue
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top != ".." and not top.endswith(".pth") and (site / top).exists() and not (dest / top).exists():
+                (dest / top).symlink_to(site / top)
+    return dest
+
+
+def image_python(target: str, dest: Path) -> tuple[list[str], dict[str, str]]:
+    """(argv prefix, env additions) to run Python with only ``target``'s image dependencies importable."""
+    site = image_site_packages(target, dest / "site-packages")  # the name matters: Streamlit keys dev mode on it
+    return [sys.executable, "-S"], {"PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

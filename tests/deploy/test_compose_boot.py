@@ -1,20 +1,21 @@
 """Every service boots with the environment compose gives it (EMOTUNE_ENV=prod, API keys, all interfaces),
 translated to this machine: peers' host:port become loopback ports, the store a local directory, no model
-preloaded. Checks that the settings accept what the deployment passes, that every port a peer or Prometheus
-needs listens on all interfaces, and that the gateway takes the internal key the UI and datagen are given."""
+preloaded; and with only the Python packages its image installs importable (a site-packages view built from the
+Dockerfile's install commands). Checks that the settings accept what the deployment passes, that the image has
+every package the service imports at start, that every port a peer or Prometheus needs listens on all
+interfaces, and that the gateway takes the internal key the UI and datagen are given."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-import sys
 import time
 
 import httpx
 import psutil
 import pytest
-from deploykit import REPO, free_port
+from deploykit import REPO, free_port, image_python
 
 from emotune.grpc.probe import check as grpc_serving
 
@@ -58,20 +59,25 @@ def test_services_boot_with_the_compose_environment(services, rendered_compose, 
     ports = {(name, port): free_port() for name in compose for port in container_ports(compose[name])}
     procs = {}
     for name in names:
-        procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=REPO,
-                                       env=loopback_env(name, compose, ports, tmp_path), text=True,
+        target = compose[name]["build"]["target"]
+        python, image_env = image_python(target, tmp_path / "images" / target)
+        procs[name] = subprocess.Popen([*python, "-m", f"services.{name}"], cwd=REPO,
+                                       env={**loopback_env(name, compose, ports, tmp_path), **image_env}, text=True,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        pending, deadline = set(names), time.monotonic() + BOOT_SECONDS
+        pending, deadline, crashed = set(names), time.monotonic() + BOOT_SECONDS, []
         while pending:
             for name in sorted(pending):
                 if procs[name].poll() is not None:
-                    pytest.fail(f"{name} exited {procs[name].returncode} with the compose environment:\n"
-                                f"{procs[name].stderr.read()[-3000:]}")
-                if healthy(name, services[name], ports):
+                    error = procs[name].stderr.read().strip().splitlines()
+                    crashed.append(f"{name} exited {procs[name].returncode}: " + " | ".join(error[-3:]))
+                    pending.discard(name)
+                elif healthy(name, services[name], ports):
                     pending.discard(name)
             assert time.monotonic() < deadline, f"not healthy after {BOOT_SECONDS} s: {sorted(pending)}"
             time.sleep(0.3)
+        assert not crashed, ("with the compose environment and only their image's packages:\n"
+                             + "\n".join(crashed))
 
         unreachable = []
         for name in names:

@@ -4,49 +4,10 @@ healthchecks on the right ports, and a build context (after .dockerignore) that 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-import dockerfile
 import pytest
-from deploykit import DOCKERFILE, REPO, run, tool, workloads
+from deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, run, tool, workloads
 from docker.utils.build import exclude_paths
-
-
-@dataclass
-class Stage:
-    name: str
-    base: str  # another stage's name or an image reference
-    commands: list = field(default_factory=list)
-
-
-def parse_stages() -> tuple[dict[str, str], dict[str, Stage]]:
-    """(global ARG defaults, stages by name) of the Dockerfile."""
-    args: dict[str, str] = {}
-    stages: dict[str, Stage] = {}
-    current: Stage | None = None
-    for cmd in dockerfile.parse_file(str(DOCKERFILE)):
-        if cmd.cmd == "FROM":
-            base, _, name = cmd.value
-            current = stages[name] = Stage(name, base)
-        elif current is None and cmd.cmd == "ARG":
-            key, _, default = cmd.value[0].partition("=")
-            args[key] = default
-        elif current is not None:
-            current.commands.append(cmd)
-    return args, stages
-
-
-ARGS, STAGES = parse_stages()
-
-
-def chain(target: str) -> list[Stage]:
-    """The stage and its ancestors, oldest first."""
-    stages = []
-    name = target
-    while name in STAGES:
-        stages.insert(0, STAGES[name])
-        name = STAGES[name].base
-    return stages
 
 
 def last(target: str, instruction: str):
