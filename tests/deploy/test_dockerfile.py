@@ -3,10 +3,12 @@ healthchecks on the right ports, and a build context (after .dockerignore) that 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
-from deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, run, tool, workloads
+from deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, image_python, run, tool, workloads
 from docker.utils.build import exclude_paths
 
 
@@ -110,3 +112,19 @@ def test_requirement_files_the_gpu_images_install_exist():
                 for requirement in re.findall(r"-r (requirements/\S+)", " ".join(cmd.value)):
                     assert (REPO / requirement).is_file(), f"{stage.name}: {requirement} does not exist"
 
+
+
+def test_job_commands_run_in_their_image(rendered_k8s, tmp_path):
+    """A workload that runs the ``emotune`` CLI (the train-run Job) finds its sub-command with only the packages
+    of its image (the CPU overlay's images: their packages are installable here)."""
+    for name, pod in workloads(rendered_k8s["cpu"]).items():
+        container = pod["containers"][0]
+        command = container.get("command", [])
+        if command[:1] != ["emotune"]:
+            continue
+        target = container["image"].split(":")[0].removeprefix("emotune/")
+        python, env = image_python(target, tmp_path / target)
+        words = [w for w in command[1:] if not w.startswith("-")][:2]
+        result = subprocess.run([*python, "-m", "emotune.cli", *words, "--help"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, **env}, check=False)
+        assert result.returncode == 0, f"{name}: emotune {' '.join(words)} fails in {target}:\n{result.stderr}"
