@@ -108,3 +108,25 @@ async def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path, 
     steps = [MessageToDict(e.data)["step"] for e in after if e.type == "progress"]
     assert steps[0] > 3 and steps[-1] == 8  # steps 1-3 were not trained again
     assert MessageToDict(job.result)["global_step"] == 8
+
+
+async def test_cancel_stops_the_worker_and_marks_the_job_cancelled(tmp_path: Path, tiny_model_dir: Path):
+    from emotune.jobs import JobState
+    from services.trainer.config import TrainerSettings
+    from services.trainer.service import TrainerService
+
+    settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
+                               trainer_stop_grace_seconds=2)
+    store = LocalStore(settings.store_path)
+    publish_artifact(store, "validated/c/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
+    service = TrainerService(settings, store)
+    record = await service.start({"base_model": str(tiny_model_dir), "dataset_artifact": "validated/c/kept",
+                                  "max_steps": 500, "batch_size": 2, "max_length": 128})
+    async for event in service.jobs.watch(record.job_id):
+        if event.type == "progress":
+            break
+    assert _workers_of(tmp_path / "work")
+    await service.runner.cancel(record.job_id)
+    await service.runner.wait(record.job_id)
+    assert service.jobs.get(record.job_id).state == JobState.CANCELLED
+    assert not _workers_of(tmp_path / "work")

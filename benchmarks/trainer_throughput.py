@@ -1,0 +1,191 @@
+"""CPU LoRA training throughput: emotune's packed hf path vs an unpacked transformers ``Trainer`` baseline.
+
+    python -m benchmarks.trainer_throughput [--model smollm2-135m] [--samples 200] [--steps 6] [--gemma]
+
+Both variants train the same model (LoRA r=8 on every projection, fp32) on the same styled conversations
+(Chinese replies of varied length, rendered by the model's chat template, loss on replies only):
+
+- baseline: ``transformers.Trainer`` with one sample per row, ``batch_size`` rows padded to the longest of the
+  batch (``DataCollatorForSeq2Seq``), the usual LLaMA-Factory / tutorial setup;
+- candidate: emotune's path (``services.trainer.hf_backend``): samples bin-packed into ``max_length`` rows,
+  position ids restarting per sample (block-diagonal attention), no padding.
+
+Throughput = real (non-pad) tokens per second over ``--steps`` optimizer steps after one warm-up step. Each
+variant runs in its own process so peak RSS is its own. Target: candidate >= 1.5x baseline.
+``--gemma`` also times a complete hf job (Gemma 3 270M, ``--samples`` samples, 1 epoch) through the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+OPENERS = ["辛苦啦~", "抱抱你～", "哎呀，", "没事的没事的，", "好家伙！", "乖～"]
+BODIES = ["要给自己泡杯热茶放松一下吗？", "今天已经很努力了，剩下的交给明天吧。", "我陪你慢慢聊呀，不着急。",
+          "先深呼吸三次，把烦心事放一放。", "你这是要把体重秤压成分子料理？", "早点休息吧，明天又是新的一天哦。",
+          "记得按时吃饭，别让胃也跟着委屈。", "要不要出去走走，晒晒太阳？"]
+QUESTIONS = ["今天好累啊", "又胖了5斤！", "老板又骂我了", "失眠了怎么办", "下雨天不想出门", "考试没考好",
+             "朋友生日忘了", "工作好无聊", "想家了", "猫咪生病了"]
+
+
+def styled_records(n: int, seed: int = 0) -> list:
+    from emotune.records import Message, Record, record_id
+
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        question = rng.choice(QUESTIONS)
+        reply = rng.choice(OPENERS) + "".join(rng.choice(BODIES) for _ in range(rng.choice([1, 1, 2, 3, 5, 8])))
+        messages = [Message(role="system", content="你是一个温柔体贴的聊天伙伴。"),
+                    Message(role="user", content=question), Message(role="assistant", content=reply + "🌸")]
+        records.append(Record(id=record_id("bench", i), style="温柔", messages=messages))
+    return records
+
+
+class _Timer:
+    """Trainer callback: wall time and real tokens of the steps after the warm-up step."""
+
+    def __init__(self, counter) -> None:
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 1:
+                    timer.start, timer.tokens0 = time.perf_counter(), counter()
+                timer.end, timer.tokens1 = time.perf_counter(), counter()
+
+        self.callback = Callback()
+        self.start = self.end = 0.0
+        self.tokens0 = self.tokens1 = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.tokens1 - self.tokens0) / max(1e-9, self.end - self.start)
+
+
+def run_variant(variant: str, model_name: str, samples: int, steps: int, batch_size: int, max_length: int,
+                threads: int) -> dict:
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from emotune.basemodels import resolve_base_model
+    from emotune.chat_template import ChatFormat
+    from emotune.settings import Settings
+    from services.trainer.data import BlockCollator, encode_records, pack
+    from services.trainer.hf_backend import load_model
+    from services.trainer.spec import TrainingSpec
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    base = resolve_base_model(model_name, Settings().cache_dir)
+    fmt = ChatFormat.from_pretrained(base)
+    encoded, report = encode_records(fmt, styled_records(samples), max_length)
+    spec = TrainingSpec(dataset_artifact="bench", lora={"r": 8, "alpha": 16, "dropout": 0.0})
+    model = load_model(base, spec)
+    pad = fmt.end_token_id
+    if variant == "baseline":
+        rows = [{"input_ids": s.input_ids, "labels": s.labels, "attention_mask": [1] * len(s.input_ids)}
+                for s in encoded]
+        inner = DataCollatorForSeq2Seq(fmt.tokenizer, padding="longest", label_pad_token_id=-100)
+        seen = {"tokens": 0}
+
+        def collator(batch: list) -> dict:
+            seen["tokens"] += sum(len(r["input_ids"]) for r in batch)
+            return inner(batch)
+
+        counter, per_device = (lambda: seen["tokens"]), batch_size
+    else:
+        rows = pack(encoded, max_length)
+        collator = BlockCollator(pad, packed=True)
+        counter, per_device = (lambda: collator.tokens_seen), max(1, batch_size * 128 // max_length)
+    timer = _Timer(counter)
+    fmt.tokenizer.pad_token_id = pad
+    args = TrainingArguments(output_dir=f"/tmp/emotune-bench-{variant}", per_device_train_batch_size=per_device,
+                             max_steps=steps + 1, learning_rate=2e-4, logging_steps=1000, save_strategy="no",
+                             report_to=[], disable_tqdm=True, use_cpu=True, remove_unused_columns=False,
+                             dataloader_num_workers=0, seed=0)
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[timer.callback]).train()
+    return {"variant": variant, "tokens_per_s": round(timer.tokens_per_s, 1), "rows": len(rows),
+            "rows_per_step": per_device, "tokens_measured": timer.tokens1 - timer.tokens0,
+            "seconds": round(timer.end - timer.start, 1), "dataset_tokens": report.total_tokens,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def gemma_job(samples: int, threads: int) -> dict:
+    """A whole hf job on Gemma 3 270M through the worker process: wall time, steps, tokens/s."""
+    import tempfile
+
+    from emotune.basemodels import resolve_base_model
+    from emotune.records import dumps_records
+    from emotune.settings import Settings
+
+    base = resolve_base_model("gemma3-270m", Settings().cache_dir)
+    work = Path(tempfile.mkdtemp(prefix="emotune-gemma-bench-"))
+    (work / "records.jsonl").write_text(dumps_records(styled_records(samples)), encoding="utf-8")
+    (work / "spec.json").write_text(json.dumps({"dataset_artifact": "bench", "base_model": "gemma3-270m",
+                                                "epochs": 1, "batch_size": 2, "max_length": 512,
+                                                "eval_fraction": 0.05, "learning_rate": 2e-4}))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "services.trainer.worker", "--spec", str(work / "spec.json"),
+                           "--base-model", str(base), "--data", str(work / "records.jsonl"), "--work-dir",
+                           str(work), "--threads", str(threads)], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    events = [json.loads(line[len("@@emotune "):]) for line in proc.stdout.splitlines()
+              if line.startswith("@@emotune ")]
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    return {"returncode": proc.returncode, "wall_s": round(wall, 1), "steps": len(progress),
+            "tokens_per_s": progress[-1]["tokens_per_s"] if progress else None,
+            "error": proc.stdout[-2000:] + proc.stderr[-2000:] if proc.returncode else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=8, help="baseline rows per step (candidate: same tokens)")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--gemma", action="store_true", help="also time a Gemma 3 270M job on --samples samples")
+    parser.add_argument("--variant", choices=["baseline", "packed"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    common = [args.model, args.samples, args.steps, args.batch_size, args.max_length, args.threads]
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, *common)))
+        return
+    results = {}
+    for variant in ("baseline", "packed"):
+        argv = [sys.executable, "-m", "benchmarks.trainer_throughput", "--variant", variant, "--model", args.model,
+                "--samples", str(args.samples), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                "--max-length", str(args.max_length), "--threads", str(args.threads)]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True)
+        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    base, cand = results["baseline"], results["packed"]
+    print(f"model {args.model}, {args.samples} samples ({base['dataset_tokens']} tokens), {args.steps} timed steps")
+    for r in (base, cand):
+        print(f"  {r['variant']:9s} {r['tokens_per_s']:8.1f} tokens/s  ({r['rows_per_step']} rows/step, "
+              f"{r['tokens_measured']} tokens in {r['seconds']} s)  peak RSS {r['peak_rss_mb']} MB")
+    ratio = cand["tokens_per_s"] / max(1e-9, base["tokens_per_s"])
+    print(f"  packed / baseline = {ratio:.2f}x (target >= 1.5x)")
+    if args.gemma:
+        gemma = gemma_job(args.samples, args.threads)
+        print(f"gemma3-270m hf LoRA job, {args.samples} samples, 1 epoch: {gemma['wall_s']} s wall, "
+              f"{gemma['steps']} steps, {gemma['tokens_per_s']} tokens/s" + (f"\n{gemma['error']}" if
+                                                                                gemma["error"] else ""))
+
+
+if __name__ == "__main__":
+    main()
