@@ -2,4 +2,4 @@
 
 
 def __getattr__(name: str):
-    raise ImportError(f"torchvision.transforms.{name} is unavailable in the CPU XTuner venv (stand-in)")
+    raise AttributeError(f"torchvision.transforms.{name} is unavailable in the CPU XTuner venv (stand-in)")

@@ -10,4 +10,4 @@ class InterpolationMode(Enum):
 
 
 def __getattr__(name: str):
-    raise ImportError(f"torchvision.transforms.functional.{name} is unavailable in the CPU XTuner venv (stand-in)")
+    raise AttributeError(f"torchvision.transforms.functional.{name} is unavailable in the CPU XTuner venv (stand-in)")
