@@ -221,6 +221,8 @@ def image_requirements(target: str) -> list[tuple[str, frozenset[str], bool]]:
                     elif not word.startswith("-"):
                         names.append("emotune" if word == "/app" else word)
                 for file in files:
+                    if file.startswith("/"):  # written during the build from a repo file read below too
+                        continue
                     if file == "pyproject.toml":
                         names.append("emotune")
                     else:
