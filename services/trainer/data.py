@@ -24,18 +24,26 @@ from emotune.textio import ReadReport, decode_bytes
 RECORDS_FILE = "records.jsonl"
 
 
-def fetch_dataset(store: ArtifactStore, key: str, field_name: str = "dataset_artifact") -> bytes:
-    """The records of a dataset artifact (its ``records.jsonl``) or of a plain JSONL object."""
+def check_dataset(store: ArtifactStore, key: str, field_name: str = "dataset_artifact") -> bool:
+    """Whether ``key`` is a dataset artifact (True) or a plain JSONL object (False); NotFound/InvalidInput if
+    neither, so a bad key fails at submission, not minutes later."""
     try:
         manifest = read_manifest(store, key)
     except NotFound:
-        if store.exists(key):
-            return store.get_bytes(key)
-        raise NotFound(f"no dataset artifact or object at {key!r}", field=field_name) from None
+        if not store.exists(key):
+            raise NotFound(f"no dataset artifact or object at {key!r}", field=field_name) from None
+        return False
     if RECORDS_FILE not in manifest.files:
         raise InvalidInput(f"artifact {key!r} has no {RECORDS_FILE} (files: {', '.join(sorted(manifest.files))})",
                            field=field_name)
-    return read_file(store, key, RECORDS_FILE)
+    return True
+
+
+def fetch_dataset(store: ArtifactStore, key: str, field_name: str = "dataset_artifact") -> bytes:
+    """The records of a dataset artifact (its ``records.jsonl``, sha256-verified) or of a plain JSONL object."""
+    if check_dataset(store, key, field_name):
+        return read_file(store, key, RECORDS_FILE)
+    return store.get_bytes(key)
 
 
 def read_records(path: Path) -> tuple[list[Record], ReadReport]:

@@ -25,7 +25,7 @@ from emotune.store.artifacts import delete_artifact, download_artifact, list_art
 from emotune.store.base import ArtifactStore
 from services.trainer import export
 from services.trainer.config import TrainerSettings
-from services.trainer.data import fetch_dataset, read_records
+from services.trainer.data import check_dataset, fetch_dataset, read_records
 from services.trainer.process import ProcessFailed, run_process
 from services.trainer.spec import TrainingSpec
 from services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
@@ -48,7 +48,9 @@ class TrainerService:
             raise FailedPrecondition("an unfinished training job resumes by itself when the trainer restarts; "
                                      "start a new job instead", field="resume_job_id")
         spec = spec.model_copy(update={"output_prefix": spec.output_prefix or f"models/{job_id}"})
-        await asyncio.to_thread(fetch_dataset, self.store, spec.dataset_artifact)  # NotFound now, not later
+        await asyncio.to_thread(check_dataset, self.store, spec.dataset_artifact)
+        if spec.mix_dataset_artifact:
+            await asyncio.to_thread(check_dataset, self.store, spec.mix_dataset_artifact, "mix_dataset_artifact")
         return await self.runner.submit(spec.model_dump(mode="json"), job_id)
 
     async def resume_unfinished(self) -> list[str]:

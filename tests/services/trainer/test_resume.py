@@ -22,7 +22,7 @@ from emotune.store.local import LocalStore
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.services.trainer.conftest import styled_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -76,6 +76,7 @@ def test_log_parser_reads_mmengine_lines():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 async def test_xtuner_cpu_job_trains_converts_merges_and_exports(tmp_path: Path, tiny_model_dir: Path,
                                                                  xtuner_py: Path):
     settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
