@@ -49,13 +49,16 @@ class Admission:
         typical = sorted(self._recent_durations)[len(self._recent_durations) // 2] if self._recent_durations else 1.0
         return float(min(60, max(1, math.ceil(typical * (self.waiting + 1) / self.max_running))))
 
-    async def acquire(self) -> Slot:
+    def refuse_if_full(self) -> None:
         if self.running >= self.max_running and self.waiting >= self.max_waiting:
             metrics.REJECTED.inc()
             raise ResourceExhausted(
                 f"inference is at capacity ({self.running} running, {self.waiting} queued); retry later",
                 retry_after=self.retry_after(),
             )
+
+    async def acquire(self) -> Slot:
+        self.refuse_if_full()
         self.waiting += 1
         metrics.QUEUED.set(self.waiting)
         try:

@@ -54,13 +54,18 @@ class InferenceService:
         return [{"role": role, "content": content} for role, content in pairs]
 
     async def chat(self, model: str, messages: list[dict[str, str]], params: ChatParams) -> AsyncIterator[Chunk]:
+        """Every refusal (unknown model, bad conversation, full queue) happens before the first chunk, which is
+        empty and means "accepted"; callers can answer their own client as soon as they see it."""
         served, style_prompt = self.registry.resolve(model)
         if style_prompt:
             messages = apply_style(messages, style_prompt)
+        chat = served.model.prepare(messages, params)
+        self.admission.refuse_if_full()
+        yield Chunk()
         slot = await self.admission.acquire()
         admitted = time.monotonic()
         try:
-            generation = served.model.start(messages, params, on_finished=slot.release)
+            generation = served.model.start(chat, on_finished=slot.release)
         except BaseException:
             slot.release()
             raise

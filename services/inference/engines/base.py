@@ -38,6 +38,15 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class PreparedChat:
+    """A validated request in the engine's own form (e.g. prompt token ids), ready to start."""
+
+    messages: list[dict[str, str]]
+    params: ChatParams
+    prompt_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """Local directories to load: a full model (base or merged) and optionally a PEFT adapter on top of it."""
 
@@ -71,8 +80,11 @@ class ServingModel(ABC):
     defaults: dict[str, float] = field(default_factory=dict)
 
     @abstractmethod
-    def start(self, messages: list[dict[str, str]], params: ChatParams,
-              on_finished: Callable[[], None]) -> Generation:
+    def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
+        """Validate and render the conversation (InvalidInput names the field) before the request queues."""
+
+    @abstractmethod
+    def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
         """Begin generating; ``on_finished`` is called once (from any thread) when generation has stopped."""
 
     def close(self) -> None:

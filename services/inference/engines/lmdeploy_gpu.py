@@ -27,6 +27,7 @@ from services.inference.engines.base import (
     Engine,
     Generation,
     ModelSource,
+    PreparedChat,
     ServingModel,
 )
 
@@ -100,11 +101,13 @@ class LMDeployModel(ServingModel):
     template_dir: Path = Path()
     adapter_name: str | None = None
 
-    def start(self, messages: list[dict[str, str]], params: ChatParams,
-              on_finished: Callable[[], None]) -> Generation:
+    def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
+        return PreparedChat(lmdeploy_messages(self.chat_format, self.template_dir, messages), params)
+
+    def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
         from lmdeploy import GenerationConfig
 
-        messages = lmdeploy_messages(self.chat_format, self.template_dir, messages)
+        messages, params = chat.messages, chat.params
         temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]
         config = GenerationConfig(
             max_new_tokens=params.max_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,

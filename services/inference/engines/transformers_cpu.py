@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
@@ -45,6 +45,7 @@ from services.inference.engines.base import (
     Engine,
     Generation,
     ModelSource,
+    PreparedChat,
     ServingModel,
 )
 from services.inference.textstream import IncrementalDecoder, StopMatcher
@@ -155,20 +156,22 @@ class TransformersModel(ServingModel):
             raise InvalidInput(f"the model's chat template rejected the conversation: {exc}",
                                field="messages") from None
 
-    def start(self, messages: list[dict[str, str]], params: ChatParams,
-              on_finished: Callable[[], None]) -> Generation:
+    def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
         input_ids = self.prompt_ids(messages)
         room = self.max_context - len(input_ids)
         if room <= 0:
             raise InvalidInput(f"the prompt is {len(input_ids)} tokens; the model's context is "
                                f"{self.max_context}", field="messages")
+        return PreparedChat(messages, replace(params, max_tokens=min(params.max_tokens, room)), tuple(input_ids))
+
+    def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
         generation = _CpuGeneration()
-        future = self.executor.submit(self._generate, generation, input_ids, params, min(params.max_tokens, room))
+        future = self.executor.submit(self._generate, generation, list(chat.prompt_ids), chat.params)
         future.add_done_callback(lambda _: on_finished())
         return generation
 
-    def _generate(self, generation: _CpuGeneration, input_ids: list[int], params: ChatParams,
-                  max_new_tokens: int) -> None:
+    def _generate(self, generation: _CpuGeneration, input_ids: list[int], params: ChatParams) -> None:
+        max_new_tokens = params.max_tokens
         sink = _TokenSink(generation, self.tokenizer, params.stop)
         try:
             temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]

@@ -27,7 +27,7 @@ class Finished:
 
 async def generate(model, messages, params: ChatParams, cancel_after: int | None = None):
     finished = Finished()
-    generation = model.start(messages, params, finished)
+    generation = model.start(model.prepare(messages, params), finished)
     texts: list[str] = []
     final: Chunk | None = None
     async for chunk in generation:
@@ -96,11 +96,8 @@ async def test_cancel_stops_generation_and_reports_cancelled(smollm):
 def test_prompt_longer_than_the_context_is_refused(smollm):
     huge = [{"role": "user", "content": "hello " * (smollm.max_context + 10)}]
 
-    async def start():
-        smollm.start(huge, ChatParams(max_tokens=4), lambda: None)
-
     with pytest.raises(InvalidInput) as info:
-        asyncio.run(start())
+        smollm.prepare(huge, ChatParams(max_tokens=4))
     assert info.value.field == "messages" and str(smollm.max_context) in info.value.message
 
 

@@ -41,7 +41,8 @@ def chat_request(model: str, content: str = QUESTION, sampling=GREEDY, system: s
 
 async def reply(stub, request) -> tuple[str, inference_pb2.ChatChunk]:
     chunks = [chunk async for chunk in stub.Chat(request)]
-    assert chunks and chunks[-1].finish_reason and not any(c.finish_reason for c in chunks[:-1])
+    assert chunks[0].text == "" and not chunks[0].finish_reason  # "accepted"
+    assert chunks[-1].finish_reason and not any(c.finish_reason for c in chunks[:-1])
     return "".join(c.text for c in chunks), chunks[-1]
 
 
@@ -111,7 +112,10 @@ async def test_queue_full_is_resource_exhausted_and_cancel_frees_the_slot(infere
     try:
         long = stub.Chat(chat_request(MODEL, "Tell me a long story.",
                                       inference_pb2.SamplingParams(max_tokens=400, temperature=0)))
-        assert (await long.read()).text
+        accepted = await long.read()
+        assert accepted.text == "" and not accepted.finish_reason  # queued: the first chunk says so
+        while not (await long.read()).text:  # generating
+            pass
         error = await rpc_error(reply(stub, chat_request(MODEL)))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         refused = to_domain_error(error)

@@ -63,15 +63,17 @@ async def test_lmdeploy_streams_stops_and_cancels_on_gpu(smollm_dir, backend):
     try:
         finished = threading.Event()
         texts, final = [], None
-        async for chunk in model.start(CONVERSATIONS[0], ChatParams(max_tokens=32, temperature=0), finished.set):
+        chat = model.prepare(CONVERSATIONS[0], ChatParams(max_tokens=32, temperature=0))
+        async for chunk in model.start(chat, finished.set):
             texts.append(chunk.text)
             final = chunk if chunk.finish_reason else final
         assert "Paris" in "".join(texts) and final.finish_reason == "stop" and final.completion_tokens > 0
         assert await asyncio.to_thread(finished.wait, 10)
 
         cancelled = threading.Event()
-        generation = model.start([{"role": "user", "content": "Tell me a long story."}],
-                                 ChatParams(max_tokens=500, temperature=0), cancelled.set)
+        long = model.prepare([{"role": "user", "content": "Tell me a long story."}],
+                             ChatParams(max_tokens=500, temperature=0))
+        generation = model.start(long, cancelled.set)
         async for _chunk in generation:
             generation.cancel()
             break
