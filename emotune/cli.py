@@ -23,7 +23,10 @@ for name, module in SUBCOMMANDS:
     try:
         sub = importlib.import_module(module).app
     except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):  # that part is not built/installed
+        # Each image installs only its own extra (the trainer image has no openai, no gateway): a sub-command
+        # whose service or dependencies are absent is simply not offered. A missing emotune module is a bug.
+        missing = exc.name or ""
+        if module.startswith(missing) or not missing.startswith(("emotune", "services")):
             continue
         raise
     app.add_typer(sub, name=name)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from openai import OpenAI
 from rich.console import Console
 
-from emotune.local.demo import DemoOptions, follow, submit_job
+if TYPE_CHECKING:
+    from openai import OpenAI
 
 console = Console()
 GatewayUrl = typer.Option("http://127.0.0.1:8000", "--gateway", envvar="EMOTUNE_GATEWAY_URL")
@@ -16,7 +17,9 @@ ApiKey = typer.Option(None, "--api-key", envvar="EMOTUNE_API_KEY", help="a gatew
 ApiKeyFile = typer.Option(Path("var/api-key"), "--api-key-file", help="read the key from this file")
 
 
-def _client(gateway: str, api_key: str | None, api_key_file: Path) -> OpenAI:
+def _client(gateway: str, api_key: str | None, api_key_file: Path) -> "OpenAI":
+    from openai import OpenAI  # only the commands that talk to a gateway need the client
+
     if not api_key:
         if not api_key_file.is_file():
             raise typer.BadParameter(f"no --api-key and no key file at {api_key_file}", param_hint="--api-key")
@@ -70,6 +73,7 @@ def submit(
     gateway: str = GatewayUrl, api_key: str | None = ApiKey, api_key_file: Path = ApiKeyFile,
 ) -> None:
     """Submit a fine-tuning job that generates its data from a styles file."""
+    from emotune.local.demo import DemoOptions, follow, submit_job
     from emotune.styles import load_styles
 
     names = tuple(style) or tuple(load_styles(styles_file).names)  # validates the file locally first
@@ -86,6 +90,8 @@ def submit(
 def follow_job(job_id: str, gateway: str = GatewayUrl, api_key: str | None = ApiKey,
                api_key_file: Path = ApiKeyFile) -> None:
     """Follow a fine-tuning job's progress until it ends."""
+    from emotune.local.demo import follow
+
     job = follow(_client(gateway, api_key, api_key_file), job_id, console, timeout_s=24 * 3600)
     console.print(f"{job.id}: {job.status} {job.fine_tuned_model or ''}")
 

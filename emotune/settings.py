@@ -1,7 +1,8 @@
 """One pydantic Settings for every service: each option is an ``EMOTUNE_*`` env var (or a line in ``.env``).
 
 Secrets are ``SecretStr`` (never printed) and can also come from files in ``/run/secrets`` (Docker/Kubernetes
-secrets) named after the field. Outside dev mode, placeholder secrets are refused at start-up.
+secrets) named after the environment variable, e.g. ``/run/secrets/EMOTUNE_S3_SECRET_KEY``. An empty variable
+counts as unset. Outside dev mode, placeholder secrets are refused at start-up.
 Service-specific options live in ``services/<name>/config.py`` as subclasses of :class:`Settings`.
 """
 
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        env_ignore_empty=True,
         secrets_dir=_SECRETS_DIR if Path(_SECRETS_DIR).is_dir() else None,
     )
 

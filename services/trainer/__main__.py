@@ -21,7 +21,7 @@ async def main() -> None:
     log = get_logger("services.trainer")
     store = open_store(settings)
     service = TrainerService(settings, store)
-    metrics_port = start_metrics_server(settings.metrics_port or DEFAULT_METRICS_PORT)
+    metrics_port = start_metrics_server(settings.metrics_port or DEFAULT_METRICS_PORT, addr=settings.grpc_bind)
     running = await start_server("trainer", settings, add_servicers(service))
     resumed = await service.resume_unfinished()
     log.info("trainer ready", grpc_port=running.port, metrics_port=metrics_port, store=store.backend,

@@ -20,7 +20,7 @@ from openai import OpenAI
 
 from emotune.local.supervisor import LocalStack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 BASE = "smollm2-135m"
 STYLES_YAML = """
