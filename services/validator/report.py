@@ -16,7 +16,11 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib import font_manager
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from emotune.styles import StylesDocument
 from emotune.textio import LineError
@@ -81,22 +85,18 @@ def build_report(outcome: ValidationOutcome, styles: StylesDocument, *, source: 
 
 @lru_cache(maxsize=1)
 def _font_family() -> list[str]:
-    from matplotlib import font_manager
-
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return [name for name in CJK_FONTS if name in installed] + ["DejaVu Sans"]
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+def _figure(width: float, height: float, **margins: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(**margins)
     return fig
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -107,10 +107,15 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _grid_margins(rows: int) -> dict[str, float]:
+    """Fixed margins for a grid of panels 3 inches high (room for titles, tick and axis labels)."""
+    height = 3.0 * rows
+    return {"left": 0.06, "right": 0.98, "top": 1 - 0.75 / height, "bottom": 0.5 / height, "wspace": 0.25,
+            "hspace": 0.9 / 3.0}
+
+
 def render_plots(outcome: ValidationOutcome, styles: StylesDocument) -> dict[str, bytes]:
     """PNG bytes by plot name (``similarity``, ``reasons``, ``lengths``, ``separability``; empty ones left out)."""
-    import matplotlib
-
     with matplotlib.rc_context({"font.family": _font_family(), "axes.unicode_minus": False}):
         plots = {
             "similarity": _similarity_plot(outcome, styles),
@@ -128,7 +133,7 @@ def _similarity_plot(outcome: ValidationOutcome, styles: StylesDocument) -> byte
         return None
     threshold = outcome.thresholds.style_lift
     rows, cols = _grid(len(names))
-    fig = _figure(4.2 * cols, 3.0 * rows)
+    fig = _figure(4.2 * cols, 3.0 * rows, **_grid_margins(rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         scored = [a for a in outcome.assessments if a.style == name and a.style_lift is not None]
@@ -152,7 +157,8 @@ def _reasons_plot(outcome: ValidationOutcome) -> bytes | None:
     if not counts:
         return None
     labels, values = zip(*sorted(counts.items(), key=lambda kv: kv[1]))
-    fig = _figure(6.5, 0.45 * len(labels) + 1.4)
+    height = 0.45 * len(labels) + 1.4
+    fig = _figure(6.5, height, left=0.3, right=0.95, top=1 - 0.45 / height, bottom=0.6 / height)
     ax = fig.subplots()
     ax.barh(labels, values, color="#d1495b")
     for y, v in enumerate(values):
@@ -168,7 +174,7 @@ def _lengths_plot(outcome: ValidationOutcome, styles: StylesDocument) -> bytes |
     if not names:
         return None
     rows, cols = _grid(len(names))
-    fig = _figure(4.2 * cols, 3.0 * rows)
+    fig = _figure(4.2 * cols, 3.0 * rows, **_grid_margins(rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         style = styles.get(name)
@@ -194,7 +200,7 @@ def _separability_plot(outcome: ValidationOutcome) -> bytes | None:
     matrix = np.asarray(sep.confusion, dtype=float)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.8 * len(sep.styles)
-    fig = _figure(size + 1.5, size)
+    fig = _figure(size + 1.5, size, left=0.8 / (size + 1.5) + 0.12, right=0.95, top=0.88, bottom=0.28)
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
@@ -40,6 +41,18 @@ NEUTRAL_BACKGROUND = Path(__file__).with_name("neutral_background.yaml")
 @cache
 def neutral_texts() -> tuple[str, ...]:
     return tuple(yaml.safe_load(NEUTRAL_BACKGROUND.read_text(encoding="utf-8"))["texts"])
+
+
+_neutral_centroids: weakref.WeakKeyDictionary[Embedder, np.ndarray] = weakref.WeakKeyDictionary()
+_neutral_lock = threading.Lock()
+
+
+def neutral_centroid(embedder: Embedder, batch_size: int = 64) -> np.ndarray:
+    """Mean vector of the neutral background: a constant of the embedder, computed once per loaded model."""
+    with _neutral_lock:
+        if embedder not in _neutral_centroids:
+            _neutral_centroids[embedder] = embedder.encode_batched(neutral_texts(), batch_size).mean(axis=0)
+        return _neutral_centroids[embedder]
 
 
 @dataclass
@@ -60,8 +73,8 @@ class StyleIndex:
         self.names = [s.name for s in referenced]
         self.embedder_name = embedder.name
         texts = [t for s in referenced for t in s.reference_texts]
-        vectors = embedder.encode_batched([*texts, *neutral_texts()], batch_size)
-        self.references, self.neutral_centroid = vectors[: len(texts)], vectors[len(texts):].mean(axis=0)
+        self.references = embedder.encode_batched(texts, batch_size)
+        self.neutral_centroid = neutral_centroid(embedder, batch_size)
         bounds = np.cumsum([0] + [len(s.reference_texts) for s in referenced])
         self.slices = {name: slice(int(a), int(b)) for name, a, b in zip(self.names, bounds[:-1], bounds[1:])}
         self.centroids = (

@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 MAX_FOLDS = 5
 WARNING_GAP_SHARE = 0.5
@@ -36,12 +41,6 @@ class Separability:
 
 def style_separability(vectors: np.ndarray, labels: list[str], max_samples: int = 2000,
                        seed: int = 0) -> Separability:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import confusion_matrix
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     counts = Counter(labels)
     usable = sorted(name for name, n in counts.items() if n >= 2)
     if len(usable) < 2:
