@@ -171,51 +171,57 @@ def merge_events(known: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> li
 
 
 def loss_points(report: dict[str, Any] | None, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Long-form loss rows ``{"step", "split", "loss"}``: the report's curve once written, else the metrics
-    events streamed so far (``eval_loss`` counts as the held-out ``valid`` loss)."""
+    """Long-form loss rows ``{"step", "split", "loss"}`` for the chart: the report's curve once training has
+    written it (``{"train": [{"step", "loss"}], "eval": [...]}`` or a list of points), else the training
+    events streamed so far. ``eval``/``valid`` are the held-out loss."""
     report = report or {}
     curve = (report.get("training") or {}).get("loss_curve") or report.get("loss_curve")
-    if not curve:
-        curve = [e["data"] for e in events if (e.get("data") or {}).get("step") is not None]
     rows: dict[tuple[int, str], float] = {}
-    for point in curve:
-        for split, keys in (("train", ("train_loss", "loss")), ("valid", ("valid_loss", "eval_loss"))):
-            value = next((point[k] for k in keys if point.get(k) is not None), None)
-            if value is not None and point.get("step") is not None:
-                rows[(int(point["step"]), split)] = float(value)
+
+    def add(step: Any, split: str, loss: Any) -> None:
+        if step is not None and loss is not None:
+            rows[(int(step), split)] = float(loss)
+
+    if isinstance(curve, dict):
+        for name, points in curve.items():
+            for point in points:
+                add(point.get("step"), "valid" if name in ("eval", "valid") else name, point.get("loss"))
+    else:
+        points = curve or [e["data"] for e in events if (e.get("data") or {}).get("stage") == "training"]
+        for point in points:
+            add(point.get("step"), "train", point.get("train_loss", point.get("loss")))
+            add(point.get("step"), "valid", point.get("valid_loss", point.get("eval_loss")))
     return [{"step": step, "split": split, "loss": loss} for (step, split), loss in sorted(rows.items())]
 
 
 @dataclass
-class ReportView:
-    """A report section split into what the page draws: headline numbers, count tables, row tables."""
+class ValidationView:
+    """What the page draws of the validator's report: headline counts, rejection reasons, one row per style."""
 
-    numbers: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, dict[str, float]] = field(default_factory=dict)
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, float] = field(default_factory=dict)
+    per_style: list[dict[str, Any]] = field(default_factory=list)
 
 
-def view_report_section(section: dict[str, Any] | None, prefix: str = "") -> ReportView:
-    """Split a report section of unknown depth: scalars -> numbers, {name: count} -> bar charts,
-    [{...}] -> tables; nested sections are flattened with dotted names."""
-    view = ReportView()
-    for key, value in (section or {}).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, bool):
-            view.numbers[name] = float(value)
-        elif isinstance(value, (int, float)):
-            view.numbers[name] = value
-        elif isinstance(value, dict) and value and all(isinstance(v, int) and not isinstance(v, bool)
-                                                         for v in value.values()):
-            view.counts[name] = value
-        elif isinstance(value, dict):
-            nested = view_report_section(value, prefix=f"{name}.")
-            view.numbers |= nested.numbers
-            view.counts |= nested.counts
-            view.tables |= nested.tables
-        elif isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
-            view.tables[name] = value
-    return view
+def _median(stats: Any) -> Any:
+    return stats.get("median") if isinstance(stats, dict) else stats
+
+
+def validation_view(section: dict[str, Any] | None) -> ValidationView:
+    section = section or {}
+    per_style = []
+    for name, stats in (section.get("styles") or {}).items():
+        row = {"style": name, "kept": stats.get("kept"), "rejected": stats.get("rejected"),
+               "total": stats.get("total"), "kept share": stats.get("kept_share"),
+               "similarity (median)": _median(stats.get("max_similarity")),
+               "style lift (median)": _median(stats.get("style_lift")),
+               "marker score (kept)": stats.get("marker_score_kept")}
+        per_style.append({k: v for k, v in row.items() if v is not None})
+    return ValidationView(
+        counts={k: v for k, v in (section.get("counts") or {}).items() if isinstance(v, (int, float))},
+        reasons=dict(section.get("reasons") or {}),
+        per_style=per_style,
+    )
 
 
 def evaluation_chart_spec(table: list[dict[str, Any]]) -> tuple[str | None, str | None, list[str]]:
@@ -229,11 +235,3 @@ def evaluation_chart_spec(table: list[dict[str, Any]]) -> tuple[str | None, str 
     series = "config" if "config" in text_columns and category != "config" else None
     metrics = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return category, series, metrics
-
-
-def chat_model_id(job: dict[str, Any], style: str | None = None) -> str | None:
-    """The id to chat with the job's result (per style: ``<fine_tuned_model>:<style>``)."""
-    model = job.get("fine_tuned_model")
-    if not model:
-        return None
-    return f"{model}:{style}" if style else model

@@ -22,13 +22,12 @@ from services.ui.pipeline import (
     Teacher,
     Training,
     build_job_request,
-    chat_model_id,
     evaluation_chart_spec,
     inline_questions,
     loss_points,
     merge_events,
     stage_progress,
-    view_report_section,
+    validation_view,
 )
 from services.ui.styles_check import check_styles, error_context, read_upload, styles_table
 
@@ -237,6 +236,7 @@ def show_job(job_id: str) -> None:
     status = job["status"]
     if status in TERMINAL_STATUSES and st.session_state.get("job_live") == job_id:
         st.session_state["job_live"] = None
+        widgets.refresh_models()  # a finished job may serve a new model
         st.rerun()  # leave the live fragment: draw the final report once
 
     head, cancel_col = st.columns([5, 1])
@@ -265,16 +265,18 @@ def show_job(job_id: str) -> None:
 
 def show_report(job_id: str, job: dict, report: dict) -> None:
     gateway = widgets.gateway()
-    validation = view_report_section(report.get("validation"))
-    if validation.numbers or validation.counts:
+    validation = validation_view(report.get("validation"))
+    if validation.counts or validation.per_style:
         st.subheader("Validation")
-        numbers = list(validation.numbers.items())
-        for row in range(0, len(numbers), 4):
-            for column, (name, value) in zip(st.columns(4), numbers[row:row + 4]):
-                column.metric(name, f"{value:g}")
-        for name, counts in validation.counts.items():
-            st.caption(name)
-            st.bar_chart(pd.Series(counts, name="count"), horizontal=True)
+        for column, (name, value) in zip(st.columns(max(1, len(validation.counts))), validation.counts.items()):
+            column.metric(name.replace("_", " "), f"{value:g}")
+        if validation.per_style:
+            st.dataframe(pd.DataFrame(validation.per_style), hide_index=True)
+        if validation.reasons:
+            st.caption("Rejected samples by reason")
+            st.bar_chart(pd.Series(validation.reasons, name="samples"), horizontal=True)
+        with st.expander("Full validation report"):
+            st.json(report.get("validation"), expanded=False)
     plots = report.get("plots") or {}
     if plots:
         st.subheader("Plots")
@@ -301,13 +303,20 @@ def show_report(job_id: str, job: dict, report: dict) -> None:
                 xOffset=f"{series}:N" if series else alt.Undefined,
                 color=alt.Color(f"{series}:N" if series else f"{category}:N"), tooltip=list(frame.columns))
             st.altair_chart(chart)
-    model = chat_model_id(job)
+    model = job.get("fine_tuned_model")
     if model:
         st.subheader("Chat with the result")
-        links = [(model, "base prompt")] + [(chat_model_id(job, s), s) for s in sorted({r.get("style") for r in table
-                                                                                         if r.get("style")})]
-        for model_id, label in links:
-            st.page_link("views/chat.py", label=f"💬 {model_id} ({label})", query_params={"model": model_id})
+        try:
+            served = {c.name: c for c in widgets.models()}.get(model)
+        except GatewayError as err:
+            widgets.show_error(err)
+            return
+        if served is None:
+            st.warning(f"`{model}` is not served (any more): the gateway does not list it.")
+        else:
+            for style in served.style_options:
+                model_id = served.model_id(style)
+                st.page_link("views/chat.py", label=f"💬 {model_id}", query_params={"model": model_id})
 
 
 try:

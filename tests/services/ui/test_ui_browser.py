@@ -16,6 +16,11 @@ MAX_TOKENS = 24
 BASE_MODEL = "smollm2-135m"
 
 
+def settled(page) -> None:
+    """Until Streamlit has replaced every element of the previous run (stale ones are drawn faded meanwhile)."""
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+
+
 def open_page(page, url: str) -> None:
     page.goto(url)
     page.get_by_test_id("stChatInput").or_(page.get_by_test_id("stFileUploader")).first.wait_for()
@@ -173,7 +178,7 @@ def test_pipeline_job_from_styles_to_chat(fine_tuning_api, page, screenshots):
     page.get_by_text(f"{len(PIPELINE_QUESTIONS)} question(s)").wait_for()
     page.get_by_label("Suffix").fill("uitest")
     page.get_by_label("Suffix").press("Enter")
-    for label, value in (("Epochs", 1), ("Batch size", 2), ("Max steps (0 = epochs)", 2),
+    for label, value in (("Epochs", 1), ("Batch size", 2), ("Max steps (0 = epochs)", 1),
                          ("Evaluation questions per style (0 = skip)", 1)):
         set_number(page, label, value)
     page.get_by_text("Serve the result only if it beats the base model").click()  # 2 steps won't beat it
@@ -190,12 +195,15 @@ def test_pipeline_job_from_styles_to_chat(fine_tuning_api, page, screenshots):
             break
         seen_running |= page.get_by_test_id("stProgress").filter(has_text="running").count() > 0
         time.sleep(0.5)
-    page.get_by_role("heading", name="Loss").wait_for()
+    page.get_by_role("heading", name="Loss").first.wait_for()
+    settled(page)
     page.screenshot(path=screenshots / "pipeline-job.png", full_page=True)
     assert "succeeded" in header.first.inner_text(), page.get_by_test_id("stAlert").all_inner_texts()
     assert seen_running, "no live per-stage progress was shown while the job ran"
-    page.get_by_role("heading", name="Evaluation").wait_for()
-    assert page.get_by_test_id("stVegaLiteChart").count() >= 2  # loss curve + evaluation chart
+    for section in ("Validation", "Plots", "Loss", "Evaluation", "Chat with the result"):
+        page.get_by_role("heading", name=section, exact=True).wait_for()
+    assert page.get_by_test_id("stVegaLiteChart").count() >= 2  # loss curve, evaluation (+ rejection reasons)
+    assert page.get_by_test_id("stImage").count() >= 2  # the validator's and trainer's plots, via the gateway
 
     link = page.get_by_role("link", name=re.compile(r"ft-smollm2-135m-uitest-\w+:pirate"))
     model_id = re.search(r"(ft-smollm2-135m-uitest-\w+:pirate)", link.inner_text()).group(1)

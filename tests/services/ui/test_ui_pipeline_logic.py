@@ -7,13 +7,12 @@ from services.ui.pipeline import (
     Teacher,
     Training,
     build_job_request,
-    chat_model_id,
     evaluation_chart_spec,
     format_duration,
     loss_points,
     merge_events,
     stage_progress,
-    view_report_section,
+    validation_view,
 )
 
 
@@ -93,32 +92,45 @@ def test_loss_curve_from_report_or_live_events():
     live = loss_points(None, EVENTS)
     assert live == [{"step": 10, "split": "train", "loss": 2.5}, {"step": 20, "split": "train", "loss": 1.5},
                     {"step": 20, "split": "valid", "loss": 1.8}]
-    report = {"loss_curve": [{"step": 5, "train_loss": 3.0, "eval_loss": 3.2}]}
-    assert loss_points(report, EVENTS) == [{"step": 5, "split": "train", "loss": 3.0},
-                                           {"step": 5, "split": "valid", "loss": 3.2}]
-    nested = {"training": {"loss_curve": [{"step": 1, "train_loss": 4.0, "valid_loss": None}]}}
-    assert loss_points(nested, []) == [{"step": 1, "split": "train", "loss": 4.0}]
+    # the trainer's events say "loss"; checkpoints say "train_loss"/"eval_loss"
+    trainer_event = {"id": "t", "created_at": 1, "data": {"stage": "training", "step": 3.0, "loss": 2.9, "done": 3}}
+    assert loss_points({}, [trainer_event]) == [{"step": 3, "split": "train", "loss": 2.9}]
+    checkpoints = {"loss_curve": [{"step": 5.0, "train_loss": 3.0, "eval_loss": 3.2}]}
+    assert loss_points(checkpoints, EVENTS) == [{"step": 5, "split": "train", "loss": 3.0},
+                                                {"step": 5, "split": "valid", "loss": 3.2}]
+    # the training report's curve wins over everything (shape of the trainer's report)
+    report = {"training": {"loss_curve": {"eval": [{"step": 2.0, "loss": 3.1}],
+                                          "train": [{"step": 1.0, "loss": 2.92}, {"step": 2.0, "loss": 2.8}]}},
+              "loss_curve": [{"step": 9, "train_loss": 0.1}]}
+    assert loss_points(report, EVENTS) == [{"step": 1, "split": "train", "loss": 2.92},
+                                           {"step": 2, "split": "train", "loss": 2.8},
+                                           {"step": 2, "split": "valid", "loss": 3.1}]
 
 
-def test_report_section_split_for_drawing():
-    view = view_report_section({
-        "kept": 40, "total": 50, "dedup": {"threshold": 0.9, "removed": 3},
-        "rejected_by_reason": {"too_short": 4, "refusal": 3}, "passed": True,
-        "per_style": [{"style": "温柔", "kept": 20}], "plots": {"similarity": "reports/x.png"}, "name": "run"})
-    assert view.numbers == {"kept": 40, "total": 50, "dedup.threshold": 0.9, "dedup.removed": 3, "passed": 1.0}
-    # a dict of numbers is a bar chart, not a nested section
-    assert view.counts == {"rejected_by_reason": {"too_short": 4, "refusal": 3}}
-    assert view.tables == {"per_style": [{"style": "温柔", "kept": 20}]}
+def test_validation_report_view():
+    section = {  # the shape of the validator's report (trimmed)
+        "reasons": {"low_similarity": 1.0},
+        "counts": {"kept": 2.0, "rejected": 1.0, "total": 3.0, "input_errors": 0.0, "kept_share": 0.6667},
+        "thresholds": {"dedup": 0.9623},
+        "styles": {"pirate": {"reasons": {"low_similarity": 1.0}, "kept_share": 0.6667, "marker_score_kept": 1.0,
+                              "max_similarity": {"median": 0.8546, "mean": 0.845},
+                              "style_lift": {"median": 0.6929}, "total": 3.0, "kept": 2.0, "rejected": 1.0}},
+    }
+    view = validation_view(section)
+    assert view.counts["kept"] == 2.0 and view.counts["kept_share"] == 0.6667
+    assert view.reasons == {"low_similarity": 1.0}
+    assert view.per_style == [{"style": "pirate", "kept": 2.0, "rejected": 1.0, "total": 3.0, "kept share": 0.6667,
+                               "similarity (median)": 0.8546, "style lift (median)": 0.6929,
+                               "marker score (kept)": 1.0}]
+    assert validation_view(None) == validation_view({})
 
 
-def test_evaluation_chart_and_chat_links():
+def test_evaluation_chart_spec():
     table = [{"style": "温柔", "config": "tuned_trigger", "model": "ft-m:温柔", "style_score": 0.8, "pass_rate": 1.0},
              {"style": "温柔", "config": "base_trigger", "model": "m:温柔", "style_score": 0.6, "pass_rate": 0.5}]
     assert evaluation_chart_spec(table) == ("style", "config", ["style_score", "pass_rate"])
     assert evaluation_chart_spec([{"name": "a", "score": 1}]) == ("name", None, ["score"])
     assert evaluation_chart_spec([]) == (None, None, [])
-    assert chat_model_id({"fine_tuned_model": "ft-m-emo-1"}, "温柔") == "ft-m-emo-1:温柔"
-    assert chat_model_id({"fine_tuned_model": None}) is None
 
 
 def test_durations():
