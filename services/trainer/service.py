@@ -23,7 +23,7 @@ from emotune.jobs import JobRecord, JobStore
 from emotune.logging import get_logger
 from emotune.store.artifacts import delete_artifact, download_artifact, list_artifacts, publish_artifact
 from emotune.store.base import ArtifactStore
-from services.trainer import export
+from services.trainer import export, metrics
 from services.trainer.config import TrainerSettings
 from services.trainer.data import check_dataset, fetch_dataset, read_records
 from services.trainer.process import ProcessFailed, run_process
@@ -171,6 +171,7 @@ class _Relay:
             return
         if type == "warning":
             type, data = "log", {"level": "warning", **data}
+        self._observe(type, data)
         if type == "checkpoint" and data.get("path"):
             try:
                 data = {**data, "artifact": self.service.upload_checkpoint(
@@ -178,6 +179,19 @@ class _Relay:
             except (EmotuneError, OSError) as exc:  # the local checkpoint still allows resuming here
                 log.warning("checkpoint upload failed", error=str(exc))
         self.ctx.emit(type, message, **data)
+
+
+    def _observe(self, type: str, data: dict[str, Any]) -> None:
+        backend = self.spec.backend
+        if type == "progress":
+            metrics.STEPS.labels(backend).inc()
+            metrics.TRAIN_LOSS.labels(backend).set(data.get("loss") or 0.0)
+            if data.get("tokens_per_s") is not None:
+                metrics.TOKENS_PER_SECOND.labels(backend).set(data["tokens_per_s"])
+        elif type == "metric" and data.get("eval_loss") is not None:
+            metrics.EVAL_LOSS.labels(backend).set(data["eval_loss"])
+        elif type == "checkpoint":
+            metrics.CHECKPOINTS.labels(backend).inc()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
