@@ -152,8 +152,13 @@ def xtuner_config(
     from services.trainer.spec import TrainingSpec
     from services.trainer.xtuner_backend import render_config
 
-    parsed = TrainingSpec.parse({"dataset_artifact": "-", **_read_spec(spec, {})}, spec.name)
-    fmt = ChatFormat.from_pretrained(base_model_dir, parsed.chat_template or None)
+    try:
+        parsed = TrainingSpec.parse({"dataset_artifact": "-", **_read_spec(spec, {}), "backend": "xtuner"},
+                                    spec.name)
+        fmt = ChatFormat.from_pretrained(base_model_dir, parsed.chat_template or None)
+    except EmotuneError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
     typer.echo(render_config(parsed, base_dir=base_model_dir, train_file=train_file, device=device,
                              prompt_template=fmt.xtuner_template(), system=fmt.segments.default_system,
                              resume=False, save_steps=parsed.eval_every_steps or 100))
