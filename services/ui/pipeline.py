@@ -121,7 +121,7 @@ class StageProgress:
     def label(self) -> str:
         parts = [f"{self.name}: {self.status}"]
         if self.done is not None and self.total:
-            parts.append(f"{self.done}/{self.total}")
+            parts.append(f"{self.done:g}/{self.total:g}")
         if self.eta_s is not None and self.status == "running":
             parts.append(f"ETA {format_duration(self.eta_s)}")
         return " · ".join(parts)

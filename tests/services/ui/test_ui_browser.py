@@ -197,7 +197,9 @@ def test_pipeline_job_from_styles_to_chat(fine_tuning_api, page, screenshots):
         time.sleep(0.5)
     page.get_by_role("heading", name="Loss").first.wait_for()
     settled(page)
-    page.screenshot(path=screenshots / "pipeline-job.png", full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 5000})  # Streamlit scrolls inside the page: show it all
+    page.screenshot(path=screenshots / "pipeline-job.png")
+    page.set_viewport_size({"width": 1400, "height": 1000})
     assert "succeeded" in header.first.inner_text(), page.get_by_test_id("stAlert").all_inner_texts()
     assert seen_running, "no live per-stage progress was shown while the job ran"
     for section in ("Validation", "Plots", "Loss", "Evaluation", "Chat with the result"):

@@ -56,7 +56,7 @@ EVENTS = [  # newest first, as the API pages them
     {"id": "e4", "created_at": 104, "message": "training: step 10", "type": "metrics",
      "data": {"stage": "training", "step": 10, "train_loss": 2.5, "done": 10, "total": 40, "eta_s": 150}},
     {"id": "e3", "created_at": 103, "message": "validation succeeded", "data": {"stage": "validation"}},
-    {"id": "e2", "created_at": 102, "message": "datagen: 6/6", "data": {"stage": "datagen", "done": 6, "total": 6}},
+    {"id": "e2", "created_at": 102, "message": "datagen: 6/6", "data": {"stage": "datagen", "done": 6.0, "total": 6.0}},
     {"id": "e1", "created_at": 101, "message": "datagen started", "data": {"stage": "datagen"}},
 ]
 
