@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Annotated
 
+import openai
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -24,9 +25,7 @@ def run() -> None:
     main()
 
 
-def _client(base_url: str, api_key: str):
-    import openai
-
+def _client(base_url: str, api_key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"))
 
 
@@ -47,8 +46,6 @@ def chat(
     api_key: ApiKey = "",
 ) -> None:
     """Stream one reply through the gateway (a spinner until the first token)."""
-    import openai
-
     try:
         stream = _client(base_url, api_key).chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,

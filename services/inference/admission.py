@@ -36,6 +36,24 @@ class Slot:
             self._admission._finished(time.monotonic() - self._started)
 
 
+class Ticket:
+    """A place in the queue; ``admitted`` waits for a slot, ``leave`` gives the place up if still waiting."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self._queued = True
+
+    async def admitted(self) -> Slot:
+        await self._admission._free.acquire()
+        self.leave()
+        return self._admission._started()
+
+    def leave(self) -> None:
+        if self._queued:
+            self._queued = False
+            self._admission._left_queue()
+
+
 class Admission:
     def __init__(self, max_running: int, max_waiting: int) -> None:
         self.max_running, self.max_waiting = max_running, max_waiting
@@ -49,23 +67,30 @@ class Admission:
         typical = sorted(self._recent_durations)[len(self._recent_durations) // 2] if self._recent_durations else 1.0
         return float(min(60, max(1, math.ceil(typical * (self.waiting + 1) / self.max_running))))
 
-    def refuse_if_full(self) -> None:
-        if self.running >= self.max_running and self.waiting >= self.max_waiting:
+    def enter(self) -> Ticket:
+        """Take a place in the queue at once, or refuse: a caller can report "accepted" before waiting."""
+        if self.running + self.waiting >= self.max_running + self.max_waiting:
             metrics.REJECTED.inc()
             raise ResourceExhausted(
                 f"inference is at capacity ({self.running} running, {self.waiting} queued); retry later",
                 retry_after=self.retry_after(),
             )
-
-    async def acquire(self) -> Slot:
-        self.refuse_if_full()
         self.waiting += 1
         metrics.QUEUED.set(self.waiting)
+        return Ticket(self)
+
+    async def acquire(self) -> Slot:
+        ticket = self.enter()
         try:
-            await self._free.acquire()
+            return await ticket.admitted()
         finally:
-            self.waiting -= 1
-            metrics.QUEUED.set(self.waiting)
+            ticket.leave()
+
+    def _left_queue(self) -> None:
+        self.waiting -= 1
+        metrics.QUEUED.set(self.waiting)
+
+    def _started(self) -> Slot:
         self.running += 1
         metrics.IN_FLIGHT.set(self.running)
         return Slot(self)

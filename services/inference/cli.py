@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import grpc
 import typer
@@ -19,16 +20,18 @@ from services.inference.config import InferenceSettings
 
 app = typer.Typer(help="The inference service (gRPC): serve models, load artifacts, chat.", no_args_is_help=True)
 console = Console(stderr=True)
+T = TypeVar("T")
 Address = Annotated[str | None, typer.Option(help="inference address (default EMOTUNE_INFERENCE_ADDR)")]
 
 
-def _call(coro_factory, address: str | None):
+def _call(rpc: Callable[[inference_pb2_grpc.InferenceStub], Awaitable[T]], address: str | None) -> T:
+    """Run one call against the service; a failure is printed as its domain error (exit code 1)."""
     settings = InferenceSettings()
 
-    async def run():
+    async def run() -> T:
         async with open_channel(address or settings.inference_addr, settings) as channel:
             try:
-                return await coro_factory(inference_pb2_grpc.InferenceStub(channel))
+                return await rpc(inference_pb2_grpc.InferenceStub(channel))
             except grpc.aio.AioRpcError as exc:
                 error = to_domain_error(exc)
                 console.print(f"[red]{type(error).__name__}: {error.message}")
@@ -83,6 +86,7 @@ def load(
 
 @app.command()
 def unload(model_id: str, address: Address = None) -> None:
+    """Stop serving a model (running generations finish first)."""
     response = _call(lambda stub: stub.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model_id)), address)
     console.print("unloaded" if response.unloaded else f"{model_id} was not loaded")
 

@@ -60,9 +60,12 @@ class InferenceService:
         if style_prompt:
             messages = apply_style(messages, style_prompt)
         chat = served.model.prepare(messages, params)
-        self.admission.refuse_if_full()
-        yield Chunk()
-        slot = await self.admission.acquire()
+        ticket = self.admission.enter()
+        try:
+            yield Chunk()
+            slot = await ticket.admitted()
+        finally:
+            ticket.leave()
         admitted = time.monotonic()
         try:
             generation = served.model.start(chat, on_finished=slot.release)

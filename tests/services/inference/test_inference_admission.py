@@ -55,3 +55,15 @@ def test_retry_after_is_queued_work_over_parallelism():
     assert admission.retry_after() == 12
     admission.waiting = 100
     assert admission.retry_after() == 60  # capped
+
+
+async def test_a_ticket_holds_its_queue_place_until_admitted_or_left():
+    admission = Admission(max_running=1, max_waiting=0)
+    ticket = admission.enter()  # accepted before any waiting
+    with pytest.raises(ResourceExhausted):
+        admission.enter()
+    ticket.leave()
+    assert admission.waiting == 0
+    slot = await admission.enter().admitted()
+    assert (admission.running, admission.waiting) == (1, 0)
+    slot.release()

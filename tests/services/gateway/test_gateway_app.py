@@ -1,0 +1,70 @@
+"""The app factory (features, API keys from settings and files, production guard), on a real server."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import SecretStr, ValidationError
+
+from services.gateway.app import load_features
+from services.gateway.auth import ApiKeys
+from services.gateway.config import GatewaySettings
+from services.gateway.feature import Feature
+from tests.services.gateway.conftest import start_gateway
+
+
+def test_keys_come_from_the_variable_and_the_file(tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# rotated 2026-11\nsk-from-file-1\n\n  sk-from-file-2  \n", encoding="utf-8")
+    settings = GatewaySettings(gateway_api_keys=SecretStr("sk-env-1, sk-env-2,"), gateway_api_keys_file=keys_file)
+    assert settings.api_keys() == ["sk-env-1", "sk-env-2", "sk-from-file-1", "sk-from-file-2"]
+    keys = ApiKeys(settings.api_keys())
+    assert keys.accepts("sk-from-file-2") and keys.accepts("sk-env-1")
+    assert not keys.accepts("sk-env") and not keys.accepts("sk-env-1 ") and not keys.accepts("")
+
+
+def test_production_refuses_to_start_without_real_keys():
+    with pytest.raises(ValidationError, match="needs API keys"):
+        GatewaySettings(env="prod")
+    with pytest.raises(ValidationError, match="placeholder"):
+        GatewaySettings(env="prod", gateway_api_keys=SecretStr("changeme"))
+    assert GatewaySettings(env="prod", gateway_api_keys=SecretStr("sk-a-real-key")).api_keys() == ["sk-a-real-key"]
+
+
+def test_default_features_are_health_models_and_chat():
+    prefixes = {route.path for feature in load_features() for route in feature.router.routes}
+    assert {"/healthz", "/readyz", "/metrics", "/v1/models", "/v1/chat/completions"} <= prefixes
+
+
+async def test_a_feature_plugs_in_with_its_lifespan_and_the_key_check(monkeypatch):
+    started: list[str] = []
+    router = APIRouter(prefix="/v1/echo")
+
+    @router.get("")
+    async def echo(request: Request) -> dict[str, str]:
+        return {"service": request.app.state.echo}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.echo = "ready"
+        started.append("up")
+        yield
+        started.append("down")
+
+    features = [*load_features(), Feature(router, lifespan=lifespan)]
+    monkeypatch.setattr("services.gateway.app.load_features", lambda: features)
+    gateway = await start_gateway("127.0.0.1:9")
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            assert (await http.get("/v1/echo")).status_code == 401
+            answer = await http.get("/v1/echo", headers={"Authorization": "Bearer sk-emotune-test-one"})
+            assert answer.json() == {"service": "ready"}
+            assert (await http.get("/healthz")).status_code == 200
+            missing = await http.get("/v1/nothing-here", headers={"Authorization": "Bearer sk-emotune-test-one"})
+        assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+    finally:
+        await gateway.stop()
+    assert started == ["up", "down"]
