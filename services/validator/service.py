@@ -61,7 +61,7 @@ class ScoreResult:
     assessments: list[Assessment]
     # Means over all texts; a text that could not be scored (empty) counts 0.
     mean_similarity: float  # mean cosine to the style's reference texts
-    style_score: float  # style lift: similarity to the style minus similarity to neutral text
+    style_score: float  # mean style lift (1.0 = as distinct from neutral text as the style's references)
     style_accuracy: float  # share of texts whose nearest style is the requested one
     embedder: str
 
@@ -74,15 +74,18 @@ class ValidatorCore:
         self.settings = settings
         self.embedders = EmbedderRegistry(settings.validator_device)
         self.indexes = StyleIndexCache()
+        self._thresholds: dict[str, Thresholds] = {}
 
     def embedder(self, name: str = "") -> tuple[Embedder, Thresholds]:
         """The named (or default) embedder and its calibrated thresholds."""
         embedder = self.embedders.get(name or self.settings.validator_embedder)
-        calibration = calibration_for(embedder, self.settings.cache_dir, self.settings.validator_batch_size)
-        return embedder, calibration.thresholds
+        if embedder.name not in self._thresholds:
+            calibration = calibration_for(embedder, self.settings.cache_dir, self.settings.validator_batch_size)
+            self._thresholds[embedder.name] = calibration.thresholds
+        return embedder, self._thresholds[embedder.name]
 
     def validate(self, records: Sequence[Record], read_report: ReadReport, styles: StylesDocument,
-            embedder: Embedder, thresholds: Thresholds, on_progress: Progress | None = None) -> OutputFiles:
+                 embedder: Embedder, thresholds: Thresholds, on_progress: Progress | None = None) -> OutputFiles:
         batch = self.settings.validator_batch_size
         outcome = validate_records(
             records, styles, embedder, thresholds, index=self.indexes.get(styles, embedder, batch),

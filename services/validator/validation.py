@@ -113,8 +113,6 @@ def assess(
                      if Reason.UNKNOWN_STYLE not in a.reasons and Reason.EMPTY not in a.reasons], dtype=np.int64)
     texts = [replies[i][-1] for i in rows]
     vectors = embedder.encode_batched(texts, batch_size, on_progress)
-    if on_progress is not None and not texts:
-        on_progress(0, 0)
     sims = index.score(vectors, [style_names[i] for i in rows])
     for j, i in enumerate(rows):
         a = assessments[i]
