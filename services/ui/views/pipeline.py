@@ -283,7 +283,7 @@ def show_report(job_id: str, job: dict, report: dict) -> None:
         columns = st.columns(2)
         for i, (name, url) in enumerate(plots.items()):
             try:
-                columns[i % 2].image(gateway.plot(url, job_id), caption=name)
+                columns[i % 2].image(gateway.plot(url, job_id), caption=name, width="stretch")
             except GatewayError as err:
                 columns[i % 2].warning(f"{name}: {err.message}")
     evaluation = report.get("evaluation") or {}
