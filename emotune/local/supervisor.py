@@ -23,6 +23,10 @@ from emotune.logging import get_logger
 
 log = get_logger(__name__)
 
+# Default ports (plus the stack's offset); the same as compose and Kubernetes use.
+GRPC_PORTS = {"datagen": 50051, "validator": 50052, "trainer": 50053, "inference": 50054}
+METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104}
+
 
 @dataclass(frozen=True)
 class LocalService:
@@ -80,9 +84,8 @@ class LocalStack:
 
     def services(self) -> list[LocalService]:
         python = sys.executable
-        grpc = [("datagen", 50051), ("validator", 50052), ("trainer", 50053), ("inference", 50054)]
         services = [LocalService(name, [python, "-m", f"services.{name}"], "grpc", self.port(port))
-                    for name, port in grpc]
+                    for name, port in GRPC_PORTS.items()]
         services.append(LocalService("gateway", [python, "-m", "services.gateway"], "http", self.port(8000),
                                      "/readyz"))
         if self.with_ui:
@@ -137,11 +140,12 @@ class LocalStack:
 
     def start(self, on_status=lambda name, status: None) -> None:  # noqa: ANN001 - simple callback
         env = self.environment()
-        for index, service in enumerate(self.services()):
+        for service in self.services():
             if self.running_pid(service.name) and service.healthy():
                 on_status(service.name, "already running")
                 continue
-            metrics = {"EMOTUNE_METRICS_PORT": str(self.port(9101 + index))} if service.probe == "grpc" else {}
+            metrics_port = METRICS_PORTS.get(service.name)
+            metrics = {"EMOTUNE_METRICS_PORT": str(self.port(metrics_port))} if metrics_port else {}
             log_file = (self.state_dir / "logs" / f"{service.name}.log").open("ab")
             process = subprocess.Popen(
                 service.argv, env={**env, **metrics}, stdout=log_file, stderr=subprocess.STDOUT,

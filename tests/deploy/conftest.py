@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from deploykit import (
+from tests.deploy.deploykit import (
     K8S,
     RepoService,
     compose_cmd,

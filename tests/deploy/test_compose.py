@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from deploykit import (
+from tests.deploy.deploykit import (
     COMPOSE_FILE,
     compose_cmd,
     compose_variants,

@@ -15,7 +15,7 @@ import time
 import httpx
 import psutil
 import pytest
-from deploykit import REPO, free_port, image_python
+from tests.deploy.deploykit import REPO, free_port, image_python
 
 from emotune.grpc.probe import check as grpc_serving
 

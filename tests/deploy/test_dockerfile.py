@@ -8,7 +8,7 @@ import re
 import subprocess
 
 import pytest
-from deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, image_python, run, tool, workloads
+from tests.deploy.deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, image_python, run, tool, workloads
 from docker.utils.build import exclude_paths
 
 

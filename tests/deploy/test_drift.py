@@ -8,7 +8,7 @@ import re
 import warnings
 
 import pytest
-from deploykit import by_kind, repo_services, workloads
+from tests.deploy.deploykit import by_kind, repo_services, workloads
 
 from emotune.settings import Settings
 

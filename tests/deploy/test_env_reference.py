@@ -10,7 +10,7 @@ import os
 import typing
 from pathlib import Path
 
-from deploykit import REPO, repo_services
+from tests.deploy.deploykit import REPO, repo_services
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined

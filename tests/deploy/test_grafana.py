@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import yaml
-from deploykit import METRIC_SUFFIXES, REPO, declared_metrics, run, tool
+from tests.deploy.deploykit import METRIC_SUFFIXES, REPO, declared_metrics, run, tool
 
 from emotune.settings import default_cache_dir
 

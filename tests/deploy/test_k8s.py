@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from deploykit import (
+from tests.deploy.deploykit import (
     K8S,
     KUBERNETES_VERSION,
     by_kind,
