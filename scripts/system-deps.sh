@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests run against for real: OpenStack Swift (S3 server), Prometheus, Chromium.
+# Debian packages the tests run against for real: OpenStack Swift (S3 server), Prometheus, Chromium (and CJK
+# fonts so screenshots and charts show Chinese).
 # Installs only what is missing; needs root (CI and the dev machines run as root) or sudo.
 set -euo pipefail
-want=(swift-proxy swift-object swift-container swift-account prometheus chromium chromium-driver)
+want=(swift-proxy swift-object swift-container swift-account prometheus chromium chromium-driver fonts-noto-cjk)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
