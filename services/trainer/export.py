@@ -82,6 +82,8 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
         "metrics.json": json.dumps(metrics, ensure_ascii=False, indent=1, default=str).encode(),
         "parity.json": json.dumps(asdict(parity), ensure_ascii=False, indent=1).encode(),
     }
+    if run.get("samples"):
+        report_files["samples.json"] = json.dumps(run["samples"], ensure_ascii=False, indent=1).encode()
     publish_artifact(store, keys["report"], report_files, {"kind": "training_report", **meta})
     return {
         "adapter_artifact": keys["adapter"], "merged_artifact": keys["merged"], "report_artifact": keys["report"],

@@ -258,3 +258,67 @@ def save_adapter(checkpoint: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         shutil.copy2(checkpoint / name, out_dir / name)
+
+
+def sample_replies(model_dir: Path, fmt: ChatFormat, prompts: list[str], system: str | None,
+                   max_new_tokens: int = 64) -> list[dict[str, Any]]:
+    """Greedy replies of the merged model to the eval prompts, and whether each stopped on its own.
+
+    A reply that runs to ``max_new_tokens`` is the run-on symptom of seeds 003/004 (wrong template or stop
+    tokens); the worker warns about it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
+    out = []
+    for prompt in prompts:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids = fmt.prompt_ids(messages)
+        with torch.no_grad():
+            generated = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                       max_new_tokens=max_new_tokens, do_sample=False,
+                                       eos_token_id=fmt.stop_token_ids,
+                                       pad_token_id=fmt.end_token_id)[0, len(ids):].tolist()
+        stopped = bool(generated) and generated[-1] in fmt.stop_token_ids
+        out.append({"prompt": prompt, "system": system, "stopped": stopped,
+                    "reply": fmt.tokenizer.decode(generated, skip_special_tokens=True).strip()})
+    return out
+
+
+def candidate_checkpoints(checkpoints: Path) -> list[Path]:
+    """The checkpoints that compete for "final": those with a held-out loss (best K kept), else the latest."""
+    losses = eval_losses(checkpoints)
+    if losses:
+        return sorted(losses, key=lambda p: losses[p])
+    latest = latest_checkpoint(checkpoints)
+    return [latest] if latest else []
+
+
+def style_replies(base_dir: Path, candidates: list[Path], fmt: ChatFormat, prompts: list[str],
+                  systems: dict[str, str], max_new_tokens: int = 48) -> dict[str, dict[str, list[str]]]:
+    """{checkpoint: {style: replies}}: each candidate adapter answers every prompt with each style's prompt."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), torch_dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(candidates[0]), adapter_name=candidates[0].name).eval()
+    for path in candidates[1:]:
+        model.load_adapter(str(path), adapter_name=path.name)
+    out: dict[str, dict[str, list[str]]] = {}
+    for path in candidates:
+        model.set_adapter(path.name)
+        out[path.name] = {}
+        for style, system in systems.items():
+            replies = []
+            for prompt in prompts:
+                ids = fmt.prompt_ids([{"role": "system", "content": system}, {"role": "user", "content": prompt}])
+                with torch.no_grad():
+                    generated = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens,
+                                               attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                               do_sample=False, eos_token_id=fmt.stop_token_ids,
+                                               pad_token_id=fmt.end_token_id)[0, len(ids):]
+                replies.append(fmt.tokenizer.decode(generated, skip_special_tokens=True).strip())
+            out[path.name][style] = replies
+    return out

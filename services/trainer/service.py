@@ -102,6 +102,8 @@ class TrainerService:
                 "--data", str(data), "--work-dir", str(work), "--threads", str(self.settings.trainer_threads)]
         if general is not None:
             argv += ["--general", str(general)]
+        if spec.styles_yaml and spec.eval_prompts:
+            argv += ["--validator-addr", self.settings.validator_addr]
         try:
             await run_process(argv, relay.worker_line, cwd=_repo_root(), grace_seconds=self.settings.
                               trainer_stop_grace_seconds, what="training worker")

@@ -47,9 +47,14 @@ class TrainingSpec(BaseModel):
     mix_ratio: float = Field(0.0, ge=0, le=10, description="general samples per style sample")
     output_prefix: str = ""
     resume_job_id: str = ""
+    styles_yaml: str = Field("", description="with eval_prompts: pick the final checkpoint by validator style score")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:
+        if self.styles_yaml:
+            from emotune.styles import parse_styles
+
+            parse_styles(self.styles_yaml, "styles_yaml")  # InvalidInput names the line and field
         if self.mix_ratio > 0 and not self.mix_dataset_artifact:
             raise ValueError("mix_ratio > 0 needs mix_dataset_artifact")
         if self.backend == "hf" and self.quantization != "none":

@@ -20,6 +20,7 @@ from typing import Any
 EVENT_PREFIX = "@@emotune "
 OUTPUT_DIR = "output"
 COMPLETE = ".complete"
+SCORE_TIMEOUT_SECONDS = 600
 
 
 def emit(type: str, message: str = "", **data: Any) -> None:
@@ -37,7 +38,7 @@ def die_with_parent() -> None:
 
 
 def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | None, work_dir: Path,
-        threads: int) -> None:
+        threads: int, validator_addr: str = "") -> None:
     from emotune.chat_template import ChatFormat
     from services.trainer import hf_backend
     from services.trainer.data import read_records
@@ -56,11 +57,20 @@ def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | N
     prepared = hf_backend.prepare(spec, fmt, records, general, emit)
     metrics = hf_backend.train(spec, prepared, base_dir, work_dir, emit, threads)
     best = work_dir / "checkpoints" / metrics["best_checkpoint"]
+    if validator_addr and spec.styles_yaml and spec.eval_prompts:
+        best = pick_by_style_score(spec, fmt, base_dir, work_dir / "checkpoints", records, validator_addr, metrics)
     emit("log", f"best checkpoint {best.name} (eval loss {metrics['best_eval_loss']}); merging",
          step=metrics["best_step"])
     staging = work_dir / (OUTPUT_DIR + ".tmp")
     hf_backend.save_adapter(best, staging / "adapter")
     hf_backend.merge_adapter(base_dir, staging / "adapter", staging / "merged")
+    if spec.eval_prompts:
+        system = _common_system_prompt(records)
+        metrics["samples"] = hf_backend.sample_replies(staging / "merged", fmt, spec.eval_prompts, system)
+        for sample in metrics["samples"]:
+            emit("log", f"sample: {sample['prompt']} -> {sample['reply']}", **sample)
+        if not all(s["stopped"] for s in metrics["samples"]):
+            emit("warning", "some eval replies did not stop by themselves (they ran to the token limit)")
     (staging / "run.json").write_text(json.dumps(metrics, ensure_ascii=False, default=str), encoding="utf-8")
     if output.exists():
         import shutil
@@ -71,6 +81,60 @@ def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | N
     emit("log", "training finished", global_step=metrics["global_step"])
 
 
+def pick_by_style_score(spec: Any, fmt: Any, base_dir: Path, checkpoints: Path, records: list,
+                        validator_addr: str, metrics: dict[str, Any]) -> Path:
+    """Among the kept best-by-loss checkpoints, the one whose replies the validator scores most in style."""
+    import asyncio
+
+    from emotune.styles import parse_styles
+    from services.trainer import hf_backend
+
+    document = parse_styles(spec.styles_yaml, "styles_yaml")
+    trained = {r.style for r in records}
+    systems = {s.name: s.serving_prompt for s in document.styles if s.name in trained} or \
+        {s.name: s.serving_prompt for s in document.styles}
+    candidates = hf_backend.candidate_checkpoints(checkpoints)
+    replies = hf_backend.style_replies(base_dir, candidates, fmt, spec.eval_prompts, systems)
+    scores = asyncio.run(_score(validator_addr, spec.styles_yaml, replies))
+    losses = hf_backend.eval_losses(checkpoints)
+    for path in candidates:
+        emit("metric", f"{path.name} style score {scores[path.name]:.4f}", step=_step(path),
+             style_score=round(scores[path.name], 5), eval_loss=losses.get(path))
+    best = max(candidates, key=lambda p: (scores[p.name], -losses.get(p, 0.0)))
+    metrics.update(style_scores={k: round(v, 5) for k, v in scores.items()}, best_checkpoint=best.name,
+                   best_step=_step(best), best_eval_loss=losses.get(best))
+    return best
+
+
+async def _score(address: str, styles_yaml: str, replies: dict[str, dict[str, list[str]]]) -> dict[str, float]:
+    """Mean validator style score per checkpoint over its styles (emotune.v1.Validator/Score)."""
+    from emotune.grpc.client import open_channel
+    from emotune.settings import Settings
+    from emotune.v1 import validator_pb2, validator_pb2_grpc
+
+    out = {}
+    async with open_channel(address, Settings()) as channel:
+        stub = validator_pb2_grpc.ValidatorStub(channel)
+        for checkpoint, by_style in replies.items():
+            results = [await stub.Score(validator_pb2.ScoreRequest(texts=texts, style=style, styles_yaml=styles_yaml),
+                                        timeout=SCORE_TIMEOUT_SECONDS)  # the first call loads the embedder
+                       for style, texts in by_style.items()]
+            out[checkpoint] = sum(r.style_score for r in results) / len(results)
+    return out
+
+
+def _step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[-1])
+
+
+def _common_system_prompt(records: list) -> str | None:
+    """The system prompt most training conversations carry (what eval prompts are asked with)."""
+    from collections import Counter
+
+    prompts = Counter(r.messages[0].content for r in records if r.messages[0].role == "system")
+    return prompts.most_common(1)[0][0] if prompts else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True)
@@ -79,11 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--general", type=Path)
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--validator-addr", default="", help="score checkpoints' style (with styles_yaml)")
     args = parser.parse_args(argv)
     die_with_parent()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        run(args.spec, args.base_model, args.data, args.general, args.work_dir, args.threads)
+        run(args.spec, args.base_model, args.data, args.general, args.work_dir, args.threads, args.validator_addr)
     except Exception as exc:
         from emotune.errors import EmotuneError
 

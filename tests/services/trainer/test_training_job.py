@@ -58,7 +58,7 @@ async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path,
             backend="hf", base_model="smollm2-135m", dataset_artifact="validated/t1/kept",
             lora=trainer_pb2.LoraConfig(r=8, alpha=16, dropout=0.0), max_length=128, packing=True, max_steps=8,
             learning_rate=1e-3, batch_size=2, eval_fraction=0.1, eval_every_steps=4, keep_best_checkpoints=1,
-            seed=3, output_prefix="models/gentle",
+            seed=3, output_prefix="models/gentle", eval_prompts=["I lost my umbrella"],
         ))
         events = await _watch(jobs, ref.job_id)
         job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=ref.job_id))
@@ -88,6 +88,10 @@ async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path,
                                                                              "adapter_config.json", MODELFILE}
     assert not list(store.list("models/gentle/checkpoints/"))
     assert result["parity"]["conversations"] > 0 and result["stop_tokens"] == ["<|im_end|>"]
+
+    samples = result["samples"]  # the job's own check on the export: the eval reply stops by itself
+    assert [s["prompt"] for s in samples] == ["I lost my umbrella"] and samples[0]["stopped"] is True
+    assert "samples.json" in report.files
 
     # The export reloads on its own and generates in the style, stopping at the end token.
     merged = download_artifact(store, result["merged_artifact"], tmp_path / "merged")
