@@ -10,7 +10,6 @@ place.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -70,16 +69,18 @@ _REFUSAL = re.compile(
     r"作为(?:一个|一名)?\s*(?:AI|人工智能|语言模型|大模型|AI助手|智能助手)"
     r"|我(?:只)?是(?:一个)?\s*(?:AI|人工智能|语言模型)"
     r"|(?:抱歉|对不起|很遗憾)[，,。！!\s]*我(?:无法|不能|没办法)"
-    r"|我无法(?:回答|提供|满足|完成|协助)|(?:无法|不能)(?:回答|讨论)(?:这个|该|此)(?:问题|话题)"
+    r"|我无法(?:回答|提供|满足|协助|生成)|(?:无法|不能)(?:回答|讨论)(?:这个|该|此)(?:问题|话题)"
     r"|as an ai\b|i(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:no|')t|am unable)"
     r"|i can(?:no|')t (?:help|assist) with",
     re.IGNORECASE,
 )
-# An unfinished sentence: ends with a comma-like mark, an opening bracket/quote or a connector.
-_DANGLING_END = re.compile(r"[，,、：:；;（(“‘《「『【\-—]\s*$|(?:和|与|及|或|但是?|因为|所以|而且|并且|的)\s*$")
+# An unfinished sentence: ends with a comma-like mark, an opening bracket/quote or a connector (not "的" or
+# "及": "会好起来的" and "来得及" end complete sentences).
+_DANGLING_END = re.compile(r"[，,、：:；;（(“‘《「『【\-—]\s*$|(?:和|与|或|但是?|因为|所以|而且|并且)\s*$")
 _PAIRS = ("（）", "()", "“”", "《》", "「」", "『』", "【】")
-# Punctuation a sentence must not start with (opening brackets and quotes are fine).
-_NO_LEADING = set("！!。.，,、；;：:？?~～…）)】」』》”’")
+# Punctuation a sentence must not start with. Opening brackets and quotes are fine, and so are "……" (a hesitation
+# 傲娇 / 慵懒 replies start with on purpose) and "？？" (a 毒舌 "are you serious").
+_NO_LEADING = set("！!。.，,、；;：:~～）)】」』》”’")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
@@ -118,9 +119,7 @@ def is_truncated(text: str, finish_reason: str | None = None) -> bool:
 
 
 def starts_with_punctuation(text: str) -> bool:
-    first = text.lstrip()[:1]
-    return bool(first) and (first in _NO_LEADING or unicodedata.category(first) in ("Pe", "Pf", "Po")
-                            and first not in "#*@&%\"'")
+    return text.lstrip()[:1] in _NO_LEADING if text.strip() else False
 
 
 def script_share(text: str, language: str) -> float | None:

@@ -184,6 +184,9 @@ class Validator:
         for reason, n in files.report["reasons"].items():
             metrics.REJECTIONS.labels(reason).inc(n)
 
+        if self._stopping.is_set():
+            raise Cancelled("validator shutting down")
+        ctx.raise_if_cancelled()  # cancelled during the last batch: publish nothing
         source = {"source_dataset": spec.dataset_artifact, "embedder": embedder.name}
         outputs = (
             ("kept", {RECORDS_FILE: files.kept}, {"kind": "dataset", "records": counts["kept"], **source}),

@@ -22,13 +22,14 @@ def test_lead_ins_are_caught(text):
     assert "lead_in" in reasons(text)
 
 
-@pytest.mark.parametrize("text", ["！啦~ 生日快乐", "。哦！新年快乐", "，祝你顺利", "~ 早点睡", "…好吧", "）开心"])
+@pytest.mark.parametrize("text", ["！啦~ 生日快乐", "。哦！新年快乐", "，祝你顺利", "~ 早点睡", "；好吧", "）开心"])
 def test_punctuation_before_the_sentence(text):
     assert starts_with_punctuation(text) and "leading_punctuation" in reasons(text)
 
 
-@pytest.mark.parametrize("text", ["「早安」呀", "“加油！”", "《小王子》里说过", "🌸 早安", "#今日份快乐"])
-def test_opening_quotes_brackets_emoji_and_hashtags_may_lead(text):
+@pytest.mark.parametrize("text", ["「早安」呀", "“加油！”", "《小王子》里说过", "🌸 早安", "#今日份快乐", "……哼，才不是呢",
+                                  "？？你认真的吗"])
+def test_opening_quotes_brackets_emoji_hashtags_and_hesitation_may_lead(text):
     assert not starts_with_punctuation(text)
 
 
@@ -38,6 +39,10 @@ def test_opening_quotes_brackets_emoji_and_hashtags_may_lead(text):
 ])
 def test_leftover_role_and_template_tags(text):
     assert "role_tag" in reasons(text)
+
+
+def test_in_character_inability_is_not_a_refusal():
+    assert "refusal" not in reasons("唔……我无法完成今天的任务啦，明天再说吧～")
 
 
 @pytest.mark.parametrize("text", [
@@ -56,7 +61,8 @@ def test_truncation(text, finish):
     assert is_truncated(text, finish) and "truncated" in reasons(text, finish_reason=finish)
 
 
-@pytest.mark.parametrize("text", ["辛苦啦～", "你这厨艺，锅都想离家出走。", "新年快乐🧧", "（小声）晚安", "嗯嗯"])
+@pytest.mark.parametrize("text", ["辛苦啦～", "你这厨艺，锅都想离家出走。", "新年快乐🧧", "（小声）晚安", "嗯嗯",
+                                  "别担心，一切都会好起来的", "现在出发还来得及"])
 def test_complete_replies_are_not_truncated(text):
     assert not is_truncated(text, "stop")
 
