@@ -26,6 +26,25 @@ log = get_logger(__name__)
 # Default ports (plus the stack's offset); the same as compose and Kubernetes use.
 GRPC_PORTS = {"datagen": 50051, "validator": 50052, "trainer": 50053, "inference": 50054}
 METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104}
+GATEWAY_PORT, UI_PORT = 8000, 8501
+
+
+def free_port_offset(low: int = 1000, high: int = 15000, attempts: int = 50) -> int:
+    """A random offset at which every port a stack uses is free on loopback (tests run stacks side by side)."""
+    import random
+    import socket
+
+    bases = [*GRPC_PORTS.values(), *METRICS_PORTS.values(), GATEWAY_PORT, UI_PORT]
+    for _ in range(attempts):
+        offset = random.randrange(low, high)
+        try:
+            for base in bases:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError(f"no free block of ports at offsets {low}..{high}")
 
 
 @dataclass(frozen=True)
@@ -67,11 +86,11 @@ class LocalStack:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.port(8000)}"
+        return f"http://127.0.0.1:{self.port(GATEWAY_PORT)}"
 
     @property
     def ui_url(self) -> str:
-        return f"http://127.0.0.1:{self.port(8501)}"
+        return f"http://127.0.0.1:{self.port(UI_PORT)}"
 
     @property
     def api_key(self) -> str:
@@ -138,7 +157,7 @@ class LocalStack:
         except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
             return None
 
-    def start(self, on_status=lambda name, status: None) -> None:  # noqa: ANN001 - simple callback
+    def start(self, on_status=lambda name, status: None) -> None:
         env = self.environment()
         for service in self.services():
             if self.running_pid(service.name) and service.healthy():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from emotune.local.supervisor import LocalStack
+from emotune.local.supervisor import LocalStack, free_port_offset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -57,24 +56,12 @@ QUESTIONS = [
 ]
 
 
-def _free_offset() -> int:
-    """A port offset at which every port the stack uses is free on loopback."""
-    bases = [50051, 50052, 50053, 50054, 8000, 8501, 9101, 9102, 9103, 9104]
-    for offset in range(1100, 9000, 37):
-        try:
-            for base in bases:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return offset
-    raise RuntimeError("no free port block")
 
 
 @pytest.fixture
-def stack(tmp_path: Path, s3_server):  # noqa: ANN001 - fixture from tests/conftest.py
+def stack(tmp_path: Path, s3_server):
     bucket = f"e2e-{os.getpid()}-{int(time.time())}"
-    local = LocalStack(tmp_path / "state", base_model=BASE, port_offset=_free_offset(), with_ui=False,
+    local = LocalStack(tmp_path / "state", base_model=BASE, port_offset=free_port_offset(), with_ui=False,
                        extra_env={**s3_server.env(bucket), "EMOTUNE_DATAGEN_MAX_TOKENS": "48",
                                   "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2"})
     local.start()
@@ -97,7 +84,7 @@ def _job_request(client: OpenAI, suffix: str, max_steps: int) -> dict:
     }
 
 
-def _wait(client: OpenAI, job_id: str, timeout: float, until=lambda job: job.status in  # noqa: ANN001
+def _wait(client: OpenAI, job_id: str, timeout: float, until=lambda job: job.status in
           {"succeeded", "failed", "cancelled"}):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -150,7 +137,7 @@ def test_gateway_killed_mid_job_resumes_and_completes(stack: LocalStack) -> None
     client = _client(stack)
     job = client.fine_tuning.jobs.create(**_job_request(client, "restart", max_steps=12))
 
-    def training(j) -> bool:  # noqa: ANN001
+    def training(j) -> bool:
         return (j.model_extra or {}).get("emotune", {}).get("stage") == "training" or j.status != "running" and \
             j.status not in {"queued", "validating_files"}
 

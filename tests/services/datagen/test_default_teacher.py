@@ -3,8 +3,6 @@ CPU), each a process started by the embedded-default supervisor, the job naming 
 
 from __future__ import annotations
 
-import random
-import socket
 import time
 
 import grpc
@@ -12,7 +10,7 @@ import pytest
 from google.protobuf.json_format import ParseDict
 
 from emotune.jobs import JobState, JobStore
-from emotune.local.supervisor import LocalService, LocalStack
+from emotune.local.supervisor import LocalService, LocalStack, free_port_offset
 from emotune.records import parse_records
 from emotune.store.artifacts import read_file
 from emotune.store.local import LocalStore
@@ -36,23 +34,11 @@ class TeacherStack(LocalStack):
         return [s for s in super().services() if s.name in ("inference", "gateway", "datagen")]
 
 
-def _port_offset() -> int:
-    bases = (8000, 9101, 9104, 9105, 50051, 50054)
-    for _ in range(50):
-        offset = random.randrange(1000, 15000)
-        try:
-            for base in bases:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return offset
-    raise RuntimeError("no free port range")
 
 
 @pytest.mark.slow
 def test_job_without_a_teacher_uses_the_local_gateway(tmp_path):
-    stack = TeacherStack(tmp_path, base_model=BASE_MODEL, port_offset=_port_offset(), with_ui=False,
+    stack = TeacherStack(tmp_path, base_model=BASE_MODEL, port_offset=free_port_offset(), with_ui=False,
                          extra_env={"EMOTUNE_LOG_LEVEL": "WARNING", "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2"})
     try:
         stack.start()

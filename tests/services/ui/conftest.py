@@ -4,13 +4,11 @@ started by its supervisor) serving SmolLM2-135M on CPU with two styles attached,
 
 from __future__ import annotations
 
-import random
-import socket
 from pathlib import Path
 
 import pytest
 
-from emotune.local.supervisor import LocalService, LocalStack
+from emotune.local.supervisor import LocalService, LocalStack, free_port_offset
 
 ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOTS = ROOT / "test-output" / "ui"
@@ -53,19 +51,6 @@ def _start(stack: LocalStack) -> None:
         raise
 
 
-def _free_port_offset() -> int:
-    """An offset that puts every port of the stack on a free loopback port (tests run beside other stacks)."""
-    bases = (8000, 8501, 9101, 9102, 9103, 9104, 9105, 9106, 50051, 50052, 50053, 50054)
-    for _ in range(50):
-        offset = random.randrange(1000, 15000)
-        try:
-            for base in bases:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return offset
-    raise RuntimeError("no free port range for the UI test stack")
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +58,7 @@ def ui_stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("ui-stack")
     styles = state / "styles.yaml"
     styles.write_text(STYLES_YAML, encoding="utf-8")
-    offset = _free_port_offset()
+    offset = free_port_offset()
     stack = UIStack(state, base_model=BASE_MODEL, port_offset=offset, extra_env={
         "EMOTUNE_INFERENCE_PRELOAD_STYLES": str(styles),
         "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2",
@@ -102,7 +87,7 @@ def tight_gateway(ui_stack, tmp_path_factory):
     """A second gateway on the same inference that serves one chat completion at a time (429 beyond)."""
     state = tmp_path_factory.mktemp("tight-gateway")
     (state / "api-key").write_text(ui_stack.api_key)  # same installation key as the main stack
-    stack = GatewayOnly(state, base_model=BASE_MODEL, port_offset=_free_port_offset(), extra_env={
+    stack = GatewayOnly(state, base_model=BASE_MODEL, port_offset=free_port_offset(), extra_env={
         "EMOTUNE_INFERENCE_ADDR": ui_stack.inference_addr,
         "EMOTUNE_GATEWAY_MAX_CONCURRENT": "1",
         "EMOTUNE_GATEWAY_RETRY_AFTER_SECONDS": "3",
