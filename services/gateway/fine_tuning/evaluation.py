@@ -5,8 +5,9 @@ On held-out questions, per style, three configurations answer:
 - ``base_prompt``: the base model with the style's full system prompt and few-shot turns (prompting's best),
 - ``tuned_trigger``: the fine-tuned model with only the trigger (what fine-tuning buys).
 The validator's ``Score`` rates every reply (similarity to the style's reference texts, markers, the style
-classifier). The style score of a configuration is its mean similarity to the references; the gate promotes the
-tuned model only if it beats ``base_trigger`` on every style.
+classifier). The style score of a configuration is the validator's ``style_score`` (how much closer the replies
+are to the style's references than neutral text is — far more sensitive than the raw cosine); the gate promotes
+the tuned model only if it beats ``base_trigger`` on every style.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class StyleEvaluator:
                 )
                 rows.append({
                     "style": style, "config": config, "model": models[config],
-                    "style_score": round(scored.mean_similarity, 4),
+                    "style_score": round(scored.style_score, 4),
+                    "similarity": round(scored.mean_similarity, 4),
                     "style_accuracy": round(scored.style_accuracy, 4),
                     "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
                     "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
@@ -112,8 +114,9 @@ def evaluation_chart_png(table: list[dict[str, Any]]) -> bytes:
     ax.set_xticks([x + width for x in range(len(styles))], [f"style {i + 1}" if not cjk else s
                                                              for i, s in enumerate(styles)])
     scores = [r["style_score"] for r in table] or [0.0]
-    ax.set_ylim(max(0.0, min(scores) - 0.05), min(1.0, max(scores) + 0.03))
-    ax.set_ylabel("style score (similarity to references)")
+    span = max(scores) - min(scores) or 0.1
+    ax.set_ylim(min(0.0, min(scores) - 0.1 * span), max(scores) + 0.1 * span)
+    ax.set_ylabel("style score (validator)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
