@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from emotune.errors import EmotuneError
+from emotune.logging import configure_logging
 from emotune.store import open_store
 from emotune.store.artifacts import download_artifact
 from services.trainer.config import TrainerSettings
@@ -115,6 +116,7 @@ def run(
 ) -> None:
     """Fine-tune a base model on a dataset and publish adapter, merged model and report artifacts."""
     settings = TrainerSettings()
+    configure_logging(settings.log_level, settings.log_json)
     store = open_store(settings)
     if data is not None:
         content = data.read_bytes()
