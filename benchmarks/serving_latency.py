@@ -68,10 +68,10 @@ def servers(model: str):
                 proc.wait(30)
 
 
-def grpc_request(model: str, content: str, max_tokens: int) -> inference_pb2.ChatRequest:
+def grpc_request(model: str, content: str, max_tokens: int, whole_reply: bool = False) -> inference_pb2.ChatRequest:
     return inference_pb2.ChatRequest(
         model=model, messages=[inference_pb2.ChatMessage(role="user", content=content)],
-        sampling=inference_pb2.SamplingParams(max_tokens=max_tokens, temperature=0))
+        sampling=inference_pb2.SamplingParams(max_tokens=max_tokens, temperature=0), whole_reply=whole_reply)
 
 
 def http_body(model: str, max_tokens: int, stream: bool) -> dict:
@@ -79,14 +79,19 @@ def http_body(model: str, max_tokens: int, stream: bool) -> dict:
             "temperature": 0, "stream": stream}
 
 
-async def direct(stub, model: str, max_tokens: int) -> tuple[float, float, str]:
-    """(total seconds, seconds to first text, text) of one call straight to gRPC."""
-    started, first, parts = time.perf_counter(), None, []
+async def direct_complete(stub, model: str, max_tokens: int) -> tuple[float, str]:
+    """(seconds, text) of the call the gateway makes for a non-streamed completion, straight to gRPC."""
+    started = time.perf_counter()
+    parts = [chunk.text async for chunk in stub.Chat(grpc_request(model, PROMPT, max_tokens, whole_reply=True))]
+    return time.perf_counter() - started, "".join(parts)
+
+
+async def direct_ttft(stub, model: str, max_tokens: int) -> float:
+    started = time.perf_counter()
     async for chunk in stub.Chat(grpc_request(model, PROMPT, max_tokens)):
-        if chunk.text and first is None:
-            first = time.perf_counter() - started
-        parts.append(chunk.text)
-    return time.perf_counter() - started, first or 0.0, "".join(parts)
+        if chunk.text:
+            return time.perf_counter() - started
+    return 0.0
 
 
 async def gateway_complete(http: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[float, str]:
@@ -117,19 +122,20 @@ async def run(args: argparse.Namespace, grpc_address: str, base_url: str) -> Non
                 break
             await asyncio.sleep(0.5)
         for _ in range(3):  # warm-up: first calls pay for lazy initialisation on both sides
-            await direct(stub, model, max_tokens)
+            await direct_complete(stub, model, max_tokens)
             await gateway_complete(http, model, max_tokens)
+            await direct_ttft(stub, model, max_tokens)
             await gateway_ttft(http, model, max_tokens)
 
         direct_total, gateway_total, direct_first, gateway_first = [], [], [], []
         for iteration in range(args.iterations):
             print(f"iteration {iteration + 1}/{args.iterations}", file=sys.stderr, flush=True)
-            total, first, text = await direct(stub, model, max_tokens)
+            total, text = await direct_complete(stub, model, max_tokens)
             via_gateway, gateway_text = await gateway_complete(http, model, max_tokens)
             assert gateway_text == text, "both paths must generate the same tokens"
             direct_total.append(total)
-            direct_first.append(first)
             gateway_total.append(via_gateway)
+            direct_first.append(await direct_ttft(stub, model, max_tokens))
             gateway_first.append(await gateway_ttft(http, model, max_tokens))
 
         speeds = []

@@ -39,10 +39,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             stop=list(sampling.stop), seed=sampling.seed if sampling.HasField("seed") else None,
         )
         messages = self.service.messages([(m.role, m.content) for m in request.messages])
+        held: list[str] = []
         async for chunk in self.service.chat(request.model, messages, params):
-            usage = inference_pb2.Usage(prompt_tokens=chunk.prompt_tokens,
-                                        completion_tokens=chunk.completion_tokens) if chunk.finish_reason else None
-            yield inference_pb2.ChatChunk(text=chunk.text, finish_reason=chunk.finish_reason or "", usage=usage)
+            if not chunk.finish_reason:
+                if request.whole_reply and chunk.text:
+                    held.append(chunk.text)
+                    continue
+                yield inference_pb2.ChatChunk(text=chunk.text)
+                continue
+            usage = inference_pb2.Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
+            yield inference_pb2.ChatChunk(text="".join([*held, chunk.text]), finish_reason=chunk.finish_reason,
+                                          usage=usage)
 
     async def ListModels(self, request: inference_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:

@@ -63,7 +63,7 @@ class ChatServing:
         messages = [inference_pb2.ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
                     for m in body.messages]
         return inference_pb2.ChatRequest(model=body.model, messages=messages, sampling=sampling,
-                                         request_id=request_id)
+                                         request_id=request_id, whole_reply=not body.stream)
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         received = time.perf_counter()

@@ -68,6 +68,11 @@ async def test_chat_streams_text_then_finish_and_usage(inference: RunningInferen
     assert "Paris" in text
     assert final.finish_reason == "stop" and final.usage.prompt_tokens > 10 and final.usage.completion_tokens > 2
 
+    whole = chat_request(MODEL)
+    whole.whole_reply = True  # non-streaming callers: "accepted", then one chunk with everything
+    accepted, only = [chunk async for chunk in inference.stub.Chat(whole)]
+    assert accepted.text == "" and only.text == text and only.usage == final.usage
+
 
 async def test_style_id_applies_the_styles_serving_prompt(inference: RunningInference):
     style = load_styles(EMOTION_STYLES).get("毒舌")
