@@ -167,7 +167,7 @@ def run(
         console.print(f"job {result['job_id']} {state}; continue it with: emotune datagen run --resume "
                       f"{result['job_id']}")
         raise typer.Exit(1)
-    console.print(f"dataset [bold]{result['dataset']}[/bold]: {int(result['records'])} records, "
+    console.print(f"dataset [bold]{result['dataset_artifact']}[/bold]: {int(result['records'])} records, "
                   f"{int(result['failures'])} failures")
     if export:
         download_artifact(store, result["dataset_artifact"], export)
