@@ -22,6 +22,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -139,9 +140,12 @@ def gemma_job(samples: int, threads: int) -> dict:
                                                 "epochs": 1, "batch_size": 2, "max_length": 512,
                                                 "eval_fraction": 0.05, "learning_rate": 2e-4}))
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "services.trainer.worker", "--spec", str(work / "spec.json"),
-                           "--base-model", str(base), "--data", str(work / "records.jsonl"), "--work-dir",
-                           str(work), "--threads", str(threads)], capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "services.trainer.worker", "--spec", str(work / "spec.json"),
+                               "--base-model", str(base), "--data", str(work / "records.jsonl"), "--work-dir",
+                               str(work), "--threads", str(threads)], capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - started
     events = [json.loads(line[len("@@emotune "):]) for line in proc.stdout.splitlines()
               if line.startswith("@@emotune ")]
