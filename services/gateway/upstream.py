@@ -53,10 +53,14 @@ class ChatCall:
 class InferenceClient:
     def __init__(self, channels: Channels) -> None:
         self._channels = channels
+        self._stub_on: tuple[grpc.aio.Channel, inference_pb2_grpc.InferenceStub] | None = None
 
     @property
     def _stub(self) -> inference_pb2_grpc.InferenceStub:
-        return inference_pb2_grpc.InferenceStub(self._channels.get("inference"))
+        channel = self._channels.get("inference")
+        if self._stub_on is None or self._stub_on[0] is not channel:
+            self._stub_on = (channel, inference_pb2_grpc.InferenceStub(channel))
+        return self._stub_on[1]
 
     async def list_models(self, timeout: float | None = None) -> inference_pb2.ListModelsResponse:
         try:
