@@ -32,8 +32,12 @@ def _client(base_url: str, api_key: str) -> openai.OpenAI:
 @app.command()
 def models(base_url: BaseUrl = "http://127.0.0.1:8000/v1", api_key: ApiKey = "") -> None:
     """List model ids, including ``<model>:<style>`` ids."""
-    for model in _client(base_url, api_key).models.list():
-        print(model.id)
+    try:
+        for model in _client(base_url, api_key).models.list():
+            print(model.id)
+    except openai.APIStatusError as exc:
+        console.print(f"[red]{exc.status_code}: {exc.message}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
