@@ -114,9 +114,12 @@ def ui_app(monkeypatch):
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """A fresh-profile headless Chromium (Debian's; Playwright never downloads a browser here)."""
+    """A fresh-profile headless Chromium (Debian's; Playwright never downloads a browser here).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open, which would
+    break every asyncio test collected after the browser tests."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/system-deps.sh")
     from playwright.sync_api import sync_playwright
