@@ -8,6 +8,7 @@ stopped (not merely when its reader went away), so capacity accounting never lea
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,24 @@ class Generation(ABC):
 
     @abstractmethod
     def cancel(self) -> None: ...
+
+
+class QueuedGeneration(Generation):
+    """A generation whose producer puts chunks on ``self.queue`` (an exception ends it with that error)."""
+
+    queue: asyncio.Queue
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.finish_reason:
+                return
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from services.inference.engines.base import (
     Generation,
     ModelSource,
     PreparedChat,
+    QueuedGeneration,
     ServingModel,
 )
 
@@ -71,7 +72,7 @@ class LMDeployPrompts:
         return self.tokenizer.encode(self.template.messages2prompt(prepared), add_bos=True)
 
 
-class _TaskGeneration(Generation):
+class _TaskGeneration(QueuedGeneration):
     def __init__(self, produce: Callable[[asyncio.Queue[Chunk | BaseException]], Any],
                  on_finished: Callable[[], None]) -> None:
         self.queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
@@ -80,18 +81,6 @@ class _TaskGeneration(Generation):
 
     def cancel(self) -> None:
         self._task.get_loop().call_soon_threadsafe(self._task.cancel)
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[Chunk]:
-        while True:
-            item = await self.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if item.finish_reason:
-                return
 
 
 @dataclass

@@ -15,7 +15,7 @@ import asyncio
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,6 +46,7 @@ from services.inference.engines.base import (
     Generation,
     ModelSource,
     PreparedChat,
+    QueuedGeneration,
     ServingModel,
 )
 from services.inference.textstream import IncrementalDecoder, StopMatcher
@@ -80,7 +81,7 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
 
 
-class _CpuGeneration(Generation):
+class _CpuGeneration(QueuedGeneration):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         self.cancelled = threading.Event()
@@ -95,18 +96,6 @@ class _CpuGeneration(Generation):
 
     def cancel(self) -> None:
         self.cancelled.set()
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[Chunk]:
-        while True:
-            item = await self.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if item.finish_reason:
-                return
 
 
 class _TokenSink(BaseStreamer):
