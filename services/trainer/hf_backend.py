@@ -145,8 +145,9 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
           threads: int = 0) -> dict[str, Any]:
     """Train (resuming from the latest checkpoint in ``work_dir`` if any); return the run's metrics."""
     import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
+    set_seed(spec.seed)  # before the LoRA weights are initialised: the same spec trains the same adapter
     if threads:
         torch.set_num_threads(threads)
     checkpoints = work_dir / "checkpoints"

@@ -90,7 +90,7 @@ async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path,
     assert result["parity"]["conversations"] > 0 and result["stop_tokens"] == ["<|im_end|>"]
 
     samples = result["samples"]  # the job's own check on the export: the eval reply stops by itself
-    assert [s["prompt"] for s in samples] == ["I lost my umbrella"] and samples[0]["stopped"] is True
+    assert [s["prompt"] for s in samples] == ["I lost my umbrella"] and samples[0]["stopped"] is True, samples
     assert "samples.json" in report.files
 
     # The export reloads on its own and generates in the style, stopping at the end token.
