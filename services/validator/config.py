@@ -6,8 +6,6 @@ from pydantic import Field
 
 from emotune.settings import Settings
 
-DEFAULT_METRICS_PORT = 9102
-
 
 class ValidatorSettings(Settings):
     validator_embedder: str = Field(
@@ -26,6 +24,3 @@ class ValidatorSettings(Settings):
     )
     validator_score_max_texts: int = Field(512, ge=1, description="most texts one Score call may carry")
     validator_max_concurrent_jobs: int = Field(1, ge=1, description="validation jobs run at the same time")
-
-    def metrics_port_or_default(self) -> int:
-        return self.metrics_port or DEFAULT_METRICS_PORT

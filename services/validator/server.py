@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 
 from emotune.jobrunner import JobRunner
-from emotune.v1 import jobs_pb2, validator_pb2, validator_pb2_grpc
+from emotune.jobs import JobStore
+from emotune.jobs_grpc import JobsServicer
+from emotune.v1 import jobs_pb2, jobs_pb2_grpc, validator_pb2, validator_pb2_grpc
 from services.validator.service import ValidationSpec, Validator
 
 
@@ -48,3 +51,14 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
             mean_similarity=result.mean_similarity, style_accuracy=result.style_accuracy, embedder=result.embedder,
             style_score=result.style_score,
         )
+
+
+def add_servicers(validator: Validator, jobs: JobStore, runner: JobRunner) -> Callable[[grpc.aio.Server], list[str]]:
+    """The ``add_servicers`` callback for :func:`emotune.grpc.server.start_server`."""
+
+    def add(server: grpc.aio.Server) -> list[str]:
+        validator_pb2_grpc.add_ValidatorServicer_to_server(ValidatorServicer(validator, runner), server)
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, runner), server)
+        return ["emotune.v1.Validator", "emotune.v1.Jobs"]
+
+    return add

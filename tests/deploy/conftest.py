@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+
 from tests.deploy.deploykit import (
     K8S,
     RepoService,

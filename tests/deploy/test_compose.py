@@ -7,6 +7,7 @@ import re
 
 import pytest
 import yaml
+
 from tests.deploy.deploykit import (
     COMPOSE_FILE,
     compose_cmd,

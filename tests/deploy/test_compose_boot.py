@@ -15,9 +15,9 @@ import time
 import httpx
 import psutil
 import pytest
-from tests.deploy.deploykit import REPO, free_port, image_python
 
 from emotune.grpc.probe import check as grpc_serving
+from tests.deploy.deploykit import REPO, free_port, image_python
 
 BOOT_SECONDS = 150
 

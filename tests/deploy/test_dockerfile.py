@@ -8,8 +8,9 @@ import re
 import subprocess
 
 import pytest
-from tests.deploy.deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, image_python, run, tool, workloads
 from docker.utils.build import exclude_paths
+
+from tests.deploy.deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, image_python, run, tool, workloads
 
 
 def last(target: str, instruction: str):

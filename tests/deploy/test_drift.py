@@ -8,9 +8,9 @@ import re
 import warnings
 
 import pytest
-from tests.deploy.deploykit import by_kind, repo_services, workloads
 
 from emotune.settings import Settings
+from tests.deploy.deploykit import by_kind, repo_services, workloads
 
 # Variables a container may carry that are not emotune settings: the libraries' own.
 THIRD_PARTY_ENV = re.compile(r"^(HF_|TRANSFORMERS_|TOKENIZERS_|STREAMLIT_|NVIDIA_|CUDA_|OMP_|MKL_|PYTORCH_|HOME$)")

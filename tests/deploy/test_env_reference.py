@@ -10,12 +10,12 @@ import os
 import typing
 from pathlib import Path
 
-from tests.deploy.deploykit import REPO, repo_services
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from emotune.settings import Settings
+from tests.deploy.deploykit import REPO, repo_services
 
 REFERENCE = REPO / "docs" / "configuration.md"
 UPDATE = "EMOTUNE_UPDATE_DOCS"

@@ -9,9 +9,9 @@ import warnings
 from pathlib import Path
 
 import yaml
-from tests.deploy.deploykit import METRIC_SUFFIXES, REPO, declared_metrics, run, tool
 
 from emotune.settings import default_cache_dir
+from tests.deploy.deploykit import METRIC_SUFFIXES, REPO, declared_metrics, run, tool
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))

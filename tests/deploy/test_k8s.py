@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from tests.deploy.deploykit import (
     K8S,
     KUBERNETES_VERSION,

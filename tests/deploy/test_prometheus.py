@@ -12,6 +12,7 @@ import warnings
 import httpx
 import pytest
 import yaml
+
 from tests.deploy.deploykit import PROMETHEUS_CONFIG, REPO, free_port, run, tool
 
 PROMTOOL_HINT = "apt-get install prometheus (scripts/system-deps.sh)"

@@ -133,6 +133,16 @@ def test_decode_refuses_other_encodings_instead_of_mis_decoding_them_as_gbk(text
         decode_bytes(text.encode(encoding), "q.txt")
 
 
+def test_utf8_file_with_one_corrupt_byte_is_refused_at_its_line_not_read_whole_as_gbk():
+    lines = ["今天好累啊，想喝奶茶", "周末去哪玩好呢？", "老板又催方案了，好烦！", "下雨了，我没带伞"]
+    data = bytearray("\n".join(lines).encode("utf-8"))
+    third = data.index("老".encode("utf-8"))
+    data[third + 1] = 0x41  # a truncated character on line 3
+    with pytest.raises(InvalidInput, match="UTF-8") as exc:
+        decode_bytes(bytes(data), "q.txt")
+    assert (exc.value.file, exc.value.line) == ("q.txt", 3)
+
+
 def test_chatgpt_export_follows_current_node_and_skips_hidden_tool_and_non_text():
     result = import_questions(EXAMPLES / "chatgpt_export")
     assert result.questions == ["周末想给家人做顿饭，有什么简单又好吃的家常菜？", "明天上海会下雨吗？要不要带伞",

@@ -187,7 +187,8 @@ class Pipeline:
         shuffled = questions[:]
         rng.shuffle(shuffled)
         held_out = shuffled[:per_style] if len(shuffled) > per_style * 2 else []
-        train = [q for q in questions if q not in set(held_out)]
+        held_out_set = set(held_out)
+        train = [q for q in questions if q not in held_out_set]
         limit = request.emotune.generation.questions.limit
         result.update(train_questions=train[:limit] if limit else train, held_out=held_out)
         return result

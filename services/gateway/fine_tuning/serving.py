@@ -149,7 +149,7 @@ class FineTuningService:
         plots = {}
         if evaluation.get("table"):
             plots["evaluation"] = f"/v1/fine_tuning/jobs/{job_id}/plots/evaluation.png"
-        for name, key in {**validation.get("plots", {}), **training.get("plots", {})}.items():
+        for name in {**validation.get("plots", {}), **training.get("plots", {})}:
             plots[name] = f"/v1/fine_tuning/jobs/{job_id}/plots/{name}.png"
         return {"id": job_id, "status": _status(record), "validation": validation, "training": training,
                 "evaluation": evaluation, "plots": plots,

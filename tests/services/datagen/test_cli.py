@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
 from typer.testing import CliRunner
 
 from emotune.cli import app
-from emotune.grpc.server import start_server
 from emotune.records import parse_records
 from emotune.store.local import LocalStore
 from services.datagen.server import add_servicers
 from services.datagen.service import DatagenService
+from tests.support.grpc_thread import grpc_service_in_thread
 
 
 @pytest.fixture
@@ -55,18 +53,8 @@ def test_run_reports_bad_input_without_traceback(tmp_path, teacher, files):
 
 def test_run_remote(tmp_path, settings, teacher, files):
     styles, questions = files
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     service = DatagenService(settings, LocalStore(settings.store_path))
-    server = asyncio.run_coroutine_threadsafe(start_server("datagen", settings, add_servicers(service), port=0),
-                                              loop).result(30)
-    try:
+    with grpc_service_in_thread("datagen", settings, add_servicers(service), service.shutdown) as address:
         result = _run(["--styles", str(styles), "--questions", str(questions), "--base-url", teacher.base_url,
-                       "--model", "teacher-test", "--remote", f"127.0.0.1:{server.port}"], settings.store_path)
-        assert "6 records, 0 failures" in result.output and f"on 127.0.0.1:{server.port}" in result.output
-    finally:
-        asyncio.run_coroutine_threadsafe(service.shutdown(), loop).result(30)
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+                       "--model", "teacher-test", "--remote", address], settings.store_path)
+    assert "6 records, 0 failures" in result.output and f"on {address}" in result.output

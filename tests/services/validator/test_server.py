@@ -17,14 +17,13 @@ from emotune.grpc.client import open_channel, to_domain_error
 from emotune.grpc.server import start_server
 from emotune.jobrunner import JobRunner
 from emotune.jobs import JobState, JobStore
-from emotune.jobs_grpc import JobsServicer
 from emotune.records import dumps_records, parse_records
 from emotune.store.artifacts import publish_artifact, read_file, read_manifest
 from emotune.store.base import ArtifactStore
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, validator_pb2, validator_pb2_grpc
 from services.validator.__main__ import JOB_KIND
 from services.validator.config import ValidatorSettings
-from services.validator.server import ValidatorServicer
+from services.validator.server import add_servicers
 from services.validator.service import Validator, ValidatorCore
 
 
@@ -55,13 +54,7 @@ async def serving(store: ArtifactStore, core: ValidatorCore, **options: object):
     validator = Validator(settings, store, ValidatorCore(settings) if options else core)
     jobs = JobStore(store)
     runner = JobRunner(jobs, JOB_KIND, validator.run_job)
-
-    def add(server):
-        validator_pb2_grpc.add_ValidatorServicer_to_server(ValidatorServicer(validator, runner), server)
-        jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, runner), server)
-        return ["emotune.v1.Validator", "emotune.v1.Jobs"]
-
-    server = await start_server("validator", settings, add, port=0)
+    server = await start_server("validator", settings, add_servicers(validator, jobs, runner), port=0)
     channel = open_channel(f"127.0.0.1:{server.port}", settings)
     try:
         yield Service(store, jobs, runner, validator, validator_pb2_grpc.ValidatorStub(channel),
