@@ -36,6 +36,9 @@ class DatagenSettings(Settings):
     datagen_backoff_max_seconds: float = Field(60.0, ge=0, description="longest wait between two retries, "
                                                "also the cap on a server's Retry-After")
     datagen_max_tokens: int = Field(512, ge=1, description="max_tokens sent with each teacher request")
+    datagen_teacher_stop: list[str] = Field(
+        default_factory=list, description='stop strings sent with each single-reply teacher request, as JSON, e.g. '
+        '["\\n"]: one paragraph from a base-model teacher that would otherwise ramble to max_tokens')
 
     # Output
     datagen_shard_size: int = Field(200, ge=1, description="outcomes per shard object (a full shard is written "

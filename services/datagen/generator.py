@@ -183,8 +183,10 @@ class GenerationJob:
     async def _sample(self, item: WorkItem) -> Outcome:
         style = self.styles[item.style]
         try:
+            # Stop strings end single replies only: a multi-turn dialogue is JSON spanning lines.
             answer = await self.caller.ask(item.prompt, temperature=style.temperature,
                                            max_tokens=self.spec.teacher.max_tokens,
+                                           stop=() if item.expects_dialogue else self.spec.teacher.stop,
                                            parse=parse_dialogue if item.expects_dialogue else None)
         except TeacherError as exc:
             if exc.kind is FailureKind.FATAL:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +98,8 @@ class TeacherCaller:
         self._rate = AsyncLimiter(requests_per_second, 1.0) if requests_per_second > 0 else None
         self.in_flight = 0
 
-    async def _once(self, messages: list[dict[str, str]], temperature: float, max_tokens: int) -> TeacherReply:
+    async def _once(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
+                    stop: Sequence[str]) -> TeacherReply:
         async with self.limiter.slot():
             if self._rate is not None:
                 await self._rate.acquire()
@@ -106,7 +107,8 @@ class TeacherCaller:
             started = time.monotonic()
             outcome = "ok"
             try:
-                return await self.teacher.complete(messages, temperature=temperature, max_tokens=max_tokens)
+                return await self.teacher.complete(messages, temperature=temperature, max_tokens=max_tokens,
+                                                   stop=stop)
             except TeacherError as exc:
                 outcome = exc.reason
                 raise
@@ -116,7 +118,7 @@ class TeacherCaller:
                 metrics.TEACHER_LATENCY.labels(self.teacher.provider).observe(time.monotonic() - started)
 
     async def ask(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
-                  parse: Callable[[str], Any] | None = None) -> Answer:
+                  stop: Sequence[str] = (), parse: Callable[[str], Any] | None = None) -> Answer:
         """Ask until a usable answer arrives or the error is final / retries run out (then the last
         :class:`TeacherError` is raised with ``attempts`` and ``retry_reasons`` set). ``parse`` may raise a retryable TeacherError
         (output that is not the JSON asked for), which is retried like a transport error."""
@@ -140,7 +142,7 @@ class TeacherCaller:
         try:
             async for attempt in retrying:
                 with attempt:
-                    reply = await self._once(messages, temperature, max_tokens)
+                    reply = await self._once(messages, temperature, max_tokens, stop)
                     parsed = parse(reply.text) if parse is not None else None
         except TeacherError as exc:
             exc.attempts, exc.retry_reasons = retrying.statistics.get("attempt_number", 1), reasons

@@ -34,6 +34,7 @@ class TeacherSpec(_Spec):
     timeout_seconds: float = Field(gt=0)
     max_retries: int = Field(ge=0, le=50)
     max_tokens: int = Field(ge=1)
+    stop: list[str] = Field(default_factory=list, max_length=4)  # OpenAI's limit
 
     @field_validator("base_url")
     @classmethod
@@ -124,6 +125,7 @@ def prepare_spec(request: dict[str, Any], settings: DatagenSettings, output_pref
         "timeout_seconds": teacher.get("timeout_seconds") or settings.datagen_timeout_seconds,
         "max_retries": settings.datagen_max_retries if retries is None else retries,
         "max_tokens": teacher.get("max_tokens") or settings.datagen_max_tokens,
+        "stop": teacher.get("stop") or settings.datagen_teacher_stop,
     }
     if provider == "openai" and not data["teacher"]["base_url"]:
         raise InvalidInput("an OpenAI-compatible teacher needs a base_url", field="teacher.base_url")

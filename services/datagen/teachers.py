@@ -16,7 +16,7 @@ import asyncio
 import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,8 +66,9 @@ class Teacher(Protocol):
     model: str
     base_url: str
 
-    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> TeacherReply:
-        """One chat completion; raises :class:`TeacherError` on any failure."""
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
+                       stop: Sequence[str] = ()) -> TeacherReply:
+        """One chat completion (ending before any ``stop`` string); raises :class:`TeacherError` on any failure."""
 
     async def aclose(self) -> None: ...
 
@@ -188,8 +189,11 @@ class OpenAICompatibleTeacher:
                 connector=aiohttp.TCPConnector(limit=self._max_connections))
         return self._session
 
-    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> TeacherReply:
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
+                       stop: Sequence[str] = ()) -> TeacherReply:
         body = {"model": self.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+        if stop:
+            body["stop"] = list(stop)
         try:
             async with self._client().post(f"{self.base_url}/chat/completions", json=body) as response:
                 payload = await response.read()
@@ -228,10 +232,11 @@ class ZhipuAITeacher:
         self._client = zhipuai.ZhipuAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="zhipuai")
 
-    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> TeacherReply:
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
+                       stop: Sequence[str] = ()) -> TeacherReply:
         zhipuai = self._zhipuai
         call = functools.partial(self._client.chat.completions.create, model=self.model, messages=messages,
-                                 temperature=temperature, max_tokens=max_tokens)
+                                 temperature=temperature, max_tokens=max_tokens, stop=list(stop) or None)
         try:
             response = await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except zhipuai.APITimeoutError as exc:

@@ -335,7 +335,7 @@ class TeacherServer:
             case Fault.NO_CHOICES:
                 return JSONResponse({"id": "chatcmpl-empty", "object": "chat.completion", "created": 0,
                                      "model": body.get("model", "")})
-        text = "" if fault in (Fault.EMPTY, Fault.CONTENT_FILTER) else self.responder(body)
+        text = "" if fault in (Fault.EMPTY, Fault.CONTENT_FILTER) else _until_stop(self.responder(body), body)
         finish = "content_filter" if fault is Fault.CONTENT_FILTER else "stop"
         if body.get("stream"):
             return StreamingResponse(_sse_chunks(body, text, finish), media_type="text/event-stream")
@@ -355,6 +355,15 @@ def _error(flavour: str, status: int, message: str, openai_code: str, zhipuai_co
 def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
     prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages") or [])
     return {"prompt_tokens": prompt, "completion_tokens": len(text), "total_tokens": prompt + len(text)}
+
+
+def _until_stop(text: str, body: dict[str, Any]) -> str:
+    """As the real APIs do: the reply ends before the first occurrence of any ``stop`` string (str or list)."""
+    stops = body.get("stop") or []
+    for stop in [stops] if isinstance(stops, str) else stops:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    return text
 
 
 def _completion(flavour: str, body: dict[str, Any], text: str, finish: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from emotune.jobs import JobState
 from emotune.records import parse_records
 from emotune.store.artifacts import read_file, read_manifest
 from emotune.store.local import LocalStore
+from services.datagen.config import DatagenSettings
 from services.datagen.service import DatagenService
 from services.datagen.shards import read_shards
 from tests.support.teacher_server import Fault
@@ -269,3 +270,31 @@ async def test_graceful_shutdown_keeps_the_job_for_the_next_process(settings, se
     again = {c.last_user + c.messages[0]["content"] for c in teacher.calls[asked_before:]}
     done = {o.record.first_user_text + o.record.messages[0].content for o in flushed.values()}
     assert not (again & done)
+
+
+async def test_stop_strings_end_single_replies_but_not_dialogues(tmp_path, teacher, teacher_cfg, styles_yaml,
+                                                               monkeypatch):
+    """The embedded default asks its base-model teacher for one paragraph (``["\\n"]``); dialogue JSON spans lines."""
+    monkeypatch.setenv("EMOTUNE_DATAGEN_TEACHER_STOP", '["\\n"]')
+    settings = DatagenSettings(store_path=tmp_path / "store", datagen_flush_seconds=0.2, datagen_timeout_seconds=5.0)
+    assert settings.datagen_teacher_stop == ["\n"]
+    service = DatagenService(settings, LocalStore(settings.store_path))
+    sent_stops = []
+
+    def reply(body):
+        sent_stops.append(body.get("stop"))
+        if "「" in body["messages"][-1]["content"]:
+            return json.dumps([{"role": "user", "content": "周末一起去爬山吗"}, {"role": "assistant", "content": "好呀~"}],
+                              ensure_ascii=False, indent=1)
+        return "辛苦啦~ 先歇一会儿吧 🌸\n下面是更多我不该说的话……"
+
+    teacher.responder = reply
+    single = await service.start({"styles_yaml": styles_yaml, "style_names": ["温柔"],
+                                  "questions": {"questions": ["今天好累啊"]}, "teacher": teacher_cfg})
+    records, failures, _ = _dataset(service, (await _finish(service, single.job_id)).result["dataset_artifact"])
+    assert not failures and records[0].messages[-1].content == "辛苦啦~ 先歇一会儿吧 🌸"
+    dialogue = await service.start({"styles_yaml": styles_yaml, "mode": "multi", "style_names": ["温柔"],
+                                    "questions": {"questions": ["周末一起去爬山吗"]}, "teacher": teacher_cfg})
+    records, failures, _ = _dataset(service, (await _finish(service, dialogue.job_id)).result["dataset_artifact"])
+    assert not failures and [m.content for m in records[0].messages[1:]] == ["周末一起去爬山吗", "好呀~"]
+    assert sent_stops == [["\n"], None]
