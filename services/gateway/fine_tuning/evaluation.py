@@ -12,6 +12,7 @@ the tuned model only if it beats ``base_trigger`` on every style.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from statistics import fmean
@@ -49,22 +50,30 @@ class StyleEvaluator:
     async def evaluate(
         self, styles: StylesDocument, selected: list[str], questions: list[str], styles_yaml: str, *,
         base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int], None] | None = None, concurrency: int = 2,
     ) -> dict[str, Any]:
+        """``concurrency`` replies are generated at once (the inference service's slots; more would only queue)."""
         models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}
         total, done = len(selected) * len(CONFIGS) * len(questions), 0
         rows: list[dict[str, Any]] = []
         samples: dict[str, dict[str, str]] = {}
+        slots = asyncio.Semaphore(concurrency)
+
+        async def answer(model: str, messages: list[inference_pb2.ChatMessage]) -> str:
+            nonlocal done
+            async with slots:
+                reply = await self._reply(model, messages, max_tokens, seed)
+            done += 1
+            if progress:
+                progress(done, total)
+            return reply
+
         for style in selected:
             for config in CONFIGS:
                 prefix = _prompt(config, style, styles)
-                replies = []
-                for question in questions:
-                    user = inference_pb2.ChatMessage(role="user", content=question)
-                    replies.append(await self._reply(models[config], [*prefix, user], max_tokens, seed))
-                    done += 1
-                    if progress:
-                        progress(done, total)
+                replies = list(await asyncio.gather(*(
+                    answer(models[config], [*prefix, inference_pb2.ChatMessage(role="user", content=question)])
+                    for question in questions)))
                 scored = await self.validator.Score(
                     validator_pb2.ScoreRequest(texts=replies, style=style, styles_yaml=styles_yaml)
                 )
