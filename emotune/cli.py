@@ -25,8 +25,7 @@ for name, module in SUBCOMMANDS:
     except ModuleNotFoundError as exc:
         # Each image installs only its own extra (the trainer image has no openai, no gateway): a sub-command
         # whose service or dependencies are absent is simply not offered. A missing emotune module is a bug.
-        missing = exc.name or ""
-        if module.startswith(missing) or not missing.startswith(("emotune", "services")):
+        if exc.name and (module.startswith(exc.name) or not exc.name.startswith(("emotune", "services"))):
             continue
         raise
     app.add_typer(sub, name=name)

@@ -123,16 +123,12 @@ def evaluate(
     settings = Settings()
 
     async def run() -> dict:
-        inference = open_channel(settings.inference_addr, settings)
-        validator = open_channel(settings.validator_addr, settings)
-        try:
+        async with open_channel(settings.inference_addr, settings) as inference, \
+                open_channel(settings.validator_addr, settings) as validator:
             evaluator = StyleEvaluator(inference_pb2_grpc.InferenceStub(inference),
                                        validator_pb2_grpc.ValidatorStub(validator))
             return await evaluator.evaluate(document, names, held_out, dump_styles(document), base_model=base,
                                             tuned_model=tuned, max_tokens=max_tokens)
-        finally:
-            await inference.close()
-            await validator.close()
 
     result = asyncio.run(run())
     console.print(format_table(result), markup=False, highlight=False)

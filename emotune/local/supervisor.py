@@ -20,11 +20,15 @@ import httpx
 
 from emotune.grpc.probe import check as grpc_healthy
 from emotune.logging import get_logger
+from emotune.settings import Settings
+from services.inference.config import InferenceSettings
 
 log = get_logger(__name__)
 
-# Default ports (plus the stack's offset); the same as compose and Kubernetes use.
-GRPC_PORTS = {"datagen": 50051, "validator": 50052, "trainer": 50053, "inference": 50054}
+# Default ports (plus the stack's offset); the same as compose and Kubernetes use. The gRPC ones are the defaults
+# of the shared ``<service>_addr`` settings.
+GRPC_PORTS = {name: int(Settings.model_fields[f"{name}_addr"].default.rsplit(":", 1)[1])
+              for name in ("datagen", "validator", "trainer", "inference")}
 METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104}
 GATEWAY_PORT, UI_PORT = 8000, 8501
 
@@ -105,10 +109,10 @@ class LocalStack:
         python = sys.executable
         services = [LocalService(name, [python, "-m", f"services.{name}"], "grpc", self.port(port))
                     for name, port in GRPC_PORTS.items()]
-        services.append(LocalService("gateway", [python, "-m", "services.gateway"], "http", self.port(8000),
+        services.append(LocalService("gateway", [python, "-m", "services.gateway"], "http", self.port(GATEWAY_PORT),
                                      "/readyz"))
         if self.with_ui:
-            services.append(LocalService("ui", [python, "-m", "services.ui"], "http", self.port(8501),
+            services.append(LocalService("ui", [python, "-m", "services.ui"], "http", self.port(UI_PORT),
                                          "/_stcore/health"))
         return services
 
@@ -119,11 +123,8 @@ class LocalStack:
             "EMOTUNE_STORE_BACKEND": "local",
             "EMOTUNE_STORE_PATH": str(self.state_dir / "store"),
             "EMOTUNE_GRPC_BIND": "127.0.0.1",
-            "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port(50051)}",
-            "EMOTUNE_VALIDATOR_ADDR": f"127.0.0.1:{self.port(50052)}",
-            "EMOTUNE_TRAINER_ADDR": f"127.0.0.1:{self.port(50053)}",
-            "EMOTUNE_INFERENCE_ADDR": f"127.0.0.1:{self.port(50054)}",
-            "EMOTUNE_GATEWAY_PORT": str(self.port(8000)),
+            **{f"EMOTUNE_{name.upper()}_ADDR": f"127.0.0.1:{self.port(port)}" for name, port in GRPC_PORTS.items()},
+            "EMOTUNE_GATEWAY_PORT": str(self.port(GATEWAY_PORT)),
             "EMOTUNE_GATEWAY_URL": self.gateway_url,
             "EMOTUNE_GATEWAY_API_KEYS": self.api_key,
             # The offline teacher is our own gateway serving the base model; datagen reads the key from the
@@ -133,7 +134,7 @@ class LocalStack:
             "EMOTUNE_DATAGEN_TEACHER_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY",
             "EMOTUNE_LOCAL_TEACHER_KEY": self.api_key,
             "EMOTUNE_UI_API_KEY": self.api_key,
-            "EMOTUNE_UI_PORT": str(self.port(8501)),
+            "EMOTUNE_UI_PORT": str(self.port(UI_PORT)),
             "EMOTUNE_INFERENCE_PRELOAD": self.base_model,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -143,7 +144,8 @@ class LocalStack:
         # requests as it has generation slots (more only queue there until they time out and are retried), with
         # CPU-sized timeouts, and asks for one paragraph (a base model rambles on to max_tokens; the styles'
         # replies are two or three sentences). Each can be overridden from the environment.
-        slots = env.get("EMOTUNE_INFERENCE_MAX_CONCURRENCY", "2")
+        slots = env.get("EMOTUNE_INFERENCE_MAX_CONCURRENCY",
+                        str(InferenceSettings.model_fields["inference_max_concurrency"].default))
         for name, value in {"EMOTUNE_DATAGEN_OPENAI_MAX_CONCURRENCY": slots, "EMOTUNE_DATAGEN_TIMEOUT_SECONDS": "300",
                             "EMOTUNE_DATAGEN_MAX_TOKENS": "160", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]'}.items():
             env.setdefault(name, value)

@@ -19,7 +19,7 @@ from tests.deploy.deploykit import (
     workloads,
 )
 
-GPU_IMAGES = ("emotune/trainer", "emotune/inference")  # + -gpu / -cpu per overlay
+GPU_WORKLOADS = {"trainer", "inference"}  # the train-run Job only submits to the trainer: no GPU of its own
 
 
 def kubernetes_validate(manifests: str) -> str:
@@ -59,14 +59,13 @@ def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):
         for name, pod in workloads(docs).items():
             container = pod["containers"][0]
             gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
-            gpu_image = container["image"].startswith(GPU_IMAGES)
-            if overlay == "gpu" and gpu_image:
+            if overlay == "gpu" and name in GPU_WORKLOADS:
                 assert gpus == "1", f"{name}: no nvidia.com/gpu limit"
                 assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
                 assert container["image"].split(":")[0].endswith("-gpu")
             else:
                 assert gpus is None and "nodeSelector" not in pod, f"{overlay}: {name} asks for a GPU node"
-                if gpu_image:
+                if name in GPU_WORKLOADS:
                     assert container["image"].split(":")[0].endswith("-cpu")
 
 
@@ -141,8 +140,8 @@ def test_autoscaling_ingress_storage_and_training(rendered_k8s):
         template = by_kind(docs, "CronJob")["train-run"]
         assert template["spec"]["suspend"] is True
         container = template["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-        assert container["image"].startswith("emotune/trainer") and container["command"][:3] == [
-            "emotune", "train", "run"]
+        assert container["image"].startswith("emotune/trainer") and container["command"][:5] == [
+            "emotune", "train", "run", "--remote", "$(EMOTUNE_TRAINER_ADDR)"]  # the trainer owns the run
 
 
 def secret_keys(docs: list[dict]) -> dict[str, bool]:

@@ -44,20 +44,23 @@ class StyleEvaluator:
         request = inference_pb2.ChatRequest(
             model=model, messages=messages,
             sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=seed),
+            whole_reply=True,
         )
         return "".join([chunk.text async for chunk in self.inference.Chat(request)]).strip()
 
     async def evaluate(
         self, styles: StylesDocument, selected: list[str], questions: list[str], styles_yaml: str, *,
         base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
-        progress: Callable[[int, int], None] | None = None, concurrency: int = 2,
+        progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """``concurrency`` replies are generated at once (the inference service's slots; more would only queue)."""
+        """Replies are generated as many at once as the inference service has generation slots (more would only
+        queue there)."""
+        served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
+        slots = asyncio.Semaphore(max(1, served.max_concurrency))
         models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}
         total, done = len(selected) * len(CONFIGS) * len(questions), 0
         rows: list[dict[str, Any]] = []
         samples: dict[str, dict[str, str]] = {}
-        slots = asyncio.Semaphore(concurrency)
 
         async def answer(model: str, messages: list[inference_pb2.ChatMessage]) -> str:
             nonlocal done

@@ -144,17 +144,25 @@ async def test_oversized_body_is_413(client, gateway):
     assert info.value.status_code == 413 and info.value.body["code"] == "request_too_large"
 
 
+async def _refused_while_a_stream_holds_the_slot(client: openai.AsyncOpenAI) -> openai.RateLimitError:
+    """A long stream takes the only slot; a second request must get a 429, returned once the stream is closed."""
+    holder = await client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=300, stream=True)
+    try:
+        await holder.__anext__()
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
+    finally:
+        await holder.close()
+    return info.value
+
+
 async def test_full_gateway_answers_429_with_retry_after(inference):
     gateway = await start_gateway(inference.address, gateway_max_concurrent=1, gateway_retry_after_seconds=3)
     try:
         async with gateway.client() as client:
-            holder = await client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=300, stream=True)
-            await holder.__anext__()
-            with pytest.raises(openai.RateLimitError) as info:
-                await client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
-            assert info.value.response.headers["retry-after"] == "3"
-            assert info.value.body["code"] == "rate_limit_exceeded"
-            await holder.close()
+            refused = await _refused_while_a_stream_holds_the_slot(client)
+            assert refused.response.headers["retry-after"] == "3"
+            assert refused.body["code"] == "rate_limit_exceeded"
             for _ in range(100):  # the slot comes back once the gateway has seen the disconnect
                 if gateway.server.config.app.state.gateway.limiter.in_flight == 0:
                     break
@@ -168,16 +176,14 @@ async def test_full_inference_queue_answers_429_with_its_retry_after(inference):
     from emotune.grpc.server import start_server
 
     tight = InferenceService(inference.service.registry, Admission(1, 0), Limits())
+    tight.admission._recent_durations.extend([7.0])  # 7 s per generation, 1 slot: come back in 7 s
     server = await start_server("inference", inference.settings, servicers(tight), port=0)
     gateway = await start_gateway(f"127.0.0.1:{server.port}")
     try:
         async with gateway.client() as client:
-            holder = await client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=300, stream=True)
-            await holder.__anext__()
-            with pytest.raises(openai.RateLimitError) as info:
-                await client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
-            assert int(info.value.response.headers["retry-after"]) >= 1
-            await holder.close()
+            refused = await _refused_while_a_stream_holds_the_slot(client)
+            assert refused.response.headers["retry-after"] == "7"  # the inference service's own estimate
+            assert refused.body["code"] == "rate_limit_exceeded"
     finally:
         await gateway.stop()
         await server.stop()

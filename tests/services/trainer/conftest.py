@@ -11,6 +11,8 @@ import pytest
 from emotune.basemodels import resolve_base_model
 from emotune.records import Message, Record, dumps_records, record_id
 from emotune.settings import Settings
+from emotune.store.artifacts import publish_artifact
+from emotune.store.local import LocalStore
 
 QUESTIONS = [
     "I failed my exam today", "My cat is sick", "I can't sleep", "Work was so long", "I miss my friends",
@@ -41,6 +43,17 @@ def styled_records(count: int = 30, multi_turn: int = 4) -> list[Record]:
 
 def styled_jsonl(count: int = 30) -> bytes:
     return dumps_records(styled_records(count)).encode("utf-8")
+
+
+def trainer_with_dataset(tmp_path: Path, dataset_key: str, **options: object):
+    """A TrainerService on a local store under ``tmp_path`` whose ``dataset_key`` holds the 30-record styled set."""
+    from services.trainer.config import TrainerSettings
+    from services.trainer.service import TrainerService
+
+    settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work", **options)
+    store = LocalStore(settings.store_path)
+    publish_artifact(store, dataset_key, {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
+    return TrainerService(settings, store)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,7 @@ from pathlib import Path
 import pytest
 
 from emotune.jobs import JobState
-from emotune.store.artifacts import publish_artifact
-from emotune.store.local import LocalStore
-from services.trainer.config import TrainerSettings
-from services.trainer.service import TrainerService
-from tests.services.trainer.conftest import styled_jsonl
+from tests.services.trainer.conftest import trainer_with_dataset
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.slow,
@@ -27,11 +23,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow,
 async def test_qlora_4bit_job_on_cuda(tmp_path: Path, smollm2_dir: Path, backend: str):
     if backend == "xtuner" and not os.environ.get("EMOTUNE_TRAINER_XTUNER_VENV"):
         pytest.skip("set EMOTUNE_TRAINER_XTUNER_VENV to a CUDA XTuner venv (requirements/gpu-xtuner.txt)")
-    settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
-                               trainer_xtuner_device="cuda")
-    store = LocalStore(settings.store_path)
-    publish_artifact(store, "validated/g/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
-    service = TrainerService(settings, store)
+    service = trainer_with_dataset(tmp_path, "validated/g/kept", trainer_xtuner_device="cuda")
     record = await service.start({"backend": backend, "base_model": str(smollm2_dir), "quantization": "4bit",
                                   "dataset_artifact": "validated/g/kept", "max_steps": 20, "batch_size": 4,
                                   "max_length": 256, "learning_rate": 1e-3, "eval_every_steps": 10})

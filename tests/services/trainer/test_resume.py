@@ -20,7 +20,7 @@ from emotune.settings import Settings
 from emotune.store.artifacts import publish_artifact
 from emotune.store.local import LocalStore
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from tests.services.trainer.conftest import styled_jsonl
+from tests.services.trainer.conftest import styled_jsonl, trainer_with_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[3]
@@ -112,14 +112,8 @@ async def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path, 
 
 async def test_cancel_stops_the_worker_and_marks_the_job_cancelled(tmp_path: Path, tiny_model_dir: Path):
     from emotune.jobs import JobState
-    from services.trainer.config import TrainerSettings
-    from services.trainer.service import TrainerService
 
-    settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
-                               trainer_stop_grace_seconds=2)
-    store = LocalStore(settings.store_path)
-    publish_artifact(store, "validated/c/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
-    service = TrainerService(settings, store)
+    service = trainer_with_dataset(tmp_path, "validated/c/kept", trainer_stop_grace_seconds=2)
     record = await service.start({"base_model": str(tiny_model_dir), "dataset_artifact": "validated/c/kept",
                                   "max_steps": 500, "batch_size": 2, "max_length": 128})
     async for event in service.jobs.watch(record.job_id):

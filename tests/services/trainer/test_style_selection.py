@@ -11,12 +11,9 @@ import pytest
 from emotune.grpc.server import start_server
 from emotune.jobrunner import JobRunner
 from emotune.jobs import JobState, JobStore
-from emotune.store.artifacts import publish_artifact
 from emotune.store.local import LocalStore
 from emotune.v1 import validator_pb2_grpc
-from services.trainer.config import TrainerSettings
-from services.trainer.service import TrainerService
-from tests.services.trainer.conftest import gentle_reply, styled_jsonl
+from tests.services.trainer.conftest import gentle_reply, trainer_with_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -51,11 +48,7 @@ async def test_final_checkpoint_is_the_best_style_score(tmp_path: Path, tiny_mod
 
     vserver = await start_server("validator", validator_settings, add, port=0)
     try:
-        settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
-                                   validator_addr=f"127.0.0.1:{vserver.port}")
-        store = LocalStore(settings.store_path)
-        publish_artifact(store, "validated/s/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
-        service = TrainerService(settings, store)
+        service = trainer_with_dataset(tmp_path, "validated/s/kept", validator_addr=f"127.0.0.1:{vserver.port}")
         record = await service.start({
             "base_model": str(tiny_model_dir), "dataset_artifact": "validated/s/kept", "max_steps": 4,
             "batch_size": 2, "max_length": 128, "learning_rate": 3e-3, "eval_every_steps": 2,

@@ -17,13 +17,10 @@ from google.protobuf.json_format import MessageToDict
 from emotune.chat_template import LMDEPLOY_FILE, MODELFILE, ChatFormat
 from emotune.grpc.client import open_channel
 from emotune.grpc.server import start_server
-from emotune.store.artifacts import download_artifact, publish_artifact, read_manifest
-from emotune.store.local import LocalStore
+from emotune.store.artifacts import download_artifact, read_manifest
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from services.trainer.config import TrainerSettings
 from services.trainer.server import add_servicers
-from services.trainer.service import TrainerService
-from tests.services.trainer.conftest import styled_jsonl
+from tests.services.trainer.conftest import trainer_with_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -37,11 +34,8 @@ async def _watch(stub: jobs_pb2_grpc.JobsStub, job_id: str) -> list[dict]:
 
 
 async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path, smollm2_dir: Path):
-    settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
-                               grpc_deadline_seconds=60)
-    store = LocalStore(settings.store_path)
-    publish_artifact(store, "validated/t1/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
-    service = TrainerService(settings, store)
+    service = trainer_with_dataset(tmp_path, "validated/t1/kept", grpc_deadline_seconds=60)
+    settings, store = service.settings, service.store
     server = await start_server("trainer", settings, add_servicers(service), port=0)
     try:
         channel = open_channel(f"127.0.0.1:{server.port}", settings)

@@ -14,13 +14,10 @@ import pytest
 
 from emotune.chat_template import ChatFormat
 from emotune.jobs import JobState
-from emotune.store.artifacts import download_artifact, publish_artifact
-from emotune.store.local import LocalStore
-from services.trainer.config import TrainerSettings
-from services.trainer.service import TrainerService
+from emotune.store.artifacts import download_artifact
 from services.trainer.spec import TrainingSpec
 from services.trainer.xtuner_backend import LogParser, render_config, xtuner_python
-from tests.services.trainer.conftest import styled_jsonl
+from tests.services.trainer.conftest import trainer_with_dataset
 
 LOAD_CONFIG = """
 import json, sys
@@ -79,11 +76,8 @@ def test_log_parser_reads_mmengine_lines():
 @pytest.mark.timeout(2400)
 async def test_xtuner_cpu_job_trains_converts_merges_and_exports(tmp_path: Path, tiny_model_dir: Path,
                                                                  xtuner_py: Path):
-    settings = TrainerSettings(store_path=tmp_path / "store", trainer_work_dir=tmp_path / "work",
-                               trainer_xtuner_venv=xtuner_py.parent.parent, trainer_xtuner_device="cpu")
-    store = LocalStore(settings.store_path)
-    publish_artifact(store, "validated/x/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
-    service = TrainerService(settings, store)
+    service = trainer_with_dataset(tmp_path, "validated/x/kept", trainer_xtuner_venv=xtuner_py.parent.parent, trainer_xtuner_device="cpu")
+    store = service.store
     record = await service.start({
         "backend": "xtuner", "base_model": str(tiny_model_dir), "dataset_artifact": "validated/x/kept",
         "max_steps": 6, "batch_size": 2, "max_length": 128, "learning_rate": 3e-3, "eval_every_steps": 3,

@@ -6,6 +6,7 @@ from services.ui.pipeline import (
     Questions,
     Teacher,
     Training,
+    ValidationView,
     build_job_request,
     evaluation_chart_spec,
     format_duration,
@@ -122,7 +123,7 @@ def test_validation_report_view():
     assert view.per_style == [{"style": "pirate", "kept": 2.0, "rejected": 1.0, "total": 3.0, "kept share": 0.6667,
                                "similarity (median)": 0.8546, "style lift (median)": 0.6929,
                                "marker score (kept)": 1.0}]
-    assert validation_view(None) == validation_view({})
+    assert validation_view(None) == validation_view({}) == ValidationView()
 
 
 def test_evaluation_chart_spec():

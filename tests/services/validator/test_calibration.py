@@ -30,6 +30,7 @@ def test_light_edits_keep_the_sentence():
     text = "中秋快乐呀🌕 愿你所求皆如愿，月圆人也圆！"
     edited = {light_edit(text, i) for i in range(4)}
     assert len(edited) == 4 and text not in edited
+    assert all("愿你所求皆如愿" in e for e in edited)
 
 
 def test_calibration_set_is_disjoint_from_the_test_samples(all_records):
