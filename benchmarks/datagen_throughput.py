@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import httpx
 import openai
 
 from emotune.jobs import JobState
+from emotune.local.supervisor import free_port
 from emotune.store.local import LocalStore
 from services.datagen.config import DatagenSettings
 from services.datagen.service import DatagenService
@@ -41,14 +41,8 @@ styles:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_teacher(latency: float) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.support.teacher_server", "--port", str(port),
                              "--latency", str(latency)], cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30

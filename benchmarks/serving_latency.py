@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,18 +29,13 @@ import grpc
 import httpx
 
 from emotune.grpc.probe import check
+from emotune.local.supervisor import free_port
 from emotune.v1 import inference_pb2, inference_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-benchmark-serving-latency"
 PROMPT = "用一句话安慰一个加班到深夜的朋友。"
 STORY = "给我讲一个关于一只勇敢小猫的长故事。"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from emotune.local.supervisor import free_port
 from emotune.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +48,6 @@ class S3Server:
             "EMOTUNE_S3_ACCESS_KEY": self.access_key, "EMOTUNE_S3_SECRET_KEY": self.secret_key,
             "EMOTUNE_S3_BUCKET": bucket, "EMOTUNE_S3_REGION": self.region, "EMOTUNE_S3_SECURE": "false",
         }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,15 @@ METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference
 GATEWAY_PORT, UI_PORT = 8000, 8501
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def free_port_offset(low: int = 1000, high: int = 15000, attempts: int = 50) -> int:
     """A random offset at which every port a stack uses is free on loopback (tests run stacks side by side)."""
     import random

@@ -104,9 +104,14 @@ class _BlockDataset:
         return self.blocks[index]
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a ``checkpoint-<step>`` directory was saved at."""
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
+
+
 def latest_checkpoint(checkpoints: Path) -> Path | None:
     found = [p for p in checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+    return max(found, key=checkpoint_step, default=None)
 
 
 def eval_losses(checkpoints: Path) -> dict[Path, float]:
@@ -116,7 +121,7 @@ def eval_losses(checkpoints: Path) -> dict[Path, float]:
         state_file = path / "trainer_state.json"
         if not state_file.is_file():
             continue
-        step = int(path.name[len(CHECKPOINT_PREFIX):])
+        step = checkpoint_step(path)
         history = json.loads(state_file.read_text())["log_history"]
         losses = [h["eval_loss"] for h in history if h.get("step") == step and "eval_loss" in h]
         if losses:
@@ -133,7 +138,7 @@ def prune_checkpoints(checkpoints: Path, keep_best: int) -> list[Path]:
     for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
         if path not in keep:
             shutil.rmtree(path, ignore_errors=True)
-    return sorted(keep, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    return sorted(keep, key=checkpoint_step)
 
 
 def best_checkpoint(checkpoints: Path) -> Path | None:
@@ -173,14 +178,14 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
                       data_collator=collator, callbacks=[events])
     trainer.remove_callback(PrinterCallback)
     if resume_from:
-        emit("log", f"resuming from {resume_from.name}", step=int(resume_from.name[len(CHECKPOINT_PREFIX):]))
+        emit("log", f"resuming from {resume_from.name}", step=checkpoint_step(resume_from))
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     best = best_checkpoint(checkpoints)
     losses = eval_losses(checkpoints)
     return {
         "global_step": trainer.state.global_step, "train_loss": output.training_loss,
         "best_checkpoint": best.name if best else None,
-        "best_step": int(best.name[len(CHECKPOINT_PREFIX):]) if best else None,
+        "best_step": checkpoint_step(best) if best else None,
         "best_eval_loss": losses.get(best) if best else None,
         "trained_tokens": events.trained_tokens_total, "log_history": trainer.state.log_history,
         **prepared.summary,
@@ -275,16 +280,22 @@ def sample_replies(model_dir: Path, fmt: ChatFormat, prompts: list[str], system:
     out = []
     for prompt in prompts:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        ids = fmt.prompt_ids(messages)
-        with torch.no_grad():
-            generated = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                       max_new_tokens=max_new_tokens, do_sample=False,
-                                       eos_token_id=fmt.stop_token_ids,
-                                       pad_token_id=fmt.end_token_id)[0, len(ids):].tolist()
+        generated = _greedy(model, fmt, messages, max_new_tokens)
         stopped = bool(generated) and generated[-1] in fmt.stop_token_ids
         out.append({"prompt": prompt, "system": system, "stopped": stopped,
                     "reply": fmt.tokenizer.decode(generated, skip_special_tokens=True).strip()})
     return out
+
+
+def _greedy(model: Any, fmt: ChatFormat, messages: list[dict[str, str]], max_new_tokens: int) -> list[int]:
+    """The reply's token ids, greedy, ending on any of the template's stop tokens (included) or at the limit."""
+    import torch
+
+    ids = fmt.prompt_ids(messages)
+    with torch.no_grad():
+        return model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=fmt.stop_token_ids,
+                              pad_token_id=fmt.end_token_id)[0, len(ids):].tolist()
 
 
 def candidate_checkpoints(checkpoints: Path) -> list[Path]:
@@ -312,14 +323,9 @@ def style_replies(base_dir: Path, candidates: list[Path], fmt: ChatFormat, promp
         model.set_adapter(path.name)
         out[path.name] = {}
         for style, system in systems.items():
-            replies = []
-            for prompt in prompts:
-                ids = fmt.prompt_ids([{"role": "system", "content": system}, {"role": "user", "content": prompt}])
-                with torch.no_grad():
-                    generated = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens,
-                                               attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                               do_sample=False, eos_token_id=fmt.stop_token_ids,
-                                               pad_token_id=fmt.end_token_id)[0, len(ids):]
-                replies.append(fmt.tokenizer.decode(generated, skip_special_tokens=True).strip())
-            out[path.name][style] = replies
+            out[path.name][style] = [
+                fmt.tokenizer.decode(_greedy(model, fmt, [{"role": "system", "content": system},
+                                                          {"role": "user", "content": prompt}], max_new_tokens),
+                                     skip_special_tokens=True).strip()
+                for prompt in prompts]
     return out

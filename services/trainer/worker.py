@@ -98,11 +98,11 @@ def pick_by_style_score(spec: Any, fmt: Any, base_dir: Path, checkpoints: Path, 
     scores = asyncio.run(_score(validator_addr, spec.styles_yaml, replies))
     losses = hf_backend.eval_losses(checkpoints)
     for path in candidates:
-        emit("metric", f"{path.name} style score {scores[path.name]:.4f}", step=_step(path),
+        emit("metric", f"{path.name} style score {scores[path.name]:.4f}", step=hf_backend.checkpoint_step(path),
              style_score=round(scores[path.name], 5), eval_loss=losses.get(path))
     best = max(candidates, key=lambda p: (scores[p.name], -losses.get(p, 0.0)))
     metrics.update(style_scores={k: round(v, 5) for k, v in scores.items()}, best_checkpoint=best.name,
-                   best_step=_step(best), best_eval_loss=losses.get(best))
+                   best_step=hf_backend.checkpoint_step(best), best_eval_loss=losses.get(best))
     return best
 
 
@@ -122,9 +122,6 @@ async def _score(address: str, styles_yaml: str, replies: dict[str, dict[str, li
             out[checkpoint] = sum(r.style_score for r in results) / len(results)
     return out
 
-
-def _step(path: Path) -> int:
-    return int(path.name.rsplit("-", 1)[-1])
 
 
 def _common_system_prompt(records: list) -> str | None:

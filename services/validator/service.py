@@ -175,8 +175,8 @@ class Validator:
         ctx.emit("log", f"validating {len(records)} samples with {embedder.name}", embedder=embedder.name,
                  samples=len(records), **{f"threshold_{k}": v for k, v in vars(thresholds).items()})
         started = time.perf_counter()
-        files = self.core.validate(records, read_report, styles, embedder, thresholds,
-                                   on_progress=_JobProgress(ctx, self._stopping))
+        progress = _JobProgress(ctx, self._stopping)
+        files = self.core.validate(records, read_report, styles, embedder, thresholds, on_progress=progress)
         metrics.EMBED_SECONDS.observe(files.report["timings"]["embedding_s"])
         counts = files.report["counts"]
         metrics.SAMPLES.labels("kept").inc(counts["kept"])
@@ -184,9 +184,7 @@ class Validator:
         for reason, n in files.report["reasons"].items():
             metrics.REJECTIONS.labels(reason).inc(n)
 
-        if self._stopping.is_set():
-            raise Cancelled("validator shutting down")
-        ctx.raise_if_cancelled()  # cancelled during the last batch: publish nothing
+        progress.check()  # cancelled or shutting down during the last batch: publish nothing
         source = {"source_dataset": spec.dataset_artifact, "embedder": embedder.name}
         outputs = (
             ("kept", {RECORDS_FILE: files.kept}, {"kind": "dataset", "records": counts["kept"], **source}),
@@ -217,6 +215,12 @@ class _JobProgress:
         self.ctx, self.stopping = ctx, stopping
         self._last = 0.0
 
+    def check(self) -> None:
+        """Raise if the job was cancelled or the validator is shutting down."""
+        if self.stopping.is_set():
+            raise Cancelled("validator shutting down")
+        self.ctx.raise_if_cancelled()
+
     def __call__(self, done: int, total: int) -> None:
         if self.stopping.is_set():
             raise Cancelled("validator shutting down")
@@ -224,7 +228,7 @@ class _JobProgress:
         if done < total and now - self._last < PROGRESS_EVERY_SECONDS:
             return
         self._last = now
-        self.ctx.raise_if_cancelled()
+        self.check()
         self.ctx.progress(done, total, f"embedded {done}/{total}", stage="embedding")
 
 

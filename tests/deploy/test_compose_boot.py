@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from emotune.grpc.probe import check as grpc_serving
-from tests.deploy.deploykit import REPO, free_port, image_python
+from emotune.local.supervisor import free_port
+from tests.deploy.deploykit import REPO, image_python
 
 BOOT_SECONDS = 150
 

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy.deploykit import PROMETHEUS_CONFIG, REPO, free_port, run, tool
+from emotune.local.supervisor import free_port
+from tests.deploy.deploykit import PROMETHEUS_CONFIG, REPO, run, tool
 
 PROMTOOL_HINT = "apt-get install prometheus (scripts/system-deps.sh)"
 

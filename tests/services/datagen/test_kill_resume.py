@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from google.protobuf.json_format import ParseDict
 
 from emotune.grpc.probe import check
 from emotune.jobs import JobState, JobStore
+from emotune.local.supervisor import free_port
 from emotune.records import parse_records
 from emotune.store.artifacts import read_file
 from emotune.store.local import LocalStore
@@ -30,17 +30,11 @@ ROOT = Path(__file__).resolve().parents[3]
 QUESTIONS = [f"问题{i:03d}：今天过得怎么样" for i in range(60)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class ServiceProcess:
     """``python -m services.datagen`` as a child process on loopback ports, with a local store directory."""
 
     def __init__(self, store_dir: Path, log: Path) -> None:
-        self.port, self.metrics_port = _free_port(), _free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.env = {**os.environ, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(store_dir),
                     "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port}", "EMOTUNE_METRICS_PORT": str(self.metrics_port),
                     "EMOTUNE_DATAGEN_SHARD_SIZE": "5", "EMOTUNE_DATAGEN_FLUSH_SECONDS": "0.3",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from emotune.grpc.client import open_channel
 from emotune.grpc.probe import check
+from emotune.local.supervisor import free_port
 from emotune.settings import Settings
 from emotune.store.artifacts import publish_artifact
 from emotune.store.local import LocalStore
@@ -26,16 +26,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_service(tmp_path: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "EMOTUNE_STORE_PATH": str(tmp_path / "store"), "EMOTUNE_TRAINER_WORK_DIR":
            str(tmp_path / "work"), "EMOTUNE_TRAINER_ADDR": f"127.0.0.1:{port}",
-           "EMOTUNE_METRICS_PORT": str(_free_port()), "HF_HUB_OFFLINE": "1"}
+           "EMOTUNE_METRICS_PORT": str(free_port()), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "services.trainer"], cwd=REPO, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
@@ -67,7 +61,7 @@ def _workers_of(work: Path) -> list[int]:
 async def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_model_dir: Path):
     store = LocalStore(tmp_path / "store")
     publish_artifact(store, "validated/r/kept", {"records.jsonl": styled_jsonl(30)}, {"kind": "dataset"})
-    port, log = _free_port(), tmp_path / "trainer.log"
+    port, log = free_port(), tmp_path / "trainer.log"
     settings = Settings(grpc_deadline_seconds=60)
     first = _start_service(tmp_path, port, log)
     try:

@@ -5,13 +5,13 @@ unknown model, overloaded (a gateway allowing one completion at a time), unreach
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 
 import httpx
 import pytest
 from openai import OpenAI
 
+from emotune.local.supervisor import free_port
 from services.ui.chat import Conversation
 from services.ui.config import UISettings
 from services.ui.gateway import Gateway, GatewayError, Sampling
@@ -77,9 +77,7 @@ def test_failures_are_explained(ui_stack):
                                          Sampling(max_tokens=10**6))
     assert bad_request.value.kind == "bad_request" and bad_request.value.status == 400
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     with pytest.raises(GatewayError) as unreachable:
         Gateway(UISettings(gateway_url=f"http://127.0.0.1:{closed}")).model_ids()
     assert unreachable.value.kind == "unreachable" and f"127.0.0.1:{closed}/v1" in unreachable.value.message

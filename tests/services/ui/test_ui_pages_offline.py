@@ -1,10 +1,9 @@
 """Page logic through Streamlit's AppTest, with no gateway running (a closed loopback port): the styles
 editor/upload validation works offline, and an unreachable gateway is reported plainly without losing the chat."""
 
-import socket
-
 import pytest
 
+from emotune.local.supervisor import free_port
 from services.ui.chat import Conversation
 
 BAD_STYLES = b"""styles:
@@ -20,9 +19,7 @@ BAD_STYLES = b"""styles:
 @pytest.fixture
 def closed_gateway(ui_app):
     """The UI pointed at a loopback port where nothing listens; returns (make AppTest, the API base shown)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return lambda: ui_app(EMOTUNE_GATEWAY_URL=f"http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}/v1"
 
 

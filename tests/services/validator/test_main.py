@@ -11,17 +11,10 @@ import grpc
 import httpx
 
 from emotune.grpc.probe import check
+from emotune.local.supervisor import free_port
 from emotune.v1 import validator_pb2, validator_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_service_process_serves_scores_metrics_and_stops_on_sigterm(tmp_path, styles_yaml):
