@@ -90,6 +90,12 @@ def resolve_base_model(name: str, cache_dir: Path) -> Path:
     )
 
 
+def packaged_gguf(name: str) -> Path | None:
+    """The GGUF a packaged base model ships as (what llama.cpp serves it from); None for other names."""
+    model = PACKAGED_MODELS.get(name)
+    return model.gguf_path() if model is not None else None
+
+
 def _is_current(target: Path) -> bool:
     marker = target / ".complete"
     return marker.is_file() and marker.read_text(encoding="utf-8").strip() == CONVERSION_VERSION

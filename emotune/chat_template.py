@@ -402,10 +402,12 @@ class ChatFormat:
         lines.append("{{- end }}")
         return "\n".join(lines)
 
-    def ollama_modelfile(self, from_: str = ".") -> str:
+    def ollama_modelfile(self, from_: str = ".", num_ctx: int | None = None) -> str:
         template = self.ollama_template().replace('"""', '\\"\\"\\"')
         out = [f"FROM {from_}", f'TEMPLATE """{template}"""']
         out += [f"PARAMETER stop {json.dumps(token, ensure_ascii=False)}" for token in self.stop_tokens]
+        if num_ctx:
+            out.append(f"PARAMETER num_ctx {num_ctx}")
         return "\n".join(out) + "\n"
 
     def xtuner_template(self) -> dict[str, Any]:

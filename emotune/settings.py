@@ -54,6 +54,8 @@ class Settings(BaseSettings):
 
     # Local caches (converted models, virtualenvs)
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    llamacpp_dir: Path | None = Field(
+        None, description="llama.cpp tools (default <cache_dir>/llama.cpp-<version>, built by scripts/llamacpp.sh)")
 
     # gRPC: where each service listens and where clients find it
     grpc_bind: str = Field("127.0.0.1", description="interface gRPC servers bind to (0.0.0.0 in containers)")

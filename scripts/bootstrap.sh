@@ -2,7 +2,7 @@
 # Create (or update) the project's CPU virtualenv and print its path.
 # The venv lives in a cache dir so fresh clones reuse it; a stamp of the dependency files decides when
 # `pip install` must run again (in place: only what changed is installed). EMOTUNE_VENV overrides the location,
-# e.g. a throw-away venv for a fresh-machine check.
+# e.g. a throw-away venv for a fresh-machine check. It also builds llama.cpp once (scripts/llamacpp.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${EMOTUNE_CACHE:-$HOME/.cache/emotune}
@@ -30,4 +30,6 @@ else
   # Point the cached venv at this checkout.
   pip install --no-deps -e "$ROOT"
 fi
+# llama.cpp (the CPU inference engine and the GGUF exporter): built once per machine, instant afterwards.
+EMOTUNE_PIP_PYTHON="$VENV/bin/python" "$ROOT/scripts/llamacpp.sh" >/dev/null
 echo "$VENV"

@@ -11,9 +11,10 @@ from emotune.settings import Settings
 
 
 class InferenceSettings(Settings):
-    inference_engine: Literal["transformers", "lmdeploy"] = Field(
-        "transformers", description="engine for models loaded without an explicit one: transformers (CPU) "
-                                    "or lmdeploy (GPU, its own image)")
+    inference_engine: Literal["llamacpp", "transformers", "lmdeploy"] = Field(
+        "llamacpp", description="engine for models loaded without an explicit one: llamacpp (CPU, fast; "
+                                "scripts/llamacpp.sh builds it), transformers (CPU reference engine) or "
+                                "lmdeploy (GPU, its own image)")
     inference_preload: str = Field(
         "smollm2-135m", description="comma-separated base models loaded at start-up (packaged names such as "
                                     "smollm2-135m / gemma3-270m, or local HF directories); empty = none")
@@ -28,6 +29,10 @@ class InferenceSettings(Settings):
     inference_max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens a request may ask for")
     inference_torch_threads: int = Field(
         0, ge=0, description="torch threads per CPU generation (0 = cores / inference_max_concurrency)")
+    inference_llamacpp_context: int = Field(
+        4096, ge=256, description="context tokens of each llama.cpp slot (the server gets this x slots)")
+    inference_llamacpp_threads: int = Field(
+        0, ge=0, description="llama.cpp threads (0 = every core; its slots decode in one batch)")
     inference_model_dir: Path | None = Field(
         None, description="where artifacts are downloaded for loading (default <cache_dir>/served)")
     inference_lmdeploy_backend: Literal["turbomind", "pytorch"] = Field(

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emotune.basemodels import resolve_base_model
+from emotune.basemodels import packaged_gguf, resolve_base_model
 from emotune.errors import InvalidInput, NotFound
 from emotune.logging import get_logger
 from emotune.store.base import ArtifactStore
@@ -157,7 +157,8 @@ class ModelRegistry:
         model_dir = self._download(spec.artifact, owned) if spec.artifact else \
             resolve_base_model(spec.base_model, self.cache_dir)
         adapter_dir = self._download(spec.adapter_artifact, owned) if spec.adapter_artifact else None
-        return ModelSource(model_dir, adapter_dir)
+        gguf = packaged_gguf(spec.base_model) if not spec.artifact else None
+        return ModelSource(model_dir, adapter_dir, gguf)
 
     def _download(self, key: str, owned: list[Path]) -> Path:
         from emotune.store.artifacts import download_artifact

@@ -3,18 +3,24 @@
 Both backends leave ``adapter/`` and ``merged/`` weight folders; this module writes the *same* chat template
 and stop tokens into both (tokenizer_config.json, generation_config.json, LMDeploy JSON, Ollama Modelfile),
 proves token-level parity with the training formatter (the job fails otherwise), draws the loss curve and
-publishes three immutable artifacts: ``<prefix>/adapter``, ``<prefix>/merged``, ``<prefix>/report``.
+publishes immutable artifacts: ``<prefix>/adapter``, ``<prefix>/merged``, ``<prefix>/report`` and, unless the
+spec says ``gguf_quantization: none``, ``<prefix>/gguf``: the adapter merged into the base's GGUF by llama.cpp,
+quantized, with the template and end token in its metadata, the GGUF LoRA adapter itself and an Ollama
+Modelfile; llama.cpp's own prompt tokens for the parity conversations are checked against training too.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from emotune.chat_template import ChatFormat, check_parity, export_chat_files
+from emotune.chat_template import MODELFILE, ChatFormat, ParityError, check_parity, export_chat_files
+from emotune.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf, gguf_metadata
 from emotune.records import Record
 from emotune.store.artifacts import file_key, publish_artifact
 from emotune.store.base import ArtifactStore
@@ -61,9 +67,71 @@ def loss_curve_png(curve: dict[str, list[dict[str, float]]], title: str) -> byte
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class GgufExport:
+    """What the GGUF export needs: llama.cpp, its conversion cache, and the base as a directory (+ its GGUF)."""
+
+    tools: LlamaCpp
+    cache_dir: Path
+    base_dir: Path
+    base_gguf: Path | None
+    quantization: str
+
+
+def export_gguf(job: GgufExport, adapter_dir: Path, out: Path, fmt: ChatFormat, model_name: str,
+                conversations: list[list[dict[str, str]]]) -> dict[str, Any]:
+    """``out``/model.gguf (merged + quantized, emotune's template and end token), adapter.gguf, Modelfile."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = base_gguf(job.tools, job.cache_dir, job.base_dir, job.base_gguf)
+    adapter = adapter_gguf(job.tools, job.cache_dir, adapter_dir, job.base_dir)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        merged = job.tools.merge(base, adapter, Path(tmp) / "merged.gguf")
+        quantized = merged if job.quantization == "F16" else \
+            job.tools.quantize_model(merged, Path(tmp) / "quantized.gguf", job.quantization)
+        job.tools.with_chat_metadata(quantized, out / "model.gguf", fmt.template, fmt.end_token_id, model_name)
+    shutil.copyfile(adapter, out / "adapter.gguf")
+    config = json.loads((job.base_dir / "config.json").read_text(encoding="utf-8"))
+    num_ctx = int(config.get("max_position_embeddings") or 2048)
+    (out / MODELFILE).write_text(fmt.ollama_modelfile("./model.gguf", num_ctx=num_ctx), encoding="utf-8")
+    metadata = gguf_metadata(out / "model.gguf")
+    if metadata.get("tokenizer.chat_template") != fmt.template:
+        raise ParityError("model.gguf: the chat template in its metadata differs from the training template")
+    if metadata.get("tokenizer.ggml.eos_token_id") != fmt.end_token_id:
+        raise ParityError(f"model.gguf: eos id {metadata.get('tokenizer.ggml.eos_token_id')} is not the "
+                          f"template's end token {fmt.end_token_id}")
+    checked = _llamacpp_parity(job.tools, out / "model.gguf", fmt, conversations, out.parent)
+    return {"quantization": job.quantization, "bytes": (out / "model.gguf").stat().st_size,
+            "adapter_bytes": (out / "adapter.gguf").stat().st_size, "num_ctx": num_ctx,
+            "parity_prompts": checked}
+
+
+def _llamacpp_parity(tools: LlamaCpp, model: Path, fmt: ChatFormat, conversations: list[list[dict[str, str]]],
+                     work_dir: Path) -> int:
+    """llama-server on the exported GGUF (its own embedded template and tokenizer) builds, for every assistant
+    turn, exactly the prompt ids training used; raises ParityError naming the first difference."""
+    checked = 0
+    with LlamaServer(tools, model, work_dir / "parity-server") as server:
+        for number, conversation in enumerate(conversations):
+            messages = [{"role": m["role"], "content": m["content"].strip()} for m in conversation]
+            for turn, message in enumerate(messages):
+                if message["role"] != "assistant":
+                    continue
+                trained = fmt.training_prompt_ids(messages[:turn + 1])
+                served = server.prompt_ids(messages[:turn])
+                if served != trained:
+                    where = next((i for i, (a, b) in enumerate(zip(served, trained)) if a != b),
+                                 min(len(served), len(trained)))
+                    raise ParityError(f"llama.cpp: conversation {number} turn {turn}: prompt ids differ from "
+                                      f"the trained ones at token {where}: {served[where:where + 8]} vs "
+                                      f"{trained[where:where + 8]}")
+                checked += 1
+    return checked
+
+
 def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spec: dict[str, Any],
-           run: dict[str, Any], conversations: list[list[dict[str, str]]], model_name: str) -> dict[str, Any]:
-    """Write template files, check parity, publish adapter / merged / report; return the job result."""
+           run: dict[str, Any], conversations: list[list[dict[str, str]]], model_name: str,
+           gguf: GgufExport | None = None) -> dict[str, Any]:
+    """Write template files, check parity, publish adapter / merged / report (and gguf); return the result."""
     for folder in ("adapter", "merged"):
         export_chat_files(fmt, output / folder, model_name)
     parity = check_parity(fmt, output / "merged", conversations)
@@ -75,6 +143,13 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
             "stop_tokens": fmt.stop_tokens}
     publish_artifact(store, keys["adapter"], _folder_files(output / "adapter"), {"kind": "adapter", **meta})
     publish_artifact(store, keys["merged"], _folder_files(output / "merged"), {"kind": "merged_model", **meta})
+    exported: dict[str, Any] = {}
+    if gguf is not None:
+        info = export_gguf(gguf, output / "adapter", output / "gguf", fmt, model_name, conversations)
+        keys["gguf"] = f"{prefix}/gguf"
+        publish_artifact(store, keys["gguf"], _folder_files(output / "gguf"), {"kind": "gguf", **meta, **info})
+        exported = {"gguf_artifact": keys["gguf"], "gguf": info}
+        parity.engines.append("llama.cpp")
     report_files = {
         "loss_curve.png": png,
         "loss_curve.json": json.dumps(curve, indent=1).encode(),
@@ -89,7 +164,7 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
         "adapter_artifact": keys["adapter"], "merged_artifact": keys["merged"], "report_artifact": keys["report"],
         "plots": {"loss_curve": file_key(keys["report"], "loss_curve.png")},
         "loss_curve": curve, "parity": {"conversations": parity.conversations, "engines": parity.engines},
-        "stop_tokens": fmt.stop_tokens, **metrics,
+        "stop_tokens": fmt.stop_tokens, **exported, **metrics,
     }
 
 

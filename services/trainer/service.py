@@ -16,10 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from emotune.basemodels import resolve_base_model
+from emotune.basemodels import packaged_gguf, resolve_base_model
 from emotune.errors import EmotuneError, FailedPrecondition
 from emotune.jobrunner import JobContext, JobRunner
 from emotune.jobs import JobRecord, JobStore
+from emotune.llamacpp import LlamaCpp
 from emotune.logging import get_logger
 from emotune.store.artifacts import delete_artifact, download_artifact, list_artifacts, publish_artifact
 from emotune.store.base import ArtifactStore
@@ -76,9 +77,12 @@ class TrainerService:
         ctx.raise_if_cancelled()
         ctx.emit("log", "exporting: chat-template files, parity check, publish")
         result = await asyncio.to_thread(self._finish, spec, ctx.spec, base_dir, data, work, run)
-        for name in ("adapter", "merged", "report"):
-            ctx.emit("artifact", f"published {result[name + '_artifact']}", kind=name,
-                     key=result[name + "_artifact"])
+        for name in ("adapter", "merged", "report", "gguf"):
+            if name + "_artifact" in result:
+                ctx.emit("artifact", f"published {result[name + '_artifact']}", kind=name,
+                         key=result[name + "_artifact"])
+        if "skipped" in result.get("gguf", {}):
+            ctx.emit("log", f"GGUF export skipped: {result['gguf']['skipped']}")
         await asyncio.to_thread(self._cleanup, spec, work)
         return result
 
@@ -119,8 +123,22 @@ class TrainerService:
         records, _ = read_records(data)
         conversations = export.parity_conversations(records, spec.eval_prompts)
         model_name = spec.output_prefix.rstrip("/").rsplit("/", 1)[-1]
-        return export.finish(self.store, spec.output_prefix, work / OUTPUT_DIR, fmt, spec_dict, run,
-                             conversations, model_name)
+        gguf, skipped = self._gguf_export(spec, base_dir)
+        result = export.finish(self.store, spec.output_prefix, work / OUTPUT_DIR, fmt, spec_dict, run,
+                               conversations, model_name, gguf)
+        return {**result, "gguf": {"skipped": skipped}} if skipped else result
+
+    def _gguf_export(self, spec: TrainingSpec, base_dir: Path) -> tuple[export.GgufExport | None, str]:
+        """What the GGUF export needs, or why it is skipped (asked not to; llama.cpp not built here)."""
+        if spec.gguf_quantization == "none":
+            return None, "gguf_quantization is 'none'"
+        try:
+            tools = LlamaCpp.locate(self.settings.cache_dir, self.settings.llamacpp_dir)
+        except FailedPrecondition as exc:
+            log.warning("GGUF export skipped", reason=exc.message)
+            return None, exc.message
+        return export.GgufExport(tools, self.settings.cache_dir, base_dir, packaged_gguf(spec.base_model),
+                                 spec.gguf_quantization), ""
 
     # ------------------------------------------------------------------ checkpoints in the store
     def upload_checkpoint(self, spec: TrainingSpec, path: Path, data: dict[str, Any], kept: list[str]) -> str:

@@ -48,6 +48,8 @@ class TrainingSpec(BaseModel):
     output_prefix: str = ""
     resume_job_id: str = ""
     styles_yaml: str = Field("", description="with eval_prompts: pick the final checkpoint by validator style score")
+    gguf_quantization: Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16", "none"] = Field(
+        "Q4_K_M", description="GGUF export for llama.cpp / Ollama ('none' skips it)")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:

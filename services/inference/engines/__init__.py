@@ -1,15 +1,22 @@
-"""Serving engines behind one interface (:mod:`.base`): ``transformers`` (CPU) and ``lmdeploy`` (GPU)."""
+"""Serving engines behind one interface (:mod:`.base`): ``llamacpp`` (CPU default), ``transformers`` (CPU
+reference) and ``lmdeploy`` (GPU)."""
 
 from __future__ import annotations
 
 from services.inference.config import InferenceSettings
 from services.inference.engines.base import Engine
 
-ENGINE_NAMES = ("transformers", "lmdeploy")
+ENGINE_NAMES = ("llamacpp", "transformers", "lmdeploy")
 
 
 def create_engine(name: str, settings: InferenceSettings) -> Engine:
     """The engine called ``name``; LMDeploy is imported only when asked for (it lives in the GPU image)."""
+    if name == "llamacpp":
+        from services.inference.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(settings.cache_dir, slots=settings.inference_max_concurrency,
+                              slot_context=settings.inference_llamacpp_context,
+                              threads=settings.inference_llamacpp_threads, tools_dir=settings.llamacpp_dir)
     if name == "transformers":
         from services.inference.engines.transformers_cpu import TransformersEngine
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from emotune.chat_template import ChatFormat
+from emotune.errors import InvalidInput
 
 FinishReason = str  # "stop" | "length" | "cancelled"
 
@@ -53,6 +59,7 @@ class ModelSource:
 
     model_dir: Path
     adapter_dir: Path | None = None
+    gguf_file: Path | None = None  # the base's own GGUF when it ships as one (packaged models)
 
     @property
     def template_dir(self) -> Path:
@@ -108,6 +115,33 @@ class ServingModel(ABC):
 
     def close(self) -> None:
         """Free what the model holds (weights are otherwise dropped with the last reference)."""
+
+
+@dataclass
+class TemplatedModel(ServingModel):
+    """A model whose prompt is built by emotune's own formatter (the trainer's), as token ids."""
+
+    chat_format: ChatFormat = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.chat_format.tokenizer
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Exactly the ids the trainer's formatter builds for this conversation's generation prompt."""
+        try:
+            return list(self.chat_format.prompt_ids(messages))
+        except jinja2.TemplateError as exc:
+            raise InvalidInput(f"the model's chat template rejected the conversation: {exc}",
+                               field="messages") from None
+
+    def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
+        input_ids = self.prompt_ids(messages)
+        room = self.max_context - len(input_ids)
+        if room <= 0:
+            raise InvalidInput(f"the prompt is {len(input_ids)} tokens; the model's context is "
+                               f"{self.max_context}", field="messages")
+        return PreparedChat(messages, replace(params, max_tokens=min(params.max_tokens, room)), tuple(input_ids))
 
 
 class Engine(ABC):

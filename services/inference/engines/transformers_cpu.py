@@ -17,10 +17,9 @@ import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -37,7 +36,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from emotune.chat_template import ChatFormat
-from emotune.errors import CorruptArtifact, InvalidInput
+from emotune.errors import CorruptArtifact
 from emotune.logging import get_logger
 from services.inference.engines.base import (
     ChatParams,
@@ -47,7 +46,7 @@ from services.inference.engines.base import (
     ModelSource,
     PreparedChat,
     QueuedGeneration,
-    ServingModel,
+    TemplatedModel,
 )
 from services.inference.textstream import IncrementalDecoder, StopMatcher
 
@@ -128,30 +127,9 @@ class _TokenSink(BaseStreamer):
 
 
 @dataclass
-class TransformersModel(ServingModel):
+class TransformersModel(TemplatedModel):
     model: PreTrainedModel = field(default=None, repr=False)  # type: ignore[assignment]
-    chat_format: ChatFormat = field(default=None, repr=False)  # type: ignore[assignment]
     executor: ThreadPoolExecutor = field(default=None, repr=False)  # type: ignore[assignment]
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        return self.chat_format.tokenizer
-
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Exactly the ids the trainer's formatter builds for this conversation's generation prompt."""
-        try:
-            return list(self.chat_format.prompt_ids(messages))
-        except jinja2.TemplateError as exc:
-            raise InvalidInput(f"the model's chat template rejected the conversation: {exc}",
-                               field="messages") from None
-
-    def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
-        input_ids = self.prompt_ids(messages)
-        room = self.max_context - len(input_ids)
-        if room <= 0:
-            raise InvalidInput(f"the prompt is {len(input_ids)} tokens; the model's context is "
-                               f"{self.max_context}", field="messages")
-        return PreparedChat(messages, replace(params, max_tokens=min(params.max_tokens, room)), tuple(input_ids))
 
     def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
         generation = _CpuGeneration()

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from emotune.basemodels import resolve_base_model
+from emotune.basemodels import packaged_gguf, resolve_base_model
 from emotune.settings import Settings
-from services.inference.engines.base import ModelSource
-from services.inference.engines.transformers_cpu import TransformersEngine, TransformersModel
+from services.inference.engines.base import ModelSource, TemplatedModel
+from services.inference.engines.llamacpp import LlamaCppEngine
+from services.inference.engines.transformers_cpu import TransformersEngine
 
 
 @pytest.fixture(scope="session")
@@ -28,5 +29,19 @@ def cpu_engine():
 
 
 @pytest.fixture(scope="module")
-def smollm(cpu_engine: TransformersEngine, smollm_dir: Path) -> TransformersModel:
-    return cpu_engine.load(ModelSource(smollm_dir))
+def llamacpp_engine():
+    engine = LlamaCppEngine(Settings().cache_dir, slots=2, slot_context=2048)
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def smollm_source(smollm_dir: Path) -> ModelSource:
+    return ModelSource(smollm_dir, gguf_file=packaged_gguf("smollm2-135m"))
+
+
+@pytest.fixture(scope="module", params=["transformers", "llamacpp"])
+def smollm(request, smollm_source: ModelSource) -> TemplatedModel:
+    """SmolLM2 on each CPU engine: the engine tests hold for both."""
+    engine = request.getfixturevalue("cpu_engine" if request.param == "transformers" else "llamacpp_engine")
+    return engine.load(smollm_source)

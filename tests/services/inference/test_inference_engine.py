@@ -1,4 +1,5 @@
-"""The CPU engine on SmolLM2-135M: the training formatter's prompt, eos/length/stop/cancel endings, seeds."""
+"""Both CPU engines (transformers, llama.cpp) on SmolLM2-135M: the training formatter's prompt, eos/length/stop/
+cancel endings, seeds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from emotune.chat_template import ChatFormat
 from emotune.errors import InvalidInput
 from services.inference.engines.base import ChatParams, Chunk
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 STORY = [{"role": "user", "content": "Tell me a long story about a brave little cat."}]
 
 
@@ -55,7 +56,7 @@ async def test_greedy_reply_stops_on_eos_and_is_reproducible(smollm):
     params = ChatParams(max_tokens=48, temperature=0)
     text, final = await generate(smollm, QUESTION, params)
     again, _ = await generate(smollm, QUESTION, params)
-    assert text == again and "Paris" in text
+    assert text == again and "4" in text
     assert final.finish_reason == "stop"
     assert final.prompt_tokens == len(smollm.prompt_ids(QUESTION))
     # The eos token is counted but never shown.

@@ -1,0 +1,302 @@
+"""llama.cpp's tools and GGUF conversions, shared by the inference engine and the trainer's GGUF export.
+
+The tools are built once per machine by ``scripts/llamacpp.sh`` (pinned llama-cpp-python sdist) into
+``<cache_dir>/llama.cpp-<version>``: ``bin/llama-server``, ``bin/llama-quantize``, ``bin/llama-export-lora``, the
+``convert_*.py`` scripts and their ``gguf-py``. Conversions are cached by the content of what they convert, so a
+model or adapter is converted once however often it is loaded.
+
+- A base model's GGUF: the packaged GGUF itself (its vocabulary is the one the model was trained with), else
+  ``convert_hf_to_gguf.py`` of the HF directory.
+- A PEFT LoRA adapter becomes a GGUF adapter with ``convert_lora_to_gguf.py`` (it needs the base's config only).
+- An export merges adapter into base with ``llama-export-lora``, quantizes with ``llama-quantize`` and writes
+  emotune's chat template and end-of-turn token into the metadata (``gguf_new_metadata.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import httpx
+
+from emotune.errors import CorruptArtifact, FailedPrecondition, InvalidInput, Unavailable
+from emotune.logging import get_logger
+
+log = get_logger(__name__)
+
+VERSION = "0.3.36"  # the llama-cpp-python sdist scripts/llamacpp.sh builds from
+QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
+DEFAULT_QUANT = "Q4_K_M"
+CONVERSION_VERSION = "1"  # part of every cache key: bump when a conversion's command changes
+START_TIMEOUT_SECONDS = 180.0
+
+
+@dataclass(frozen=True)
+class LlamaCpp:
+    root: Path
+
+    @classmethod
+    def locate(cls, cache_dir: Path, explicit: Path | None = None) -> LlamaCpp:
+        root = explicit or Path(cache_dir) / f"llama.cpp-{VERSION}"
+        tools = cls(Path(root))
+        missing = [p.name for p in (tools.server, tools.quantize, tools.export_lora) if not os.access(p, os.X_OK)]
+        if missing:
+            raise FailedPrecondition(f"llama.cpp is not built in {root} (missing {', '.join(missing)}); run "
+                                     "scripts/llamacpp.sh (once per machine, ~10 min on 2 cores)")
+        return tools
+
+    @property
+    def server(self) -> Path:
+        return self.root / "bin" / "llama-server"
+
+    @property
+    def quantize(self) -> Path:
+        return self.root / "bin" / "llama-quantize"
+
+    @property
+    def export_lora(self) -> Path:
+        return self.root / "bin" / "llama-export-lora"
+
+    def _run(self, what: str, args: list[str | Path]) -> None:
+        """Run one tool; a failure names what was being done and ends with the tool's last output lines."""
+        env = {**os.environ, "PYTHONPATH": str(self.root / "gguf-py")}
+        done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+            raise CorruptArtifact(f"{what} failed (exit {done.returncode}): {tail}")
+
+    def _script(self, name: str) -> list[str | Path]:
+        return [sys.executable, self.root / name]
+
+    def convert_model(self, hf_dir: Path, out: Path, outtype: str = "f16") -> Path:
+        self._run(f"converting {hf_dir} to GGUF",
+                  [*self._script("convert_hf_to_gguf.py"), hf_dir, "--outfile", out, "--outtype", outtype])
+        return out
+
+    def convert_adapter(self, adapter_dir: Path, base_dir: Path, out: Path) -> Path:
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise CorruptArtifact(f"{adapter_dir} has no adapter_config.json: not a PEFT LoRA adapter")
+        self._run(f"converting the LoRA adapter {adapter_dir} to GGUF",
+                  [*self._script("convert_lora_to_gguf.py"), adapter_dir, "--base", base_dir, "--outfile", out,
+                   "--outtype", "f16"])
+        return out
+
+    def merge(self, base_gguf: Path, adapter_gguf: Path, out: Path) -> Path:
+        self._run("merging the adapter into the base GGUF",
+                  [self.export_lora, "-m", base_gguf, "--lora", adapter_gguf, "-o", out])
+        return out
+
+    def quantize_model(self, src: Path, out: Path, quant: str) -> Path:
+        if quant not in QUANT_TYPES:
+            raise InvalidInput(f"unknown GGUF quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}",
+                               field="gguf_quantization")
+        # A merged base keeps its quantized tensors (e.g. a Q4_K_M package): those are re-quantized.
+        self._run(f"quantizing to {quant}", [self.quantize, "--allow-requantize", src, out, quant])
+        return out
+
+    def with_chat_metadata(self, src: Path, out: Path, template: str, end_token_id: int, name: str) -> Path:
+        """A copy of ``src`` whose metadata carries emotune's template and ends turns with its end token."""
+        with tempfile.TemporaryDirectory() as tmp:
+            template_file = Path(tmp) / "chat_template.jinja"
+            template_file.write_text(template, encoding="utf-8")
+            self._run("writing the chat template into the GGUF", [
+                sys.executable, self.root / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py", src, out,
+                "--chat-template-file", template_file, "--special-token-by-id", "eos", str(end_token_id),
+                "--special-token-by-id", "eot", str(end_token_id), "--general-name", name, "--force"])
+        return out
+
+
+def content_key(*paths: Path) -> str:
+    """A short digest of files' names and bytes (folders: every file inside), for conversion caches."""
+    digest = hashlib.sha256(CONVERSION_VERSION.encode())
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def cached(target: Path, build: Callable[[Path], object]) -> Path:
+    """``target`` if it exists, else ``build(tmp)`` written beside it and renamed (never a half file)."""
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        build(tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def base_gguf(tools: LlamaCpp, cache_dir: Path, model_dir: Path, shipped: Path | None = None) -> Path:
+    """The base's own GGUF when it ships as one (packaged models); else its HF directory converted once (f16)."""
+    if shipped is not None:
+        return shipped
+    target = Path(cache_dir) / "gguf" / "models" / f"{content_key(model_dir)}-f16.gguf"
+    return cached(target, lambda tmp: tools.convert_model(model_dir, tmp))
+
+
+def adapter_cache_path(cache_dir: Path, adapter_dir: Path) -> Path:
+    """Where a PEFT adapter's GGUF conversion is cached (keyed by its config and weights)."""
+    weights = [adapter_dir / name for name in ("adapter_config.json", "adapter_model.safetensors")]
+    key = content_key(*weights) if all(p.is_file() for p in weights) else content_key(adapter_dir)
+    return Path(cache_dir) / "gguf" / "adapters" / f"{key}.gguf"
+
+
+def adapter_gguf(tools: LlamaCpp, cache_dir: Path, adapter_dir: Path, base_dir: Path) -> Path:
+    """A PEFT LoRA adapter as a GGUF adapter, converted once."""
+    return cached(adapter_cache_path(cache_dir, adapter_dir),
+                  lambda tmp: tools.convert_adapter(adapter_dir, base_dir, tmp))
+
+
+def gguf_metadata(path: Path) -> dict[str, object]:
+    """The scalar and string metadata of a GGUF file (arrays such as the vocabulary are left out)."""
+    from gguf import GGUFReader, GGUFValueType
+
+    reader = GGUFReader(str(path))
+    values: dict[str, object] = {}
+    for key, field in reader.fields.items():
+        if not field.types or field.types[0] == GGUFValueType.ARRAY:
+            continue
+        part = field.parts[field.data[0]]
+        values[key] = bytes(part).decode("utf-8") if field.types[0] == GGUFValueType.STRING else part.tolist()[0]
+    return values
+
+
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # resolved here: the child only calls into C
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the server gets SIGTERM if the inference process dies (no orphans)."""
+    _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LlamaServer:
+    """One ``llama-server`` process on loopback; ``active`` counts the generations it is running.
+
+    ``template`` is passed as ``--chat-template-file`` (None: the GGUF's own, e.g. to check an export).
+    Call :meth:`wait_ready` after construction, :meth:`stop` (or :meth:`retire`) at the end.
+    """
+
+    def __init__(self, tools: LlamaCpp, model: Path, work_dir: Path, adapters: list[Path] | tuple = (),
+                 template: str | None = None, slots: int = 1, slot_context: int = 4096, threads: int = 0) -> None:
+        self.base_gguf, self.adapters = model, list(adapters)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = work_dir / f"llama-server-{self.port}.log"
+        threads = threads or os.cpu_count() or 1
+        args = [str(tools.server), "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+                "--parallel", str(slots), "--ctx-size", str(slot_context * slots), "--threads", str(threads),
+                "--threads-batch", str(threads), "--jinja", "--no-webui", "--metrics"]
+        self.template_file: Path | None = None
+        if template is not None:
+            self.template_file = work_dir / f"chat_template-{self.port}.jinja"
+            self.template_file.write_text(template, encoding="utf-8")
+            args += ["--chat-template-file", str(self.template_file)]
+        if self.adapters:
+            args.append("--lora-init-without-apply")  # every adapter at scale 0 unless a request selects it
+        for adapter in self.adapters:
+            args += ["--lora", str(adapter)]
+        with self.log_file.open("wb") as out:
+            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            preexec_fn=_die_with_parent)  # noqa: PLW1509 - C call only
+        self.active = 0
+        self.retired = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The generation prompt llama.cpp itself builds, as its chat endpoint does: the template's rendering
+        (less a leading BOS text) tokenized with the vocabulary's special tokens (which adds that BOS back)."""
+        rendered = httpx.post(f"{self.url}/apply-template", json={"messages": messages}, timeout=30)
+        rendered.raise_for_status()
+        tokens = httpx.post(f"{self.url}/tokenize", timeout=30, json={
+            "content": rendered.json()["prompt"], "add_special": True, "parse_special": True})
+        tokens.raise_for_status()
+        return list(tokens.json()["tokens"])
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Block until ``/health`` answers 200; a server that exits or hangs raises with its log's last lines."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise CorruptArtifact(f"llama-server could not load {self.base_gguf.name}"
+                                      f"{' + ' + ', '.join(a.name for a in self.adapters) if self.adapters else ''}"
+                                      f": {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise Unavailable(f"llama-server did not become healthy within {timeout:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 6) -> str:
+        text = self.log_file.read_text(encoding="utf-8", errors="replace") if self.log_file.exists() else ""
+        wanted = [line for line in text.splitlines() if "error" in line.lower() or "failed" in line.lower()]
+        return " | ".join((wanted or text.splitlines())[-lines:]) or "no output"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def begin(self) -> None:
+        with self._lock:
+            self.active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.active -= 1
+            done = self.retired and self.active == 0
+        if done:
+            self.stop()
+
+    def retire(self) -> None:
+        """Stop once the running generations have ended (now, if there are none)."""
+        with self._lock:
+            self.retired = True
+            done = self.active == 0
+        if done:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.template_file is not None:
+            self.template_file.unlink(missing_ok=True)
