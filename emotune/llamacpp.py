@@ -14,10 +14,8 @@ model or adapter is converted once however often it is loaded.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -180,14 +178,6 @@ def gguf_metadata(path: Path) -> dict[str, object]:
     return values
 
 
-_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # resolved here: the child only calls into C
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the server gets SIGTERM if the inference process dies (no orphans)."""
-    _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -222,8 +212,9 @@ class LlamaServer:
         for adapter in self.adapters:
             args += ["--lora", str(adapter)]
         with self.log_file.open("wb") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            preexec_fn=_die_with_parent)  # noqa: PLW1509 - C call only
+            # Same process group as its owner: the local stack and containers stop both together. (No
+            # preexec_fn: forking a threaded process with torch/gRPC loaded and running Python in the child crashes.)
+            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.active = 0
         self.retired = False
         self._lock = threading.Lock()

@@ -31,6 +31,9 @@ class InferenceSettings(Settings):
         0, ge=0, description="torch threads per CPU generation (0 = cores / inference_max_concurrency)")
     inference_llamacpp_context: int = Field(
         4096, ge=256, description="context tokens of each llama.cpp slot (the server gets this x slots)")
+    inference_llamacpp_prompt_cache: bool = Field(
+        False, description="reuse a llama.cpp slot's cached prompt prefix: faster for long shared prompts, but "
+                           "then identical greedy requests can differ slightly (llama.cpp batches differently)")
     inference_llamacpp_threads: int = Field(
         0, ge=0, description="llama.cpp threads (0 = every core; its slots decode in one batch)")
     inference_model_dir: Path | None = Field(

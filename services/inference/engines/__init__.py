@@ -16,7 +16,8 @@ def create_engine(name: str, settings: InferenceSettings) -> Engine:
 
         return LlamaCppEngine(settings.cache_dir, slots=settings.inference_max_concurrency,
                               slot_context=settings.inference_llamacpp_context,
-                              threads=settings.inference_llamacpp_threads, tools_dir=settings.llamacpp_dir)
+                              threads=settings.inference_llamacpp_threads, tools_dir=settings.llamacpp_dir,
+                              prompt_cache=settings.inference_llamacpp_prompt_cache)
     if name == "transformers":
         from services.inference.engines.transformers_cpu import TransformersEngine
 

@@ -73,6 +73,7 @@ class LlamaCppModel(TemplatedModel):
     base: BaseProcess = field(default=None, repr=False)  # type: ignore[assignment]
     adapter_id: int | None = None
     release: Callable[[], None] = field(default=lambda: None, repr=False)
+    prompt_cache: bool = False
 
     def request_body(self, chat: PreparedChat, adapters: int) -> dict[str, Any]:
         params = chat.params
@@ -83,7 +84,7 @@ class LlamaCppModel(TemplatedModel):
             "prompt": list(chat.prompt_ids), "n_predict": params.max_tokens, "stream": True,
             "temperature": temperature, "top_p": top_p, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
             "repeat_penalty": 1.0, "seed": -1 if params.seed is None else params.seed,
-            "stop": list(params.stop), "cache_prompt": True, "return_tokens": True,
+            "stop": list(params.stop), "cache_prompt": self.prompt_cache, "return_tokens": True,
             # Every adapter's scale, explicitly: the slot then knows which adapters its cached prompt was built with.
             "lora": [{"id": i, "scale": 1.0 if i == self.adapter_id else 0.0} for i in range(adapters)],
         }
@@ -150,17 +151,16 @@ class LlamaCppEngine(Engine):
     name = "llamacpp"
 
     def __init__(self, cache_dir: Path, slots: int = 2, slot_context: int = 4096, threads: int = 0,
-                 tools_dir: Path | None = None) -> None:
+                 tools_dir: Path | None = None, prompt_cache: bool = False) -> None:
         self.tools = LlamaCpp.locate(cache_dir, tools_dir)
         self.cache_dir = Path(cache_dir)
         self.slots, self.slot_context = slots, slot_context
-        self.threads = threads
+        self.threads, self.prompt_cache = threads, prompt_cache
         self._bases: dict[Path, BaseProcess] = {}
         self._lock = threading.Lock()
 
     # Loading -------------------------------------------------------------------------------------------
     def load(self, source: ModelSource) -> LlamaCppModel:
-        chat_format = ChatFormat.from_pretrained(source.template_dir)
         try:
             base = base_gguf(self.tools, self.cache_dir, source.model_dir, source.gguf_file)
             adapter = adapter_gguf(self.tools, self.cache_dir, source.adapter_dir, source.model_dir) \
@@ -169,6 +169,7 @@ class LlamaCppEngine(Engine):
             raise CorruptArtifact(f"cannot load a model from {source.model_dir}"
                                   f"{f' + adapter {source.adapter_dir}' if source.adapter_dir else ''}: "
                                   f"{exc.message}") from None
+        chat_format = ChatFormat.from_pretrained(source.template_dir)
         with self._lock:
             process = self._bases.get(base)
             if process is None or not process.server.alive or (adapter and adapter not in process.server.adapters):
@@ -189,7 +190,7 @@ class LlamaCppEngine(Engine):
             engine=self.name, memory_bytes=memory, eos_token_ids=tuple(chat_format.stop_token_ids),
             max_context=min(self.slot_context, _trained_context(source.model_dir)), defaults=defaults,
             chat_format=chat_format, base=process, adapter_id=adapter_id,
-            release=lambda: self._release(base),
+            release=lambda: self._release(base), prompt_cache=self.prompt_cache,
         )
 
     def _spawn(self, base: Path, adapters: list[Path], template: str) -> LlamaServer:
