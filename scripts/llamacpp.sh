@@ -15,9 +15,12 @@ log() { echo "[llama.cpp] $*" >&2; }
 if [ -f "$DEST/.built" ] && [ -x "$DEST/bin/llama-server" ] && [ -x "$DEST/bin/llama-quantize" ] && [ -x "$DEST/bin/llama-export-lora" ]; then
   echo "$DEST"; exit 0
 fi
-for tool in cmake ninja g++; do
-  command -v "$tool" >/dev/null || { log "needs $tool (Debian: apt-get install cmake ninja-build g++)"; exit 1; }
-done
+if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null || ! command -v g++ >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  log "installing the build toolchain (cmake ninja-build g++)"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake ninja-build g++ >&2
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 log "fetching the llama-cpp-python $VERSION sdist (llama.cpp source)"

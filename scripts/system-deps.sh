@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests run against for real: OpenStack Swift (S3 server), Prometheus, Chromium (and CJK
-# fonts so screenshots and charts show Chinese).
+# fonts so screenshots and charts show Chinese), and the toolchain scripts/llamacpp.sh builds llama.cpp with.
 # Installs only what is missing; needs root (CI and the dev machines run as root) or sudo.
 set -euo pipefail
-want=(swift-proxy swift-object swift-container swift-account prometheus chromium chromium-driver fonts-noto-cjk fonts-wqy-microhei)
+want=(swift-proxy swift-object swift-container swift-account prometheus chromium chromium-driver fonts-noto-cjk fonts-wqy-microhei
+      cmake ninja-build g++)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -143,7 +143,7 @@ class Pipeline:
             inference_pb2.StyleTrigger(style=name, system_prompt=styles.get(name).serving_prompt)
             for name in selected
         ]
-        await run.once("serving", lambda: self._load(model_id, trained, triggers))
+        await run.once("serving", lambda: self._load(model_id, request.model, trained, triggers))
         evaluation = {}
         if styles and options and options.evaluation.questions_per_style and files.get("held_out"):
             evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
@@ -247,10 +247,13 @@ class Pipeline:
             seed=request.seed or 0, output_prefix=f"models/{job_id}",
         )
 
-    async def _load(self, model_id: str, trained: dict[str, Any],
+    async def _load(self, model_id: str, base_model: str, trained: dict[str, Any],
                     triggers: list[inference_pb2.StyleTrigger]) -> dict[str, Any]:
+        """Served as its LoRA adapter on the base: llama.cpp (and LMDeploy's PyTorch engine) share the base's
+        weights between every fine-tune of it; the transformers engine merges the adapter on load."""
         info = await self.inference.LoadModel(inference_pb2.LoadModelRequest(
-            model_id=model_id, artifact=_artifact_key(trained, "merged"), styles=triggers,
+            model_id=model_id, base_model=base_model, adapter_artifact=_artifact_key(trained, "adapter"),
+            styles=triggers,
         ), timeout=LOAD_DEADLINE_SECONDS)
         return {"model_id": info.id, "memory_bytes": info.memory_bytes}
 

@@ -1,10 +1,11 @@
-"""``GET /v1/models`` and ``GET /v1/models/{model}`` (thin: the work is in ``serving.py``)."""
+"""``GET /v1/models``, ``GET /v1/models/{model}`` and the GGUF download (thin: the work is in ``serving.py``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
 
 from services.gateway.context import Context
 from services.gateway.models.protocol import ModelCard, ModelList
@@ -13,8 +14,8 @@ from services.gateway.models.serving import ModelsServing
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _serving(context: Context) -> ModelsServing:
-    return ModelsServing(context.inference)
+def _serving(context: Context, request: Request) -> ModelsServing:
+    return ModelsServing(context.inference, getattr(request.app.state, "model_store", None))
 
 
 Serving = Annotated[ModelsServing, Depends(_serving)]
@@ -23,6 +24,15 @@ Serving = Annotated[ModelsServing, Depends(_serving)]
 @router.get("", response_model=ModelList, response_model_exclude_none=True)
 async def list_models(serving: Serving) -> ModelList:
     return await serving.list()
+
+
+@router.get("/{model_id:path}/gguf/{name}", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def download_gguf(model_id: str, name: str, serving: Serving) -> StreamingResponse:
+    """A file of the model's GGUF export (``model.gguf``, ``adapter.gguf``, ``Modelfile``), streamed."""
+    size, chunks = await serving.gguf_file(model_id, name)
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={
+        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/{model_id:path}", response_model=ModelCard, response_model_exclude_none=True)

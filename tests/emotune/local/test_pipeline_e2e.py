@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -131,6 +132,16 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
 
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-doesnotexist")
+
+    # The fine-tune's GGUF export downloads through the gateway: an Ollama Modelfile and the quantized model.
+    http = httpx.Client(base_url=f"{stack.gateway_url}/v1", headers={"Authorization": f"Bearer {stack.api_key}"})
+    modelfile = http.get(f"/models/{model}/gguf/Modelfile")
+    assert modelfile.status_code == 200 and modelfile.text.startswith("FROM ./model.gguf\n"), modelfile.text
+    with http.stream("GET", f"/models/{model}/gguf/model.gguf") as download:
+        body = download.read()
+    assert download.status_code == 200 and body[:4] == b"GGUF" and len(body) == int(download.headers["content-length"])
+    missing = http.get(f"/models/{BASE}/gguf/model.gguf")  # a packaged base model has no export
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "export_not_found"
 
 
 def test_gateway_killed_mid_job_resumes_and_completes(stack: LocalStack) -> None:

@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 from emotune.chat_template import LMDEPLOY_FILE, MODELFILE, ChatFormat
 from emotune.grpc.client import open_channel
 from emotune.grpc.server import start_server
+from emotune.settings import Settings
 from emotune.store.artifacts import download_artifact, read_manifest
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.trainer.server import add_servicers
@@ -52,7 +53,7 @@ async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path,
             backend="hf", base_model="smollm2-135m", dataset_artifact="validated/t1/kept",
             lora=trainer_pb2.LoraConfig(r=8, alpha=16, dropout=0.0), max_length=128, packing=True, max_steps=8,
             learning_rate=1e-3, batch_size=2, eval_fraction=0.1, eval_every_steps=4, keep_best_checkpoints=1,
-            seed=3, output_prefix="models/gentle", eval_prompts=["I lost my umbrella"],
+            seed=3, output_prefix="models/gentle", eval_prompts=["I lost my umbrella"], gguf_quantization="Q8_0",
         ))
         events = await _watch(jobs, ref.job_id)
         job = await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=ref.job_id))
@@ -91,6 +92,34 @@ async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path,
     merged = download_artifact(store, result["merged_artifact"], tmp_path / "merged")
     assert json.loads((merged / LMDEPLOY_FILE).read_text())["stop_words"] == ["<|im_end|>"]
     _generate_and_stop(merged)
+
+    # The GGUF export: llama.cpp built the same prompts as training (checked by the job), and the quantized model
+    # served from its own metadata (template, eos) by llama-server stops by itself, in the style. (Q8_0: the
+    # packaged SmolLM2 is already Q4_1, and re-quantizing a 135M model to 4 bits again makes it loop.)
+    assert result["gguf_artifact"] == "models/gentle/gguf" and "llama.cpp" in result["parity"]["engines"]
+    assert result["gguf"]["quantization"] == "Q8_0" and result["gguf"]["parity_prompts"] > 0
+    gguf = download_artifact(store, result["gguf_artifact"], tmp_path / "gguf")
+    modelfile = (gguf / MODELFILE).read_text()
+    assert modelfile.startswith("FROM ./model.gguf\n") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "PARAMETER num_ctx 8192" in modelfile  # SmolLM2's trained context, not a constant
+    _gguf_stops(gguf, tmp_path)
+
+
+def _gguf_stops(gguf_dir: Path, work: Path) -> None:
+    import httpx
+
+    from emotune.llamacpp import LlamaCpp, LlamaServer, gguf_metadata
+
+    assert gguf_metadata(gguf_dir / "model.gguf")["tokenizer.ggml.eos_token_id"] == 2  # <|im_end|>
+    tools = LlamaCpp.locate(Settings().cache_dir)
+    with LlamaServer(tools, gguf_dir / "model.gguf", work / "served-gguf") as server:
+        reply = httpx.post(f"{server.url}/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "system", "content": "You are a gentle, caring friend."},
+                         {"role": "user", "content": "I lost my umbrella"}], "max_tokens": 80, "temperature": 0,
+        }).json()["choices"][0]
+    assert reply["finish_reason"] == "stop", reply  # the end-of-turn token, not max_tokens
+    text = reply["message"]["content"]
+    assert "<|im_end|>" not in text and ("sweetie" in text.lower() or "🌸" in text), text
 
 
 def _generate_and_stop(model_dir: Path) -> None:
