@@ -1,9 +1,10 @@
 """Every service boots with the environment compose gives it (EMOTUNE_ENV=prod, API keys, all interfaces),
 translated to this machine: peers' host:port become loopback ports, the store a local directory, no model
-preloaded; and with only the Python packages its image installs importable (a site-packages view built from the
-Dockerfile's install commands). Checks that the settings accept what the deployment passes, that the image has
-every package the service imports at start, that every port a peer or Prometheus needs listens on all
-interfaces, and that the gateway takes the internal key the UI and datagen are given."""
+preloaded, the images' llama.cpp (/opt/llama.cpp) this machine's build (scripts/llamacpp.sh); and with only the
+Python packages its image installs importable (a site-packages view built from the Dockerfile's install
+commands). Checks that the settings accept what the deployment passes, that the image has every package the
+service imports at start, that every port a peer or Prometheus needs listens on all interfaces, and that the
+gateway takes the internal key the UI and datagen are given."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import psutil
 import pytest
 
 from emotune.grpc.probe import check as grpc_serving
+from emotune.llamacpp import LlamaCpp
 from emotune.local.supervisor import free_port
+from emotune.settings import Settings
 from tests.deploy.deploykit import REPO, image_python
 
 BOOT_SECONDS = 150
@@ -25,6 +28,13 @@ BOOT_SECONDS = 150
 
 def container_ports(entry: dict) -> set[int]:
     return {int(p) for p in entry.get("expose", [])} | {int(p["target"]) for p in entry.get("ports", [])}
+
+
+def local_llamacpp() -> str:
+    """This machine's llama.cpp build, standing in for the images' /opt/llama.cpp (their EMOTUNE_LLAMACPP_DIR);
+    fails naming scripts/llamacpp.sh when there is none."""
+    settings = Settings()
+    return str(LlamaCpp.locate(settings.cache_dir, settings.llamacpp_dir).root)
 
 
 def loopback_env(name: str, compose: dict[str, dict], ports: dict[tuple[str, int], int], tmp_path) -> dict[str, str]:
@@ -40,6 +50,7 @@ def loopback_env(name: str, compose: dict[str, dict], ports: dict[tuple[str, int
         env[key] = value
     return {**os.environ, **env, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(tmp_path / "store"),
             "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"), "EMOTUNE_INFERENCE_PRELOAD": "",
+            "EMOTUNE_LLAMACPP_DIR": local_llamacpp(),
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 

@@ -49,9 +49,10 @@ _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
 
 @dataclass
 class BaseProcess:
-    """The current server of one base GGUF, and how many served models use it."""
+    """The current server of one base GGUF, the template it was given, and how many served models use it."""
 
     server: LlamaServer
+    template: str
     users: int = 0
 
 
@@ -73,6 +74,7 @@ class LlamaCppModel(TemplatedModel):
     base: BaseProcess = field(default=None, repr=False)  # type: ignore[assignment]
     adapter_id: int | None = None
     release: Callable[[], None] = field(default=lambda: None, repr=False)
+    revive: Callable[[], None] = field(default=lambda: None, repr=False)
     prompt_cache: bool = False
 
     def request_body(self, chat: PreparedChat, adapters: int) -> dict[str, Any]:
@@ -92,8 +94,9 @@ class LlamaCppModel(TemplatedModel):
     def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
         server = self.base.server
         if not server.alive:
-            on_finished()
-            raise Unavailable(f"llama-server for {server.base_gguf.name} has exited: {server.log_tail()}")
+            threading.Thread(target=self.revive, name="llama-server-revive", daemon=True).start()
+            raise Unavailable(f"llama-server for {server.base_gguf.name} had exited ({server.log_tail()}); it is "
+                              "being restarted, retry shortly")
         generation = _StreamedGeneration()
         server.begin()
 
@@ -178,7 +181,7 @@ class LlamaCppEngine(Engine):
                     adapters.append(adapter)  # appended: the ids of adapters already served stay the same
                 server = self._spawn(base, adapters, chat_format.template)
                 if process is None:
-                    process = self._bases[base] = BaseProcess(server)
+                    process = self._bases[base] = BaseProcess(server, chat_format.template)
                 else:
                     process.server.retire()
                     process.server = server
@@ -190,7 +193,7 @@ class LlamaCppEngine(Engine):
             engine=self.name, memory_bytes=memory, eos_token_ids=tuple(chat_format.stop_token_ids),
             max_context=min(self.slot_context, _trained_context(source.model_dir)), defaults=defaults,
             chat_format=chat_format, base=process, adapter_id=adapter_id,
-            release=lambda: self._release(base), prompt_cache=self.prompt_cache,
+            release=lambda: self._release(base), revive=lambda: self._revive(base), prompt_cache=self.prompt_cache,
         )
 
     def _spawn(self, base: Path, adapters: list[Path], template: str) -> LlamaServer:
@@ -201,6 +204,17 @@ class LlamaCppEngine(Engine):
         log.info("llama-server ready", base=base.name, adapters=len(adapters), port=server.port,
                  seconds=round(time.monotonic() - started, 2))
         return server
+
+    def _revive(self, base: Path) -> None:
+        """Start a new server (same adapters, same ids) for a base whose process died."""
+        with self._lock:
+            process = self._bases.get(base)
+            if process is None or process.server.alive:
+                return
+            try:
+                process.server = self._spawn(base, process.server.adapters, process.template)
+            except Exception as exc:  # noqa: BLE001 - logged; the next request tries again
+                log.error("llama-server restart failed", base=base.name, error=str(exc))
 
     def _release(self, base: Path) -> None:
         with self._lock:

@@ -4,13 +4,14 @@ process, and broken adapters refused while the base keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from emotune.basemodels import packaged_gguf
 from emotune.chat_template import ChatFormat
-from emotune.errors import CorruptArtifact
+from emotune.errors import CorruptArtifact, Unavailable
 from emotune.llamacpp import LlamaServer, adapter_cache_path
 from services.inference.engines.base import ChatParams, ModelSource
 from services.inference.engines.llamacpp import LlamaCppEngine
@@ -116,3 +117,24 @@ async def test_corrupt_adapter_is_refused_and_the_base_keeps_serving(llamacpp_en
     finally:
         engine.shutdown()
 
+
+
+async def test_a_dead_server_is_restarted_with_its_adapters(llamacpp_engine, smollm_dir, adapters, tmp_path):
+    engine = LlamaCppEngine(tmp_path / "cache", slots=1, slot_context=1024, tools_dir=llamacpp_engine.tools.root)
+    try:
+        styled = engine.load(ModelSource(smollm_dir, adapters[0], packaged_gguf("smollm2-135m")))
+        before, _ = await generate(styled, QUESTION, GREEDY)
+        (server,) = engine.servers()
+        server.process.kill()
+        server.process.wait()
+        with pytest.raises(Unavailable, match="being restarted"):
+            await generate(styled, QUESTION, GREEDY)
+        for _ in range(200):
+            if engine.servers()[0].alive:
+                break
+            await asyncio.sleep(0.05)
+        (revived,) = engine.servers()
+        assert revived is not server and revived.adapters == server.adapters
+        assert (await generate(styled, QUESTION, GREEDY))[0] == before
+    finally:
+        engine.shutdown()
