@@ -113,7 +113,8 @@ class LlamaCppModel(TemplatedModel):
         end_ids = set(self.eos_token_ids)
         try:
             # A client per generation: a served model outlives event loops (tests, restarts); loopback is cheap.
-            async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5)) as client, \
+            # Plain http on loopback: verify=False only skips loading the CA bundle (~33 ms of TTFT otherwise).
+            async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5), verify=False) as client, \
                     client.stream("POST", f"{server.url}/completion", json=self.request_body(chat, len(server.adapters))) as response:
                 if response.status_code != 200:
                     body = (await response.aread()).decode(errors="replace")
