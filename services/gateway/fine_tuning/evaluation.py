@@ -5,23 +5,27 @@ On held-out questions, per style, three configurations answer:
 - ``base_prompt``: the base model with the style's full system prompt and few-shot turns (prompting's best),
 - ``tuned_trigger``: the fine-tuned model with only the trigger (what fine-tuning buys).
 The validator's ``Score`` rates every reply (similarity to the style's reference texts, markers, the style
-classifier). The style score of a configuration is the validator's ``style_score`` (how much closer the replies
-are to the style's references than neutral text is — far more sensitive than the raw cosine); the gate promotes
-the tuned model only if it beats ``base_trigger`` on every style.
+classifier). The style score of a configuration is the validator's ``style_score``, the mean of the replies'
+style lifts (how much closer a reply is to the style's references than neutral text is — far more sensitive
+than the raw cosine). The gate (:mod:`.gate`) compares tuned_trigger with base_trigger question by question.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import unicodedata
 from collections.abc import Callable
 from statistics import fmean
 from typing import Any
 
 from emotune.styles import StylesDocument
 from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
+from services.gateway.fine_tuning.gate import GateRule, judge_style, summarize
 
 CONFIGS = ("base_trigger", "base_prompt", "tuned_trigger")
+DEFAULT_RULE = GateRule()
+SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
 
 
 def _prompt(config: str, style_name: str, styles: StylesDocument) -> list[inference_pb2.ChatMessage]:
@@ -51,16 +55,19 @@ class StyleEvaluator:
     async def evaluate(
         self, styles: StylesDocument, selected: list[str], questions: list[str], styles_yaml: str, *,
         base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int], None] | None = None, train_samples: dict[str, int] | None = None,
+        rule: GateRule = DEFAULT_RULE,
     ) -> dict[str, Any]:
         """Replies are generated as many at once as the inference service has generation slots (more would only
-        queue there)."""
+        queue there). ``train_samples``: kept training samples per style (a style with too few is never
+        promoted; None when unknown)."""
         served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
         slots = asyncio.Semaphore(max(1, served.max_concurrency))
         models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}
         total, done = len(selected) * len(CONFIGS) * len(questions), 0
         rows: list[dict[str, Any]] = []
-        samples: dict[str, dict[str, str]] = {}
+        samples: dict[str, dict[str, dict[str, str]]] = {}  # style -> question -> config -> reply
+        lifts: dict[tuple[str, str], list[float]] = {}
 
         async def answer(model: str, messages: list[inference_pb2.ChatMessage]) -> str:
             nonlocal done
@@ -80,6 +87,7 @@ class StyleEvaluator:
                 scored = await self.validator.Score(
                     validator_pb2.ScoreRequest(texts=replies, style=style, styles_yaml=styles_yaml)
                 )
+                lifts[style, config] = [s.style_lift for s in scored.scores]
                 rows.append({
                     "style": style, "config": config, "model": models[config],
                     "style_score": round(scored.style_score, 4),
@@ -88,20 +96,17 @@ class StyleEvaluator:
                     "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
                     "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
                 })
-                samples.setdefault(style, {"question": questions[0] if questions else ""})[config] = (
-                    replies[0] if replies else ""
-                )
-        verdicts = {}
-        for style in selected:
-            by_config = {r["config"]: r for r in rows if r["style"] == style}
-            tuned, base = by_config["tuned_trigger"]["style_score"], by_config["base_trigger"]["style_score"]
-            verdicts[style] = {"tuned": tuned, "base": base, "beats_base": tuned > base}
-        promoted = bool(verdicts) and all(v["beats_base"] for v in verdicts.values())
-        verdict = "; ".join(
-            f"{s}: tuned {v['tuned']:.4f} {'>' if v['beats_base'] else '<='} base {v['base']:.4f}"
-            for s, v in verdicts.items()
-        )
-        return {"table": rows, "samples": samples, "verdicts": verdicts, "promoted": promoted, "verdict": verdict,
+                for question, text in list(zip(questions, replies))[:SHOWN_SAMPLES]:
+                    shown = samples.setdefault(style, {})
+                    shown.setdefault(question, {"question": question})[config] = text
+        judged = [judge_style(style, lifts[style, "tuned_trigger"], lifts[style, "base_trigger"],
+                              lifts[style, "base_prompt"],
+                              train_samples.get(style) if train_samples is not None else None, rule)
+                  for style in selected]
+        promoted, verdict = summarize(judged)
+        verdicts = {v.style: v.to_json() for v in judged}
+        return {"table": rows, "samples": {style: list(shown.values()) for style, shown in samples.items()},
+                "verdicts": verdicts, "promoted": promoted, "verdict": verdict,
                 "questions": questions}
 
 
@@ -137,12 +142,26 @@ def evaluation_chart_png(table: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
+def _cell(text: str, width: int) -> str:
+    """``text`` padded to ``width`` terminal columns (CJK characters take two)."""
+    columns = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, width - columns)
+
+
 def format_table(evaluation: dict[str, Any]) -> str:
-    """The evaluation table as aligned text, for terminals and logs."""
+    """The evaluation table, then each style's verdict in words, as aligned text for terminals and logs."""
     header = f"{'style':<8} {'config':<14} {'style_score':>11} {'accuracy':>9} {'markers':>8} {'pass':>6}"
     lines = [header, "-" * len(header)]
     for r in evaluation.get("table", []):
-        lines.append(f"{r['style']:<8} {r['config']:<14} {r['style_score']:>11.4f} {r['style_accuracy']:>9.2f} "
+        lines.append(f"{_cell(r['style'], 8)} {r['config']:<14} {r['style_score']:>11.4f} {r['style_accuracy']:>9.2f} "
                      f"{r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
-    lines.append(f"promoted: {evaluation.get('promoted')}  ({evaluation.get('verdict', '')})")
+    verdicts = evaluation.get("verdicts", {})
+    if verdicts:
+        lines += ["", f"{'style':<8} {'tuned-base':>10} {'95% CI':>17} {'wins':>6} {'p':>8} {'of prompt':>9}  verdict"]
+        for style, v in verdicts.items():
+            retention = f"{v['retention']:.0%}" if v.get("retention") is not None else "-"
+            lines.append(f"{_cell(style, 8)} {v['mean_lift']:>+10.3f} {v['ci_low']:>+8.3f}..{v['ci_high']:<+7.3f} "
+                         f"{v['wins']:>3}/{v['questions']:<2} {v['p_value']:>8.3g} {retention:>9}  "
+                         f"{'promoted' if v['promoted'] else 'not promoted'}: {v['reason']}")
+    lines.append(f"promoted: {evaluation.get('promoted')}")
     return "\n".join(lines)

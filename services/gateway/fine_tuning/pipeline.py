@@ -114,6 +114,7 @@ class Pipeline:
         selected = (options.styles if options and options.styles else styles.names) if styles else []
 
         files = await run.once("validating_files", lambda: self._validate_files(request, styles, selected))
+        kept: dict[str, int] | None = None  # kept training samples per style (unknown for a given dataset)
         if files.get("training_dataset"):
             dataset = files["training_dataset"]
         else:
@@ -133,6 +134,7 @@ class Pipeline:
                 )),
             )
             dataset = _artifact_key(validated, "kept")
+            kept = {name: int(info.get("kept", 0)) for name, info in validated.get("styles", {}).items()}
         trained = await run.remote(
             "training", self.job_stubs["training"],
             lambda: self.trainer.StartTraining(self._training_spec(ctx.job_id, request, dataset)),
@@ -150,10 +152,14 @@ class Pipeline:
                 styles, selected, files["held_out"], files["styles_yaml"], base_model=request.model,
                 tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
                 progress=lambda done, total: ctx.progress(done, total, "evaluating", stage="evaluation"),
+                train_samples=kept,
             ))
-            if options.evaluation.gate == "beat_base" and not evaluation["promoted"]:
-                await self.inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model_id))
-                raise StageFailed(f"evaluation: not promoted: {evaluation['verdict']}", stage="evaluation")
+            if options.evaluation.gate == "none":
+                evaluation = {**evaluation, "promoted": True,
+                              "verdict": f"promoted without a gate (gate: none); {evaluation['verdict']}"}
+            # Not promoted is an outcome, not a failure: the model stays served under its id, marked so.
+            ctx.emit("log", f"evaluation: {evaluation['verdict']}", stage="evaluation",
+                     promoted=evaluation["promoted"])
         return {
             "fine_tuned_model": model_id, "dataset": dataset, "training": trained,
             "evaluation": evaluation, "styles": selected,

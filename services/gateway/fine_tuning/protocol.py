@@ -68,9 +68,13 @@ class TrainingOptions(_Options):
 
 
 class EvaluationOptions(_Options):
-    questions_per_style: int = Field(5, ge=0, description="held-out questions per style (0 = skip evaluation)")
+    questions_per_style: int = Field(
+        12, ge=0, description="held-out questions per style (0 = skip evaluation; the gate needs at least 12)")
     max_tokens: int = Field(96, ge=8, le=1024)
-    gate: Literal["beat_base", "none"] = "beat_base"
+    gate: Literal["beat_base", "none"] = Field(
+        "beat_base", description="beat_base: promoted only if, per style, the tuned model with the trigger beats "
+                                 "the base model with it significantly (paired test with a margin, enough "
+                                 "samples); none: every trained model is marked promoted. Never fails the job.")
 
 
 class EmotuneOptions(_Options):

@@ -1,0 +1,88 @@
+"""The promotion gate on synthetic per-question style lifts: noise is never promoted, a real lift is, and too
+little evidence (few training samples, few questions) is never promoted whatever the scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.gateway.fine_tuning.gate import GateRule, judge_style, summarize
+
+RULE = GateRule()
+
+
+def _scores(seed: int, n: int, lift: float, noise: float = 0.15):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.2, noise, n)
+    prompt = base + 0.4 + rng.normal(0, noise, n)
+    tuned = base + lift + rng.normal(0, noise, n)
+    return tuned.tolist(), base.tolist(), prompt.tolist()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pure_noise_is_not_promoted(seed):
+    tuned, base, prompt = _scores(seed, 12, lift=0.0)
+    verdict = judge_style("温柔", tuned, base, prompt, train_samples=50, rule=RULE)
+    assert not verdict.promoted, verdict
+
+
+def test_noise_is_rarely_even_significant_without_a_margin():
+    """The test itself is calibrated: at alpha 0.05 with no margin, noise passes about 5% of the time."""
+    rule = GateRule(margin=0.0)
+    passed = sum(judge_style("s", *_scores(seed, 12, 0.0), train_samples=50, rule=rule).promoted
+                 for seed in range(400))
+    assert passed / 400 < 0.09
+
+
+def test_a_real_lift_is_promoted_with_its_numbers():
+    tuned, base, prompt = _scores(1, 12, lift=0.35)
+    verdict = judge_style("毒舌", tuned, base, prompt, train_samples=50, rule=RULE)
+    assert verdict.promoted and verdict.p_value < 0.05 and verdict.wins >= 10
+    assert verdict.ci_low > 0 and verdict.mean_lift == pytest.approx(np.mean(np.subtract(tuned, base)))
+    assert 0.6 < verdict.retention < 1.2  # 0.35 of the prompt's 0.4
+    assert "closer to the style than the base model's" in verdict.reason
+
+
+def test_a_lift_below_the_margin_is_not_promoted():
+    tuned, base, prompt = _scores(2, 40, lift=0.03, noise=0.01)
+    verdict = judge_style("s", tuned, base, prompt, train_samples=50, rule=GateRule(margin=0.05))
+    assert verdict.mean_lift > 0 and not verdict.promoted and "not by more than 0.05" in verdict.reason
+
+
+def test_too_few_training_samples_or_questions_is_never_promoted():
+    tuned, base, prompt = _scores(3, 12, lift=0.8)
+    few_samples = judge_style("s", tuned, base, prompt, train_samples=5, rule=RULE)
+    assert not few_samples.promoted and "only 5 training samples" in few_samples.reason
+    tuned, base, prompt = _scores(3, 6, lift=0.8)
+    few_questions = judge_style("s", tuned, base, prompt, train_samples=50, rule=RULE)
+    assert not few_questions.promoted and "only 6 held-out questions" in few_questions.reason
+
+
+def test_the_model_is_promoted_only_if_every_style_is():
+    good = judge_style("温柔", *_scores(4, 12, lift=0.4), train_samples=50, rule=RULE)
+    bad = judge_style("毒舌", *_scores(5, 12, lift=0.0), train_samples=50, rule=RULE)
+    promoted, words = summarize([good, bad])
+    assert good.promoted and not bad.promoted and not promoted
+    assert words.startswith("not promoted — 温柔: promoted: ") and "毒舌: not promoted: " in words
+    assert summarize([good])[0] and not summarize([])[0]
+
+
+def test_misaligned_scores_are_refused():
+    with pytest.raises(ValueError):
+        judge_style("s", [0.1, 0.2], [0.1], [0.3, 0.4], train_samples=None)
+
+
+def test_the_table_shows_each_styles_verdict_in_words_aligned():
+    from services.gateway.fine_tuning.evaluation import format_table
+
+    judged = [judge_style("温柔", *_scores(6, 12, lift=0.4), train_samples=50, rule=RULE),
+              judge_style("neutral", *_scores(7, 12, lift=0.0), train_samples=50, rule=RULE)]
+    promoted, _ = summarize(judged)
+    text = format_table({"table": [], "verdicts": {v.style: v.to_json() for v in judged}, "promoted": promoted})
+    rows = text.splitlines()
+    gentle = next(r for r in rows if r.startswith("温柔"))
+    neutral = next(r for r in rows if r.startswith("neutral"))
+    assert "promoted: with only the trigger" in gentle and "not promoted: " in neutral
+    # Columns line up in a terminal: "温柔" is four columns wide, padded like "neutral" to eight.
+    assert gentle.index(" ") == 2 and gentle[2:9] == " " * 7 and neutral[7:9] == "  "
+    assert rows[-1] == "promoted: False"
