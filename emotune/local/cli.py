@@ -62,7 +62,7 @@ def demo(
     port_offset: int = PortOffset,
     base_model: str = BaseModel,
     questions_per_style: int = typer.Option(30, help="seed questions generated per style"),
-    eval_questions: int = typer.Option(5, help="held-out questions per style for the evaluation"),
+    eval_questions: int = typer.Option(12, help="held-out questions per style for the evaluation (the gate needs 12)"),
     epochs: int = typer.Option(3, help="training epochs"),
     exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
     ui: bool = typer.Option(True, help="also start the Streamlit UI"),

@@ -30,7 +30,7 @@ class DemoOptions:
     styles: tuple[str, ...] = ("温柔", "毒舌")
     questions_file: Path = EXAMPLES / "questions" / "daily_zh.txt"
     questions_per_style: int = 30
-    eval_questions: int = 5
+    eval_questions: int = 12
     max_steps: int = 0
     epochs: int = 3
     suffix: str = "demo"
