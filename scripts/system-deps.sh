@@ -4,7 +4,7 @@
 # Installs only what is missing; needs root (CI and the dev machines run as root) or sudo.
 set -euo pipefail
 want=(swift-proxy swift-object swift-container swift-account prometheus chromium chromium-driver fonts-noto-cjk fonts-wqy-microhei
-      cmake ninja-build g++)
+      fonts-noto-color-emoji cmake ninja-build g++)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

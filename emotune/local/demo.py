@@ -17,6 +17,7 @@ from openai import OpenAI
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from emotune.jobfollow import ProgressLines
 from services.gateway.fine_tuning.evaluation import format_table
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -69,31 +70,37 @@ def run_demo(client: OpenAI, gateway_url: str, api_key: str, options: DemoOption
     evaluation = report.get("evaluation") or {}
     console.rule("style evaluation (held-out questions)")
     console.print(format_table(evaluation), markup=False, highlight=False)
-    for style, sample in evaluation.get("samples", {}).items():
-        console.rule(f"{style}: before / after")
-        console.print(f"Q: {sample.get('question')}", markup=False)
-        console.print(f"base (trigger only): {sample.get('base_trigger')}", markup=False)
-        console.print(f"tuned ({job.fine_tuned_model}:{style}): {sample.get('tuned_trigger')}", markup=False)
+    for style, shown in evaluation.get("samples", {}).items():
+        console.rule(f"{style}: before / after (held-out questions)")
+        for sample in shown:
+            console.print(f"Q: {sample.get('question')}", markup=False)
+            console.print(f"  base, trigger only:     {sample.get('base_trigger')}", markup=False)
+            console.print(f"  base, full prompt:      {sample.get('base_prompt')}", markup=False)
+            console.print(f"  tuned, trigger only:    {sample.get('tuned_trigger')}", markup=False)
+    plots = report.get("plots") or {}
+    if plots:
+        console.rule("plots")
+        for name, url in plots.items():
+            console.print(f"{name}: {gateway_url}{url}", markup=False)
     return {"job": job, "report": report}
 
 
-def follow(client: OpenAI, job_id: str, console: Console, timeout_s: float):  # noqa: ANN201 - openai type
-    """Print stage transitions and a progress bar from the job's events until it ends."""
+def follow(client: OpenAI, job_id: str, console: Console, timeout_s: float):  # -> openai FineTuningJob
+    """Print stage transitions and the progress of each stage from the job's events until it ends: a progress bar
+    on a terminal, plain progress lines (:class:`emotune.jobfollow.ProgressLines`) when stdout is a file or a
+    pipe (nohup, systemd, CI, ``docker logs``), where a bar would show nothing until the end."""
+    if not console.is_terminal:
+        return _follow_plain(client, job_id, console, timeout_s)
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         bar = progress.add_task("queued", total=None)
         while time.monotonic() < deadline:
-            events = client.fine_tuning.jobs.list_events(job_id, limit=200).data
-            for event in reversed(events):  # oldest first
-                if event.id in seen:
-                    continue
-                seen.add(event.id)
+            for event in _new_events(client, job_id, seen):
                 data = event.data or {}
                 stage = data.get("stage", "")
-                if event.message.endswith((" started", " succeeded", " resumed", " failed")) or \
-                        data.get("state") in TERMINAL:
+                if _is_transition(event.message, data):
                     progress.console.print(f"  {event.message}")
                 if "done" in data and "total" in data:
                     progress.update(bar, description=stage or "progress", completed=data["done"],
@@ -107,3 +114,39 @@ def follow(client: OpenAI, job_id: str, console: Console, timeout_s: float):  # 
                 return job
             time.sleep(1.0)
     raise TimeoutError(f"job {job_id} did not finish within {timeout_s:.0f}s")
+
+
+def _follow_plain(client: OpenAI, job_id: str, console: Console, timeout_s: float):  # -> FineTuningJob
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    lines = ProgressLines(say)
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for event in _new_events(client, job_id, seen):
+            data = event.data or {}
+            if _is_transition(event.message, data):
+                say(f"  {event.message}")
+            if "done" in data and "total" in data:
+                loss = data.get("loss", data.get("train_loss"))
+                lines.update(data.get("stage") or data.get("phase") or "progress", data["done"], data["total"],
+                             rate=data.get("rate_per_s"), eta_s=data.get("eta_s"),
+                             detail=f"loss {loss:.3f}" if isinstance(loss, float) else "")
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in TERMINAL:
+            return job
+        time.sleep(1.0)
+    raise TimeoutError(f"job {job_id} did not finish within {timeout_s:.0f}s")
+
+
+def _new_events(client: OpenAI, job_id: str, seen: set[str]) -> list:
+    """The job's events not seen yet, oldest first."""
+    events = client.fine_tuning.jobs.list_events(job_id, limit=200).data
+    fresh = [event for event in reversed(events) if event.id not in seen]
+    seen.update(event.id for event in fresh)
+    return fresh
+
+
+def _is_transition(message: str, data: dict) -> bool:
+    return message.endswith((" started", " succeeded", " resumed", " failed")) or data.get("state") in TERMINAL

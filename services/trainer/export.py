@@ -11,7 +11,6 @@ Modelfile; llama.cpp's own prompt tokens for the parity conversations are checke
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tempfile
@@ -43,12 +42,10 @@ def loss_curve(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, fl
 
 
 def loss_curve_png(curve: dict[str, list[dict[str, float]]], title: str) -> bytes:
-    import matplotlib
+    from emotune.plots import new_figure, png_bytes  # matplotlib only when a curve is drawn
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = new_figure(7, 4, dpi=100, layout="tight")
+    ax = fig.subplots()
     if curve["train"]:
         ax.plot([p["step"] for p in curve["train"]], [p["loss"] for p in curve["train"]], label="train loss",
                 linewidth=1.2)
@@ -60,11 +57,7 @@ def loss_curve_png(curve: dict[str, list[dict[str, float]]], title: str) -> byte
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 @dataclass(frozen=True)

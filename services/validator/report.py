@@ -2,35 +2,27 @@
 
 Plots: per-style histograms of the style lift (similarity to the style's references minus similarity to neutral
 text) with the threshold drawn in, rejection reasons,
-reply length per style with the style's bounds, and the style classifier's confusion matrix. Rendered with
-matplotlib's object API on the Agg canvas (no pyplot global state, safe in worker threads).
+reply length per style with the style's bounds, and the style classifier's confusion matrix. Drawn with
+:mod:`emotune.plots` (the packaged CJK font for style names, matplotlib's object API: safe in worker threads).
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib import font_manager
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from emotune.plots import new_figure, png_bytes
 from emotune.styles import StylesDocument
 from emotune.textio import LineError
 from services.validator.rules import REASON_DESCRIPTIONS, Reason
 from services.validator.validation import ValidationOutcome
 
 MAX_LISTED_INPUT_ERRORS = 200
-# Fonts that carry the CJK glyphs of style names (Debian: fonts-wqy-microhei or fonts-noto-cjk).
-CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "SimHei",
-             "Microsoft YaHei", "PingFang SC")
 
 
 def _summary(values: Sequence[float]) -> dict[str, float] | None:
@@ -83,25 +75,6 @@ def build_report(outcome: ValidationOutcome, styles: StylesDocument, *, source: 
     }
 
 
-@lru_cache(maxsize=1)
-def _font_family() -> list[str]:
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    return [name for name in CJK_FONTS if name in installed] + ["DejaVu Sans"]
-
-
-def _figure(width: float, height: float, **margins: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(**margins)
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
 def _grid(n: int) -> tuple[int, int]:
     cols = min(3, n)
     return math.ceil(n / cols), cols
@@ -116,13 +89,12 @@ def _grid_margins(rows: int) -> dict[str, float]:
 
 def render_plots(outcome: ValidationOutcome, styles: StylesDocument) -> dict[str, bytes]:
     """PNG bytes by plot name (``similarity``, ``reasons``, ``lengths``, ``separability``; empty ones left out)."""
-    with matplotlib.rc_context({"font.family": _font_family(), "axes.unicode_minus": False}):
-        plots = {
-            "similarity": _similarity_plot(outcome, styles),
-            "reasons": _reasons_plot(outcome),
-            "lengths": _lengths_plot(outcome, styles),
-            "separability": _separability_plot(outcome),
-        }
+    plots = {
+        "similarity": _similarity_plot(outcome, styles),
+        "reasons": _reasons_plot(outcome),
+        "lengths": _lengths_plot(outcome, styles),
+        "separability": _separability_plot(outcome),
+    }
     return {name: png for name, png in plots.items() if png is not None}
 
 
@@ -133,7 +105,7 @@ def _similarity_plot(outcome: ValidationOutcome, styles: StylesDocument) -> byte
         return None
     threshold = outcome.thresholds.style_lift
     rows, cols = _grid(len(names))
-    fig = _figure(4.2 * cols, 3.0 * rows, **_grid_margins(rows))
+    fig = new_figure(4.2 * cols, 3.0 * rows, **_grid_margins(rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         scored = [a for a in outcome.assessments if a.style == name and a.style_lift is not None]
@@ -149,7 +121,7 @@ def _similarity_plot(outcome: ValidationOutcome, styles: StylesDocument) -> byte
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Similarity to the style's references, minus to neutral text ({outcome.embedder})")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _reasons_plot(outcome: ValidationOutcome) -> bytes | None:
@@ -158,7 +130,7 @@ def _reasons_plot(outcome: ValidationOutcome) -> bytes | None:
         return None
     labels, values = zip(*sorted(counts.items(), key=lambda kv: kv[1]))
     height = 0.45 * len(labels) + 1.4
-    fig = _figure(6.5, height, left=0.3, right=0.95, top=1 - 0.45 / height, bottom=0.6 / height)
+    fig = new_figure(6.5, height, left=0.3, right=0.95, top=1 - 0.45 / height, bottom=0.6 / height)
     ax = fig.subplots()
     ax.barh(labels, values, color="#d1495b")
     for y, v in enumerate(values):
@@ -166,7 +138,7 @@ def _reasons_plot(outcome: ValidationOutcome) -> bytes | None:
     ax.set_xlabel("samples (a sample can have several reasons)")
     ax.set_title(f"Rejection reasons ({sum(not a.passed for a in outcome.assessments)} of "
                  f"{len(outcome.assessments)} rejected)")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _lengths_plot(outcome: ValidationOutcome, styles: StylesDocument) -> bytes | None:
@@ -174,7 +146,7 @@ def _lengths_plot(outcome: ValidationOutcome, styles: StylesDocument) -> bytes |
     if not names:
         return None
     rows, cols = _grid(len(names))
-    fig = _figure(4.2 * cols, 3.0 * rows, **_grid_margins(rows))
+    fig = new_figure(4.2 * cols, 3.0 * rows, **_grid_margins(rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         style = styles.get(name)
@@ -190,7 +162,7 @@ def _lengths_plot(outcome: ValidationOutcome, styles: StylesDocument) -> bytes |
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.suptitle("Reply length per style")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _separability_plot(outcome: ValidationOutcome) -> bytes | None:
@@ -200,7 +172,7 @@ def _separability_plot(outcome: ValidationOutcome) -> bytes | None:
     matrix = np.asarray(sep.confusion, dtype=float)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.8 * len(sep.styles)
-    fig = _figure(size + 1.5, size, left=0.8 / (size + 1.5) + 0.12, right=0.95, top=0.88, bottom=0.28)
+    fig = new_figure(size + 1.5, size, left=0.8 / (size + 1.5) + 0.12, right=0.95, top=0.88, bottom=0.28)
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
@@ -211,4 +183,4 @@ def _separability_plot(outcome: ValidationOutcome) -> bytes | None:
     ax.set_ylabel("style")
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_title(f"Style separability: {sep.accuracy:.2f} (chance {sep.chance:.2f})")
-    return _png(fig)
+    return png_bytes(fig)

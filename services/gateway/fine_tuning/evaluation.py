@@ -13,7 +13,6 @@ than the raw cosine). The gate (:mod:`.gate`) compares tuned_trigger with base_t
 from __future__ import annotations
 
 import asyncio
-import io
 import unicodedata
 from collections.abc import Callable
 from statistics import fmean
@@ -111,35 +110,25 @@ class StyleEvaluator:
 
 
 def evaluation_chart_png(table: list[dict[str, Any]]) -> bytes:
-    """A grouped bar chart of style score per style and configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import font_manager
+    """The report's evaluation chart: a grouped bar chart of style score per style and configuration, the style
+    names in the packaged CJK font (:mod:`emotune.plots`)."""
+    from emotune.plots import new_figure, png_bytes  # matplotlib only when a chart is asked for
 
     styles = list(dict.fromkeys(r["style"] for r in table))
-    cjk = [f.name for f in font_manager.fontManager.ttflist if "CJK" in f.name or "Noto Sans SC" in f.name]
-    if cjk:
-        plt.rcParams["font.family"] = cjk[0]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(styles), 3.6), dpi=110)
+    fig = new_figure(1.8 + 1.6 * len(styles), 3.6, dpi=110, layout="tight")
+    ax = fig.subplots()
     width = 0.8 / len(CONFIGS)
     for i, config in enumerate(CONFIGS):
         values = [next((r["style_score"] for r in table if r["style"] == s and r["config"] == config), 0.0)
                   for s in styles]
         ax.bar([x + i * width for x in range(len(styles))], values, width, label=config)
-    ax.set_xticks([x + width for x in range(len(styles))], [f"style {i + 1}" if not cjk else s
-                                                             for i, s in enumerate(styles)])
+    ax.set_xticks([x + width for x in range(len(styles))], styles)
     scores = [r["style_score"] for r in table] or [0.0]
     span = max(scores) - min(scores) or 0.1
     ax.set_ylim(min(0.0, min(scores) - 0.1 * span), max(scores) + 0.1 * span)
     ax.set_ylabel("style score (validator)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _cell(text: str, width: int) -> str:
