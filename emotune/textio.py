@@ -24,47 +24,55 @@ _BYTE_ORDER_MARKS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF
                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
-def _guess_encoding(data: bytes) -> tuple[str, list[str]]:
-    """charset-normalizer's best guess and all its candidates (unreliable on short texts, see below)."""
+def _guess_encoding(data: bytes) -> str:
+    """charset-normalizer's best guess (unreliable on short texts, see decode_bytes)."""
     from charset_normalizer import from_bytes
 
-    matches = from_bytes(data)
-    best = matches.best()
-    return (best.encoding if best else "unknown/binary"), [m.encoding for m in matches]
+    best = from_bytes(data).best()
+    return best.encoding if best else "unknown/binary"
 
 
 def _reads_as_common_chinese(text: str) -> bool:
     """Whether GB-decoded text looks like Chinese rather than another legacy encoding decoded as GBK.
 
-    Big5, Shift-JIS and Latin-1 bytes mostly *decode* as GBK too, into rare characters; real Chinese keeps to
-    GB2312 (the 6763 common characters). EUC-KR Hangul lands inside GB2312, but then reads as rare characters in
-    short space-separated runs, while Chinese uses its most frequent characters a lot and few spaces.
+    Big5, Shift-JIS, Latin-1 and Cyrillic bytes mostly *decode* as GBK too, but into rare characters; real
+    Chinese keeps to GB2312 (the 6763 common characters). EUC-KR Hangul is the one encoding that lands inside
+    GB2312, and only in its rows 0xB0-0xC8: Korean read as GBK is spaced runs of characters from those rows alone.
+    Chinese uses characters from every row (温 is 0xCEC2, 是 0xCAC7, 我 0xCED2), so a text with any character
+    outside them, or without spaced runs, reads as Chinese.
     """
     from charset_normalizer.constant import FREQUENCIES
 
     wide = [ch for ch in text if ord(ch) > 0x7F]
     if not wide:
         return True
-    in_gb2312 = 0
+    rows = []
     for ch in wide:
         try:
-            ch.encode("gb2312")
-            in_gb2312 += 1
+            rows.append(ch.encode("gb2312")[0])
         except UnicodeEncodeError:
             pass
-    if in_gb2312 < 0.9 * len(wide):
+    if len(rows) < 0.9 * len(wide):
         return False
     frequent = set(FREQUENCIES["Chinese"])
     if sum(ch in frequent for ch in wide) >= 0.12 * len(wide):
         return True
-    return len(_SPACED_HANZI.findall(text)) < 0.1 * len(wide)
+    korean_rows = all(0xB0 <= row <= 0xC8 for row in rows)
+    return not (korean_rows and len(_SPACED_HANZI.findall(text)) >= 0.1 * len(wide))
 
 
 def decode_bytes(data: bytes, source: str = "<input>") -> str:
-    """Decode UTF-8 (with or without BOM) or GBK/GB18030; refuse other encodings, naming the one detected.
+    """Decode a user's text file, by a fixed rule:
 
-    GBK is accepted when charset-normalizer says so, or, since it often mistakes short GBK texts for cp949 or
-    UTF-16, when the GB reading is common Chinese (:func:`_reads_as_common_chinese`).
+    1. a UTF-16/32 byte-order mark or a C0 control byte (UTF-16 without a mark, binary) is refused, with its line;
+    2. UTF-8, with or without a BOM (after a UTF-8 BOM nothing else is tried);
+    3. else GB18030, strictly, when the bytes decode *and* read as Chinese text: charset-normalizer's best guess
+       is a GB encoding, or the text keeps to common Chinese (:func:`_reads_as_common_chinese`, which tells GBK
+       from Big5 / Shift-JIS / EUC-KR / Latin-1 bytes that also happen to decode as GB18030);
+    4. else a refusal naming the first line that is not UTF-8 and the encoding it looks like.
+
+    Whether GBK is accepted never depends on the detector's list of runner-up candidates (which is unstable on
+    files with long runs of one character, CRLF line ends or blank lines, the way Windows tools write them).
     """
     for mark, name in _BYTE_ORDER_MARKS:
         if data.startswith(mark):
@@ -80,13 +88,12 @@ def decode_bytes(data: bytes, source: str = "<input>") -> str:
     except UnicodeDecodeError as utf8_error:
         line = body[: utf8_error.start].count(b"\n") + 1
     if body is data:  # a UTF-8 BOM means the rest must be UTF-8
-        found, candidates = _guess_encoding(data)
+        found = _guess_encoding(data)
         try:
             text = data.decode("gb18030")
         except UnicodeDecodeError:
             text = None
-        if text is not None and any(c in _GB_FAMILY for c in candidates) and (
-                found in _GB_FAMILY or _reads_as_common_chinese(text)):
+        if text is not None and (found in _GB_FAMILY or _reads_as_common_chinese(text)):
             return text
     else:
         found = "UTF-8 BOM followed by bytes that are not UTF-8"
