@@ -1,7 +1,8 @@
 """Request and response shapes of ``/v1/chat/completions`` (the subset of OpenAI's API emotune serves).
 
 Unknown fields are ignored, as OpenAI-compatible servers do; known features emotune does not serve (``n`` > 1,
-``logprobs``, ``tools``) are refused with a 400 naming the parameter, rather than silently ignored.
+``logprobs``, ``tools``, a ``response_format`` other than text) are refused with a 400 naming the parameter,
+rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: bool | None = False
     tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
     user: str | None = None
 
     @field_validator("stop")

@@ -54,6 +54,10 @@ class ChatServing:
             if unsupported:
                 raise OpenAIError(400, f"'{param}' is not supported by emotune (n must be 1, no logprobs, no tools)",
                                   param=param)
+        wanted = (body.response_format or {}).get("type", "text")
+        if wanted != "text":  # never ignored: a caller asking for JSON must not get prose back
+            raise OpenAIError(400, f"response_format type {wanted!r} is not supported by emotune's engines yet "
+                                   "(only 'text'); constrained JSON decoding is not served", param="response_format")
         max_tokens = body.max_completion_tokens or body.max_tokens or settings.gateway_default_max_tokens
         if max_tokens > settings.gateway_max_tokens:
             raise OpenAIError(400, f"max_tokens is {max_tokens}; this gateway allows at most "
