@@ -287,17 +287,30 @@ class ChatFormat:
         return self.stop_token_ids[0]
 
     def normalize(self, messages: Sequence[Message], source: str = "messages") -> list[Message]:
-        """Stripped contents and the template's default system prompt made explicit (same rendering)."""
+        """Stripped contents, the template's default system prompt made explicit (same rendering), and system
+        messages after the first turn placed as the template allows.
+
+        A later system message (agents and LangChain send them) stays a system turn where it is when the template
+        has a system role (ChatML: SmolLM2, Qwen); a template without one (Gemma) has it folded into the next user
+        turn, as it folds a leading one (``system + joiner + user``); with no user turn after it, it becomes one.
+        """
         out: list[Message] = []
+        pending_system: list[str] = []
         for index, message in enumerate(messages):
             role, content = message.get("role"), message.get("content")
             if role not in ("system", "user", "assistant") or not isinstance(content, str):
                 raise InvalidInput("each message needs role system/user/assistant and text content",
                                    file=source, field=f"messages[{index}]")
-            if role == "system" and index != 0:
-                raise InvalidInput("a system message is only allowed first", file=source,
-                                   field=f"messages[{index}].role")
-            out.append({"role": role, "content": content.strip()})
+            content = content.strip()
+            if role == "system" and index > 0 and self.segments.system_folded:
+                pending_system.append(content)
+                continue
+            if role == "user" and pending_system:
+                content = self.segments.system_joiner.join([*pending_system, content])
+                pending_system = []
+            out.append({"role": role, "content": content})
+        if pending_system:
+            out.append({"role": "user", "content": self.segments.system_joiner.join(pending_system)})
         return _with_default_system(self.segments, out)
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:

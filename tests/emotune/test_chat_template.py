@@ -68,6 +68,27 @@ def test_segments_of_the_offline_models():
     assert gemma.stop_token_ids == [106, 1]
 
 
+LATE_SYSTEM = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+               {"role": "system", "content": "From now on answer in French."},
+               {"role": "user", "content": "How are you?"}, {"role": "assistant", "content": "Très bien."}]
+
+
+def test_a_later_system_message_is_placed_as_the_template_allows():
+    """ChatML has a system role: the message stays a system turn where it was sent. Gemma has none: it joins the
+    next user turn as a leading system message does. Training and serving render it the same way."""
+    smol, gemma = _format("smollm2-135m"), _format("gemma3-270m")
+    chatml = smol.render(LATE_SYSTEM)
+    assert "<|im_end|>\n<|im_start|>system\nFrom now on answer in French.<|im_end|>\n<|im_start|>user\nHow" in chatml
+    folded = gemma.render(LATE_SYSTEM)
+    assert "<start_of_turn>user\nFrom now on answer in French.\n\nHow are you?<end_of_turn>" in folded
+    assert "<start_of_turn>system" not in folded
+    for fmt in (smol, gemma):
+        sample = fmt.encode(LATE_SYSTEM)  # trains on it too: segments and Jinja agree
+        assert fmt.tokenizer.decode(sample.input_ids) == fmt.render(LATE_SYSTEM)
+    trailing = gemma.normalize([{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be brief."}])
+    assert trailing[-1] == {"role": "user", "content": "Be brief."}
+
+
 def test_loss_only_on_assistant_replies_and_their_end_token(fmt: ChatFormat):
     for conversation in CONVERSATIONS:
         sample = fmt.encode(conversation)

@@ -127,7 +127,6 @@ async def test_unknown_model_or_style_is_404_model_not_found(client):
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}] * 300}, "messages"),
-    ({"messages": [*QUESTION, {"role": "system", "content": "late"}]}, "messages[1].role"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
 ])
@@ -233,3 +232,11 @@ async def test_operations_endpoints_need_no_key(gateway, client):
     assert "emotune_gateway_time_to_first_token_seconds" in metrics and "emotune_gateway_in_flight" in metrics
     assert allowed.headers["access-control-allow-origin"] == "http://ui.example"
     assert "access-control-allow-origin" not in foreign.headers
+
+
+async def test_a_second_system_message_later_in_the_conversation_is_served(client):
+    """Agents and LangChain send one; OpenAI accepts it, and so does emotune (placed as the template allows)."""
+    reply = await client.chat.completions.create(model=MODEL, max_tokens=8, temperature=0, messages=[
+        *QUESTION, {"role": "assistant", "content": "4"}, {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Answer with a number."}, {"role": "user", "content": "And 3+3?"}])
+    assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.prompt_tokens > 20

@@ -102,8 +102,8 @@ def test_prompt_longer_than_the_context_is_refused(smollm):
     assert info.value.field == "messages" and str(smollm.max_context) in info.value.message
 
 
-def test_misplaced_system_message_is_refused_with_its_field(smollm):
-    messages = [*QUESTION, {"role": "system", "content": "late"}]
-    with pytest.raises(InvalidInput) as info:
-        smollm.prompt_ids(messages)
-    assert info.value.field == "messages[1].role"
+def test_a_later_system_message_stays_a_system_turn_where_chatml_has_one(smollm):
+    messages = [*QUESTION, {"role": "assistant", "content": "4"}, {"role": "system", "content": "Answer in French."},
+                {"role": "user", "content": "And 3+3?"}]
+    text = smollm.tokenizer.decode(smollm.prompt_ids(messages))
+    assert "<|im_end|>\n<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\nAnd 3+3?" in text
