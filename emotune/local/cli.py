@@ -98,4 +98,8 @@ def _print_endpoints(stack: LocalStack, model: str | None = None) -> None:
     if model:
         console.print(f"try: emotune chat {model}:温柔 --gateway {stack.gateway_url} "
                       f"--api-key-file {stack.state_dir / 'api-key'}")
+        console.print("or from an app (the official openai client):", markup=False)
+        console.print(f'  OpenAI(base_url="{stack.gateway_url}/v1", api_key=open("{stack.state_dir / "api-key"}")'
+                      f'.read().strip()).chat.completions.create(model="{model}:温柔", '
+                      'messages=[{"role": "user", "content": "今天好累啊"}])', markup=False, soft_wrap=True)
     console.print("stop with: emotune local down")
