@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import httpx
 
-from emotune.errors import CorruptArtifact, FailedPrecondition, InvalidInput, Unavailable
+from emotune.errors import CorruptArtifact, FailedPrecondition, InvalidInput
+from emotune.localserver import LocalServer
 from emotune.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,7 +35,6 @@ VERSION = "0.3.36"  # the llama-cpp-python sdist scripts/llamacpp.sh builds from
 QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
 DEFAULT_QUANT = "Q4_K_M"
 CONVERSION_VERSION = "1"  # part of every cache key: bump when a conversion's command changes
-START_TIMEOUT_SECONDS = 180.0
 
 
 @dataclass(frozen=True)
@@ -178,53 +174,33 @@ def gguf_metadata(path: Path) -> dict[str, object]:
     return values
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LlamaServer:
-    """One ``llama-server`` process on loopback; ``active`` counts the generations it is running.
+class LlamaServer(LocalServer):
+    """One ``llama-server`` process on loopback (see :class:`emotune.localserver.LocalServer`).
 
     ``template`` is passed as ``--chat-template-file`` (None: the GGUF's own, e.g. to check an export).
-    Call :meth:`wait_ready` after construction, :meth:`stop` (or :meth:`retire`) at the end.
+    Call :meth:`wait_ready` after construction (or use it as a context manager), :meth:`stop` at the end.
     """
+
+    program = "llama-server"
 
     def __init__(self, tools: LlamaCpp, model: Path, work_dir: Path, adapters: list[Path] | tuple = (),
                  template: str | None = None, slots: int = 1, slot_context: int = 4096, threads: int = 0) -> None:
-        self.base_gguf, self.adapters = model, list(adapters)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(model, adapters)
         work_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file = work_dir / f"llama-server-{self.port}.log"
         threads = threads or os.cpu_count() or 1
         args = [str(tools.server), "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
                 "--parallel", str(slots), "--ctx-size", str(slot_context * slots), "--threads", str(threads),
                 "--threads-batch", str(threads), "--jinja", "--no-webui", "--metrics"]
-        self.template_file: Path | None = None
         if template is not None:
-            self.template_file = work_dir / f"chat_template-{self.port}.jinja"
-            self.template_file.write_text(template, encoding="utf-8")
-            args += ["--chat-template-file", str(self.template_file)]
+            template_file = work_dir / f"chat_template-{self.port}.jinja"
+            template_file.write_text(template, encoding="utf-8")
+            self._cleanup.append(template_file)
+            args += ["--chat-template-file", str(template_file)]
         if self.adapters:
             args.append("--lora-init-without-apply")  # every adapter at scale 0 unless a request selects it
         for adapter in self.adapters:
             args += ["--lora", str(adapter)]
-        with self.log_file.open("wb") as out:
-            # Same process group as its owner: the local stack and containers stop both together. (No
-            # preexec_fn: forking a threaded process with torch/gRPC loaded and running Python in the child crashes.)
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.active = 0
-        self.retired = False
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> Self:
-        self.wait_ready()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.launch(args, work_dir / f"llama-server-{self.port}.log")
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The generation prompt llama.cpp itself builds, as its chat endpoint does: the template's rendering
@@ -235,59 +211,3 @@ class LlamaServer:
             "content": rendered.json()["prompt"], "add_special": True, "parse_special": True})
         tokens.raise_for_status()
         return list(tokens.json()["tokens"])
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        """Block until ``/health`` answers 200; a server that exits or hangs raises with its log's last lines."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise CorruptArtifact(f"llama-server could not load {self.base_gguf.name}"
-                                      f"{' + ' + ', '.join(a.name for a in self.adapters) if self.adapters else ''}"
-                                      f": {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise Unavailable(f"llama-server did not become healthy within {timeout:.0f} s: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 6) -> str:
-        text = self.log_file.read_text(encoding="utf-8", errors="replace") if self.log_file.exists() else ""
-        wanted = [line for line in text.splitlines() if "error" in line.lower() or "failed" in line.lower()]
-        return " | ".join((wanted or text.splitlines())[-lines:]) or "no output"
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def begin(self) -> None:
-        with self._lock:
-            self.active += 1
-
-    def end(self) -> None:
-        with self._lock:
-            self.active -= 1
-            done = self.retired and self.active == 0
-        if done:
-            self.stop()
-
-    def retire(self) -> None:
-        """Stop once the running generations have ended (now, if there are none)."""
-        with self._lock:
-            self.retired = True
-            done = self.active == 0
-        if done:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.template_file is not None:
-            self.template_file.unlink(missing_ok=True)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from emotune.settings import Settings
+from services.inference.adapter_check import VLLM_LORA_RANKS
 
 
 class InferenceSettings(Settings):
-    inference_engine: Literal["llamacpp", "transformers", "lmdeploy"] = Field(
+    inference_engine: Literal["llamacpp", "transformers", "lmdeploy", "vllm"] = Field(
         "llamacpp", description="engine for models loaded without an explicit one: llamacpp (CPU, fast; "
-                                "scripts/llamacpp.sh builds it), transformers (CPU reference engine) or "
-                                "lmdeploy (GPU, its own image)")
+                                "scripts/llamacpp.sh builds it), transformers (CPU reference engine), "
+                                "lmdeploy or vllm (GPU, their own images)")
     inference_preload: str = Field(
         "smollm2-135m", description="comma-separated base models loaded at start-up (packaged names such as "
                                     "smollm2-135m / gemma3-270m, or local HF directories); empty = none")
@@ -40,6 +41,27 @@ class InferenceSettings(Settings):
         None, description="where artifacts are downloaded for loading (default <cache_dir>/served)")
     inference_lmdeploy_backend: Literal["turbomind", "pytorch"] = Field(
         "turbomind", description="LMDeploy backend for merged models; base + adapters always use pytorch")
+    inference_vllm_max_lora_rank: int = Field(
+        16, description="largest LoRA rank the vllm engine serves (vLLM's --max-lora-rank default is 16; one of "
+                        "8, 16, 32, 64, 128, 256, 320, 512); each server gets its adapters' largest r rounded "
+                        "up, so a larger limit costs GPU memory only when such an adapter is loaded")
+    inference_vllm_gpu_memory_utilization: float = Field(
+        0.45, gt=0, le=1, description="share of GPU memory each vllm server takes (--gpu-memory-utilization); "
+                                      "loading a new adapter starts a new server next to the old one until it "
+                                      "is ready, so keep it at or below half of what is free")
+    inference_vllm_max_model_len: int = Field(
+        0, ge=0, description="context tokens of each vllm server (--max-model-len; 0 = the model's own)")
+    inference_vllm_start_timeout: float = Field(
+        900, gt=0, description="seconds a vllm server may take to load and become healthy")
+    inference_vllm_extra_args: str = Field(
+        "", description="extra 'vllm serve' arguments, shell-quoted (e.g. '--enforce-eager --dtype half')")
+
+    @field_validator("inference_vllm_max_lora_rank")
+    @classmethod
+    def _vllm_rank(cls, value: int) -> int:
+        if value not in VLLM_LORA_RANKS:
+            raise ValueError(f"must be one of vLLM's LoRA ranks {', '.join(map(str, VLLM_LORA_RANKS))}")
+        return value
 
     @property
     def served_dir(self) -> Path:

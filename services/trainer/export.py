@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from emotune.chat_template import MODELFILE, ChatFormat, ParityError, check_parity, export_chat_files
+from emotune.errors import EmotuneError
 from emotune.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf, gguf_metadata
 from emotune.records import Record
 from emotune.store.artifacts import file_key, publish_artifact
@@ -110,7 +113,11 @@ def _llamacpp_parity(tools: LlamaCpp, model: Path, fmt: ChatFormat, conversation
                 if message["role"] != "assistant":
                     continue
                 trained = fmt.training_prompt_ids(messages[:turn + 1])
-                served = server.prompt_ids(messages[:turn])
+                try:
+                    served = server.prompt_ids(messages[:turn])
+                except httpx.HTTPError as exc:  # e.g. a vocabulary llama.cpp's converter got wrong
+                    raise ParityError(f"llama.cpp: conversation {number} turn {turn}: the exported GGUF could "
+                                      f"not build the prompt ({exc}); {server.log_tail()}") from None
                 if served != trained:
                     where = next((i for i, (a, b) in enumerate(zip(served, trained)) if a != b),
                                  min(len(served), len(trained)))
@@ -138,11 +145,17 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
     publish_artifact(store, keys["merged"], _folder_files(output / "merged"), {"kind": "merged_model", **meta})
     exported: dict[str, Any] = {}
     if gguf is not None:
-        info = export_gguf(gguf, output / "adapter", output / "gguf", fmt, model_name, conversations)
-        keys["gguf"] = f"{prefix}/gguf"
-        publish_artifact(store, keys["gguf"], _folder_files(output / "gguf"), {"kind": "gguf", **meta, **info})
-        exported = {"gguf_artifact": keys["gguf"], "gguf": info}
-        parity.engines.append("llama.cpp")
+        # An extra format: when llama.cpp cannot convert this base or its prompts differ from training, nothing
+        # is published for it and the result says why; the adapter and merged model above stand.
+        try:
+            info = export_gguf(gguf, output / "adapter", output / "gguf", fmt, model_name, conversations)
+        except EmotuneError as exc:
+            exported = {"gguf": {"failed": exc.message}}
+        else:
+            keys["gguf"] = f"{prefix}/gguf"
+            publish_artifact(store, keys["gguf"], _folder_files(output / "gguf"), {"kind": "gguf", **meta, **info})
+            exported = {"gguf_artifact": keys["gguf"], "gguf": info}
+            parity.engines.append("llama.cpp")
     report_files = {
         "loss_curve.png": png,
         "loss_curve.json": json.dumps(curve, indent=1).encode(),

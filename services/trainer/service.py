@@ -81,8 +81,9 @@ class TrainerService:
             if name + "_artifact" in result:
                 ctx.emit("artifact", f"published {result[name + '_artifact']}", kind=name,
                          key=result[name + "_artifact"])
-        if "skipped" in result.get("gguf", {}):
-            ctx.emit("log", f"GGUF export skipped: {result['gguf']['skipped']}")
+        for outcome in ("skipped", "failed"):
+            if outcome in result.get("gguf", {}):
+                ctx.emit("log", f"GGUF export {outcome}: {result['gguf'][outcome]}", level="warning")
         await asyncio.to_thread(self._cleanup, spec, work)
         return result
 

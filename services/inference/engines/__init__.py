@@ -1,16 +1,17 @@
 """Serving engines behind one interface (:mod:`.base`): ``llamacpp`` (CPU default), ``transformers`` (CPU
-reference) and ``lmdeploy`` (GPU)."""
+reference), ``lmdeploy`` and ``vllm`` (GPU)."""
 
 from __future__ import annotations
 
 from services.inference.config import InferenceSettings
 from services.inference.engines.base import Engine
 
-ENGINE_NAMES = ("llamacpp", "transformers", "lmdeploy")
+ENGINE_NAMES = ("llamacpp", "transformers", "lmdeploy", "vllm")
 
 
 def create_engine(name: str, settings: InferenceSettings) -> Engine:
-    """The engine called ``name``; LMDeploy is imported only when asked for (it lives in the GPU image)."""
+    """The engine called ``name``; LMDeploy is imported only when asked for (it lives in the GPU image), and the
+    vllm engine only runs the ``vllm`` executable (never imports vLLM)."""
     if name == "llamacpp":
         from services.inference.engines.llamacpp import LlamaCppEngine
 
@@ -27,6 +28,10 @@ def create_engine(name: str, settings: InferenceSettings) -> Engine:
         from services.inference.engines.lmdeploy_gpu import LMDeployEngine
 
         return LMDeployEngine(backend=settings.inference_lmdeploy_backend)
+    if name == "vllm":
+        from services.inference.engines.vllm_gpu import VllmEngine
+
+        return VllmEngine(settings)
     from emotune.errors import InvalidInput
 
     raise InvalidInput(f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)}", field="engine")
