@@ -297,21 +297,11 @@ cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available() or shutil.
                           reason="needs CUDA and the vllm executable (vLLM's own image)")
 
 
-def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
-    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(base, config).save_pretrained(out)
-    return out
-
-
 @pytest.mark.gpu
 @cuda
 async def test_vllm_serves_smollm_and_two_adapters_on_gpu(smollm_dir, tmp_path):
+    from tests.services.inference.test_inference_llamacpp import _random_adapter
+
     adapters = [_random_adapter(smollm_dir, tmp_path / f"style-{seed}", seed) for seed in (1, 2)]
     engine = VllmEngine(InferenceSettings(cache_dir=tmp_path, inference_vllm_max_model_len=2048,
                                           inference_vllm_gpu_memory_utilization=0.3,
