@@ -98,7 +98,7 @@ def raw_llama_server(model: str) -> Iterator[tuple[str, Callable[[str], list[int
     cache = Settings().cache_dir
     tools, model_dir = LlamaCpp.locate(cache), resolve_base_model(model, cache)
     chat_format = ChatFormat.from_pretrained(model_dir)
-    gguf = base_gguf(tools, cache, model_dir, packaged_gguf(model))
+    gguf = base_gguf(tools, cache, model_dir, packaged_gguf(model, cache))
     with tempfile.TemporaryDirectory() as workdir, \
             LlamaServer(tools, gguf, Path(workdir), template=chat_format.template, slots=1) as server:
         yield server.url, lambda content: chat_format.prompt_ids([{"role": "user", "content": content}])

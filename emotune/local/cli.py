@@ -9,6 +9,7 @@ import typer
 from openai import OpenAI
 from rich.console import Console
 
+from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.local.demo import DemoOptions, run_demo
 from emotune.local.supervisor import LocalStack
 
@@ -19,11 +20,11 @@ StateDir = typer.Option(Path("var"), "--state-dir", envvar="EMOTUNE_STATE_DIR",
                         help="logs, pid files, the local artifact store and the API key")
 PortOffset = typer.Option(0, "--port-offset", envvar="EMOTUNE_PORT_OFFSET",
                           help="added to every default port (run two stacks side by side)")
-BaseModel = typer.Option("gemma3-270m", "--base-model", envvar="EMOTUNE_BASE_MODEL",
+BaseModel = typer.Option(DEFAULT_BASE_MODEL, "--base-model", envvar="EMOTUNE_BASE_MODEL",
                          help="served base model and, without ZHIPUAI_API_KEY, the few-shot teacher")
 
 
-def _stack(state_dir: Path, port_offset: int, base_model: str = "gemma3-270m", ui: bool = True) -> LocalStack:
+def _stack(state_dir: Path, port_offset: int, base_model: str = DEFAULT_BASE_MODEL, ui: bool = True) -> LocalStack:
     return LocalStack(state_dir, base_model=base_model, port_offset=port_offset, with_ui=ui)
 
 

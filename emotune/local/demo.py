@@ -17,6 +17,7 @@ from openai import OpenAI
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.jobfollow import ProgressLines
 from services.gateway.fine_tuning.evaluation import format_table
 
@@ -26,7 +27,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 @dataclass
 class DemoOptions:
-    base_model: str = "gemma3-270m"
+    base_model: str = DEFAULT_BASE_MODEL
     styles_file: Path = EXAMPLES / "styles" / "emotions.yaml"
     styles: tuple[str, ...] = ("温柔", "毒舌")
     questions_file: Path = EXAMPLES / "questions" / "daily_zh.txt"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.grpc.probe import check as grpc_healthy
 from emotune.logging import get_logger
 from emotune.settings import Settings
@@ -82,7 +83,7 @@ class LocalService:
 @dataclass
 class LocalStack:
     state_dir: Path
-    base_model: str = "gemma3-270m"
+    base_model: str = DEFAULT_BASE_MODEL
     port_offset: int = 0
     with_ui: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)

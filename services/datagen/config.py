@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.settings import Settings
 
 Provider = Literal["openai", "zhipuai"]
@@ -18,7 +19,7 @@ class DatagenSettings(Settings):
     datagen_teacher_base_url: str = Field(
         "http://127.0.0.1:8000/v1", description="default teacher endpoint (emotune's gateway, OpenAI-compatible)"
     )
-    datagen_teacher_model: str = Field("gemma3-270m", description="default teacher model id")
+    datagen_teacher_model: str = Field(DEFAULT_BASE_MODEL, description="default teacher model id")
     datagen_teacher_api_key_env: str = Field(
         "", description="name of the env var holding the default teacher's API key ('' = endpoint needs none)"
     )

@@ -18,7 +18,7 @@ class InferenceSettings(Settings):
                                 "lmdeploy or vllm (GPU, their own images)")
     inference_preload: str = Field(
         "smollm2-135m", description="comma-separated base models loaded at start-up (packaged names such as "
-                                    "smollm2-135m / gemma3-270m, or local HF directories); empty = none")
+                                    "smollm2-135m / qwen2.5-0.5b / gemma3-270m, or local HF directories); empty = none")
     inference_preload_styles: Path | None = Field(
         None, description="styles YAML/JSON whose serving triggers are attached to every preloaded model, so "
                           "'<model>:<style>' ids work on base models too")

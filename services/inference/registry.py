@@ -157,7 +157,7 @@ class ModelRegistry:
         model_dir = self._download(spec.artifact, owned) if spec.artifact else \
             resolve_base_model(spec.base_model, self.cache_dir)
         adapter_dir = self._download(spec.adapter_artifact, owned) if spec.adapter_artifact else None
-        gguf = packaged_gguf(spec.base_model) if not spec.artifact else None
+        gguf = packaged_gguf(spec.base_model, self.cache_dir) if not spec.artifact else None
         return ModelSource(model_dir, adapter_dir, gguf)
 
     def _download(self, key: str, owned: list[Path]) -> Path:

@@ -67,7 +67,7 @@ def run(
     spec: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="TrainingSpec fields (YAML/JSON)")] = None,
     data: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="local records JSONL to train on")] = None,
     dataset: Annotated[str, typer.Option(help="dataset artifact key in the store (instead of --data)")] = "",
-    base_model: Annotated[str, typer.Option(help="smollm2-135m | gemma3-270m | a local HF model dir")] = "",
+    base_model: Annotated[str, typer.Option(help="qwen2.5-0.5b | smollm2-135m | gemma3-270m | a local HF model dir")] = "",
     backend: Annotated[str, typer.Option(help="hf | xtuner")] = "",
     max_steps: Annotated[int, typer.Option(help="optimizer steps (overrides epochs)")] = 0,
     output: Annotated[str, typer.Option(help="artifact prefix (default models/<job id>)")] = "",

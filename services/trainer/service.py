@@ -138,7 +138,8 @@ class TrainerService:
         except FailedPrecondition as exc:
             log.warning("GGUF export skipped", reason=exc.message)
             return None, exc.message
-        return export.GgufExport(tools, self.settings.cache_dir, base_dir, packaged_gguf(spec.base_model),
+        cache = self.settings.cache_dir
+        return export.GgufExport(tools, cache, base_dir, packaged_gguf(spec.base_model, cache),
                                  spec.gguf_quantization), ""
 
     # ------------------------------------------------------------------ checkpoints in the store
