@@ -40,6 +40,7 @@ from emotune.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
 COMPOSE_CPU_FILE = REPO / "compose.cpu.yaml"
+COMPOSE_VLLM_FILE = REPO / "compose.vllm.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
@@ -173,6 +174,8 @@ def parse_stages() -> tuple[dict[str, str], dict[str, Stage]]:
 
 
 ARGS, STAGES = parse_stages()
+# The images GPU targets start from: the CUDA runtime, or vLLM's own image (CUDA inside).
+GPU_BASES = ("nvidia/cuda:", "vllm/vllm-openai:")
 
 
 def chain(target: str) -> list[Stage]:
@@ -183,6 +186,21 @@ def chain(target: str) -> list[Stage]:
         stages.insert(0, STAGES[name])
         name = STAGES[name].base
     return stages
+
+
+def base_image(target: str) -> str:
+    """The image reference ``target``'s first stage starts from (global ARGs expanded)."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: ARGS[m.group(1)], chain(target)[0].base)
+
+
+def gpu_target(target: str) -> bool:
+    return base_image(target).startswith(GPU_BASES)
+
+
+def image_env(target: str) -> dict[str, str]:
+    """The ENV the image of ``target`` sets (later stages win)."""
+    return {key: value for stage in chain(target) for cmd in stage.commands if cmd.cmd == "ENV"
+            for key, value in zip(cmd.value[::2], cmd.value[1::2])}
 
 
 def _expand(text: str, target: str) -> str:
@@ -364,14 +382,17 @@ def filled_env_file(tmp_path: Path, leave_empty: str | None = None) -> Path:
 
 
 def compose_variants() -> dict[str, list[str]]:
-    """Every way the compose files are meant to be used: the default, each profile, the CPU override."""
+    """Every way the compose files are meant to be used: the default (GPU, LMDeploy), each profile, the vLLM and
+    the CPU overrides."""
     profiles = sorted({p for svc in yaml.safe_load(COMPOSE_FILE.read_text())["services"].values()
                        for p in svc.get("profiles", [])})
-    variants: dict[str, list[str]] = {"gpu": ["-f", str(COMPOSE_FILE)],
-                                      "cpu": ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_CPU_FILE)]}
-    for host in ("gpu", "cpu"):
+    hosts: dict[str, list[str]] = {"gpu": ["-f", str(COMPOSE_FILE)],
+                                   "gpu-vllm": ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_VLLM_FILE)],
+                                   "cpu": ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_CPU_FILE)]}
+    variants = dict(hosts)
+    for host, args in hosts.items():
         for profile in profiles:
-            variants[f"{host}+{profile}"] = [*variants[host], "--profile", profile]
+            variants[f"{host}+{profile}"] = [*args, "--profile", profile]
     return variants
 
 

@@ -1,4 +1,5 @@
-"""compose.yaml (+ compose.cpu.yaml, + profiles) as the real Compose binary and the compose-spec schema see it."""
+"""compose.yaml (+ compose.cpu.yaml, + compose.vllm.yaml, + profiles) as the real Compose binary and the
+compose-spec schema see it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import pytest
 import yaml
 
 from tests.deploy.deploykit import (
+    COMPOSE_CPU_FILE,
     COMPOSE_FILE,
+    COMPOSE_VLLM_FILE,
     compose_cmd,
     compose_variants,
     env_example_keys,
     filled_env_file,
+    gpu_target,
     run,
     tool,
 )
@@ -33,7 +37,7 @@ def test_compose_files_match_the_compose_spec_schema(rendered_compose, tmp_path)
     compose.cpu.yaml itself uses the ``!reset`` tag, which a plain YAML loader cannot read; its effect is checked
     through the rendered cpu variants.
     """
-    files = [str(COMPOSE_FILE)]
+    files = [str(COMPOSE_FILE), str(COMPOSE_VLLM_FILE)]
     for variant, config in rendered_compose.items():
         path = tmp_path / f"rendered-{variant}.json"
         path.write_text(json.dumps(config), encoding="utf-8")
@@ -66,7 +70,7 @@ def test_every_required_secret_fails_fast_when_missing(tmp_path):
 
 def test_every_variable_compose_reads_is_in_env_example():
     required, optional = env_example_keys()
-    text = "\n".join(p.read_text(encoding="utf-8") for p in (COMPOSE_FILE, COMPOSE_FILE.with_name("compose.cpu.yaml")))
+    text = "\n".join(p.read_text(encoding="utf-8") for p in (COMPOSE_FILE, COMPOSE_CPU_FILE, COMPOSE_VLLM_FILE))
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     strict = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
     assert strict == set(required), "the ${VAR:?} variables and the empty ones in .env.example differ"
@@ -101,11 +105,26 @@ def test_gpu_reservations_only_on_gpu_hosts(rendered_compose):
             gpus = [d for d in devices if "gpu" in d.get("capabilities", [])]
             if variant.startswith("gpu") and name in GPU_SERVICES:
                 assert gpus and gpus[0]["driver"] == "nvidia", f"{variant}: {name} reserves no GPU"
-                assert service["build"]["target"].endswith("-gpu")
+                assert gpu_target(service["build"]["target"]), f"{variant}: {name} runs a CPU image"
             else:
                 assert not gpus, f"{variant}: {name} reserves a GPU"
                 if name in GPU_SERVICES:
                     assert service["build"]["target"].endswith("-cpu")
+
+
+def test_the_inference_engine_of_each_host(rendered_compose):
+    """GPU hosts serve with LMDeploy, or with vLLM in its own image through compose.vllm.yaml (nothing else
+    changes); CPU hosts with llama.cpp."""
+    engines = {"gpu": ("inference-gpu", "lmdeploy"), "gpu-vllm": ("inference-vllm", "vllm"),
+               "cpu": ("inference-cpu", "llamacpp")}
+    for variant, config in rendered_compose.items():
+        inference = config["services"]["inference"]
+        target, engine = engines[variant.split("+")[0]]
+        assert (inference["build"]["target"], inference["environment"]["EMOTUNE_INFERENCE_ENGINE"]) == (
+            target, engine), variant
+    lmdeploy, vllm = rendered_compose["gpu"]["services"], rendered_compose["gpu-vllm"]["services"]
+    assert {name for name in lmdeploy if lmdeploy[name] != vllm[name]} == {"inference"}
+    assert vllm["inference"]["environment"]["EMOTUNE_INFERENCE_VLLM_MAX_LORA_RANK"] == "16"
 
 
 def test_images_are_pinned_and_data_is_on_volumes(rendered_compose):

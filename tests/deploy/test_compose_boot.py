@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from contextlib import contextmanager
 
 import httpx
 import psutil
@@ -21,7 +22,7 @@ from emotune.grpc.probe import check as grpc_serving
 from emotune.llamacpp import LlamaCpp
 from emotune.local.supervisor import free_port
 from emotune.settings import Settings
-from tests.deploy.deploykit import REPO, image_python
+from tests.deploy.deploykit import REPO, image_env, image_python
 
 BOOT_SECONDS = 150
 
@@ -38,7 +39,8 @@ def local_llamacpp() -> str:
 
 
 def loopback_env(name: str, compose: dict[str, dict], ports: dict[tuple[str, int], int], tmp_path) -> dict[str, str]:
-    """The compose environment of ``name`` with compose hosts/ports mapped to loopback ports."""
+    """The compose environment of ``name`` with compose hosts/ports mapped to loopback ports (and this machine's
+    llama.cpp when the image has one)."""
     env = {}
     for key, value in compose[name]["environment"].items():
         if value is None:
@@ -48,9 +50,10 @@ def loopback_env(name: str, compose: dict[str, dict], ports: dict[tuple[str, int
         if value.isdigit() and (name, int(value)) in ports:  # the service's own port settings
             value = str(ports[(name, int(value))])
         env[key] = value
+    if "EMOTUNE_LLAMACPP_DIR" in image_env(compose[name]["build"]["target"]):
+        env["EMOTUNE_LLAMACPP_DIR"] = local_llamacpp()
     return {**os.environ, **env, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(tmp_path / "store"),
             "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"), "EMOTUNE_INFERENCE_PRELOAD": "",
-            "EMOTUNE_LLAMACPP_DIR": local_llamacpp(),
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -64,17 +67,19 @@ def healthy(name: str, service, ports: dict[tuple[str, int], int]) -> bool:
         return False
 
 
-@pytest.mark.slow
-def test_services_boot_with_the_compose_environment(services, rendered_compose, tmp_path):
-    compose = rendered_compose["cpu"]["services"]
-    names = [name for name, service in services.items() if service.built]
+@contextmanager
+def boot(names: list[str], compose: dict[str, dict], services, tmp_path, **overrides: str):
+    """Start ``names`` as their compose entries and images run them (with ``overrides`` in their environment),
+    and wait until each is healthy or has exited; yields (processes, compose port -> loopback port, crash
+    reports) and stops them afterwards."""
     ports = {(name, port): free_port() for name in compose for port in container_ports(compose[name])}
     procs = {}
     for name in names:
         target = compose[name]["build"]["target"]
         python, image_env = image_python(target, tmp_path / "images" / target)
         procs[name] = subprocess.Popen([*python, "-m", f"services.{name}"], cwd=REPO,
-                                       env={**loopback_env(name, compose, ports, tmp_path), **image_env}, text=True,
+                                       env={**loopback_env(name, compose, ports, tmp_path), **image_env, **overrides},
+                                       text=True,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         pending, deadline, crashed = set(names), time.monotonic() + BOOT_SECONDS, []
@@ -88,6 +93,23 @@ def test_services_boot_with_the_compose_environment(services, rendered_compose, 
                     pending.discard(name)
             assert time.monotonic() < deadline, f"not healthy after {BOOT_SECONDS} s: {sorted(pending)}"
             time.sleep(0.3)
+        yield procs, ports, crashed
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.slow
+def test_services_boot_with_the_compose_environment(services, rendered_compose, tmp_path):
+    compose = rendered_compose["cpu"]["services"]
+    names = [name for name, service in services.items() if service.built]
+    with boot(names, compose, services, tmp_path) as (procs, ports, crashed):
         unreachable = []
         for name in (n for n in names if procs[n].poll() is None):
             listening = {c.laddr.port: c.laddr.ip for c in psutil.Process(procs[name].pid).net_connections("inet")
@@ -104,12 +126,14 @@ def test_services_boot_with_the_compose_environment(services, rendered_compose, 
             assert answer.status_code == 200, answer.text
         problems = crashed + [f"unreachable from other containers / Prometheus: {u}" for u in unreachable]
         assert not problems, "with the compose environment and only their image's packages:\n" + "\n".join(problems)
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+
+
+def test_the_vllm_image_boots_its_inference_service(services, rendered_compose, tmp_path):
+    """compose.vllm.yaml's inference (the vllm engine, EMOTUNE_INFERENCE_VLLM_* settings) starts and turns healthy
+    with only the packages inference-vllm installs in its own virtualenv: the service needs nothing of vLLM's
+    to start (it runs the `vllm` executable only when a model is loaded, and there is none here)."""
+    compose = rendered_compose["gpu-vllm"]["services"]
+    assert compose["inference"]["build"]["target"] == "inference-vllm"
+    # no model (an empty value means the default, smollm2-135m; a lone comma lists none)
+    with boot(["inference"], compose, services, tmp_path, EMOTUNE_INFERENCE_PRELOAD=",") as (_, _, crashed):
+        assert not crashed, crashed

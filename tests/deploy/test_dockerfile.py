@@ -10,7 +10,21 @@ import subprocess
 import pytest
 from docker.utils.build import exclude_paths
 
-from tests.deploy.deploykit import ARGS, DOCKERFILE, REPO, STAGES, chain, image_python, run, tool, workloads
+from tests.deploy.deploykit import (
+    ARGS,
+    DOCKERFILE,
+    REPO,
+    STAGES,
+    base_image,
+    chain,
+    image_env,
+    image_python,
+    image_requirements,
+    installed_closure,
+    run,
+    tool,
+    workloads,
+)
 
 
 def last(target: str, instruction: str):
@@ -103,7 +117,24 @@ def test_build_context_holds_what_copy_needs():
 
 @pytest.mark.parametrize("target", ["trainer-gpu", "inference-gpu"])
 def test_gpu_targets_build_on_cuda(target):
-    assert "cuda" in re.sub(r"\$\{(\w+)\}", lambda m: ARGS[m.group(1)], chain(target)[0].base)
+    assert "cuda" in base_image(target)
+
+
+def test_the_vllm_image_keeps_emotune_apart_from_vllm():
+    """inference-vllm is vLLM's own pinned image with emotune's service in a virtualenv of its own: every install
+    goes to /opt/venv (never ``--system``, where emotune's pins would move vLLM's torch or transformers), vLLM is
+    not among them (the service runs the base image's ``vllm`` executable), vLLM's entrypoint is reset and the
+    image serves with the vllm engine."""
+    assert base_image("inference-vllm").startswith("vllm/vllm-openai:v")
+    installs = [segment.strip() for stage in chain("inference-vllm") for cmd in stage.commands if cmd.cmd == "RUN"
+                for segment in " ".join(cmd.value).split("&&") if re.search(r"\b(pip|python) install\b", segment)]
+    assert installs and all(words.split()[:2] in (["uv", "pip"], ["uv", "python"]) and "--system" not in words
+                            for words in installs), installs
+    assert "vllm" not in installed_closure(image_requirements("inference-vllm"))
+    env = image_env("inference-vllm")
+    assert env["VIRTUAL_ENV"] == "/opt/venv" and env["PATH"].startswith("/opt/venv/bin:")
+    assert env["EMOTUNE_INFERENCE_ENGINE"] == "vllm"
+    assert last("inference-vllm", "ENTRYPOINT").value == ()
 
 
 def test_requirement_files_the_gpu_images_install_exist():

@@ -12,6 +12,7 @@ from tests.deploy.deploykit import (
     by_kind,
     declared_metrics,
     env_example_keys,
+    gpu_target,
     k8s_overlays,
     kubectl,
     run,
@@ -51,7 +52,7 @@ def test_validation_fails_on_unknown_fields_and_unknown_kinds():
 
 
 def test_overlays_exist():
-    assert {"gpu", "cpu"} <= set(k8s_overlays())
+    assert {"gpu", "gpu-vllm", "cpu"} <= set(k8s_overlays())
 
 
 def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):
@@ -59,14 +60,26 @@ def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):
         for name, pod in workloads(docs).items():
             container = pod["containers"][0]
             gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
-            if overlay == "gpu" and name in GPU_WORKLOADS:
-                assert gpus == "1", f"{name}: no nvidia.com/gpu limit"
+            if overlay.startswith("gpu") and name in GPU_WORKLOADS:
+                assert gpus == "1", f"{overlay}: {name}: no nvidia.com/gpu limit"
                 assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-                assert container["image"].split(":")[0].endswith("-gpu")
+                assert gpu_target(container["image"].split(":")[0].removeprefix("emotune/")), f"{overlay}: {name}"
             else:
                 assert gpus is None and "nodeSelector" not in pod, f"{overlay}: {name} asks for a GPU node"
                 if name in GPU_WORKLOADS:
                     assert container["image"].split(":")[0].endswith("-cpu")
+
+
+def test_the_vllm_overlay_changes_only_the_inference_engine(rendered_k8s):
+    """gpu-vllm is the gpu overlay with inference on the inference-vllm image and the vllm engine."""
+    lmdeploy, vllm = workloads(rendered_k8s["gpu"]), workloads(rendered_k8s["gpu-vllm"])
+    assert {name for name in lmdeploy if lmdeploy[name] != vllm[name]} == {"inference"}
+    engines = {overlay: {item["name"]: item.get("value") for item in pods["inference"]["containers"][0]["env"]}
+               for overlay, pods in (("gpu", lmdeploy), ("gpu-vllm", vllm))}
+    assert engines["gpu"]["EMOTUNE_INFERENCE_ENGINE"] == "lmdeploy"
+    assert engines["gpu-vllm"]["EMOTUNE_INFERENCE_ENGINE"] == "vllm"
+    assert vllm["inference"]["containers"][0]["image"].startswith("emotune/inference-vllm:")
+    assert vllm["inference"]["volumes"] == lmdeploy["inference"]["volumes"]  # /dev/shm, the model cache
 
 
 def test_pods_are_hardened_and_sized(rendered_k8s):
