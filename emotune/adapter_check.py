@@ -5,6 +5,8 @@ max_lora_rank 16``; ``vLLM only supports modules_to_save being None``) is the ex
 :func:`check_adapter` reads the PEFT config and returns each :class:`Problem` as a sentence naming what to
 change: an ``EMOTUNE_*`` setting of the inference service, or a field of the training spec (``lora.r``,
 ``lora.target_modules``). :func:`raise_for_problems` turns the errors into the service's own exceptions.
+Shared: the GPU engines of the inference service run it before loading an adapter, and the trainer runs
+:func:`serving_warnings` when it exports one, so the warning comes at training time, not at the first load.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ VLLM_DEFAULT_MAX_LORA_RANK = 16
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANK_SETTING = "EMOTUNE_INFERENCE_VLLM_MAX_LORA_RANK"
 ENGINES = ("vllm", "lmdeploy", "llamacpp", "transformers")
+GPU_ENGINES = ("vllm", "lmdeploy")
 
 Severity = Literal["error", "warning"]
 
@@ -163,6 +166,14 @@ def _lmdeploy_problems(settings: Any) -> list[Problem]:
 
 def errors(problems: list[Problem]) -> list[Problem]:
     return [problem for problem in problems if problem.severity == "error"]
+
+
+def serving_warnings(adapter_dir: str | Path) -> list[str]:
+    """What each GPU engine, with its default settings, would refuse in this adapter, one sentence each (the
+    trainer warns with them at export; the adapter is published all the same: the CPU engines and the merged
+    model serve it)."""
+    return [f"the {engine} engine with its default settings would refuse this adapter: {problem.message}"
+            for engine in GPU_ENGINES for problem in errors(check_adapter(adapter_dir, engine))]
 
 
 def raise_for_problems(problems: list[Problem], adapter_dir: str | Path, engine: str) -> None:

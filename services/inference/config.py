@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from emotune.settings import Settings
-from services.inference.adapter_check import VLLM_LORA_RANKS
+from emotune.adapter_check import VLLM_LORA_RANKS
 
 
 class InferenceSettings(Settings):

@@ -7,6 +7,9 @@ publishes immutable artifacts: ``<prefix>/adapter``, ``<prefix>/merged``, ``<pre
 spec says ``gguf_quantization: none``, ``<prefix>/gguf``: the adapter merged into the base's GGUF by llama.cpp,
 quantized, with the template and end token in its metadata, the GGUF LoRA adapter itself and an Ollama
 Modelfile; llama.cpp's own prompt tokens for the parity conversations are checked against training too.
+The adapter is also checked against the GPU engines' defaults (:func:`emotune.adapter_check.serving_warnings`):
+what vLLM or LMDeploy would refuse to load (a rank above vLLM's default 16, say) is a warning now, with the
+setting to change, rather than a failed load later.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from emotune.adapter_check import serving_warnings
 from emotune.chat_template import MODELFILE, ChatFormat, ParityError, check_parity, export_chat_files
 from emotune.errors import EmotuneError
 from emotune.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf, gguf_metadata
@@ -170,7 +174,8 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
         "adapter_artifact": keys["adapter"], "merged_artifact": keys["merged"], "report_artifact": keys["report"],
         "plots": {"loss_curve": file_key(keys["report"], "loss_curve.png")},
         "loss_curve": curve, "parity": {"conversations": parity.conversations, "engines": parity.engines},
-        "stop_tokens": fmt.stop_tokens, **exported, **metrics,
+        "stop_tokens": fmt.stop_tokens, "serving_warnings": serving_warnings(output / "adapter"), **exported,
+        **metrics,
     }
 
 

@@ -84,6 +84,8 @@ class TrainerService:
         for outcome in ("skipped", "failed"):
             if outcome in result.get("gguf", {}):
                 ctx.emit("log", f"GGUF export {outcome}: {result['gguf'][outcome]}", level="warning")
+        for warning in result["serving_warnings"]:
+            ctx.emit("log", warning, level="warning")
         await asyncio.to_thread(self._cleanup, spec, work)
         return result
 

@@ -27,7 +27,7 @@ def create_engine(name: str, settings: InferenceSettings) -> Engine:
     if name == "lmdeploy":
         from services.inference.engines.lmdeploy_gpu import LMDeployEngine
 
-        return LMDeployEngine(backend=settings.inference_lmdeploy_backend)
+        return LMDeployEngine(settings)
     if name == "vllm":
         from services.inference.engines.vllm_gpu import VllmEngine
 

@@ -6,7 +6,8 @@ never guessed from the model's name (seed 000's ``'NoneType' object is not subsc
 run-on replies came from that): the exported ``lmdeploy_chat_template.json`` (written by
 ``emotune.chat_template.export_chat_files``) when there is one, else LMDeploy's ``hf`` template bound to the
 model's own ``tokenizer_config.json``. Stop ids are the template's end token and the declared eos ids, as in
-the CPU engine.
+the CPU engine. An adapter is checked (:func:`emotune.adapter_check.check_adapter`) before LMDeploy starts: one it
+cannot serve fails the load naming what to change, and TurboMind's merged-only limit is logged as a warning.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotune.adapter_check import check_adapter, raise_for_problems
 from emotune.chat_template import LMDEPLOY_FILE, ChatFormat
 from emotune.errors import CorruptArtifact, FailedPrecondition
+from emotune.logging import get_logger
+from services.inference.config import InferenceSettings
 from services.inference.engines.base import (
     ChatParams,
     Chunk,
@@ -31,6 +35,8 @@ from services.inference.engines.base import (
     QueuedGeneration,
     ServingModel,
 )
+
+log = get_logger(__name__)
 
 ADAPTER_NAME = "emotune"
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -129,15 +135,26 @@ class LMDeployModel(ServingModel):
 class LMDeployEngine(Engine):
     name = "lmdeploy"
 
-    def __init__(self, backend: str = "turbomind") -> None:
+    def __init__(self, settings: InferenceSettings | None = None) -> None:
         try:
             import lmdeploy  # noqa: F401
         except ImportError as exc:
             raise FailedPrecondition("the lmdeploy engine runs only in the inference-gpu image "
                                      f"(docker/Dockerfile): {exc}") from None
-        self.backend = backend
+        self.settings = settings or InferenceSettings()
+        self.backend = self.settings.inference_lmdeploy_backend
+
+    def check(self, adapter_dir: Path) -> None:
+        """Refuse an adapter LMDeploy cannot serve before it loads the base (naming what to change); log what it
+        serves otherwise than asked (TurboMind: merged models only)."""
+        problems = check_adapter(adapter_dir, self.name, self.settings)
+        raise_for_problems(problems, adapter_dir, self.name)
+        for problem in problems:
+            log.warning("adapter check", adapter=str(adapter_dir), problem=problem.code, detail=problem.message)
 
     def load(self, source: ModelSource) -> LMDeployModel:
+        if source.adapter_dir is not None:
+            self.check(source.adapter_dir)
         import torch
         from lmdeploy import PytorchEngineConfig, TurbomindEngineConfig
         from lmdeploy.serve.core import AsyncEngine

@@ -10,7 +10,7 @@ executable on PATH (``load`` raises FailedPrecondition naming it otherwise).
   their largest ``r`` rounded up to a rank vLLM accepts. Adding an adapter starts a new process with the
   longer list and retires the old one once its running generations end (so two processes share the GPU for
   a while: ``EMOTUNE_INFERENCE_VLLM_GPU_MEMORY_UTILIZATION``, default 0.45 each).
-- Before anything starts, :func:`services.inference.adapter_check.check_adapter` reads the adapter's PEFT
+- Before anything starts, :func:`emotune.adapter_check.check_adapter` reads the adapter's PEFT
   config: a rank above ``EMOTUNE_INFERENCE_VLLM_MAX_LORA_RANK``, ``modules_to_save``, other targets than the
   seven projections or DoRA fail the load with a sentence naming what to change, not after a minute of start-up.
 - The prompt is emotune's: the trainer's formatter renders the conversation to token ids and
@@ -37,7 +37,7 @@ from emotune.chat_template import ChatFormat
 from emotune.errors import FailedPrecondition, Unavailable
 from emotune.localserver import LocalServer
 from emotune.logging import get_logger
-from services.inference.adapter_check import adapter_rank, check_adapter, raise_for_problems, vllm_lora_rank
+from emotune.adapter_check import adapter_rank, check_adapter, raise_for_problems, vllm_lora_rank
 from services.inference.config import InferenceSettings
 from services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat
 from services.inference.engines.served import (

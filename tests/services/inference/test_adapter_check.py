@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from emotune.errors import FailedPrecondition, InvalidInput
-from services.inference.adapter_check import (
+from emotune.adapter_check import (
     adapter_rank,
     check_adapter,
     raise_for_problems,

@@ -10,6 +10,8 @@ import threading
 import pytest
 
 from emotune.chat_template import LMDEPLOY_FILE, ChatFormat, export_chat_files
+from emotune.errors import InvalidInput
+from services.inference.config import InferenceSettings
 from services.inference.engines.base import ChatParams, ModelSource
 from services.inference.engines.transformers_cpu import TransformersModel
 
@@ -50,6 +52,29 @@ def test_lmdeploy_builds_the_same_prompt_tokens(base_dir, exported, tmp_path):
         assert lmdeploy.ids(messages) == cpu.prompt_ids(messages), messages
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:peft")  # tied embeddings in SmolLM2
+def test_an_adapter_is_checked_before_lmdeploy_loads_anything(smollm_dir, tmp_path):
+    """A directory that is no LoRA export fails at once naming why (the base path does not even exist: LMDeploy
+    never started); a real adapter passes, with TurboMind's merged-only limit logged as a warning."""
+    pytest.importorskip("lmdeploy", reason="LMDeploy (pip install --no-deps lmdeploy ...)")
+    from structlog.testing import capture_logs
+
+    from services.inference.engines.lmdeploy_gpu import LMDeployEngine
+    from tests.services.inference.test_adapter_check import make_adapter
+
+    engine = LMDeployEngine(InferenceSettings())
+    (tmp_path / "not-an-adapter").mkdir()
+    with pytest.raises(InvalidInput, match="adapter_config.json"):
+        engine.load(ModelSource(tmp_path / "no-base", adapter_dir=tmp_path / "not-an-adapter"))
+    adapter = make_adapter(smollm_dir, tmp_path / "r8", r=8)
+    with capture_logs() as logs:
+        engine.check(adapter)
+    assert [(entry["log_level"], entry["problem"]) for entry in logs] == [("warning", "turbomind")]
+    with capture_logs() as logs:
+        LMDeployEngine(InferenceSettings(inference_lmdeploy_backend="pytorch")).check(adapter)
+    assert logs == []
+
+
 cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 
 
@@ -59,7 +84,8 @@ cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="n
 async def test_lmdeploy_streams_stops_and_cancels_on_gpu(smollm_dir, backend):
     from services.inference.engines.lmdeploy_gpu import LMDeployEngine
 
-    model = await asyncio.to_thread(LMDeployEngine(backend).load, ModelSource(smollm_dir))
+    engine = LMDeployEngine(InferenceSettings(inference_lmdeploy_backend=backend))
+    model = await asyncio.to_thread(engine.load, ModelSource(smollm_dir))
     try:
         finished = threading.Event()
         texts, final = [], None
