@@ -8,6 +8,10 @@ The validator's ``Score`` rates every reply (similarity to the style's reference
 classifier). The style score of a configuration is the validator's ``style_score``, the mean of the replies'
 style lifts (how much closer a reply is to the style's references than neutral text is — far more sensitive
 than the raw cosine). The gate (:mod:`.gate`) compares tuned_trigger with base_trigger question by question.
+
+Persona retention over a dialogue: a prompted persona often fades after a turn or two. For the first
+``DIALOGUES`` held-out questions each configuration goes on for two more user turns (fixed, style-neutral
+follow-ups), and the third replies are scored too (``turn3_score`` in the table).
 """
 
 from __future__ import annotations
@@ -25,17 +29,28 @@ from services.gateway.fine_tuning.gate import GateRule, judge_style, summarize
 CONFIGS = ("base_trigger", "base_prompt", "tuned_trigger")
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
+DIALOGUES = 4  # held-out questions per style continued to a 3-turn dialogue (persona retention)
+# The user's 2nd and 3rd turns of a retention dialogue: neutral, so they pull towards no style.
+FOLLOW_UPS = {
+    "zh": ("嗯……可是我还是有点放不下。", "那你觉得我接下来具体该怎么做？"),
+    "en": ("Hmm... I still can't quite let it go.", "So what exactly should I do next?"),
+}
+
+
+def _message(role: str, content: str) -> inference_pb2.ChatMessage:
+    return inference_pb2.ChatMessage(role=role, content=content)
 
 
 def _prompt(config: str, style_name: str, styles: StylesDocument) -> list[inference_pb2.ChatMessage]:
+    """What precedes the user's question: the full prompt + few-shot turns (``base_prompt``, exactly what the
+    context-distillation teacher saw) or only the serving trigger (what the student was trained with)."""
     style = styles.get(style_name)
     if config == "base_prompt":
-        turns = [inference_pb2.ChatMessage(role="system", content=style.system_prompt)]
+        turns = [_message("system", style.system_prompt)]
         for shot in style.few_shot:
-            turns += [inference_pb2.ChatMessage(role="user", content=shot.user),
-                      inference_pb2.ChatMessage(role="assistant", content=shot.assistant)]
+            turns += [_message("user", shot.user), _message("assistant", shot.assistant)]
         return turns
-    return [inference_pb2.ChatMessage(role="system", content=style.serving_prompt)]
+    return [_message("system", style.serving_prompt)]
 
 
 class StyleEvaluator:
@@ -63,7 +78,8 @@ class StyleEvaluator:
         served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
         slots = asyncio.Semaphore(max(1, served.max_concurrency))
         models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}
-        total, done = len(selected) * len(CONFIGS) * len(questions), 0
+        dialogues = questions[:DIALOGUES]
+        total, done = len(selected) * len(CONFIGS) * (len(questions) + 2 * len(dialogues)), 0
         rows: list[dict[str, Any]] = []
         samples: dict[str, dict[str, dict[str, str]]] = {}  # style -> question -> config -> reply
         lifts: dict[tuple[str, str], list[float]] = {}
@@ -77,15 +93,29 @@ class StyleEvaluator:
                 progress(done, total)
             return reply
 
+        async def third_reply(model: str, prefix: list[inference_pb2.ChatMessage], question: str, first: str,
+                              follow_ups: tuple[str, str]) -> str:
+            """The dialogue's first reply is the single-turn one already generated (same prompt, same seed)."""
+            turns = [*prefix, _message("user", question), _message("assistant", first)]
+            for follow_up in follow_ups[:-1]:
+                turns += [_message("user", follow_up), _message("assistant", await answer(model, [
+                    *turns, _message("user", follow_up)]))]
+            return await answer(model, [*turns, _message("user", follow_ups[-1])])
+
+        async def score(style: str, texts: list[str]) -> validator_pb2.ScoreResponse:
+            return await self.validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style,
+                                                                         styles_yaml=styles_yaml))
+
         for style in selected:
+            follow_ups = FOLLOW_UPS.get(styles.get(style).language, FOLLOW_UPS["en"])
             for config in CONFIGS:
                 prefix = _prompt(config, style, styles)
                 replies = list(await asyncio.gather(*(
-                    answer(models[config], [*prefix, inference_pb2.ChatMessage(role="user", content=question)])
-                    for question in questions)))
-                scored = await self.validator.Score(
-                    validator_pb2.ScoreRequest(texts=replies, style=style, styles_yaml=styles_yaml)
-                )
+                    answer(models[config], [*prefix, _message("user", question)]) for question in questions)))
+                thirds = list(await asyncio.gather(*(
+                    third_reply(models[config], prefix, question, first, follow_ups)
+                    for question, first in zip(dialogues, replies, strict=False))))
+                scored, scored_thirds = await score(style, replies), await score(style, thirds)
                 lifts[style, config] = [s.style_lift for s in scored.scores]
                 rows.append({
                     "style": style, "config": config, "model": models[config],
@@ -94,6 +124,7 @@ class StyleEvaluator:
                     "style_accuracy": round(scored.style_accuracy, 4),
                     "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
                     "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
+                    "turn3_score": round(scored_thirds.style_score, 4) if thirds else None,
                 })
                 for question, text in list(zip(questions, replies))[:SHOWN_SAMPLES]:
                     shown = samples.setdefault(style, {})
@@ -139,11 +170,13 @@ def _cell(text: str, width: int) -> str:
 
 def format_table(evaluation: dict[str, Any]) -> str:
     """The evaluation table, then each style's verdict in words, as aligned text for terminals and logs."""
-    header = f"{'style':<8} {'config':<14} {'style_score':>11} {'accuracy':>9} {'markers':>8} {'pass':>6}"
+    header = (f"{'style':<8} {'config':<14} {'style_score':>11} {'turn-3':>7} {'accuracy':>9} {'markers':>8} "
+              f"{'pass':>6}")
     lines = [header, "-" * len(header)]
     for r in evaluation.get("table", []):
-        lines.append(f"{_cell(r['style'], 8)} {r['config']:<14} {r['style_score']:>11.4f} {r['style_accuracy']:>9.2f} "
-                     f"{r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
+        turn3 = f"{r['turn3_score']:.4f}" if r.get("turn3_score") is not None else "-"
+        lines.append(f"{_cell(r['style'], 8)} {r['config']:<14} {r['style_score']:>11.4f} {turn3:>7} "
+                     f"{r['style_accuracy']:>9.2f} {r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
     verdicts = evaluation.get("verdicts", {})
     if verdicts:
         lines += ["", f"{'style':<8} {'tuned-base':>10} {'95% CI':>17} {'wins':>6} {'p':>8} {'of prompt':>9}  verdict"]
