@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TeacherConfig(_message.Message):
-    __slots__ = ("provider", "base_url", "model", "api_key_env", "max_concurrency", "requests_per_second", "timeout_seconds", "max_retries", "max_tokens")
+    __slots__ = ("provider", "base_url", "model", "api_key_env", "max_concurrency", "requests_per_second", "timeout_seconds", "max_retries", "max_tokens", "prompt_format")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class TeacherConfig(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     provider: str
     base_url: str
     model: str
@@ -27,7 +28,8 @@ class TeacherConfig(_message.Message):
     timeout_seconds: float
     max_retries: int
     max_tokens: int
-    def __init__(self, provider: _Optional[str] = ..., base_url: _Optional[str] = ..., model: _Optional[str] = ..., api_key_env: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    prompt_format: str
+    def __init__(self, provider: _Optional[str] = ..., base_url: _Optional[str] = ..., model: _Optional[str] = ..., api_key_env: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_format: _Optional[str] = ...) -> None: ...
 
 class QuestionSource(_message.Message):
     __slots__ = ("artifact_key", "format", "field_path", "questions", "limit")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65motune/v1/inference.proto\x12\nemotune.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x96\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x9e\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.emotune.v1.ChatMessage\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.emotune.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0bwhole_reply\x18\x05 \x01(\x08\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"R\n\tChatChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.emotune.v1.Usage\"4\n\x0cStyleTrigger\x12\r\n\x05style\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\"\xe7\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_artifact\x18\x05 \x01(\t\x12(\n\x06styles\x18\x06 \x03(\x0b\x32\x18.emotune.v1.StyleTrigger\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12\x15\n\reos_token_ids\x18\t \x03(\x05\x12\x13\n\x0bmax_context\x18\n \x01(\x05\"\x13\n\x11ListModelsRequest\"\x8a\x01\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.emotune.v1.ModelInfo\x12\x11\n\tin_flight\x18\x02 \x01(\x05\x12\x0e\n\x06queued\x18\x03 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\x05\x12\x11\n\tmax_queue\x18\x05 \x01(\x05\"\x9e\x01\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_artifact\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12(\n\x06styles\x18\x06 \x03(\x0b\x32\x18.emotune.v1.StyleTrigger\"&\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\x32\xa4\x02\n\tInference\x12\x38\n\x04\x43hat\x12\x17.emotune.v1.ChatRequest\x1a\x15.emotune.v1.ChatChunk0\x01\x12K\n\nListModels\x12\x1d.emotune.v1.ListModelsRequest\x1a\x1e.emotune.v1.ListModelsResponse\x12@\n\tLoadModel\x12\x1c.emotune.v1.LoadModelRequest\x1a\x15.emotune.v1.ModelInfo\x12N\n\x0bUnloadModel\x12\x1e.emotune.v1.UnloadModelRequest\x1a\x1f.emotune.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65motune/v1/inference.proto\x12\nemotune.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x88\x02\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\x06 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x07 \x01(\x02\x12\x10\n\x08logprobs\x18\x08 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\t \x01(\x05\x12\x13\n\x0bjson_schema\x18\n \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xbe\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.emotune.v1.ChatMessage\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.emotune.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0bwhole_reply\x18\x05 \x01(\x08\x12\x13\n\x06prompt\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\t\n\x07_prompt\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"m\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12.\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x18.emotune.v1.TokenLogprob\"~\n\tChatChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.emotune.v1.Usage\x12*\n\x08logprobs\x18\x04 \x03(\x0b\x32\x18.emotune.v1.TokenLogprob\"4\n\x0cStyleTrigger\x12\r\n\x05style\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\"\xe7\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_artifact\x18\x05 \x01(\t\x12(\n\x06styles\x18\x06 \x03(\x0b\x32\x18.emotune.v1.StyleTrigger\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12\x15\n\reos_token_ids\x18\t \x03(\x05\x12\x13\n\x0bmax_context\x18\n \x01(\x05\"\x13\n\x11ListModelsRequest\"\x8a\x01\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.emotune.v1.ModelInfo\x12\x11\n\tin_flight\x18\x02 \x01(\x05\x12\x0e\n\x06queued\x18\x03 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\x05\x12\x11\n\tmax_queue\x18\x05 \x01(\x05\"\x9e\x01\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_artifact\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12(\n\x06styles\x18\x06 \x03(\x0b\x32\x18.emotune.v1.StyleTrigger\"&\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\x32\xa4\x02\n\tInference\x12\x38\n\x04\x43hat\x12\x17.emotune.v1.ChatRequest\x1a\x15.emotune.v1.ChatChunk0\x01\x12K\n\nListModels\x12\x1d.emotune.v1.ListModelsRequest\x1a\x1e.emotune.v1.ListModelsResponse\x12@\n\tLoadModel\x12\x1c.emotune.v1.LoadModelRequest\x1a\x15.emotune.v1.ModelInfo\x12N\n\x0bUnloadModel\x12\x1e.emotune.v1.UnloadModelRequest\x1a\x1f.emotune.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=42
   _globals['_CHATMESSAGE']._serialized_end=86
   _globals['_SAMPLINGPARAMS']._serialized_start=89
-  _globals['_SAMPLINGPARAMS']._serialized_end=239
-  _globals['_CHATREQUEST']._serialized_start=242
-  _globals['_CHATREQUEST']._serialized_end=400
-  _globals['_USAGE']._serialized_start=402
-  _globals['_USAGE']._serialized_end=459
-  _globals['_CHATCHUNK']._serialized_start=461
-  _globals['_CHATCHUNK']._serialized_end=543
-  _globals['_STYLETRIGGER']._serialized_start=545
-  _globals['_STYLETRIGGER']._serialized_end=597
-  _globals['_MODELINFO']._serialized_start=600
-  _globals['_MODELINFO']._serialized_end=831
-  _globals['_LISTMODELSREQUEST']._serialized_start=833
-  _globals['_LISTMODELSREQUEST']._serialized_end=852
-  _globals['_LISTMODELSRESPONSE']._serialized_start=855
-  _globals['_LISTMODELSRESPONSE']._serialized_end=993
-  _globals['_LOADMODELREQUEST']._serialized_start=996
-  _globals['_LOADMODELREQUEST']._serialized_end=1154
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1156
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1194
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1196
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1235
-  _globals['_INFERENCE']._serialized_start=1238
-  _globals['_INFERENCE']._serialized_end=1530
+  _globals['_SAMPLINGPARAMS']._serialized_end=353
+  _globals['_CHATREQUEST']._serialized_start=356
+  _globals['_CHATREQUEST']._serialized_end=546
+  _globals['_USAGE']._serialized_start=548
+  _globals['_USAGE']._serialized_end=605
+  _globals['_TOKENLOGPROB']._serialized_start=607
+  _globals['_TOKENLOGPROB']._serialized_end=716
+  _globals['_CHATCHUNK']._serialized_start=718
+  _globals['_CHATCHUNK']._serialized_end=844
+  _globals['_STYLETRIGGER']._serialized_start=846
+  _globals['_STYLETRIGGER']._serialized_end=898
+  _globals['_MODELINFO']._serialized_start=901
+  _globals['_MODELINFO']._serialized_end=1132
+  _globals['_LISTMODELSREQUEST']._serialized_start=1134
+  _globals['_LISTMODELSREQUEST']._serialized_end=1153
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1156
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1294
+  _globals['_LOADMODELREQUEST']._serialized_start=1297
+  _globals['_LOADMODELREQUEST']._serialized_end=1455
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1457
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1495
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1497
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1536
+  _globals['_INFERENCE']._serialized_start=1539
+  _globals['_INFERENCE']._serialized_end=1831
 # @@protoc_insertion_point(module_scope)

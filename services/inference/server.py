@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from emotune.errors import InvalidInput
 from emotune.v1 import inference_pb2, inference_pb2_grpc
+from services.inference.engines.base import TokenLogprob
 from services.inference.registry import LoadSpec, ServedModel
 from services.inference.service import InferenceService
 
@@ -24,6 +26,11 @@ def model_info(served: ServedModel) -> inference_pb2.ModelInfo:
     )
 
 
+def logprob_messages(logprobs: list[TokenLogprob]) -> list[inference_pb2.TokenLogprob]:
+    return [inference_pb2.TokenLogprob(token=p.token, logprob=p.logprob, bytes=p.bytes,
+                                       top_logprobs=logprob_messages(list(p.top))) for p in logprobs]
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, service: InferenceService) -> None:
         self.service = service
@@ -37,19 +44,26 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             temperature=sampling.temperature if sampling.HasField("temperature") else None,
             top_p=sampling.top_p if sampling.HasField("top_p") else None,
             stop=list(sampling.stop), seed=sampling.seed if sampling.HasField("seed") else None,
+            presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
+            logprobs=sampling.logprobs, top_logprobs=sampling.top_logprobs, json_schema=sampling.json_schema,
         )
-        messages = self.service.messages([(m.role, m.content) for m in request.messages])
+        prompt = request.prompt if request.HasField("prompt") else None
+        if prompt is not None and request.messages:
+            raise InvalidInput("give messages or a raw prompt, not both", field="prompt")
+        messages = self.service.messages([(m.role, m.content) for m in request.messages]) if prompt is None else []
         held: list[str] = []
-        async for chunk in self.service.chat(request.model, messages, params):
+        held_logprobs: list[TokenLogprob] = []
+        async for chunk in self.service.chat(request.model, messages, params, prompt):
             if not chunk.finish_reason:
-                if request.whole_reply and chunk.text:
+                if request.whole_reply and (chunk.text or chunk.logprobs):
                     held.append(chunk.text)
+                    held_logprobs += chunk.logprobs
                     continue
-                yield inference_pb2.ChatChunk(text=chunk.text)
+                yield inference_pb2.ChatChunk(text=chunk.text, logprobs=logprob_messages(chunk.logprobs))
                 continue
             usage = inference_pb2.Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
             yield inference_pb2.ChatChunk(text="".join([*held, chunk.text]), finish_reason=chunk.finish_reason,
-                                          usage=usage)
+                                          usage=usage, logprobs=logprob_messages([*held_logprobs, *chunk.logprobs]))
 
     async def ListModels(self, request: inference_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:

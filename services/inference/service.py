@@ -3,9 +3,11 @@ stream the engine's chunks and account for them (metrics, in-flight count)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from emotune.errors import InvalidInput
 from services.inference import metrics
@@ -15,6 +17,7 @@ from services.inference.registry import ModelRegistry, apply_style
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 16
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,9 @@ class InferenceService:
         self.registry, self.admission, self.limits = registry, admission, limits
 
     def params(self, *, max_tokens: int = 0, temperature: float | None = None, top_p: float | None = None,
-               stop: Sequence[str] = (), seed: int | None = None) -> ChatParams:
+               stop: Sequence[str] = (), seed: int | None = None, presence_penalty: float = 0.0,
+               frequency_penalty: float = 0.0, logprobs: bool = False, top_logprobs: int = 0,
+               json_schema: str = "") -> ChatParams:
         """Checked sampling parameters (``max_tokens`` 0 = the service default)."""
         if max_tokens < 0 or max_tokens > self.limits.max_tokens_limit:
             raise InvalidInput(f"must be between 1 and {self.limits.max_tokens_limit} (0 = default "
@@ -40,8 +45,16 @@ class InferenceService:
         stops = tuple(s for s in stop if s)
         if len(stops) > MAX_STOP_STRINGS:
             raise InvalidInput(f"at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}", field="sampling.stop")
+        for name, penalty in (("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
+            if not -2.0 <= penalty <= 2.0:
+                raise InvalidInput(f"must be between -2 and 2, got {penalty}", field=f"sampling.{name}")
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidInput(f"must be between 0 and {MAX_TOP_LOGPROBS}, got {top_logprobs}",
+                               field="sampling.top_logprobs")
         return ChatParams(max_tokens=max_tokens or self.limits.default_max_tokens, temperature=temperature,
-                          top_p=top_p, stop=stops, seed=seed)
+                          top_p=top_p, stop=stops, seed=seed, presence_penalty=presence_penalty,
+                          frequency_penalty=frequency_penalty, logprobs=logprobs or top_logprobs > 0,
+                          top_logprobs=top_logprobs, json_schema=_schema(json_schema))
 
     @staticmethod
     def messages(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
@@ -53,13 +66,24 @@ class InferenceService:
                                    field=f"messages[{i}].role")
         return [{"role": role, "content": content} for role, content in pairs]
 
-    async def chat(self, model: str, messages: list[dict[str, str]], params: ChatParams) -> AsyncIterator[Chunk]:
+    async def chat(self, model: str, messages: list[dict[str, str]], params: ChatParams,
+                   prompt: str | None = None) -> AsyncIterator[Chunk]:
         """Every refusal (unknown model, bad conversation, full queue) happens before the first chunk, which is
-        empty and means "accepted"; callers can answer their own client as soon as they see it."""
+        empty and means "accepted"; callers can answer their own client as soon as they see it.
+
+        With ``prompt`` (a raw text continued as-is) the messages are ignored; a style id is refused, since a
+        style is a system prompt and a raw prompt has no place for one."""
         served, style_prompt = self.registry.resolve(model)
-        if style_prompt:
-            messages = apply_style(messages, style_prompt)
-        chat = served.model.prepare(messages, params)
+        served.model.refuse_unsupported(params)
+        if prompt is not None:
+            if style_prompt:
+                raise InvalidInput(f"{model!r} is a style id: a style is a system prompt for chat messages, and a "
+                                   f"raw prompt has none; use the model id {served.id!r}", field="model")
+            chat = served.model.prepare_prompt(prompt, params)
+        else:
+            if style_prompt:
+                messages = apply_style(messages, style_prompt)
+            chat = served.model.prepare(messages, params)
         ticket = self.admission.enter()
         try:
             yield Chunk()
@@ -85,3 +109,16 @@ class InferenceService:
                 yield chunk
         finally:
             generation.cancel()
+
+
+def _schema(text: str) -> dict[str, Any] | None:
+    """The JSON Schema of a constrained reply ('' = none): a JSON object, else InvalidInput."""
+    if not text:
+        return None
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"is not JSON: {exc}", field="sampling.json_schema") from None
+    if not isinstance(schema, dict):
+        raise InvalidInput("must be a JSON Schema object", field="sampling.json_schema")
+    return schema

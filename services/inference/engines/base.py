@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 
@@ -32,6 +32,38 @@ class ChatParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # A JSON Schema the reply must match (constrained decoding); None = free text.
+    json_schema: dict[str, Any] | None = None
+
+    def optional_features(self) -> dict[str, str]:
+        """The optional engine features this request needs: feature -> the request field asking for it."""
+        wanted: dict[str, str] = {}
+        if self.logprobs:
+            wanted["logprobs"] = "sampling.logprobs"
+        if self.json_schema is not None:
+            wanted["json_schema"] = "sampling.json_schema"
+        if self.presence_penalty or self.frequency_penalty:
+            wanted["penalties"] = "sampling.presence_penalty" if self.presence_penalty else \
+                "sampling.frequency_penalty"
+        return wanted
+
+
+FEATURE_NAMES = {"logprobs": "logprobs", "json_schema": "JSON-constrained replies (response_format)",
+                 "penalties": "presence/frequency penalties"}
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability (natural log) and, in ``top``, the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    bytes: bytes = b""
+    top: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass
@@ -42,6 +74,8 @@ class Chunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # With ``ChatParams.logprobs``: the tokens generated since the previous chunk.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,10 +138,24 @@ class ServingModel(ABC):
     eos_token_ids: tuple[int, ...]
     max_context: int
     defaults: dict[str, float] = field(default_factory=dict)
+    # Optional features (keys of ``ChatParams.optional_features``) this engine serves; others are refused.
+    features: ClassVar[frozenset[str]] = frozenset()
+
+    def refuse_unsupported(self, params: ChatParams) -> None:
+        """A request asking for a feature this engine lacks is refused, never served without it."""
+        for feature, field_name in params.optional_features().items():
+            if feature not in self.features:
+                raise InvalidInput(f"the {self.engine} engine serving this model does not support "
+                                   f"{FEATURE_NAMES[feature]} (the llamacpp engine does)", field=field_name)
 
     @abstractmethod
     def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
         """Validate and render the conversation (InvalidInput names the field) before the request queues."""
+
+    def prepare_prompt(self, prompt: str, params: ChatParams) -> PreparedChat:
+        """Validate a raw text prompt (continued as-is, no chat template) before the request queues."""
+        raise InvalidInput(f"the {self.engine} engine serving this model cannot continue a raw prompt; use chat "
+                           "messages", field="prompt")
 
     @abstractmethod
     def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
@@ -136,11 +184,24 @@ class TemplatedModel(ServingModel):
                                field="messages") from None
 
     def prepare(self, messages: list[dict[str, str]], params: ChatParams) -> PreparedChat:
-        input_ids = self.prompt_ids(messages)
+        return self._fitted(self.prompt_ids(messages), params, "messages", messages)
+
+    def prepare_prompt(self, prompt: str, params: ChatParams) -> PreparedChat:
+        """The text tokenized as-is, after the BOS token where the chat template starts sequences with one
+        (Gemma), as in training; not where the tokenizer's own flag says so (a converted GGUF tokenizer can
+        claim a BOS the model never saw, e.g. SmolLM2's ``<|im_start|>``)."""
+        if not prompt:
+            raise InvalidInput("the prompt is empty", field="prompt")
+        bos = [self.tokenizer.bos_token_id] if self.chat_format.segments.bos else []
+        return self._fitted(bos + self.tokenizer(prompt, add_special_tokens=False)["input_ids"], params, "prompt", [])
+
+    def _fitted(self, input_ids: list[int], params: ChatParams, field_name: str,
+                messages: list[dict[str, str]]) -> PreparedChat:
+        """Refuse a prompt that fills the context; cap max_tokens to the room left."""
         room = self.max_context - len(input_ids)
         if room <= 0:
             raise InvalidInput(f"the prompt is {len(input_ids)} tokens; the model's context is "
-                               f"{self.max_context}", field="messages")
+                               f"{self.max_context}", field=field_name)
         return PreparedChat(messages, replace(params, max_tokens=min(params.max_tokens, room)), tuple(input_ids))
 
 

@@ -13,16 +13,19 @@
   export (seen in the streamed token ids), on stop strings (server-side) and when the caller goes away (the
   HTTP stream is closed, which llama-server takes as cancellation).
 - ``--parallel`` is the service's concurrency, so the admission control's slots are the server's slots.
+- Optional features, all llama-server's own: log probabilities (``n_probs``), JSON-constrained replies
+  (``json_schema``, turned into a grammar by the server) and OpenAI's presence / frequency penalties.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -30,7 +33,7 @@ from emotune.chat_template import ChatFormat
 from emotune.errors import CorruptArtifact
 from emotune.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf
 from emotune.logging import get_logger
-from services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat
+from services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat, TokenLogprob
 from services.inference.engines.served import (
     BaseProcesses,
     Counts,
@@ -45,17 +48,29 @@ log = get_logger(__name__)
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
 
 
+def token_logprob(probability: dict[str, Any], top: int) -> TokenLogprob:
+    """One entry of llama-server's ``completion_probabilities`` (pre-sampling log probabilities), with at most
+    ``top`` alternatives (llama-server sends at least one)."""
+    logprob = probability.get("logprob")
+    if logprob is None:  # a server started with post-sampling probabilities reports "prob"
+        logprob = math.log(probability["prob"]) if probability.get("prob") else -math.inf
+    return TokenLogprob(token=probability.get("token", ""), logprob=float(logprob),
+                        bytes=bytes(probability.get("bytes") or probability.get("token", "").encode()),
+                        top=tuple(token_logprob(alt, 0) for alt in (probability.get("top_logprobs") or ())[:top]))
+
+
 @dataclass
 class LlamaCppModel(ProcessModel):
     adapter_id: int | None = None
     prompt_cache: bool = False
+    features: ClassVar[frozenset[str]] = frozenset({"logprobs", "json_schema", "penalties"})
 
     def request_body(self, chat: PreparedChat, adapters: int) -> dict[str, Any]:
         params = chat.params
         temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]
         top_p = params.top_p if params.top_p is not None else self.defaults["top_p"]
         # Plain temperature + top-p, as the reference engine samples: llama.cpp's other samplers off.
-        return {
+        body: dict[str, Any] = {
             "prompt": list(chat.prompt_ids), "n_predict": params.max_tokens, "stream": True,
             "temperature": temperature, "top_p": top_p, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
             "repeat_penalty": 1.0, "seed": -1 if params.seed is None else params.seed,
@@ -63,11 +78,22 @@ class LlamaCppModel(ProcessModel):
             # Every adapter's scale, explicitly: the slot then knows which adapters its cached prompt was built with.
             "lora": [{"id": i, "scale": 1.0 if i == self.adapter_id else 0.0} for i in range(adapters)],
         }
+        if params.presence_penalty or params.frequency_penalty:
+            # llama.cpp counts the last 64 tokens of the context (prompt included), not only the reply.
+            body.update(presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty)
+        if params.logprobs:  # the chosen token's log probability comes with at least one alternative
+            body["n_probs"] = max(1, params.top_logprobs)
+        if params.json_schema is not None:
+            body["json_schema"] = params.json_schema
+        return body
 
     async def chunks(self, client: httpx.AsyncClient, server: LlamaServer, chat: PreparedChat,
                      counts: Counts) -> AsyncIterator[Chunk]:
         end_ids = set(self.eos_token_ids)
         body = self.request_body(chat, len(server.adapters))
+        top = chat.params.top_logprobs
+        # Log probabilities ride with the next text (llama-server holds back text that may start a stop string).
+        pending: list[TokenLogprob] = []
         async with client.stream("POST", f"{server.url}/completion", json=body) as response:
             await refuse_unless_ok(response, server.program)
             async for line in response.aiter_lines():
@@ -80,9 +106,13 @@ class LlamaCppModel(ProcessModel):
                     counts.completion_tokens += ended + 1
                     return
                 counts.completion_tokens += len(tokens)
+                pending += [token_logprob(p, top) for p in event.get("completion_probabilities") or ()]
                 if event.get("content"):
-                    yield Chunk(event["content"])
+                    yield Chunk(event["content"], logprobs=pending)
+                    pending = []
                 if event.get("stop"):
+                    if pending:
+                        yield Chunk("", logprobs=pending)
                     counts.finish = _FINISH.get(event.get("stop_type"), "stop")
                     counts.prompt_tokens = event.get("tokens_evaluated", counts.prompt_tokens)
                     counts.completion_tokens = event.get("tokens_predicted", counts.completion_tokens)

@@ -7,6 +7,8 @@
   after at most one more token).
 - Sampling draws from a per-request ``torch.Generator``: the same seed gives the same reply even while other
   generations run in parallel (``torch.manual_seed`` would be shared by every thread).
+- Presence / frequency penalties follow OpenAI's definition over the reply's own tokens (not transformers'
+  multiplicative ``repetition_penalty``). Log probabilities and JSON-constrained replies are not served here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import (
@@ -69,6 +71,19 @@ class SeededSampler(LogitsProcessor):
         probs = torch.softmax(scores.float(), dim=-1)
         drawn = torch.multinomial(probs, num_samples=1, generator=self.generator)
         return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
+class OpenAIPenalties(LogitsProcessor):
+    """OpenAI's penalties: a token's logit drops by ``presence`` once it occurs in the reply and by
+    ``frequency`` per occurrence (tokens of the prompt do not count)."""
+
+    def __init__(self, prompt_length: int, presence: float, frequency: float) -> None:
+        self.prompt_length, self.presence, self.frequency = prompt_length, presence, frequency
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length:]
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
 class _StopWhenSet(StoppingCriteria):
@@ -130,6 +145,7 @@ class _TokenSink(BaseStreamer):
 class TransformersModel(TemplatedModel):
     model: PreTrainedModel = field(default=None, repr=False)  # type: ignore[assignment]
     executor: ThreadPoolExecutor = field(default=None, repr=False)  # type: ignore[assignment]
+    features: ClassVar[frozenset[str]] = frozenset({"penalties"})
 
     def start(self, chat: PreparedChat, on_finished: Callable[[], None]) -> Generation:
         generation = _CpuGeneration()
@@ -143,9 +159,11 @@ class TransformersModel(TemplatedModel):
         try:
             temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]
             top_p = params.top_p if params.top_p is not None else self.defaults["top_p"]
-            processors = LogitsProcessorList(
-                [SeededSampler(temperature, top_p, params.seed)] if temperature > 0 else []
-            )
+            processors = LogitsProcessorList()
+            if params.presence_penalty or params.frequency_penalty:
+                processors.append(OpenAIPenalties(len(input_ids), params.presence_penalty, params.frequency_penalty))
+            if temperature > 0:
+                processors.append(SeededSampler(temperature, top_p, params.seed))
             config = GenerationConfig(
                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 eos_token_id=list(self.eos_token_ids),

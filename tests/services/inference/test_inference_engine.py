@@ -10,7 +10,7 @@ import pytest
 
 from emotune.chat_template import ChatFormat
 from emotune.errors import InvalidInput
-from services.inference.engines.base import ChatParams, Chunk
+from services.inference.engines.base import ChatParams, Chunk, PreparedChat
 
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 STORY = [{"role": "user", "content": "Tell me a long story about a brave little cat."}]
@@ -26,21 +26,27 @@ class Finished:
         self.event.set()
 
 
-async def generate(model, messages, params: ChatParams, cancel_after: int | None = None):
+async def run_generation(model, chat: PreparedChat, cancel_after: int | None = None) -> tuple[list[Chunk], Chunk]:
+    """Every chunk of a prepared generation and the final one (checking that it finished exactly once)."""
     finished = Finished()
-    generation = model.start(model.prepare(messages, params), finished)
-    texts: list[str] = []
+    generation = model.start(chat, finished)
+    chunks: list[Chunk] = []
     final: Chunk | None = None
     async for chunk in generation:
-        texts.append(chunk.text)
-        if cancel_after is not None and len(texts) == cancel_after:
+        chunks.append(chunk)
+        if cancel_after is not None and len(chunks) == cancel_after:
             generation.cancel()
         if chunk.finish_reason:
             final = chunk
     assert await asyncio.to_thread(finished.event.wait, 10)
     await asyncio.sleep(0.05)
     assert finished.calls == 1
-    return "".join(texts), final
+    return chunks, final
+
+
+async def generate(model, messages, params: ChatParams, cancel_after: int | None = None):
+    chunks, final = await run_generation(model, model.prepare(messages, params), cancel_after)
+    return "".join(chunk.text for chunk in chunks), final
 
 
 def test_prompt_is_the_trainers_prompt(smollm, smollm_dir):
