@@ -31,6 +31,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "services.gateway.health",
     "services.gateway.models",
     "services.gateway.chat",
+    "services.gateway.completions",
     "services.gateway.files",
     "services.gateway.fine_tuning",
 )

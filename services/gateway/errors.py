@@ -40,11 +40,19 @@ def rate_limited(message: str, retry_after: float) -> OpenAIError:
                        headers={"Retry-After": str(seconds)})
 
 
+# Inference's request fields under the OpenAI parameter that sets them (others: the part after "sampling.").
+UPSTREAM_PARAMS = {"sampling.json_schema": "response_format"}
+
+
+def openai_param(field: str) -> str:
+    return UPSTREAM_PARAMS.get(field, field.removeprefix("sampling."))
+
+
 def from_domain(exc: errors.EmotuneError) -> OpenAIError:
     """A domain error (raised here or returned by a service over gRPC) as the matching OpenAI error."""
     if isinstance(exc, errors.InvalidInput):
         field = exc.details.get("field")
-        return OpenAIError(400, exc.message, param=str(field) if field else None)
+        return OpenAIError(400, exc.message, param=openai_param(str(field)) if field else None)
     if isinstance(exc, errors.NotFound):
         model = exc.details.get("model")
         if model:

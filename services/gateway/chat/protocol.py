@@ -1,17 +1,21 @@
 """Request and response shapes of ``/v1/chat/completions`` (the subset of OpenAI's API emotune serves).
 
 Unknown fields are ignored, as OpenAI-compatible servers do; known features emotune does not serve (``n`` > 1,
-``logprobs``, ``tools``, a ``response_format`` other than text) are refused with a 400 naming the parameter,
-rather than silently ignored.
+``tools``) are refused with a 400 naming the parameter, rather than silently ignored. ``logprobs`` and a JSON
+``response_format`` are served where the model's engine can (llamacpp) and refused, naming the engine, elsewhere.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-MAX_STOP_SEQUENCES = 4
+from emotune.v1 import inference_pb2
+from services.gateway.generation import MAX_TOP_LOGPROBS, Answer, SamplingFields
+
+ANY_JSON_OBJECT = json.dumps({"type": "object"})
 
 
 class TextPart(BaseModel):
@@ -30,42 +34,37 @@ class ChatMessageParam(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
-    model: str = Field(min_length=1)
+    def schema_text(self) -> str:
+        """The JSON Schema the reply must match, as inference takes it ('' = free text)."""
+        if self.type == "text":
+            return ""
+        if self.type == "json_object":
+            return ANY_JSON_OBJECT
+        if self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a json_schema object ({'name': ..., 'schema': {...}})")
+        return json.dumps(self.json_schema.json_schema or {})
+
+
+class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessageParam] = Field(min_length=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = Field(None, validate_default=True)
-    n: int | None = Field(1, ge=1)
-    seed: int | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
     logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[dict[str, Any]] | None = None
-    response_format: dict[str, Any] | None = None
-    user: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}")
-        return [s for s in stops if s]
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    response_format: ResponseFormat | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -78,14 +77,19 @@ class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
-class ChatCompletion(BaseModel):
-    id: str
+class ChatCompletion(Answer):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[Choice]
-    usage: Usage
-    system_fingerprint: str | None = None
+
+
+def _token(logprob: inference_pb2.TokenLogprob) -> dict[str, Any]:
+    return {"token": logprob.token, "logprob": logprob.logprob, "bytes": list(logprob.bytes)}
+
+
+def chat_logprobs(logprobs: list[inference_pb2.TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs`` object: one entry per token, each with its ``top_logprobs``."""
+    return {"content": [{**_token(p), "top_logprobs": [_token(top) for top in p.top_logprobs]} for p in logprobs],
+            "refusal": None}

@@ -11,9 +11,10 @@ import pytest_asyncio
 import uvicorn
 from pydantic import SecretStr
 
+from emotune.v1 import inference_pb2
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
-from tests.services.inference.stack import start_inference
+from tests.services.inference.stack import MODEL, start_inference
 
 API_KEYS = ("sk-emotune-test-one", "sk-emotune-test-two")
 
@@ -69,3 +70,14 @@ async def gateway(inference):
 async def client(gateway):
     async with gateway.client() as client:
         yield client
+
+
+REFERENCE_MODEL = f"{MODEL}-transformers"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def reference_model(inference) -> str:
+    """The same SmolLM2 on the transformers engine (the stack's default engine is llamacpp)."""
+    await inference.stub.LoadModel(inference_pb2.LoadModelRequest(model_id=REFERENCE_MODEL, base_model=MODEL,
+                                                                   engine="transformers"))
+    return REFERENCE_MODEL

@@ -127,8 +127,6 @@ async def test_unknown_model_or_style_is_404_model_not_found(client):
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}] * 300}, "messages"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
 ])
 async def test_bad_parameters_are_400_naming_the_parameter(client, params, param):
     request = {"model": MODEL, "messages": QUESTION, "max_tokens": 4, **params}

@@ -1,0 +1,17 @@
+"""``POST /v1/completions`` (thin: the work is in ``serving.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from services.gateway.completions.protocol import CompletionRequest
+from services.gateway.completions.serving import CompletionServing
+from services.gateway.context import Context
+
+router = APIRouter(prefix="/v1", tags=["completions"])
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(body: CompletionRequest, request: Request, context: Context) -> Response:
+    return await CompletionServing(context).create(body, request)
