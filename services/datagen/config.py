@@ -9,6 +9,7 @@ from pydantic import Field
 
 from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.settings import Settings
+from services.datagen.teachers import PromptFormat
 
 Provider = Literal["openai", "zhipuai"]
 
@@ -23,6 +24,9 @@ class DatagenSettings(Settings):
     datagen_teacher_api_key_env: str = Field(
         "", description="name of the env var holding the default teacher's API key ('' = endpoint needs none)"
     )
+    datagen_teacher_prompt_format: PromptFormat = Field(
+        "chat", description="how the default teacher is asked: 'chat' (few-shot as chat turns) or 'completion' "
+                            "(few-shot as one chat-log document on /v1/completions, for a base-model teacher)")
 
     # Per-provider caps shared by every job of this process (an account's limits, not a job's wish).
     datagen_openai_max_concurrency: int = Field(32, ge=1, description="in-flight requests per OpenAI-compatible "

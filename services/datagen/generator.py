@@ -130,7 +130,7 @@ class GenerationJob:
         teacher_spec = self.spec.teacher
         api_key = resolve_api_key(teacher_spec.provider, teacher_spec.api_key_env, self.settings)
         teacher = build_teacher(teacher_spec.provider, teacher_spec.base_url, teacher_spec.model, api_key,
-                                teacher_spec.timeout_seconds, teacher_spec.max_concurrency)
+                                teacher_spec.timeout_seconds, teacher_spec.max_concurrency, teacher_spec.prompt_format)
         limiter = self.deps.limits.get(teacher_spec.provider, teacher_spec.base_url)
         policy = RetryPolicy(teacher_spec.max_retries, self.settings.datagen_backoff_initial_seconds,
                              self.settings.datagen_backoff_max_seconds)

@@ -16,6 +16,7 @@ from emotune.store.keys import validate_key
 from emotune.styles import StylesDocument, parse_styles
 from services.datagen.config import DatagenSettings, Provider
 from services.datagen.plan import MODES
+from services.datagen.teachers import PromptFormat
 
 STYLES_SOURCE = "spec.styles_yaml"
 
@@ -35,6 +36,8 @@ class TeacherSpec(_Spec):
     max_retries: int = Field(ge=0, le=50)
     max_tokens: int = Field(ge=1)
     stop: list[str] = Field(default_factory=list, max_length=4)  # OpenAI's limit
+    # "completion": few-shot as one chat-log document on /completions (OpenAI-compatible teachers only).
+    prompt_format: PromptFormat = "chat"
 
     @field_validator("base_url")
     @classmethod
@@ -126,9 +129,14 @@ def prepare_spec(request: dict[str, Any], settings: DatagenSettings, output_pref
         "max_retries": settings.datagen_max_retries if retries is None else retries,
         "max_tokens": teacher.get("max_tokens") or settings.datagen_max_tokens,
         "stop": teacher.get("stop") or settings.datagen_teacher_stop,
+        "prompt_format": teacher.get("prompt_format") or (settings.datagen_teacher_prompt_format
+                                                          if default_endpoint else "chat"),
     }
     if provider == "openai" and not data["teacher"]["base_url"]:
         raise InvalidInput("an OpenAI-compatible teacher needs a base_url", field="teacher.base_url")
+    if provider == "zhipuai" and data["teacher"]["prompt_format"] != "chat":
+        raise InvalidInput("the ZhipuAI teacher takes chat messages only (prompt_format 'chat')",
+                           field="teacher.prompt_format")
     data["questions"] = _without_empty(dict(data.get("questions") or {}))
     data["output_prefix"] = data.get("output_prefix") or output_prefix
     data = {k: v for k, v in data.items() if v not in ("", None) or k in ("styles_yaml",)}

@@ -1,8 +1,10 @@
 """Teacher LLMs behind one interface, and the one place where their errors are classified.
 
 Two adapters: :class:`OpenAICompatibleTeacher` (the OpenAI chat-completions wire protocol over aiohttp: DeepSeek,
-DashScope compatible mode, vLLM, LMDeploy, emotune's own gateway serving a base model) and :class:`ZhipuAITeacher`
-(the ``zhipuai`` SDK, its own retries off). Retries, backoff and Retry-After are handled once, in ``limits``.
+DashScope compatible mode, vLLM, LMDeploy, emotune's own gateway serving a base model; or, with the
+``completion`` prompt format, legacy ``/completions`` with the few-shot written as one chat-log document) and
+:class:`ZhipuAITeacher` (the ``zhipuai`` SDK, its own retries off). Retries, backoff and Retry-After are handled
+once, in ``limits``.
 
 Every failure becomes a :class:`TeacherError` with a ``reason`` and a :class:`FailureKind`:
 retryable (429, 5xx, timeouts, connection errors, malformed bodies, empty replies, unparsable JSON output),
@@ -16,13 +18,14 @@ import asyncio
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 
@@ -142,14 +145,15 @@ def classify_http_error(status: int, body: Any, headers: Mapping[str, str] | Non
 
 
 def reply_from_response(data: Any) -> TeacherReply:
-    """The first choice of a chat-completion body as a reply; a missing/empty/filtered one is classified."""
+    """The first choice of a chat-completion (``message.content``) or text-completion (``text``) body as a
+    reply; a missing/empty/filtered one is classified."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise TeacherError("malformed_response", "the response has no choices", FailureKind.RETRYABLE)
     choice = choices[0]
     finish = str(choice.get("finish_reason") or "")
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    text = str(message.get("content") or "")
+    text = str(message.get("content") or choice.get("text") or "")
     if finish.lower() in SAFETY_CODES:  # OpenAI/Azure "content_filter", ZhipuAI "sensitive"
         raise TeacherError("content_safety", f"generation stopped by the provider's filter ({finish})",
                            FailureKind.FINAL, code=finish)
@@ -162,21 +166,45 @@ def reply_from_response(data: Any) -> TeacherReply:
                         {k: v for k, v in usage.items() if isinstance(v, int)})
 
 
+PromptFormat = Literal["chat", "completion"]
+MAX_STOPS = 4  # OpenAI's limit
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def chat_log_document(messages: Sequence[Mapping[str, str]]) -> tuple[str, str]:
+    """A conversation written as the chat log a base model continues best (few-shot as a document, not as chat
+    turns): the system prompt as the heading, one labelled line per turn, ending with the reply's label.
+
+    Returns the document and the next turn's label, the stop string that ends the reply."""
+    chinese = any(_CJK.search(m["content"]) for m in messages)
+    friend, me, colon = ("朋友", "我", "：") if chinese else ("Friend", "Me", ": ")
+    heading = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    intro = f"以下是{me}和{friend}的聊天记录，{me}的每句话都是上面说的风格。" if chinese else \
+        f"Below is a chat log between {me} and a {friend}; every line of {me} is in the style described above."
+    turns = [f"{me if m['role'] == 'assistant' else friend}{colon}{m['content']}" for m in messages
+             if m["role"] != "system"]
+    document = "\n\n".join(part for part in (heading, intro, "\n".join(turns)) if part)
+    # No trailing space: BPE vocabularies attach a space to the following word ("Me:" + " Sure").
+    return f"{document}\n{me}{colon.rstrip()}", f"\n{friend}{colon.rstrip()}"
+
+
 class OpenAICompatibleTeacher:
     """Any OpenAI-compatible chat endpoint (``POST {base_url}/chat/completions``) over aiohttp.
 
     aiohttp rather than the ``openai`` SDK or httpx: measured on this 2-core machine under load, one request
     costs ~1 ms of CPU with aiohttp against ~5-7 ms with the SDK (httpx underneath), which capped a job at
     ~30 samples/s instead of 100+; the SDK's typed errors would be flattened back to (status, body, headers) for
-    classification anyway. Few-shot turns travel as messages, so a base model behind a chat template (emotune's
-    gateway) continues the pattern as well as an instruct model follows the system prompt.
+    classification anyway. With the ``chat`` prompt format (default) few-shot turns travel as messages; with
+    ``completion`` the conversation is one chat-log document (:func:`chat_log_document`) continued on
+    ``/completions``, which suits a base model better than chat turns in a template it was never tuned on.
     """
 
     provider = "openai"
 
     def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 64, prompt_format: PromptFormat = "chat") -> None:
         self.base_url, self.model = base_url.rstrip("/"), model
+        self.prompt_format = prompt_format
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self._max_connections = max_connections
@@ -191,11 +219,17 @@ class OpenAICompatibleTeacher:
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                        stop: Sequence[str] = ()) -> TeacherReply:
-        body = {"model": self.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+        body: dict[str, Any] = {"model": self.model, "temperature": temperature, "max_tokens": max_tokens}
+        if self.prompt_format == "completion":
+            body["prompt"], next_turn = chat_log_document(messages)
+            stop = [next_turn, *stop][:MAX_STOPS]
+            path = "completions"
+        else:
+            body["messages"], path = messages, "chat/completions"
         if stop:
             body["stop"] = list(stop)
         try:
-            async with self._client().post(f"{self.base_url}/chat/completions", json=body) as response:
+            async with self._client().post(f"{self.base_url}/{path}", json=body) as response:
                 payload = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError:
@@ -211,8 +245,9 @@ class OpenAICompatibleTeacher:
         except ValueError as exc:  # truncated or non-JSON body with a 2xx status
             raise TeacherError("malformed_response", f"body is not JSON: {exc}", FailureKind.RETRYABLE) from None
         reply = reply_from_response(data)
-        return reply if reply.model else TeacherReply(reply.text, self.model, reply.finish_reason,
-                                                      reply.response_id, reply.usage)
+        # A continued chat log starts after "Me:": the reply is what follows the label's space.
+        text = reply.text.lstrip() if self.prompt_format == "completion" else reply.text
+        return TeacherReply(text, reply.model or self.model, reply.finish_reason, reply.response_id, reply.usage)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -274,7 +309,8 @@ def resolve_api_key(provider: str, api_key_env: str, settings: Settings) -> str 
 
 
 def build_teacher(provider: str, base_url: str, model: str, api_key: str | None, timeout: float,
-                  max_concurrency: int) -> Teacher:
+                  max_concurrency: int, prompt_format: PromptFormat = "chat") -> Teacher:
     if provider == "zhipuai":
         return ZhipuAITeacher(base_url, model, api_key or "", timeout, max_concurrency)
-    return OpenAICompatibleTeacher(base_url, model, api_key, timeout, max_connections=max_concurrency)
+    return OpenAICompatibleTeacher(base_url, model, api_key, timeout, max_connections=max_concurrency,
+                                   prompt_format=prompt_format)
