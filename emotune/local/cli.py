@@ -65,6 +65,7 @@ def demo(
     questions_per_style: int = typer.Option(30, help="seed questions generated per style"),
     eval_questions: int = typer.Option(12, help="held-out questions per style for the evaluation (the gate needs 12)"),
     epochs: int = typer.Option(3, help="training epochs"),
+    seed: int = typer.Option(7, help="the job's seed (held-out split, sampling, LoRA initialisation)"),
     exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
     ui: bool = typer.Option(True, help="also start the Streamlit UI"),
 ) -> None:
@@ -74,9 +75,9 @@ def demo(
     _start(stack)
     try:
         client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
-        outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions(
+        outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions.for_teacher(
             base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
-            epochs=epochs), console)
+            epochs=epochs, seed=seed), console)
     except BaseException:
         if exit_after:
             stack.stop()

@@ -150,14 +150,15 @@ class LocalStack:
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
         })
-        # The offline teacher is one CPU inference service running a *base* model: datagen sends it as many
-        # requests as it has generation slots (more only queue there until they time out and are retried), with
-        # CPU-sized timeouts, and asks for one paragraph (a base model rambles on to max_tokens; the styles'
-        # replies are two or three sentences). Each can be overridden from the environment.
+        # The offline teacher is one CPU inference service running the small base model: datagen sends it as
+        # many requests as it has generation slots (more only queue there until they time out and are retried),
+        # with CPU-sized timeouts, and asks for one paragraph of at most 96 tokens (the styles' replies are two or
+        # three sentences, ~60 tokens; longer is a loop the validator drops anyway). Each can be overridden from
+        # the environment.
         slots = env.get("EMOTUNE_INFERENCE_MAX_CONCURRENCY",
                         str(InferenceSettings.model_fields["inference_max_concurrency"].default))
         for name, value in {"EMOTUNE_DATAGEN_OPENAI_MAX_CONCURRENCY": slots, "EMOTUNE_DATAGEN_TIMEOUT_SECONDS": "300",
-                            "EMOTUNE_DATAGEN_MAX_TOKENS": "160", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]'}.items():
+                            "EMOTUNE_DATAGEN_MAX_TOKENS": "96", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]'}.items():
             env.setdefault(name, value)
         env.update(self.extra_env)
         return env

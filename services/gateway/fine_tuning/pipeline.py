@@ -85,6 +85,19 @@ def teacher_config(base_model: str, options: TeacherOptions | None,
     return datagen_pb2.TeacherConfig(model=base_model)
 
 
+def validation_styles(styles_yaml: str, marker_hits: int | None) -> str:
+    """The styles the validator checks against: the job's own, with every style's required marker count replaced
+    when the job asks (a small offline teacher rarely writes a style's exact emoji / 语气词, so its data is
+    filtered by the embedding checks and its markers are only scored)."""
+    if marker_hits is None:
+        return styles_yaml
+    document = parse_styles(styles_yaml, "styles_yaml")
+    for style in document.styles:
+        if style.markers is not None:
+            style.markers.min_hits = marker_hits
+    return dump_styles(document)
+
+
 def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str:
     """No ':' inside: ``<model>:<style>`` stays unambiguous for fine-tuned models too."""
     return f"ft-{base_model}-{suffix or 'emotune'}-{job_id[-8:]}".replace(":", "-")
@@ -127,7 +140,8 @@ class Pipeline:
                 "validation", self.job_stubs["validation"],
                 lambda: self.validator.StartValidation(validator_pb2.ValidationSpec(
                     dataset_artifact=_artifact_key(generated, "dataset"),
-                    styles_yaml=files["styles_yaml"], embedder=options.validation.embedder,
+                    styles_yaml=validation_styles(files["styles_yaml"], options.validation.marker_hits),
+                    embedder=options.validation.embedder,
                     similarity_threshold=options.validation.similarity_threshold,
                     dedup_threshold=options.validation.dedup_threshold,
                     output_prefix=f"validated/{ctx.job_id}",

