@@ -38,6 +38,7 @@ from services.inference.engines.served import (
     BaseProcesses,
     Counts,
     ProcessModel,
+    event_lines,
     refuse_unless_ok,
     sampling_defaults,
     trained_context,
@@ -96,7 +97,7 @@ class LlamaCppModel(ProcessModel):
         pending: list[TokenLogprob] = []
         async with client.stream("POST", f"{server.url}/completion", json=body) as response:
             await refuse_unless_ok(response, server.program)
-            async for line in response.aiter_lines():
+            async for line in event_lines(response):
                 if not line.startswith("data: "):
                     continue
                 event = json.loads(line[6:])

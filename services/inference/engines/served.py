@@ -178,6 +178,19 @@ class ProcessModel(TemplatedModel):
         self.release()
 
 
+async def event_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The lines of a server-sent event stream, split only at LF (CR LF), as SSE defines them: httpx's
+    ``aiter_lines`` also splits at U+2028, U+0085 and the other Unicode line breaks, which JSON leaves
+    unescaped, so a generated token holding one would cut an event in two."""
+    pending = b""
+    async for block in response.aiter_bytes():
+        *lines, pending = (pending + block).split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r").decode("utf-8", errors="replace")
+    if pending:
+        yield pending.removesuffix(b"\r").decode("utf-8", errors="replace")
+
+
 async def refuse_unless_ok(response: httpx.Response, program: str) -> None:
     """A non-200 answer as an error: 400 is the caller's (InvalidInput), anything else the server's."""
     if response.status_code != 200:
