@@ -4,6 +4,7 @@ code OpenAI uses, so the official clients raise their usual exceptions (``Authen
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -86,8 +87,12 @@ def internal_error(exc: BaseException) -> OpenAIError:
     return OpenAIError(500, f"internal error (incident {incident})", type="server_error")
 
 
+# pydantic's names of the branches of a union in an error's location ("str", "function-after[...]"), not fields.
+_BRANCH = re.compile(r"^(str|int|float|bool|list|dict|none)$|\[")
+
+
 def _param(loc: tuple[Any, ...]) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path")]
+    parts = [p for p in loc if p not in ("body", "query", "path") and not (isinstance(p, str) and _BRANCH.search(p))]
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
 
 

@@ -14,11 +14,11 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from emotune.v1 import inference_pb2
 from services.gateway import metrics
@@ -30,6 +30,19 @@ from services.gateway.upstream import ChatCall
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody reads it
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
+
+
+def _encodable(text: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800") that no UTF-8 encoder (nor gRPC) accepts: refused up front."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired surrogate (\\ud800-\\udfff): not valid Unicode text") from None
+    return text
+
+
+# Text that is sent on to the model.
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class StreamOptions(BaseModel):
@@ -46,7 +59,7 @@ class SamplingFields(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = Field(None, validate_default=True)
+    stop: Text | list[Text] | None = Field(None, validate_default=True)
     n: int | None = Field(1, ge=1)
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     presence_penalty: float | None = Field(None, ge=-2, le=2)

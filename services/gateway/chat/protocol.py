@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emotune.v1 import inference_pb2
-from services.gateway.generation import MAX_TOP_LOGPROBS, Answer, SamplingFields
+from services.gateway.generation import MAX_TOP_LOGPROBS, Answer, SamplingFields, Text
 
 ANY_JSON_OBJECT = json.dumps({"type": "object"})
 
@@ -21,13 +21,13 @@ ANY_JSON_OBJECT = json.dumps({"type": "object"})
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessageParam(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: Text | list[TextPart]
     name: str | None = None
 
     def text(self) -> str:

@@ -9,11 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from emotune.v1 import inference_pb2
-from services.gateway.generation import MAX_TOP_LOGPROBS, Answer, SamplingFields
+from services.gateway.generation import MAX_TOP_LOGPROBS, Answer, SamplingFields, Text
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool | None = False
     # OpenAI's legacy logprobs: how many alternatives per token (0 = only the chosen token's); None = none.
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)

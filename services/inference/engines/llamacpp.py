@@ -96,7 +96,9 @@ class LlamaCppModel(ProcessModel):
         # Log probabilities ride with the next text (llama-server holds back text that may start a stop string).
         pending: list[TokenLogprob] = []
         async with client.stream("POST", f"{server.url}/completion", json=body) as response:
-            await refuse_unless_ok(response, server.program)
+            # The request is emotune's own but for a JSON schema, which llama-server may not be able to convert.
+            await refuse_unless_ok(response, server.program,
+                                   "sampling.json_schema" if chat.params.json_schema is not None else None)
             async for line in event_lines(response):
                 if not line.startswith("data: "):
                     continue

@@ -191,12 +191,14 @@ async def event_lines(response: httpx.Response) -> AsyncIterator[str]:
         yield pending.removesuffix(b"\r").decode("utf-8", errors="replace")
 
 
-async def refuse_unless_ok(response: httpx.Response, program: str) -> None:
-    """A non-200 answer as an error: 400 is the caller's (InvalidInput), anything else the server's."""
+async def refuse_unless_ok(response: httpx.Response, program: str, field: str | None = None) -> None:
+    """A non-200 answer as an error: 400 is the caller's (InvalidInput, about ``field`` when the caller knows
+    which part of the request a server can refuse), anything else the server's."""
     if response.status_code != 200:
         body = (await response.aread()).decode(errors="replace")[:300]
-        error = InvalidInput if response.status_code == 400 else Unavailable
-        raise error(f"{program} answered {response.status_code}: {body}")
+        if response.status_code == 400:
+            raise InvalidInput(f"{program} answered 400: {body}", field=field)
+        raise Unavailable(f"{program} answered {response.status_code}: {body}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -123,3 +123,19 @@ async def test_bad_parameters_are_400_naming_the_parameter(client, params, param
         await client.completions.create(**request)
     assert info.value.body["param"] == param and info.value.body["type"] == "invalid_request_error"
     assert info.value.body["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/completions", '{"model": "%s", "prompt": "hi \\ud800"}', "prompt"),
+    ("/v1/completions", '{"model": "%s", "prompt": "hi", "stop": ["\\udc00"]}', "stop"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+     "messages[0].content"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "response_format": '
+     '{"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}', "response_format"),
+])
+async def test_text_no_encoder_takes_and_schemas_llama_cpp_refuses_are_400s(gateway, path, body, param):
+    """JSON can carry lone surrogates, which gRPC cannot: a 400 naming the field, not a 500 (found by fuzzing)."""
+    headers = {"Authorization": f"Bearer {API_KEYS[0]}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=60) as http:
+        response = await http.post(path, content=(body % MODEL).encode())
+    assert response.status_code == 400 and response.json()["error"]["param"] == param

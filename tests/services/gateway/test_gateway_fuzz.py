@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from tests.services.gateway.conftest import API_KEYS, start_gateway
 from tests.services.inference.stack import MODEL
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 FUZZED_PATHS = r"^/(v1/(models|chat/completions|completions)|healthz|readyz)"
 EXAMPLES_PER_OPERATION = 12
 TIME_BUDGET_SECONDS = 240
