@@ -98,6 +98,10 @@ async def test_unknown_model_and_style_are_not_found(inference: RunningInference
     (inference_pb2.SamplingParams(max_tokens=10**6), None, "sampling.max_tokens"),
     (GREEDY, [("robot", "hi")], "messages[0].role"),
     (GREEDY, [], "messages"),
+    (inference_pb2.SamplingParams(presence_penalty=2.5), None, "sampling.presence_penalty"),
+    (inference_pb2.SamplingParams(logprobs=True, top_logprobs=21), None, "sampling.top_logprobs"),
+    (inference_pb2.SamplingParams(json_schema="[1, 2]"), None, "sampling.json_schema"),
+    (inference_pb2.SamplingParams(json_schema="{nope"), None, "sampling.json_schema"),
 ])
 async def test_bad_requests_name_the_field(inference: RunningInference, sampling, messages, field):
     request = chat_request(MODEL, sampling=sampling)
@@ -107,6 +111,19 @@ async def test_bad_requests_name_the_field(inference: RunningInference, sampling
     error = await rpc_error(reply(inference.stub, request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert isinstance(to_domain_error(error), InvalidInput) and error_details(error)["field"] == field
+
+
+@pytest.mark.parametrize(("model", "with_messages", "field"), [
+    (MODEL, True, "prompt"),  # a raw prompt or messages, not both
+    (f"{MODEL}:温柔", False, "model"),  # a style is a system prompt: a raw prompt has none
+])
+async def test_raw_prompt_requests_name_the_field(inference: RunningInference, model, with_messages, field):
+    request = chat_request(model)
+    request.prompt = "Once upon a time"
+    if not with_messages:
+        del request.messages[:]
+    error = await rpc_error(reply(inference.stub, request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_details(error)["field"] == field
 
 
 async def test_queue_full_is_resource_exhausted_and_cancel_frees_the_slot(inference: RunningInference):
