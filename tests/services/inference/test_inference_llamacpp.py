@@ -15,7 +15,7 @@ from emotune.errors import CorruptArtifact, Unavailable
 from emotune.llamacpp import LlamaServer, adapter_cache_path
 from services.inference.engines.base import ChatParams, ModelSource
 from services.inference.engines.llamacpp import LlamaCppEngine
-from tests.services.inference.test_inference_engine import QUESTION, generate
+from tests.services.inference.test_inference_engine import QUESTION, generate, run_generation
 
 CONVERSATION = [
     {"role": "system", "content": "You are a gentle friend. Keep it short."},
@@ -78,6 +78,12 @@ async def test_two_adapters_share_one_base_process_and_answer_differently(llamac
         # The per-request choice is exact: asking the first style again gives its reply, not the last one's.
         assert (await generate(first, QUESTION, GREEDY))[0] == replies["first"]
         assert (await generate(base, QUESTION, GREEDY))[0] == replies["base"]
+        # Raw prompts (legacy completions) go through the same adapters: a fine-tune continues text its own way.
+        continued = {}
+        for label, model in (("base", base), ("first", first)):
+            chunks, _ = await run_generation(model, model.prepare_prompt("Once upon a time", GREEDY))
+            continued[label] = "".join(chunk.text for chunk in chunks)
+        assert all(continued.values()) and continued["base"] != continued["first"]
         # Unloading every user of the base stops its process.
         for model in (base, first, second):
             model.close()
