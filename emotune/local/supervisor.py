@@ -154,11 +154,14 @@ class LocalStack:
         # many requests as it has generation slots (more only queue there until they time out and are retried),
         # with CPU-sized timeouts, and asks for one paragraph of at most 96 tokens (the styles' replies are two or
         # three sentences, ~60 tokens; longer is a loop the validator drops anyway). Each can be overridden from
-        # the environment.
+        # the environment. llama.cpp keeps each slot's prompt cache: the teacher's requests of a style (and the
+        # evaluation's full-prompt requests) share a ~300-token system + few-shot prefix, evaluated once instead of
+        # per request (llama-server drops a slot's cache when the request's LoRA adapters differ).
         slots = env.get("EMOTUNE_INFERENCE_MAX_CONCURRENCY",
                         str(InferenceSettings.model_fields["inference_max_concurrency"].default))
         for name, value in {"EMOTUNE_DATAGEN_OPENAI_MAX_CONCURRENCY": slots, "EMOTUNE_DATAGEN_TIMEOUT_SECONDS": "300",
-                            "EMOTUNE_DATAGEN_MAX_TOKENS": "96", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]'}.items():
+                            "EMOTUNE_DATAGEN_MAX_TOKENS": "96", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]',
+                            "EMOTUNE_INFERENCE_LLAMACPP_PROMPT_CACHE": "true"}.items():
             env.setdefault(name, value)
         env.update(self.extra_env)
         return env
