@@ -111,7 +111,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
+        # Of a union's failed branches, our own validators say what is wrong; "not a string" says less.
+        first = next((e for e in exc.errors() if e.get("type") == "value_error"), exc.errors()[0])
         param = _param(tuple(first.get("loc", ())))
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return OpenAIError(400, message, param=param or None).response()

@@ -127,7 +127,7 @@ async def test_bad_parameters_are_400_naming_the_parameter(client, params, param
 
 @pytest.mark.parametrize(("path", "body", "param"), [
     ("/v1/completions", '{"model": "%s", "prompt": "hi \\ud800"}', "prompt"),
-    ("/v1/completions", '{"model": "%s", "prompt": "hi", "stop": ["\\udc00"]}', "stop"),
+    ("/v1/completions", '{"model": "%s", "prompt": "hi", "stop": ["\\udc00"]}', "stop[0]"),
     ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
      "messages[0].content"),
     ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "response_format": '
