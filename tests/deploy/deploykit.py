@@ -288,7 +288,12 @@ def installed_closure(roots: list[tuple[str, frozenset[str], bool]]) -> set[str]
 def image_site_packages(target: str, dest: Path) -> Path:
     """A site-packages holding only what ``target``'s image installs (symlinks into this venv's), so a process
     started with ``python -S`` and this on its path imports exactly what it could import in the image."""
-    allowed = installed_closure(image_requirements(target)) - {"emotune"}  # emotune itself: the repo, on the path
+    # emotune itself: the repo, on the path
+    return site_packages_view(installed_closure(image_requirements(target)) - {"emotune"}, dest)
+
+
+def site_packages_view(allowed: set[str], dest: Path) -> Path:
+    """A site-packages of symlinks to this venv's files of the ``allowed`` distributions (canonical names)."""
     site = Path(sysconfig.get_paths()["purelib"])
     dest.mkdir(parents=True)
     for dist in importlib.metadata.distributions():
