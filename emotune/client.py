@@ -115,7 +115,7 @@ def evaluate(
     from emotune.grpc.client import open_channel
     from emotune.importers import import_questions
     from emotune.settings import Settings
-    from emotune.styles import dump_styles, load_styles
+    from emotune.styles import load_styles
     from emotune.v1 import inference_pb2_grpc, validator_pb2_grpc
     from services.gateway.fine_tuning.evaluation import StyleEvaluator, evaluation_chart_png, format_table
 
@@ -129,8 +129,8 @@ def evaluate(
                 open_channel(settings.validator_addr, settings) as validator:
             evaluator = StyleEvaluator(inference_pb2_grpc.InferenceStub(inference),
                                        validator_pb2_grpc.ValidatorStub(validator))
-            return await evaluator.evaluate(document, names, held_out, dump_styles(document), base_model=base,
-                                            tuned_model=tuned, max_tokens=max_tokens)
+            return await evaluator.evaluate(document, names, held_out, base_model=base, tuned_model=tuned,
+                                            max_tokens=max_tokens)
 
     result = asyncio.run(run())
     console.print(format_table(result), markup=False, highlight=False)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from statistics import fmean
 from typing import Any
 
-from emotune.styles import StylesDocument
+from emotune.styles import StylesDocument, dump_styles
 from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
 from services.gateway.fine_tuning.gate import GateRule, judge_style, summarize
 
@@ -53,6 +53,16 @@ def _prompt(config: str, style_name: str, styles: StylesDocument) -> list[infere
     return [_message("system", style.serving_prompt)]
 
 
+def scoring_styles(styles: StylesDocument, selected: list[str]) -> str:
+    """The styles the validator scores replies against. Its classifier (``accuracy``) asks which of the *job's*
+    styles a reply reads as, when the job trains two or more: a 毒舌 reply is judged against 温柔, not also against
+    傲娇 that the job never trained (whose references are closer to 毒舌 than 温柔's are). With one style, against
+    the whole document."""
+    if len(selected) < 2:
+        return dump_styles(styles)
+    return dump_styles(StylesDocument(version=styles.version, styles=[styles.get(name) for name in selected]))
+
+
 class StyleEvaluator:
     def __init__(self, inference: inference_pb2_grpc.InferenceStub, validator: validator_pb2_grpc.ValidatorStub):
         self.inference, self.validator = inference, validator
@@ -67,7 +77,7 @@ class StyleEvaluator:
         return "".join([chunk.text async for chunk in self.inference.Chat(request)]).strip()
 
     async def evaluate(
-        self, styles: StylesDocument, selected: list[str], questions: list[str], styles_yaml: str, *,
+        self, styles: StylesDocument, selected: list[str], questions: list[str], *,
         base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
         progress: Callable[[int, int], None] | None = None, train_samples: dict[str, int] | None = None,
         rule: GateRule = DEFAULT_RULE,
@@ -75,6 +85,7 @@ class StyleEvaluator:
         """Replies are generated as many at once as the inference service has generation slots (more would only
         queue there). ``train_samples``: kept training samples per style (a style with too few is never
         promoted; None when unknown)."""
+        styles_yaml = scoring_styles(styles, selected)
         served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
         slots = asyncio.Semaphore(max(1, served.max_concurrency))
         models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}

@@ -163,7 +163,7 @@ class Pipeline:
         evaluation = {}
         if styles and options and options.evaluation.questions_per_style and files.get("held_out"):
             evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
-                styles, selected, files["held_out"], files["styles_yaml"], base_model=request.model,
+                styles, selected, files["held_out"], base_model=request.model,
                 tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
                 progress=lambda done, total: ctx.progress(done, total, "evaluating", stage="evaluation"),
                 train_samples=kept,

@@ -127,7 +127,11 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert checkpoints and all(c.step_number > 0 for c in checkpoints)
     report = client.get(f"/fine_tuning/jobs/{job.id}/report", cast_to=object)
-    assert {r["config"] for r in report["evaluation"]["table"]} == {"base_trigger", "base_prompt", "tuned_trigger"}
+    table = report["evaluation"]["table"]
+    assert {r["config"] for r in table} == {"base_trigger", "base_prompt", "tuned_trigger"}
+    assert all(isinstance(r["turn3_score"], float) for r in table)  # every configuration held a 3-turn dialogue
+    assert set(report["evaluation"]["verdicts"]) == {"cheerful", "grumpy"}
+    assert all(len(shown) == 2 for shown in report["evaluation"]["samples"].values())
     assert report["loss_curve"]
 
     with pytest.raises(openai.NotFoundError):

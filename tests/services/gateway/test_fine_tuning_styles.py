@@ -1,5 +1,6 @@
-"""What the pipeline asks the validator to check: the job's styles, with the required marker count replaced only
-when the job says so (the offline context-distillation demo scores markers instead of requiring them)."""
+"""The styles the pipeline sends the validator: for validation, the job's styles with the required marker count
+replaced only when the job says so (the offline context-distillation demo scores markers instead of requiring
+them); for the evaluation's scoring, only the job's styles, so its classifier tells the trained styles apart."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from emotune.styles import parse_styles
+from services.gateway.fine_tuning.evaluation import scoring_styles
 from services.gateway.fine_tuning.pipeline import validation_styles
 from services.gateway.fine_tuning.protocol import ValidationOptions
 
@@ -31,3 +33,12 @@ def test_marker_hits_is_a_checked_job_option() -> None:
     assert ValidationOptions.model_validate({"marker_hits": 2}).marker_hits == 2
     with pytest.raises(ValidationError, match="marker_hits"):
         ValidationOptions.model_validate({"marker_hits": -1})
+
+
+def test_replies_are_classified_among_the_styles_the_job_trains() -> None:
+    document = parse_styles(EMOTIONS.read_text(encoding="utf-8"))
+    assert document.names == ["温柔", "毒舌", "傲娇", "慵懒"]
+    two = parse_styles(scoring_styles(document, ["毒舌", "温柔"]))
+    assert two.names == ["毒舌", "温柔"]
+    assert two.get("毒舌") == document.get("毒舌")
+    assert parse_styles(scoring_styles(document, ["毒舌"])).names == document.names  # one style: vs the rest
