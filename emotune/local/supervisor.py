@@ -157,11 +157,13 @@ class LocalStack:
         # the environment. llama.cpp keeps each slot's prompt cache: the teacher's requests of a style (and the
         # evaluation's full-prompt requests) share a ~300-token system + few-shot prefix, evaluated once instead of
         # per request (llama-server drops a slot's cache when the request's LoRA adapters differ).
+        # LoRA steps run under bf16 autocast where the CPU has native bf16 (about twice as fast).
         slots = env.get("EMOTUNE_INFERENCE_MAX_CONCURRENCY",
                         str(InferenceSettings.model_fields["inference_max_concurrency"].default))
         for name, value in {"EMOTUNE_DATAGEN_OPENAI_MAX_CONCURRENCY": slots, "EMOTUNE_DATAGEN_TIMEOUT_SECONDS": "300",
                             "EMOTUNE_DATAGEN_MAX_TOKENS": "96", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]',
-                            "EMOTUNE_INFERENCE_LLAMACPP_PROMPT_CACHE": "true"}.items():
+                            "EMOTUNE_INFERENCE_LLAMACPP_PROMPT_CACHE": "true",
+                            "EMOTUNE_TRAINER_CPU_BF16": "true"}.items():
             env.setdefault(name, value)
         env.update(self.extra_env)
         return env

@@ -14,6 +14,9 @@ class TrainerSettings(Settings):
         None, description="local folder for job inputs, checkpoints and outputs (default <cache_dir>/trainer)"
     )
     trainer_threads: int = Field(0, ge=0, description="torch CPU threads of a training run (0 = all cores)")
+    trainer_cpu_bf16: bool = Field(
+        False, description="hf LoRA on a CPU with native bf16 (AVX512-BF16 / AMX) under bf16 autocast: about 2x "
+                           "faster steps than fp32, slightly different numbers (ignored on other CPUs and on CUDA)")
     trainer_max_jobs: int = Field(1, ge=1, description="training jobs run at the same time")
     trainer_python: Path | None = Field(
         None, description="python of the hf worker (default: the service's own interpreter)"

@@ -146,9 +146,20 @@ def best_checkpoint(checkpoints: Path) -> Path | None:
     return min(losses, key=lambda p: losses[p]) if losses else latest_checkpoint(checkpoints)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX): there bf16 autocast halves a LoRA step's
+    time (Qwen2.5-0.5B, 4 x 256 tokens: 9.5 s against 18-25 s in fp32 on 2 Zen 4 cores); elsewhere it is slower."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path, emit: Emit,
-          threads: int = 0) -> dict[str, Any]:
-    """Train (resuming from the latest checkpoint in ``work_dir`` if any); return the run's metrics."""
+          threads: int = 0, cpu_bf16: bool = False) -> dict[str, Any]:
+    """Train (resuming from the latest checkpoint in ``work_dir`` if any); return the run's metrics.
+    ``cpu_bf16``: bf16 autocast on the CPU when it has native bf16 (the LoRA weights stay fp32)."""
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
@@ -157,6 +168,10 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
         torch.set_num_threads(threads)
     checkpoints = work_dir / "checkpoints"
     resume_from = latest_checkpoint(checkpoints)
+    cuda = torch.cuda.is_available()
+    cpu_autocast = cpu_bf16 and not cuda and cpu_has_native_bf16()
+    if cpu_autocast:
+        emit("log", "training under bf16 autocast on the CPU (native bf16)")
     model = load_model(base_dir, spec)
     collator = BlockCollator(prepared.fmt.tokenizer.pad_token_id if prepared.fmt.tokenizer.pad_token_id
                              is not None else prepared.fmt.end_token_id, spec.packing)
@@ -170,7 +185,7 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
         eval_strategy="steps" if has_eval else "no", eval_steps=every if has_eval else None,
         save_strategy="steps", save_steps=every, save_total_limit=None, seed=spec.seed, data_seed=spec.seed,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
-        bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), save_safetensors=True,
+        bf16=cuda or cpu_autocast, use_cpu=not cuda, save_safetensors=True,
     )
     events = _EventCallback(spec, prepared, collator, checkpoints, emit)
     trainer = Trainer(model=model, args=args, train_dataset=_BlockDataset(prepared.train_blocks),

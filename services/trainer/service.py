@@ -109,6 +109,8 @@ class TrainerService:
                 "--data", str(data), "--work-dir", str(work), "--threads", str(self.settings.trainer_threads)]
         if general is not None:
             argv += ["--general", str(general)]
+        if self.settings.trainer_cpu_bf16:
+            argv.append("--cpu-bf16")
         if spec.styles_yaml and spec.eval_prompts:
             argv += ["--validator-addr", self.settings.validator_addr]
         try:

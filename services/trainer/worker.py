@@ -38,7 +38,7 @@ def die_with_parent() -> None:
 
 
 def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | None, work_dir: Path,
-        threads: int, validator_addr: str = "") -> None:
+        threads: int, validator_addr: str = "", cpu_bf16: bool = False) -> None:
     from emotune.chat_template import ChatFormat
     from services.trainer import hf_backend
     from services.trainer.data import read_records
@@ -55,7 +55,7 @@ def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | N
         emit("warning", f"dataset line {error.line} skipped: {error.message}", line=error.line, field=error.field)
     general = read_records(general_path)[0] if general_path else None
     prepared = hf_backend.prepare(spec, fmt, records, general, emit)
-    metrics = hf_backend.train(spec, prepared, base_dir, work_dir, emit, threads)
+    metrics = hf_backend.train(spec, prepared, base_dir, work_dir, emit, threads, cpu_bf16)
     best = work_dir / "checkpoints" / metrics["best_checkpoint"]
     if validator_addr and spec.styles_yaml and spec.eval_prompts:
         best = pick_by_style_score(spec, fmt, base_dir, work_dir / "checkpoints", records, validator_addr, metrics)
@@ -141,11 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--validator-addr", default="", help="score checkpoints' style (with styles_yaml)")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on a CPU with native bf16")
     args = parser.parse_args(argv)
     die_with_parent()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        run(args.spec, args.base_model, args.data, args.general, args.work_dir, args.threads, args.validator_addr)
+        run(args.spec, args.base_model, args.data, args.general, args.work_dir, args.threads, args.validator_addr,
+            args.cpu_bf16)
     except Exception as exc:
         from emotune.errors import EmotuneError
 
