@@ -64,7 +64,7 @@ def demo(
     base_model: str = BaseModel,
     questions_per_style: int = typer.Option(30, help="seed questions generated per style"),
     eval_questions: int = typer.Option(12, help="held-out questions per style for the evaluation (the gate needs 12)"),
-    epochs: int = typer.Option(3, help="training epochs"),
+    epochs: int = typer.Option(4, help="training epochs"),
     seed: int = typer.Option(7, help="the job's seed (held-out split, sampling, LoRA initialisation)"),
     exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
     ui: bool = typer.Option(True, help="also start the Streamlit UI"),
