@@ -121,9 +121,9 @@ def print_kept(validation: dict, console: Console) -> None:
         return
     console.rule("training data (validator)")
     for name, info in styles.items():
-        reasons = ", ".join(f"{reason} {n}" for reason, n in
+        reasons = ", ".join(f"{reason} {int(n)}" for reason, n in
                             sorted((info.get("reasons") or {}).items(), key=lambda item: -item[1])[:3])
-        console.print(f"{name}: kept {info.get('kept', 0)} of {info.get('total', 0)} generated replies "
+        console.print(f"{name}: kept {int(info.get('kept', 0))} of {int(info.get('total', 0))} generated replies "
                       f"({info.get('kept_share', 0):.0%})" + (f"; dropped for {reasons}" if reasons else ""),
                       markup=False, highlight=False)
 
