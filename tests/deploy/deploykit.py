@@ -428,3 +428,132 @@ def workloads(docs: list[dict]) -> dict[str, dict]:
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
     return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def pod_templates(docs: list[dict]) -> dict[str, dict]:
+    """name -> pod template (metadata + spec) of every workload, as ``workloads`` finds them."""
+    templates = {}
+    for doc in docs:
+        spec = doc.get("spec", {})
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            templates[doc["metadata"]["name"]] = spec["template"]
+        elif doc["kind"] == "CronJob":
+            templates[doc["metadata"]["name"]] = spec["jobTemplate"]["spec"]["template"]
+    return templates
+
+
+def container_env(container: dict, docs: list[dict]) -> dict[str, str | None]:
+    """What a container's settings see: env, envFrom ConfigMaps, and secret files under /run/secrets."""
+    env: dict[str, str | None] = {}
+    config_maps = by_kind(docs, "ConfigMap")
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]]["data"])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value")
+    return env
+
+
+def secret_files(pod: dict, container: dict) -> dict[str, None]:
+    mounted = {m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == "/run/secrets"}
+    files: dict[str, None] = {}
+    for volume in pod.get("volumes", []):
+        if volume["name"] in mounted:
+            for source in volume.get("projected", {}).get("sources", []):
+                for item in source.get("secret", {}).get("items", []):
+                    files[item["path"]] = None
+    return files
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NetworkPolicy: which pod may open a connection to which port (the semantics of networking.k8s.io/v1)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a connection: a pod's labels and its namespace (``None``: outside the cluster)."""
+
+    namespace: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # named container ports (destinations)
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace} if self.namespace else {}
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions) against labels; ``{}`` selects everything."""
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        present = key in labels
+        ok = {"In": present and labels[key] in values, "NotIn": not present or labels[key] not in values,
+              "Exists": present, "DoesNotExist": not present}[operator]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict, other: Endpoint, policy_namespace: str) -> bool:
+    if "ipBlock" in peer:  # addresses: only traffic from outside the cluster is taken as matching
+        return other.namespace is None
+    if other.namespace is None:
+        return False
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], other.namespace_labels)
+    else:
+        in_namespace = other.namespace == policy_namespace
+    return in_namespace and selects(peer.get("podSelector") or {}, other.labels)
+
+
+def _port_matches(rule_ports: list[dict] | None, port: str, destination: Endpoint) -> bool:
+    if not rule_ports:
+        return True
+    number = destination.ports[port]
+    for item in rule_ports:
+        if "port" not in item or item["port"] == port or item["port"] == number:
+            return True
+        if isinstance(item["port"], str) and destination.ports.get(item["port"]) == number:
+            return True
+    return False
+
+
+def _policy_types(policy: dict) -> list[str]:
+    spec = policy["spec"]
+    return spec.get("policyTypes") or (["Ingress", "Egress"] if "egress" in spec else ["Ingress"])
+
+
+def connection_allowed(policies: list[dict], source: Endpoint, destination: Endpoint, port: str) -> bool:
+    """Whether ``source`` may connect to ``port`` (a named container port of ``destination``) under the policies:
+    allowed by the destination's ingress side and by the source's egress side (where either is isolated)."""
+    assert port in destination.ports, f"the destination has no port named {port}: {destination.ports}"
+    ingress = [p for p in policies if p["metadata"].get("namespace") == destination.namespace
+               and "Ingress" in _policy_types(p) and selects(p["spec"]["podSelector"], destination.labels)]
+    if ingress and not any(
+            _port_matches(rule.get("ports"), port, destination)
+            and (not rule.get("from") or any(_peer_matches(peer, source, p["metadata"]["namespace"])
+                                             for peer in rule["from"]))
+            for p in ingress for rule in p["spec"].get("ingress") or []):
+        return False
+    egress = [p for p in policies if source.namespace is not None and p["metadata"].get("namespace") == source.namespace
+              and "Egress" in _policy_types(p) and selects(p["spec"]["podSelector"], source.labels)]
+    return not egress or any(
+        _port_matches(rule.get("ports"), port, destination)
+        and (not rule.get("to") or any(_peer_matches(peer, destination, p["metadata"]["namespace"])
+                                       for peer in rule["to"]))
+        for p in egress for rule in p["spec"].get("egress") or [])
+
+
+def endpoints(docs: list[dict]) -> dict[str, Endpoint]:
+    """workload name -> its pods as a connection endpoint (labels, namespace, named container ports)."""
+    found = {}
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "StatefulSet", "Job", "CronJob"):
+            continue
+        template = pod_templates([doc])[doc["metadata"]["name"]]
+        ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])
+                 if "name" in p}
+        found[doc["metadata"]["name"]] = Endpoint(doc["metadata"].get("namespace"),
+                                                  dict(template["metadata"].get("labels", {})), ports)
+    return found

@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 
+from emotune.settings import Settings
 from tests.deploy.deploykit import (
     COMPOSE_CPU_FILE,
     COMPOSE_FILE,
@@ -24,6 +25,14 @@ from tests.deploy.deploykit import (
 
 PUBLIC_SERVICES = {"gateway", "ui"}  # the only services published on all host interfaces
 GPU_SERVICES = {"trainer", "inference"}
+# The fine-tuning pipeline drives these services' jobs; the gateway calls only the pipeline and inference.
+PIPELINE_PEERS = ("datagen", "validator", "trainer", "inference")
+GATEWAY_PEERS = ("pipeline", "inference")
+
+
+def service_address(name: str) -> str:
+    """``<name>:<port>``: the compose / k8s address of a gRPC service, on the port of its default address."""
+    return f"{name}:{Settings.model_fields[f'{name}_addr'].default.rsplit(':', 1)[1]}"
 
 
 @pytest.mark.parametrize("variant", sorted(compose_variants()))
@@ -144,3 +153,32 @@ def test_no_secret_value_is_written_in_compose():
         for key, value in (service.get("environment") or {}).items():
             if re.search(r"(KEY|PASSWORD|SECRET|TOKEN)$", key) and value is not None:
                 assert str(value).startswith("${"), f"{name}: {key} has a literal value"
+
+
+def test_the_pipeline_runs_between_the_gateway_and_the_job_services(rendered_compose):
+    """The pipeline service starts after the services it drives (healthy) and the bucket, knows where each of them
+    is, is probed over gRPC health on its own port and runs its own CPU image; the gateway waits for it and knows
+    only the pipeline and inference."""
+    port = service_address("pipeline").rsplit(":", 1)[1]
+    for variant, config in rendered_compose.items():
+        services = config["services"]
+        pipeline = services["pipeline"]
+        assert pipeline["build"]["target"] == "pipeline" and pipeline["image"].startswith("emotune/pipeline:")
+        assert pipeline["healthcheck"]["test"] == ["CMD", "python", "-m", "emotune.grpc.probe", f"127.0.0.1:{port}"]
+        assert pipeline["restart"] == "unless-stopped"
+        depends = {name: rule["condition"] for name, rule in pipeline["depends_on"].items()}
+        assert depends == {**dict.fromkeys(PIPELINE_PEERS, "service_healthy"),
+                           "minio-init": "service_completed_successfully"}, f"{variant}: pipeline waits for {depends}"
+        env = pipeline["environment"]
+        for peer in (*PIPELINE_PEERS, "pipeline"):
+            assert env[f"EMOTUNE_{peer.upper()}_ADDR"] == service_address(peer), f"{variant}: pipeline -> {peer}"
+        assert env["EMOTUNE_GRPC_BIND"] == "0.0.0.0" and env["EMOTUNE_STORE_BACKEND"] == "s3"
+        assert "ZHIPUAI_API_KEY" in env, f"{variant}: the pipeline is not passed the optional ZhipuAI key"
+
+        gateway = services["gateway"]
+        assert {name for name, rule in gateway["depends_on"].items() if rule["condition"] == "service_healthy"} == set(
+            GATEWAY_PEERS), variant
+        addresses = {key: value for key, value in gateway["environment"].items()
+                     if re.fullmatch(r"EMOTUNE_\w+_ADDR", key)}
+        assert addresses == {f"EMOTUNE_{peer.upper()}_ADDR": service_address(peer) for peer in GATEWAY_PEERS}, (
+            f"{variant}: the gateway is told {addresses}")

@@ -8,9 +8,20 @@ import re
 import warnings
 
 import pytest
+import yaml
+from packaging.utils import canonicalize_name
 
+from emotune.basemodels import DEFAULT_BASE_MODEL, PACKAGED_MODELS
 from emotune.settings import Settings
-from tests.deploy.deploykit import by_kind, repo_services, workloads
+from tests.deploy.deploykit import (
+    by_kind,
+    container_env,
+    image_requirements,
+    installed_closure,
+    repo_services,
+    secret_files,
+    workloads,
+)
 
 # Variables a container may carry that are not emotune settings: the libraries' own.
 THIRD_PARTY_ENV = re.compile(r"^(HF_|TRANSFORMERS_|TOKENIZERS_|STREAMLIT_|NVIDIA_|CUDA_|OMP_|MKL_|PYTORCH_|HOME$)")
@@ -110,28 +121,6 @@ def test_compose_env_matches_settings(services, rendered_compose):
             check_env(name, entry["environment"], f"compose ({variant})")
 
 
-def container_env(container: dict, docs: list[dict]) -> dict[str, str | None]:
-    """What a container's settings see: env, envFrom ConfigMaps, and secret files under /run/secrets."""
-    env: dict[str, str | None] = {}
-    config_maps = by_kind(docs, "ConfigMap")
-    for source in container.get("envFrom", []):
-        env.update(config_maps[source["configMapRef"]["name"]]["data"])
-    for item in container.get("env", []):
-        env[item["name"]] = item.get("value")
-    return env
-
-
-def secret_files(pod: dict, container: dict) -> dict[str, None]:
-    mounted = {m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == "/run/secrets"}
-    files: dict[str, None] = {}
-    for volume in pod.get("volumes", []):
-        if volume["name"] in mounted:
-            for source in volume.get("projected", {}).get("sources", []):
-                for item in source.get("secret", {}).get("items", []):
-                    files[item["path"]] = None
-    return files
-
-
 def test_k8s_ports_and_env_match_settings(services, rendered_k8s):
     for overlay, docs in rendered_k8s.items():
         pods = workloads(docs)
@@ -162,3 +151,30 @@ def test_drift_check_catches_an_unknown_variable():
     with pytest.raises(pytest.fail.Exception, match="EMOTUNE_LOG_LEVLE"):
         check_env(name, {"EMOTUNE_LOG_LEVLE": "INFO"}, "probe")
 
+
+
+def test_deployments_default_to_the_default_base_model(rendered_compose, rendered_k8s):
+    """Where compose and k8s name a base model by default (the model inference preloads, datagen's teacher, the
+    train-run spec) it is ``emotune.basemodels.DEFAULT_BASE_MODEL``, and every image that serves or trains it
+    ships its packaged weights (the offline-models extra)."""
+    targets = set()
+    for variant, config in rendered_compose.items():
+        services = config["services"]
+        assert services["inference"]["environment"]["EMOTUNE_INFERENCE_PRELOAD"] == DEFAULT_BASE_MODEL, variant
+        assert services["datagen"]["environment"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == DEFAULT_BASE_MODEL, variant
+        targets |= {services[name]["build"]["target"] for name in ("inference", "trainer")}
+    for overlay, docs in rendered_k8s.items():
+        pods = workloads(docs)
+        env = {name: container_env(pods[name]["containers"][0], docs) for name in ("inference", "datagen")}
+        assert env["inference"]["EMOTUNE_INFERENCE_PRELOAD"] == DEFAULT_BASE_MODEL, overlay
+        assert env["datagen"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == DEFAULT_BASE_MODEL, overlay
+        spec = yaml.safe_load(by_kind(docs, "ConfigMap")["train-spec"]["data"]["spec.yaml"])
+        assert spec["base_model"] == DEFAULT_BASE_MODEL, overlay
+        targets |= {pods[name]["containers"][0]["image"].split(":")[0].removeprefix("emotune/")
+                    for name in ("inference", "trainer", "train-run")}
+    model = PACKAGED_MODELS[DEFAULT_BASE_MODEL]
+    needed = {canonicalize_name(d) for d in model.split.distributions} if model.split else {
+        canonicalize_name(model.package)}
+    for target in sorted(targets):
+        missing = needed - installed_closure(image_requirements(target))
+        assert not missing, f"image {target} lacks the packages of {DEFAULT_BASE_MODEL}: {sorted(missing)}"

@@ -51,10 +51,13 @@ def test_dashboards_are_valid_and_use_the_provisioned_datasource():
                 assert panel["targets"], f"{path.name}: {panel['title']} has no query"
 
 
-def test_dashboards_cover_gateway_and_inference():
+def test_dashboards_cover_gateway_inference_and_the_pipeline():
     names = {m for _, expr in queries() for m in METRIC.findall(expr)}
     assert any(n.startswith("emotune_gateway_") for n in names)
     assert any(n.startswith("emotune_inference_") for n in names)
+    # the pipeline: its own series, or the gRPC server series of the shared interceptor labelled with it
+    assert any(n.startswith("emotune_pipeline_") for n in names) or any(
+        re.search(r'emotune_grpc_\w+\{[^}]*service="pipeline"', expr) for _, expr in queries())
 
 
 def test_queries_use_only_declared_metrics():

@@ -9,8 +9,12 @@ import pytest
 from tests.deploy.deploykit import (
     K8S,
     KUBERNETES_VERSION,
+    Endpoint,
     by_kind,
+    connection_allowed,
+    container_env,
     declared_metrics,
+    endpoints,
     env_example_keys,
     gpu_target,
     k8s_overlays,
@@ -19,6 +23,7 @@ from tests.deploy.deploykit import (
     tool,
     workloads,
 )
+from tests.deploy.test_compose import GATEWAY_PEERS, PIPELINE_PEERS, service_address
 
 GPU_WORKLOADS = {"trainer", "inference"}  # the train-run Job only submits to the trainer: no GPU of its own
 
@@ -190,3 +195,101 @@ def test_the_secret_is_what_env_example_describes(rendered_k8s):
             assert key in required + optional, f"{overlay}: the pods read {key}, which .env.example does not list"
             if not is_optional:
                 assert key in required, f"{overlay}: pods need {key}, but .env.example marks it optional"
+
+
+# Connections the services make (source workload, destination workload, named port of the destination).
+REQUIRED_FLOWS = [
+    *(("gateway", peer, "grpc") for peer in GATEWAY_PEERS),
+    *(("pipeline", peer, "grpc") for peer in PIPELINE_PEERS),
+    *((name, "minio", "s3") for name in ("gateway", "pipeline", "datagen", "validator", "trainer", "inference",
+                                        "train-run", "minio-init")),
+    ("trainer", "validator", "grpc"),  # style scores of checkpoints
+    ("train-run", "trainer", "grpc"),
+    ("datagen", "gateway", "http"),  # the default teacher is emotune's own gateway
+    ("ui", "gateway", "http"),
+]
+MONITORING = Endpoint("monitoring", {"app.kubernetes.io/name": "prometheus"})
+OUTSIDE = Endpoint(None)  # the ingress controller, a load balancer, the internet
+ELSEWHERE = Endpoint("default", {"app": "anything"})  # another namespace of the cluster
+
+
+def test_gateway_and_pipeline_run_replicated(rendered_k8s):
+    """Both are stateless towards their callers (the pipeline's jobs are leased in the object store): two replicas
+    at least, never scaled below that, and a disruption budget keeps one up during node drains."""
+    for overlay, docs in rendered_k8s.items():
+        deployments = by_kind(docs, "Deployment")
+        autoscalers = {hpa["spec"]["scaleTargetRef"]["name"]: hpa
+                       for hpa in by_kind(docs, "HorizontalPodAutoscaler").values()}
+        budgets = by_kind(docs, "PodDisruptionBudget")
+        for name in ("gateway", "pipeline"):
+            assert deployments[name]["spec"]["replicas"] >= 2, f"{overlay}: {name} runs one replica"
+            if name in autoscalers:
+                assert autoscalers[name]["spec"]["minReplicas"] >= 2, f"{overlay}: {name} scales down to one"
+            assert budgets[name]["spec"]["minAvailable"] >= 1
+            assert budgets[name]["spec"]["selector"] == deployments[name]["spec"]["selector"]
+
+
+def test_the_gateway_and_the_pipeline_know_their_peers(rendered_k8s):
+    """The pipeline is told where every service it drives is; the gateway only where the pipeline and inference
+    are (it runs no job itself)."""
+    for overlay, docs in rendered_k8s.items():
+        pods = workloads(docs)
+        env = {name: container_env(pods[name]["containers"][0], docs) for name in ("gateway", "pipeline")}
+        for peer in (*PIPELINE_PEERS, "pipeline"):
+            assert env["pipeline"].get(f"EMOTUNE_{peer.upper()}_ADDR") == service_address(peer), f"{overlay}: {peer}"
+        addresses = {k: v for k, v in env["gateway"].items() if re.fullmatch(r"EMOTUNE_\w+_ADDR", k)}
+        assert addresses == {f"EMOTUNE_{peer.upper()}_ADDR": service_address(peer) for peer in GATEWAY_PEERS}, (
+            f"{overlay}: the gateway is told {addresses}")
+        assert pods["pipeline"]["containers"][0]["image"].startswith("emotune/pipeline:")
+
+
+def test_network_policies_let_the_services_talk_and_nothing_else_in(rendered_k8s):
+    """The policies, evaluated as Kubernetes does, allow every connection the services make, Prometheus (from the
+    monitoring namespace) to scrape every metrics port (MinIO's: its S3 port), and no gRPC or S3 connection from
+    outside the namespace."""
+    for overlay, docs in rendered_k8s.items():
+        policies = list(by_kind(docs, "NetworkPolicy").values())
+        pods = endpoints(docs)
+        for source, destination, port in REQUIRED_FLOWS:
+            assert connection_allowed(policies, pods[source], pods[destination], port), (
+                f"{overlay}: {source} cannot reach {destination}:{port}")
+        for name, pod in pods.items():
+            if "metrics" in pod.ports:
+                assert connection_allowed(policies, MONITORING, pod, "metrics"), f"{overlay}: {name} not scrapable"
+            # MinIO serves its metrics on the S3 port: Prometheus may open that one, never a gRPC port
+            for port, strangers in (("grpc", (OUTSIDE, ELSEWHERE, MONITORING)), ("s3", (OUTSIDE, ELSEWHERE))):
+                if port in pod.ports:
+                    for stranger in strangers:
+                        assert not connection_allowed(policies, stranger, pod, port), (
+                            f"{overlay}: {stranger} reaches {name}:{port}")
+        for name in ("gateway", "ui"):
+            assert connection_allowed(policies, OUTSIDE, pods[name], "http"), f"{overlay}: {name} not public"
+        assert connection_allowed(policies, MONITORING, pods["minio"], "s3"), f"{overlay}: MinIO not scrapable"
+
+
+def test_network_policy_evaluation_is_not_vacuous(rendered_k8s):
+    """Without the grpc-internal policy the gateway cannot reach the pipeline: the default deny holds."""
+    docs = rendered_k8s["cpu"]
+    policies = [p for name, p in by_kind(docs, "NetworkPolicy").items() if name != "grpc-internal"]
+    pods = endpoints(docs)
+    assert not connection_allowed(policies, pods["gateway"], pods["pipeline"], "grpc")
+    assert connection_allowed(policies, pods["gateway"], pods["minio"], "s3")
+
+
+def test_metrics_ports_are_announced_to_prometheus(rendered_k8s):
+    """Every Deployment serving /metrics (a ``metrics`` port, or the gateway's own HTTP port) carries the
+    prometheus.io annotations with that port, the pipeline's replicas included."""
+    for overlay, docs in rendered_k8s.items():
+        announced = set()
+        for name, deployment in by_kind(docs, "Deployment").items():
+            template = deployment["spec"]["template"]
+            ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"]
+                     for p in c.get("ports", [])}
+            port = ports.get("metrics") or (ports.get("http") if name == "gateway" else None)
+            if port is None:
+                continue
+            annotations = template["metadata"].get("annotations", {})
+            assert annotations.get("prometheus.io/scrape") == "true", f"{overlay}: {name} is not scraped"
+            assert annotations.get("prometheus.io/port") == str(port), f"{overlay}: {name} scraped on the wrong port"
+            announced.add(name)
+        assert {"gateway", "pipeline", "inference"} <= announced, overlay
