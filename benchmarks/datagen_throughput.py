@@ -24,7 +24,7 @@ import httpx
 import openai
 
 from emotune.jobs import JobState
-from emotune.local.supervisor import free_port
+from emotune.localserver import free_port
 from emotune.store.local import LocalStore
 from services.datagen.config import DatagenSettings
 from services.datagen.service import DatagenService

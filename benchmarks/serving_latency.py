@@ -41,7 +41,7 @@ import grpc
 import httpx
 
 from emotune.grpc.probe import check
-from emotune.local.supervisor import free_port
+from emotune.localserver import free_port
 from emotune.v1 import inference_pb2, inference_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]

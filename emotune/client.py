@@ -17,9 +17,11 @@ console = Console()
 GatewayUrl = typer.Option("http://127.0.0.1:8000", "--gateway", envvar="EMOTUNE_GATEWAY_URL")
 ApiKey = typer.Option(None, "--api-key", envvar="EMOTUNE_API_KEY", help="a gateway API key")
 ApiKeyFile = typer.Option(Path("var/api-key"), "--api-key-file", help="read the key from this file")
+# An evaluation generates three replies per question and style on the inference service: minutes on a CPU.
+EVALUATE_DEADLINE_SECONDS = 3600.0
 
 
-def _client(gateway: str, api_key: str | None, api_key_file: Path) -> "OpenAI":
+def _client(gateway: str, api_key: str | None, api_key_file: Path) -> OpenAI:
     from openai import OpenAI  # only the commands that talk to a gateway need the client
 
     if not api_key:
@@ -109,28 +111,28 @@ def evaluate(
     chart: Path = typer.Option(Path("evaluation.png"), help="where to write the bar chart"),
 ) -> None:
     """Style evaluation: base (trigger only) vs base (full prompt) vs tuned (trigger only), scored by the
-    validator; talks gRPC to the inference and validator services named in the settings."""
+    validator, with the gate's verdict; runs in the pipeline service (``EMOTUNE_PIPELINE_ADDR``)."""
     import asyncio
+    import json
 
+    from emotune.fine_tuning.report import evaluation_chart_png, format_table
     from emotune.grpc.client import open_channel
     from emotune.importers import import_questions
     from emotune.settings import Settings
-    from emotune.styles import load_styles
-    from emotune.v1 import inference_pb2_grpc, validator_pb2_grpc
-    from services.gateway.fine_tuning.evaluation import StyleEvaluator, evaluation_chart_png, format_table
+    from emotune.styles import dump_styles, load_styles
+    from emotune.v1 import pipeline_pb2, pipeline_pb2_grpc
 
     document = load_styles(styles_file)
-    names = list(style) or document.names
     held_out = import_questions(questions, "lines").questions[:count]
     settings = Settings()
 
     async def run() -> dict:
-        async with open_channel(settings.inference_addr, settings) as inference, \
-                open_channel(settings.validator_addr, settings) as validator:
-            evaluator = StyleEvaluator(inference_pb2_grpc.InferenceStub(inference),
-                                       validator_pb2_grpc.ValidatorStub(validator))
-            return await evaluator.evaluate(document, names, held_out, base_model=base, tuned_model=tuned,
-                                            max_tokens=max_tokens)
+        async with open_channel(settings.pipeline_addr, settings) as channel:
+            reply = await pipeline_pb2_grpc.PipelineStub(channel).Evaluate(pipeline_pb2.EvaluateRequest(
+                styles_yaml=dump_styles(document), style_names=list(style) or document.names,
+                questions=held_out, base_model=base, tuned_model=tuned, max_tokens=max_tokens,
+            ), timeout=EVALUATE_DEADLINE_SECONDS)
+            return json.loads(reply.json)
 
     result = asyncio.run(run())
     console.print(format_table(result), markup=False, highlight=False)

@@ -63,12 +63,18 @@ class Settings(BaseSettings):
     validator_addr: str = "127.0.0.1:50052"
     trainer_addr: str = "127.0.0.1:50053"
     inference_addr: str = "127.0.0.1:50054"
+    pipeline_addr: str = "127.0.0.1:50055"
     grpc_deadline_seconds: float = Field(30.0, description="default deadline of unary gRPC calls")
     grpc_tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS when set")
     grpc_tls_key: Path | None = None
     grpc_tls_ca: Path | None = Field(None, description="CA bundle clients use to verify servers")
     grpc_shutdown_grace_seconds: float = 10.0
     metrics_port: int = Field(0, description="Prometheus /metrics port of a gRPC service (0 = the service default)")
+
+    # Jobs: one owner per job across every replica of a service (emotune.leases)
+    job_lease_seconds: float = Field(
+        15.0, ge=1.0, description="a job whose owner stopped renewing its lease this long is taken over by "
+        "another replica (or the owner's restart); the owner stops itself after half of it without a renewal")
 
     # Teachers (datagen) — keys are read here so they are never part of a job spec
     zhipuai_api_key: SecretStr | None = Field(
@@ -80,7 +86,7 @@ class Settings(BaseSettings):
         return self.env == "dev"
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> "Settings":
+    def _refuse_placeholder_secrets(self) -> Settings:
         if self.dev_mode:
             return self
         bad = [

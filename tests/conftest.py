@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from emotune.local.supervisor import free_port
 from emotune.settings import Settings
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SWIFT_SCRIPT = REPO / "scripts" / "swift-s3.sh"

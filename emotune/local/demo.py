@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from emotune.basemodels import DEFAULT_BASE_MODEL
+from emotune.fine_tuning.report import format_table
 from emotune.jobfollow import ProgressLines
-from services.gateway.fine_tuning.evaluation import format_table
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -64,7 +64,7 @@ class DemoOptions:
         return cls(**{**defaults, **overrides})
 
 
-def submit_job(client: OpenAI, options: DemoOptions):  # noqa: ANN201 - openai's FineTuningJob
+def submit_job(client: OpenAI, options: DemoOptions):
     """Upload the styles and questions and create a generation fine-tuning job."""
     styles = client.files.create(file=options.styles_file.open("rb"), purpose="emotune-styles")
     questions = client.files.create(file=options.questions_file.open("rb"), purpose="emotune-questions")

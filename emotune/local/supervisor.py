@@ -22,25 +22,17 @@ from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.grpc.probe import check as grpc_healthy
 from emotune.logging import get_logger
 from emotune.settings import Settings
-from services.inference.config import InferenceSettings
 
 log = get_logger(__name__)
 
 # Default ports (plus the stack's offset); the same as compose and Kubernetes use. The gRPC ones are the defaults
 # of the shared ``<service>_addr`` settings.
 GRPC_PORTS = {name: int(Settings.model_fields[f"{name}_addr"].default.rsplit(":", 1)[1])
-              for name in ("datagen", "validator", "trainer", "inference")}
-METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104}
+              for name in ("datagen", "validator", "trainer", "inference", "pipeline")}
+METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104, "pipeline": 9105}
+# Generations the local inference service runs at once (its slots), unless EMOTUNE_INFERENCE_MAX_CONCURRENCY says.
+LOCAL_INFERENCE_SLOTS = 2
 GATEWAY_PORT, UI_PORT = 8000, 8501
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the OS picks it)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def free_port_offset(low: int = 1000, high: int = 15000, attempts: int = 50) -> int:
@@ -158,8 +150,7 @@ class LocalStack:
         # evaluation's full-prompt requests) share a ~300-token system + few-shot prefix, evaluated once instead of
         # per request (llama-server drops a slot's cache when the request's LoRA adapters differ).
         # LoRA steps run under bf16 autocast where the CPU has native bf16 (about twice as fast).
-        slots = env.get("EMOTUNE_INFERENCE_MAX_CONCURRENCY",
-                        str(InferenceSettings.model_fields["inference_max_concurrency"].default))
+        slots = env.setdefault("EMOTUNE_INFERENCE_MAX_CONCURRENCY", str(LOCAL_INFERENCE_SLOTS))
         for name, value in {"EMOTUNE_DATAGEN_OPENAI_MAX_CONCURRENCY": slots, "EMOTUNE_DATAGEN_TIMEOUT_SECONDS": "300",
                             "EMOTUNE_DATAGEN_MAX_TOKENS": "96", "EMOTUNE_DATAGEN_TEACHER_STOP": '["\\n"]',
                             "EMOTUNE_INFERENCE_LLAMACPP_PROMPT_CACHE": "true",

@@ -24,8 +24,6 @@ class GatewaySettings(Settings):
         64, ge=1, description="chat completions in flight at once; beyond it 429 with Retry-After")
     gateway_retry_after_seconds: int = Field(1, ge=1, description="Retry-After sent with the gateway's own 429")
     gateway_cors_origins: str = Field("", description="comma-separated allowed browser origins ('*' = any)")
-    gateway_max_fine_tuning_jobs: int = Field(
-        1, ge=1, description="fine-tuning pipelines run at once (more wait in 'queued'; one GPU trains one job)")
     gateway_request_timeout_seconds: float = Field(
         600.0, gt=0, description="deadline of one generation upstream (the gRPC stream deadline)")
 

@@ -76,7 +76,7 @@ def from_rpc(exc: grpc.aio.AioRpcError) -> OpenAIError:
         return OpenAIError(504, "the model did not finish within the gateway's request timeout",
                            type="server_error", code="timeout")
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        return OpenAIError(503, f"the inference service is unreachable: {exc.details()}", type="server_error",
+        return OpenAIError(503, f"an emotune service is unreachable: {exc.details()}", type="server_error",
                            code="service_unavailable")
     return from_domain(to_domain_error(exc))
 

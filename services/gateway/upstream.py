@@ -13,7 +13,7 @@ from services.gateway.errors import from_rpc
 
 class Channels:
     """One channel per internal service (``<service>_addr`` in settings), created on first use inside the
-    event loop and closed at shutdown. Features (fine-tuning ...) use it to reach datagen, trainer, etc."""
+    event loop and closed at shutdown: inference for chat, the pipeline for fine-tuning jobs."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from emotune.grpc.process import ServiceParts, run_service
 from emotune.store.base import ArtifactStore
-from services.inference.bootstrap import build_service, preload, servicers, shutdown
+from services.inference.bootstrap import build_service, preload, shutdown
 from services.inference.config import InferenceSettings
+from services.inference.server import add_servicers
 
 DEFAULT_METRICS_PORT = 9104
 
@@ -14,7 +15,7 @@ def build(settings: InferenceSettings, store: ArtifactStore) -> ServiceParts:
     service = build_service(settings, store)
     # Models load before the port opens: the health check turns SERVING only when requests can be answered.
     # The engines are freed only after in-flight calls drained within the grace period.
-    return ServiceParts(servicers(service), before_serving=lambda: preload(service, settings),
+    return ServiceParts(add_servicers(service), before_serving=lambda: preload(service, settings),
                         after_stop=lambda: shutdown(service),
                         describe=lambda: {"models": [m.id for m in service.registry.list()]})
 

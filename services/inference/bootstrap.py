@@ -1,20 +1,15 @@
-"""Assemble the inference service from settings (used by ``__main__``, the tests and the benchmark)."""
+"""Assemble the inference service from settings, preload its models, free its engines (used by ``__main__``, the
+tests and the benchmark); its gRPC transport is ``server.add_servicers``."""
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterable
-
-import grpc
 
 from emotune.logging import get_logger
 from emotune.store.base import ArtifactStore
 from emotune.styles import load_styles
-from emotune.v1 import inference_pb2_grpc
 from services.inference.admission import Admission
 from services.inference.config import InferenceSettings
 from services.inference.engines import create_engine
 from services.inference.registry import LoadSpec, ModelRegistry
-from services.inference.server import SERVICE_NAME, InferenceServicer
 from services.inference.service import InferenceService, Limits
 
 log = get_logger(__name__)
@@ -38,14 +33,6 @@ async def preload(service: InferenceService, settings: InferenceSettings) -> Non
         styles = tuple((style.name, style.serving_prompt) for style in document.styles)
     for name in settings.preload_models:
         await service.registry.load(LoadSpec(base_model=name, styles=styles))
-
-
-def servicers(service: InferenceService) -> Callable[[grpc.aio.Server], Iterable[str]]:
-    def add(server: grpc.aio.Server) -> list[str]:
-        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(service), server)
-        return [SERVICE_NAME]
-
-    return add
 
 
 def shutdown(service: InferenceService) -> None:

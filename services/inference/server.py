@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -85,3 +85,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def UnloadModel(self, request: inference_pb2.UnloadModelRequest,
                           context: grpc.aio.ServicerContext) -> inference_pb2.UnloadModelResponse:
         return inference_pb2.UnloadModelResponse(unloaded=await self.registry.unload(request.model_id))
+
+
+def add_servicers(service: InferenceService) -> Callable[[grpc.aio.Server], list[str]]:
+    """The ``add_servicers`` callback for :func:`emotune.grpc.server.start_server`."""
+
+    def add(server: grpc.aio.Server) -> list[str]:
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(service), server)
+        return [SERVICE_NAME]
+
+    return add

@@ -20,9 +20,9 @@ import pytest
 
 from emotune.grpc.probe import check as grpc_serving
 from emotune.llamacpp import LlamaCpp
-from emotune.local.supervisor import free_port
 from emotune.settings import Settings
 from tests.deploy.deploykit import REPO, image_env, image_python
+from tests.support import free_port
 
 BOOT_SECONDS = 150
 

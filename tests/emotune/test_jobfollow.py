@@ -143,7 +143,10 @@ async def _count(ctx) -> dict:
 
 
 async def test_the_main_job_piped_prints_progress_lines_for_every_stage(tmp_path, monkeypatch, capsys):
-    from services.gateway.fine_tuning.pipeline import Pipeline, _Run
+    from services.pipeline.config import PipelineSettings
+    from services.pipeline.pipeline import Pipeline, ServiceChannels, _Run
+    from services.pipeline.server import add_servicers as add_pipeline_servicers
+    from services.pipeline.service import PipelineService
     from tests.services.gateway.conftest import API_KEYS, start_gateway
 
     settings = Settings(store_path=tmp_path / "services")
@@ -177,7 +180,13 @@ async def test_the_main_job_piped_prints_progress_lines_for_every_stage(tmp_path
         return {"fine_tuned_model": "ft-gemma3-270m-demo-test", "evaluation": {}}
 
     monkeypatch.setattr(Pipeline, "run", run)
-    gateway = await start_gateway("127.0.0.1:9", store_path=tmp_path / "gateway")
+    pipeline_settings = PipelineSettings(store_path=tmp_path / "gateway")
+    pipeline = PipelineService(pipeline_settings, LocalStore(tmp_path / "gateway"),
+                               ServiceChannels.open(pipeline_settings))
+    pipeline_server = await start_server("pipeline", pipeline_settings, add_pipeline_servicers(pipeline), port=0)
+    await pipeline.start()
+    gateway = await start_gateway("127.0.0.1:9", store_path=tmp_path / "gateway",
+                                  pipeline_addr=f"127.0.0.1:{pipeline_server.port}")
     try:
         client = OpenAI(base_url=f"{gateway.url}/v1", api_key=API_KEYS[0], max_retries=0, timeout=30)
         job = await asyncio.to_thread(submit_job, client, DemoOptions(questions_per_style=4, eval_questions=2))
@@ -186,6 +195,8 @@ async def test_the_main_job_piped_prints_progress_lines_for_every_stage(tmp_path
         finished = await asyncio.to_thread(follow, client, job.id, console, 120)
     finally:
         await gateway.stop()
+        await pipeline.shutdown()
+        await pipeline_server.stop()
         await server.stop()
     out = capsys.readouterr().out
     assert finished.status == "succeeded", out

@@ -179,7 +179,7 @@ def _table():
 
 
 def test_evaluation_chart_draws_the_style_names(fresh_machine, drawn):
-    from services.gateway.fine_tuning.evaluation import evaluation_chart_png
+    from emotune.fine_tuning.report import evaluation_chart_png
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -190,7 +190,7 @@ def test_evaluation_chart_draws_the_style_names(fresh_machine, drawn):
 
 def test_charts_drawn_from_threads_at_once_keep_their_font(fresh_machine):
     """No global state: charts drawn concurrently in worker threads all get the CJK font."""
-    from services.gateway.fine_tuning.evaluation import evaluation_chart_png
+    from emotune.fine_tuning.report import evaluation_chart_png
     from services.trainer.export import loss_curve_png
 
     expected = evaluation_chart_png(_table())

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from emotune.files import FileService
 from emotune.store import open_store
 from services.gateway.feature import Feature
 from services.gateway.files.router import router
-from services.gateway.files.service import FileService
 
 
 @asynccontextmanager

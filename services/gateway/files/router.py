@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from services.gateway.files.service import MAX_UPLOAD_BYTES, FileObject, FileService
-from services.gateway.fine_tuning.protocol import ListPage
+from emotune.files import MAX_UPLOAD_BYTES, FileObject, FileService
+from emotune.fine_tuning.protocol import ListPage
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 

@@ -1,6 +1,5 @@
-"""``/v1/fine_tuning/jobs``: OpenAI's fine-tuning surface driving emotune's pipeline
-(datagen -> validator -> trainer -> serving -> evaluation). Needs the files feature (it reads ``app.state.files``).
-"""
+"""``/v1/fine_tuning/jobs``: OpenAI's fine-tuning surface, translated to the pipeline service's gRPC
+(``EMOTUNE_PIPELINE_ADDR``). The gateway keeps no job state: any number of replicas serve the same jobs."""
 
 from __future__ import annotations
 
@@ -9,30 +8,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from emotune.jobrunner import JobRunner
-from emotune.jobs import JobStore
+from emotune.v1 import pipeline_pb2_grpc
 from services.gateway.feature import Feature
-from services.gateway.fine_tuning.pipeline import Pipeline, ServiceChannels
 from services.gateway.fine_tuning.router import router
-from services.gateway.fine_tuning.serving import KIND, FineTuningService
+from services.gateway.fine_tuning.serving import FineTuningClient
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    context = app.state.gateway
-    files = app.state.files
-    channels = ServiceChannels(*(context.channels.get(name) for name in ("datagen", "validator", "trainer",
-                                                                        "inference")))
-    pipeline = Pipeline(files.store, files, channels,
-                        zhipuai_available=context.settings.zhipuai_api_key is not None)
-    runner = JobRunner(JobStore(files.store), KIND, pipeline.run,
-                       max_concurrent=context.settings.gateway_max_fine_tuning_jobs)
-    app.state.fine_tuning = FineTuningService(runner.jobs, runner, files, files.store)
-    await runner.resume_unfinished()  # a restarted gateway picks its pipelines up where they were
-    try:
-        yield
-    finally:
-        await runner.shutdown()
+    channel = app.state.gateway.channels.get("pipeline")
+    app.state.fine_tuning = FineTuningClient(pipeline_pb2_grpc.PipelineStub(channel))
+    yield
 
 
 feature = Feature(router, lifespan=_lifespan)

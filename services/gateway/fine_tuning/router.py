@@ -1,17 +1,17 @@
-"""``/v1/fine_tuning/jobs`` routes (thin: the work is in ``serving.py`` and ``pipeline.py``)."""
+"""``/v1/fine_tuning/jobs`` routes (thin: each is one call to the pipeline service, in ``serving.py``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from services.gateway.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
-from services.gateway.fine_tuning.serving import FineTuningService
+from emotune.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
+from services.gateway.fine_tuning.serving import FineTuningClient
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 
-def _service(request: Request) -> FineTuningService:
+def _service(request: Request) -> FineTuningClient:
     return request.app.state.fine_tuning
 
 

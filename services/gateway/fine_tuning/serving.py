@@ -1,174 +1,59 @@
-"""Fine-tuning jobs as OpenAI sees them, on top of the JobStore and the pipeline runner."""
+"""The fine-tuning routes' one dependency: calls to the pipeline service, answers parsed into the API's models.
+
+A pipeline error comes back as a gRPC status with its details; the gateway's handlers turn it into the OpenAI
+error body (404 naming the job, 400 naming the field ...)."""
 
 from __future__ import annotations
 
-import asyncio
-import secrets
+import json
 from typing import Any
 
-from emotune.errors import FailedPrecondition, InvalidInput, NotFound
-from emotune.jobrunner import JobRunner
-from emotune.jobs import JobEvent, JobRecord, JobState, JobStore
-from emotune.store.base import ArtifactStore
-from services.gateway.files.service import FileService
-from services.gateway.fine_tuning.evaluation import evaluation_chart_png
-from services.gateway.fine_tuning.protocol import (
-    CheckpointOut,
-    CreateFineTuningJob,
-    EmotuneOptions,
-    FineTuningJob,
-    JobError,
-    JobEventOut,
-    ListPage,
-)
+from emotune.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
+from emotune.v1 import pipeline_pb2, pipeline_pb2_grpc
 
-KIND = "fine_tuning"
-_TERMINAL_STATUS = {JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.CANCELLED: "cancelled"}
+# Creating a job checks its files in the store; a report may render nothing heavy, but a plot draws a chart.
+CALL_TIMEOUT_SECONDS = 60.0
 
 
-def _status(record: JobRecord) -> str:
-    if record.state.terminal:
-        return _TERMINAL_STATUS[record.state]
-    stage = record.checkpoint.get("stage")
-    if record.state == JobState.QUEUED or stage is None:
-        return "queued"
-    return "validating_files" if stage == "validating_files" else "running"
-
-
-def to_openai(record: JobRecord) -> FineTuningJob:
-    request = CreateFineTuningJob.model_validate(record.spec["request"])
-    stages = {name: state.get("status") for name, state in record.checkpoint.get("stages", {}).items()}
-    error = None
-    if record.state == JobState.FAILED:
-        stage = record.checkpoint.get("stage", "pipeline")
-        error = JobError(code=f"{stage}_failed", message=record.error, param=None)
-    finished = int(record.updated_at.timestamp()) if record.state.terminal else None
-    return FineTuningJob(
-        id=record.job_id, model=request.model, created_at=int(record.created_at.timestamp()),
-        finished_at=finished, fine_tuned_model=record.result.get("fine_tuned_model"),
-        status=_status(record), training_file=record.spec.get("training_file", request.training_file), validation_file=request.validation_file,
-        hyperparameters=request.hyperparameters, error=error, seed=record.spec.get("seed", 0),
-        metadata=request.metadata, integrations=request.integrations,
-        trained_tokens=record.result.get("training", {}).get("trained_tokens"),
-        emotune={"stage": record.checkpoint.get("stage"), "stages": stages},
-    )
-
-
-class FineTuningService:
-    def __init__(self, jobs: JobStore, runner: JobRunner, files: FileService, store: ArtifactStore) -> None:
-        self.jobs, self.runner, self.files, self.store = jobs, runner, files, store
+class FineTuningClient:
+    def __init__(self, stub: pipeline_pb2_grpc.PipelineStub) -> None:
+        self.stub = stub
 
     async def create(self, request: CreateFineTuningJob) -> FineTuningJob:
-        shown_training_file = request.training_file
-        request = await asyncio.to_thread(self._normalise, request)
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        request = request.model_copy(update={"seed": seed})
-        record = await self.runner.submit(
-            {"request": request.model_dump(mode="json"), "seed": seed, "training_file": shown_training_file},
-            job_id=f"ftjob-{secrets.token_hex(12)}",
-        )
-        return to_openai(record)
-
-    def _normalise(self, request: CreateFineTuningJob) -> CreateFineTuningJob:
-        """Check the referenced files exist, and accept a styles document as ``training_file``.
-
-        OpenAI's clients require ``training_file``; for a job that *generates* its data, the natural file to
-        give is the styles document, so one uploaded with purpose ``emotune-styles`` is taken as the styles.
-        """
-        for file_id in (request.training_file, request.validation_file,
-                        request.emotune.styles_file if request.emotune else None):
-            if file_id:
-                self.files.get(file_id)  # 404 naming the missing file
-        if not request.training_file or self.files.get(request.training_file).purpose != "emotune-styles":
-            return request
-        options = request.emotune or EmotuneOptions()
-        if options.generation is None:
-            raise InvalidInput("a styles file as training_file generates the data: give emotune.generation "
-                               "(at least the questions)", field="emotune.generation")
-        options = options.model_copy(update={"styles_file": options.styles_file or request.training_file})
-        return request.model_copy(update={"training_file": None, "emotune": options})
-
-    def _get(self, job_id: str) -> JobRecord:
-        try:
-            record = self.jobs.get(job_id)
-        except NotFound:
-            record = None
-        if record is None or record.kind != KIND:
-            raise NotFound(f"No fine-tuning job found with id {job_id}", param="fine_tuning_job_id")
-        return record
+        reply = await self.stub.CreateFineTuningJob(
+            pipeline_pb2.CreateFineTuningJobRequest(request_json=request.model_dump_json()),
+            timeout=CALL_TIMEOUT_SECONDS)
+        return FineTuningJob.model_validate_json(reply.json)
 
     async def retrieve(self, job_id: str) -> FineTuningJob:
-        return to_openai(await asyncio.to_thread(self._get, job_id))
+        reply = await self.stub.GetFineTuningJob(pipeline_pb2.FineTuningJobRef(job_id=job_id))
+        return FineTuningJob.model_validate_json(reply.json)
 
     async def list(self, after: str | None, limit: int) -> ListPage:
-        records = await asyncio.to_thread(self.jobs.list, KIND)
-        if after:
-            ids = [r.job_id for r in records]
-            records = records[ids.index(after) + 1:] if after in ids else []
-        page = records[:limit]
-        return ListPage(data=[to_openai(r) for r in page], has_more=len(records) > limit)
+        reply = await self.stub.ListFineTuningJobs(pipeline_pb2.ListFineTuningJobsRequest(after=after or "",
+                                                                                          limit=limit))
+        return ListPage.model_validate_json(reply.json)
 
     async def cancel(self, job_id: str) -> FineTuningJob:
-        record = await asyncio.to_thread(self._get, job_id)
-        if record.state.terminal:
-            raise FailedPrecondition(f"Job {job_id} is already {record.state.value} and cannot be cancelled")
-        await self.runner.cancel(job_id)
-        await self.runner.wait(job_id)
-        return to_openai(await asyncio.to_thread(self._get, job_id))
+        reply = await self.stub.CancelFineTuningJob(pipeline_pb2.FineTuningJobRef(job_id=job_id),
+                                                    timeout=CALL_TIMEOUT_SECONDS)
+        return FineTuningJob.model_validate_json(reply.json)
 
     async def events(self, job_id: str, after: str | None, limit: int) -> ListPage:
-        await asyncio.to_thread(self._get, job_id)
-        events = list(reversed(await asyncio.to_thread(self.jobs.events, job_id)))  # newest first, as OpenAI
-        if after:
-            seq = int(after.rsplit("-", 1)[-1]) if after.rsplit("-", 1)[-1].isdigit() else 0
-            events = [e for e in events if e.seq < seq]
-        page = events[:limit]
-        return ListPage(data=[_event_out(job_id, e) for e in page], has_more=len(events) > limit)
+        reply = await self.stub.ListFineTuningEvents(pipeline_pb2.ListFineTuningEventsRequest(
+            job_id=job_id, after=after or "", limit=limit))
+        return ListPage.model_validate_json(reply.json)
 
     async def checkpoints(self, job_id: str, limit: int) -> ListPage:
-        record = await asyncio.to_thread(self._get, job_id)
-        items = record.checkpoint.get("checkpoints", [])
-        out = [
-            CheckpointOut(
-                id=f"ftckpt-{job_id[-8:]}-{int(c.get('step', 0))}", created_at=int(record.updated_at.timestamp()),
-                fine_tuned_model_checkpoint=str(c.get("artifact") or c.get("path") or f"step-{c.get('step')}"),
-                fine_tuning_job_id=job_id, step_number=int(c.get("step", 0)),
-                metrics={"step": float(c.get("step", 0)), "train_loss": c.get("train_loss"),
-                         "valid_loss": c.get("valid_loss") or c.get("eval_loss")},
-            )
-            for c in reversed(items)
-        ]
-        return ListPage(data=out[:limit], has_more=len(out) > limit)
+        reply = await self.stub.ListFineTuningCheckpoints(pipeline_pb2.ListFineTuningCheckpointsRequest(
+            job_id=job_id, limit=limit))
+        return ListPage.model_validate_json(reply.json)
 
     async def report(self, job_id: str) -> dict[str, Any]:
-        record = await asyncio.to_thread(self._get, job_id)
-        stages = record.checkpoint.get("stages", {})
-        validation = stages.get("validation", {}).get("result", {})
-        training = stages.get("training", {}).get("result", {})
-        evaluation = stages.get("evaluation", {}).get("result", {})
-        plots = {}
-        if evaluation.get("table"):
-            plots["evaluation"] = f"/v1/fine_tuning/jobs/{job_id}/plots/evaluation.png"
-        for name in {**validation.get("plots", {}), **training.get("plots", {})}:
-            plots[name] = f"/v1/fine_tuning/jobs/{job_id}/plots/{name}.png"
-        return {"id": job_id, "status": _status(record), "validation": validation, "training": training,
-                "evaluation": evaluation, "plots": plots,
-                "loss_curve": record.checkpoint.get("loss_curve", [])}
+        reply = await self.stub.GetFineTuningReport(pipeline_pb2.FineTuningJobRef(job_id=job_id))
+        return json.loads(reply.json)
 
     async def plot(self, job_id: str, name: str) -> bytes:
-        report = await self.report(job_id)
-        if name == "evaluation" and report["evaluation"].get("table"):
-            return await asyncio.to_thread(evaluation_chart_png, report["evaluation"]["table"])
-        keys = {**report["validation"].get("plots", {}), **report["training"].get("plots", {})}
-        if name not in keys:
-            raise NotFound(f"no plot {name!r} for job {job_id}", param="name")
-        return await asyncio.to_thread(self.store.get_bytes, keys[name])
-
-
-def _event_out(job_id: str, event: JobEvent) -> JobEventOut:
-    is_metric = event.type in {"metric", "checkpoint"} or "train_loss" in event.data or "loss" in event.data
-    level = "error" if event.type == "error" or event.data.get("state") == "failed" else "info"
-    return JobEventOut(
-        id=f"ftevent-{job_id[-8:]}-{event.seq}", created_at=int(event.time.timestamp()), level=level,
-        message=event.message, type="metrics" if is_metric else "message", data={"seq": event.seq, **event.data},
-    )
+        reply = await self.stub.GetFineTuningPlot(pipeline_pb2.FineTuningPlotRequest(job_id=job_id, name=name),
+                                                  timeout=CALL_TIMEOUT_SECONDS)
+        return reply.data

@@ -2,8 +2,9 @@
 
 Every service runs as its own process (the embedded default's supervisor), on the real S3 server (Swift); SmolLM2
 is the base model and, through our own gateway, the few-shot teacher. A fine-tuning job generates, validates,
-trains, serves and evaluates; then the fine-tuned model answers as ``<model>:<style>``. A second job survives a
-``kill -9`` of the gateway in the middle of training.
+trains, serves and evaluates; then the fine-tuned model answers as ``<model>:<style>``. A second job runs with two
+pipeline replicas and two gateways on the same store, and survives a ``kill -9`` of its owner in the middle of
+training: the other replica takes it over, and both gateways show the one job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from emotune.local.supervisor import LocalStack, free_port_offset
+from emotune.jobs import JobStore
+from emotune.local.supervisor import LocalService, LocalStack, free_port_offset
+from emotune.store.s3 import S3Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -55,16 +58,42 @@ QUESTIONS = [
     "What do you think of my new hat?", "Should I learn to cook?", "How do I stay awake at work?",
     "Any plans for the weekend?", "What is your favourite season?", "Can you recommend a book?",
 ]
+LEASE_SECONDS = 4  # a dead owner's job is taken over within about this (plus a scan and the claim's settle time)
 
 
+class PipelineReplica(LocalStack):
+    """A second pipeline replica and a gateway in front of it, on the first stack's store and stage services."""
+
+    def services(self) -> list[LocalService]:
+        return [s for s in super().services() if s.name in {"pipeline", "gateway"}]
 
 
 @pytest.fixture
-def stack(tmp_path: Path, s3_server):
-    bucket = f"e2e-{os.getpid()}-{int(time.time())}"
+def bucket() -> str:
+    return f"e2e-{os.getpid()}-{int(time.time())}"
+
+
+@pytest.fixture
+def stack(tmp_path: Path, s3_server, bucket: str):
     local = LocalStack(tmp_path / "state", base_model=BASE, port_offset=free_port_offset(), with_ui=False,
                        extra_env={**s3_server.env(bucket), "EMOTUNE_DATAGEN_MAX_TOKENS": "48",
-                                  "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2"})
+                                  "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2",
+                                  "EMOTUNE_JOB_LEASE_SECONDS": str(LEASE_SECONDS)})
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def replica(tmp_path: Path, s3_server, bucket: str, stack: LocalStack):
+    state = tmp_path / "replica"
+    state.mkdir()
+    (state / "api-key").write_text(stack.api_key)  # the same installation
+    stage_addrs = {f"EMOTUNE_{name}_ADDR": stack.environment()[f"EMOTUNE_{name}_ADDR"]
+                   for name in ("DATAGEN", "VALIDATOR", "TRAINER", "INFERENCE")}
+    local = PipelineReplica(state, base_model=BASE, port_offset=free_port_offset(), with_ui=False,
+                            extra_env={**s3_server.env(bucket), **stage_addrs,
+                                       "EMOTUNE_JOB_LEASE_SECONDS": str(LEASE_SECONDS)})
     local.start()
     yield local
     local.stop()
@@ -148,29 +177,42 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "export_not_found"
 
 
-@pytest.mark.xfail(reason="since the Qwen/bf16 local-stack changes the restarted gateway finishes the job but no "
-                   "'training resumed' event is seen (2 reruns, 40 steps, all event pages); under investigation, see "
-                   "the closing note of stop 19", strict=False)
-def test_gateway_killed_mid_job_resumes_and_completes(stack: LocalStack) -> None:
-    client = _client(stack)
-    # Enough steps that training is still running when the gateway dies and while it restarts (12 steps of
-    # SmolLM2 under bf16 sometimes ended first; then nothing was left to resume).
-    job = client.fine_tuning.jobs.create(**_job_request(client, "restart", max_steps=40))
+def test_owner_killed_mid_job_the_other_replica_takes_over(stack: LocalStack, replica: LocalStack,
+                                                            s3_server, bucket: str) -> None:
+    first, second = _client(stack), _client(replica)
+    # Enough steps that training still runs when the owner dies and while the other replica takes over.
+    job = first.fine_tuning.jobs.create(**_job_request(first, "takeover", max_steps=40))
+    assert second.fine_tuning.jobs.retrieve(job.id).id == job.id  # one job, whichever gateway is asked
 
-    def training(j) -> bool:
-        """The training stage is running, or the job already ended (the assertion below then shows how)."""
-        ended = j.status not in {"validating_files", "queued", "running"}
-        return ended or (j.model_extra or {}).get("emotune", {}).get("stage") == "training"
+    def training_reported(_job) -> bool:
+        """The training sub-job has reported (so its id is in the pipeline's checkpoint), or the job ended."""
+        if _job.status in {"succeeded", "failed", "cancelled"}:
+            return True
+        return any(e.message.startswith("training: ") for e in second.fine_tuning.jobs.list_events(job.id, limit=50))
 
-    seen = _wait(client, job.id, timeout=600, until=training)
+    seen = _wait(second, job.id, timeout=600, until=training_reported)
     assert seen.status == "running", seen
-    pid = stack.running_pid("gateway")
-    os.killpg(pid, signal.SIGKILL)
-    stack.start()  # restarts only what is down: the gateway
+    # The replica that created the job owns it: kill it the hard way, as a node failure would.
+    os.killpg(stack.running_pid("pipeline"), signal.SIGKILL)
+    stack.start()  # restarts only what is down: the pipeline comes back as a new process with a new owner id
 
-    job = _wait(client, job.id, timeout=900)
+    job = _wait(second, job.id, timeout=900)
     assert job.status == "succeeded", job.error
-    # Every event, page by page (a job logs well over 1000: the newest page alone can miss the early stages).
-    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=500)]
+    assert first.fine_tuning.jobs.retrieve(job.id).model_dump() == job.model_dump()
+
+    # Every event, page by page (a job logs hundreds).
+    events = list(first.fine_tuning.jobs.list_events(job.id, limit=500))
+    assert [e.model_dump() for e in events] == [e.model_dump() for e in second.fine_tuning.jobs.list_events(
+        job.id, limit=500)]
+    seqs = [e.data["seq"] for e in events]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))  # one writer at a time: no seq written twice or skipped
+    messages = [e.message for e in events]
     assert "training resumed" in messages
-    assert messages.count("training started") == 1  # the sub-job was re-attached, not started again
+    for stage in ("datagen", "validation", "training", "serving", "evaluation"):
+        assert messages.count(f"{stage} started") == 1, stage  # nothing ran twice
+        assert messages.count(f"{stage} succeeded") == 1, stage
+
+    # One set of sub-jobs: the stage services ran exactly one job of each kind for this pipeline job.
+    sub_jobs = JobStore(S3Store.from_settings(s3_server.settings(bucket))).list()
+    for kind in ("datagen", "validation", "training"):
+        assert len([j for j in sub_jobs if j.kind == kind and job.id in str(j.spec)]) == 1, kind

@@ -18,13 +18,13 @@ from google.protobuf.json_format import ParseDict
 
 from emotune.grpc.probe import check
 from emotune.jobs import JobState, JobStore
-from emotune.local.supervisor import free_port
 from emotune.records import parse_records
 from emotune.store.artifacts import read_file
 from emotune.store.local import LocalStore
 from emotune.v1 import datagen_pb2, datagen_pb2_grpc
 from services.datagen.service import DatagenService
 from services.datagen.shards import read_shards
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 QUESTIONS = [f"问题{i:03d}：今天过得怎么样" for i in range(60)]

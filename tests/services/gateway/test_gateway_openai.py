@@ -10,7 +10,7 @@ import pytest
 
 from emotune.v1 import inference_pb2
 from services.inference.admission import Admission
-from services.inference.bootstrap import servicers
+from services.inference.server import add_servicers
 from services.inference.service import InferenceService, Limits
 from tests.services.gateway.conftest import API_KEYS, start_gateway
 from tests.services.inference.stack import MODEL
@@ -176,7 +176,7 @@ async def test_full_inference_queue_answers_429_with_its_retry_after(inference):
 
     tight = InferenceService(inference.service.registry, Admission(1, 0), Limits())
     tight.admission._recent_durations.extend([7.0])  # 7 s per generation, 1 slot: come back in 7 s
-    server = await start_server("inference", inference.settings, servicers(tight), port=0)
+    server = await start_server("inference", inference.settings, add_servicers(tight), port=0)
     gateway = await start_gateway(f"127.0.0.1:{server.port}")
     try:
         async with gateway.client() as client:

@@ -11,8 +11,9 @@ from emotune.grpc.client import open_channel
 from emotune.grpc.server import GrpcServer, start_server
 from emotune.store.local import LocalStore
 from emotune.v1 import inference_pb2, inference_pb2_grpc
-from services.inference.bootstrap import build_service, preload, servicers, shutdown
+from services.inference.bootstrap import build_service, preload, shutdown
 from services.inference.config import InferenceSettings
+from services.inference.server import add_servicers
 from services.inference.service import InferenceService
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,6 +54,6 @@ async def start_inference(root: Path, **overrides: object) -> RunningInference:
     settings = InferenceSettings(**{**values, **overrides})
     service = build_service(settings, LocalStore(settings.store_path))
     await preload(service, settings)
-    server = await start_server("inference", settings, servicers(service), port=0)
+    server = await start_server("inference", settings, add_servicers(service), port=0)
     channel = open_channel(f"127.0.0.1:{server.port}", settings)
     return RunningInference(settings, service, server, channel)

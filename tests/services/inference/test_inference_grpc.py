@@ -17,7 +17,7 @@ from emotune.store.artifacts import file_key, publish_artifact
 from emotune.styles import load_styles
 from emotune.v1 import inference_pb2, inference_pb2_grpc
 from services.inference.admission import Admission
-from services.inference.bootstrap import servicers
+from services.inference.server import add_servicers
 from services.inference.service import InferenceService, Limits
 from tests.services.inference.stack import EMOTION_STYLES, MODEL, RunningInference, start_inference
 
@@ -129,7 +129,7 @@ async def test_raw_prompt_requests_name_the_field(inference: RunningInference, m
 async def test_queue_full_is_resource_exhausted_and_cancel_frees_the_slot(inference: RunningInference):
     """A second service front on the same loaded model, with one slot and no queue."""
     tight = InferenceService(inference.service.registry, Admission(1, 0), Limits())
-    server = await start_server("inference", inference.settings, servicers(tight), port=0)
+    server = await start_server("inference", inference.settings, add_servicers(tight), port=0)
     channel = open_channel(f"127.0.0.1:{server.port}", inference.settings)
     stub = inference_pb2_grpc.InferenceStub(channel)
     try:

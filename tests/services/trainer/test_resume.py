@@ -15,12 +15,12 @@ from google.protobuf.json_format import MessageToDict
 
 from emotune.grpc.client import open_channel
 from emotune.grpc.probe import check
-from emotune.local.supervisor import free_port
 from emotune.settings import Settings
 from emotune.store.artifacts import publish_artifact
 from emotune.store.local import LocalStore
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.services.trainer.conftest import styled_jsonl, trainer_with_dataset
+from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[3]

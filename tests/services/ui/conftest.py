@@ -51,8 +51,6 @@ def _start(stack: LocalStack) -> None:
         raise
 
 
-
-
 @pytest.fixture(scope="session")
 def ui_stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("ui-stack")
@@ -68,18 +66,6 @@ def ui_stack(tmp_path_factory):
     _start(stack)
     yield stack
     stack.stop(grace=10)
-
-
-@pytest.fixture(scope="session")
-def fine_tuning_api(ui_stack):
-    """Skips, with the reason, while the gateway has no fine-tuning API."""
-    import httpx
-
-    probe = httpx.get(f"{ui_stack.gateway_url}/v1/fine_tuning/jobs",
-                      headers={"Authorization": f"Bearer {ui_stack.api_key}"}, timeout=10)
-    if probe.status_code == 404:
-        pytest.skip("the gateway serves no /v1/fine_tuning/jobs yet (fine-tuning API not wired in)")
-    return ui_stack
 
 
 @pytest.fixture(scope="session")

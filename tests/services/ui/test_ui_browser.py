@@ -166,9 +166,9 @@ def set_number(page, label: str, value: int) -> None:
     field.press("Enter")
 
 
-def test_pipeline_job_from_styles_to_chat(fine_tuning_api, page, screenshots):
+def test_pipeline_job_from_styles_to_chat(ui_stack, page, screenshots):
     """Launch a tiny generation fine-tune from the page, watch it live, read its report, chat with the result."""
-    open_page(page, f"{fine_tuning_api.ui_url}/pipeline")
+    open_page(page, f"{ui_stack.ui_url}/pipeline")
     page.get_by_role("heading", name="1 · Styles").wait_for()
     page.get_by_label("Styles document").fill(PIPELINE_STYLES)
     page.get_by_label("Styles document").blur()

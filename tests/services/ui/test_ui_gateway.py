@@ -11,10 +11,10 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from emotune.local.supervisor import free_port
 from services.ui.chat import Conversation
 from services.ui.config import UISettings
 from services.ui.gateway import Gateway, GatewayError, Sampling
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@ editor/upload validation works offline, and an unreachable gateway is reported p
 
 import pytest
 
-from emotune.local.supervisor import free_port
 from services.ui.chat import Conversation
+from tests.support import free_port
 
 BAD_STYLES = b"""styles:
   - name: gentle

@@ -11,8 +11,8 @@ import grpc
 import httpx
 
 from emotune.grpc.probe import check
-from emotune.local.supervisor import free_port
 from emotune.v1 import validator_pb2, validator_pb2_grpc
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -1,8 +1,9 @@
-"""The fine-tuning pipeline: one gateway job drives datagen -> validator -> trainer -> evaluation -> serving.
+"""The fine-tuning pipeline: one job drives datagen -> validator -> trainer -> serving -> evaluation.
 
 Each stage is a job in another service, reached over gRPC. The pipeline job's checkpoint (in the JobStore)
-records the stage reached, each sub-job's id and the last event seen, so a restarted gateway re-attaches to the
-running sub-job and continues from where it stopped; a failed sub-job fails the pipeline with that stage's error.
+records the stage reached, each sub-job's id and the last event seen, so the replica that takes a job over (after
+its owner died, see :mod:`emotune.leases`) re-attaches to the running sub-job and continues from where it
+stopped; a failed sub-job fails the pipeline with that stage's error.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from emotune.errors import Cancelled, EmotuneError, FailedPrecondition, InvalidInput
+from emotune.files import FileService
+from emotune.fine_tuning.protocol import CreateFineTuningJob, TeacherOptions, TrainingOptions
 from emotune.formats import parse_dataset
-from emotune.grpc.client import to_domain_error
+from emotune.grpc.client import open_channel, to_domain_error
 from emotune.importers import parse_questions
 from emotune.jobrunner import JobContext
 from emotune.logging import get_logger
 from emotune.records import dumps_records
+from emotune.settings import Settings
 from emotune.store.artifacts import publish_artifact
 from emotune.store.base import ArtifactStore
 from emotune.styles import StylesDocument, dump_styles, parse_styles
@@ -40,9 +44,7 @@ from emotune.v1 import (
     validator_pb2,
     validator_pb2_grpc,
 )
-from services.gateway.files.service import FileService
-from services.gateway.fine_tuning.evaluation import StyleEvaluator
-from services.gateway.fine_tuning.protocol import CreateFineTuningJob, TeacherOptions, TrainingOptions
+from services.pipeline.evaluation import StyleEvaluator
 
 log = get_logger(__name__)
 
@@ -63,12 +65,22 @@ class StageFailed(EmotuneError):
 
 @dataclass
 class ServiceChannels:
-    """gRPC channels to the services the pipeline drives (opened by the gateway with deadlines)."""
+    """gRPC channels to the services the pipeline drives."""
 
     datagen: grpc.aio.Channel
     validator: grpc.aio.Channel
     trainer: grpc.aio.Channel
     inference: grpc.aio.Channel
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServiceChannels:
+        """Channels to each ``<service>_addr`` of the settings (inside the running event loop)."""
+        return cls(*(open_channel(getattr(settings, f"{name}_addr"), settings)
+                     for name in ("datagen", "validator", "trainer", "inference")))
+
+    async def close(self) -> None:
+        for channel in (self.datagen, self.validator, self.trainer, self.inference):
+            await channel.close()
 
 
 def teacher_config(base_model: str, options: TeacherOptions | None,

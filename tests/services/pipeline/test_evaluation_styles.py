@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from emotune.fine_tuning.protocol import ValidationOptions
 from emotune.styles import parse_styles
-from services.gateway.fine_tuning.evaluation import scoring_styles
-from services.gateway.fine_tuning.pipeline import validation_styles
-from services.gateway.fine_tuning.protocol import ValidationOptions
+from services.pipeline.evaluation import scoring_styles
+from services.pipeline.pipeline import validation_styles
 
 EMOTIONS = Path(__file__).resolve().parents[3] / "examples" / "styles" / "emotions.yaml"
 

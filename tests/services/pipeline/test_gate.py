@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.gateway.fine_tuning.gate import GateRule, judge_style, summarize
+from services.pipeline.gate import GateRule, judge_style, summarize
 
 RULE = GateRule()
 
@@ -73,7 +73,7 @@ def test_misaligned_scores_are_refused():
 
 
 def test_the_table_shows_each_styles_verdict_in_words_aligned():
-    from services.gateway.fine_tuning.evaluation import format_table
+    from emotune.fine_tuning.report import format_table
 
     judged = [judge_style("温柔", *_scores(6, 12, lift=0.4), train_samples=50, rule=RULE),
               judge_style("neutral", *_scores(7, 12, lift=0.0), train_samples=50, rule=RULE)]

@@ -12,11 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from emotune.chat_check import check_chat_jsonl
 from emotune.errors import InvalidInput, NotFound
 from emotune.store.base import ArtifactStore
 from emotune.styles import parse_styles
 from emotune.textio import decode_bytes
-from services.gateway.files.checker import check_chat_jsonl
 
 Purpose = Literal["fine-tune", "emotune-styles", "emotune-questions"]
 PURPOSES: tuple[str, ...] = ("fine-tune", "emotune-styles", "emotune-questions")
