@@ -144,26 +144,26 @@ class Pipeline:
             dataset = files["training_dataset"]
         else:
             generated = await run.remote(
-                "datagen", self.job_stubs["datagen"],
-                lambda: self.datagen.StartGeneration(self._generation_spec(ctx.job_id, request, styles, selected,
-                                                                           files["train_questions"])),
+                "datagen", self.job_stubs["datagen"], f"datasets/{ctx.job_id}",
+                lambda prefix: self.datagen.StartGeneration(self._generation_spec(
+                    prefix, request, styles, selected, files["train_questions"])),
             )
             validated = await run.remote(
-                "validation", self.job_stubs["validation"],
-                lambda: self.validator.StartValidation(validator_pb2.ValidationSpec(
+                "validation", self.job_stubs["validation"], f"validated/{ctx.job_id}",
+                lambda prefix: self.validator.StartValidation(validator_pb2.ValidationSpec(
                     dataset_artifact=_artifact_key(generated, "dataset"),
                     styles_yaml=validation_styles(files["styles_yaml"], options.validation.marker_hits),
                     embedder=options.validation.embedder,
                     similarity_threshold=options.validation.similarity_threshold,
                     dedup_threshold=options.validation.dedup_threshold,
-                    output_prefix=f"validated/{ctx.job_id}",
+                    output_prefix=prefix,
                 )),
             )
             dataset = _artifact_key(validated, "kept")
             kept = {name: int(info.get("kept", 0)) for name, info in validated.get("styles", {}).items()}
         trained = await run.remote(
-            "training", self.job_stubs["training"],
-            lambda: self.trainer.StartTraining(self._training_spec(ctx.job_id, request, dataset)),
+            "training", self.job_stubs["training"], f"models/{ctx.job_id}",
+            lambda prefix: self.trainer.StartTraining(self._training_spec(prefix, request, dataset)),
             on_event=run.collect_checkpoint,
         )
         model_id = fine_tuned_model_id(request.model, request.suffix, ctx.job_id)
@@ -252,7 +252,7 @@ class Pipeline:
                          {"kind": "dataset", "source_file": meta.id, "records": len(records)})
         return key
 
-    def _generation_spec(self, job_id: str, request: CreateFineTuningJob, styles: StylesDocument,
+    def _generation_spec(self, output_prefix: str, request: CreateFineTuningJob, styles: StylesDocument,
                          selected: list[str], questions: list[str]) -> datagen_pb2.GenerationSpec:
         generation = request.emotune.generation
         return datagen_pb2.GenerationSpec(
@@ -260,10 +260,11 @@ class Pipeline:
             questions=datagen_pb2.QuestionSource(questions=questions),
             teacher=teacher_config(request.model, generation.teacher, self.zhipuai_available),
             mode=generation.mode, variants_per_question=generation.variants_per_question,
-            seed=request.seed or 0, output_prefix=f"datasets/{job_id}",
+            seed=request.seed or 0, output_prefix=output_prefix,
         )
 
-    def _training_spec(self, job_id: str, request: CreateFineTuningJob, dataset: str) -> trainer_pb2.TrainingSpec:
+    def _training_spec(self, output_prefix: str, request: CreateFineTuningJob,
+                       dataset: str) -> trainer_pb2.TrainingSpec:
         options = request.emotune.training if request.emotune else TrainingOptions()
         hp = request.hyperparameters
         base_lr = options.learning_rate or 2e-4
@@ -276,7 +277,7 @@ class Pipeline:
             epochs=3 if hp.n_epochs == "auto" else hp.n_epochs, max_steps=options.max_steps,
             learning_rate=base_lr * multiplier, batch_size=4 if hp.batch_size == "auto" else hp.batch_size,
             eval_fraction=options.eval_fraction, eval_every_steps=options.eval_every_steps,
-            seed=request.seed or 0, output_prefix=f"models/{job_id}",
+            seed=request.seed or 0, output_prefix=output_prefix,
         )
 
     async def _load(self, model_id: str, base_model: str, trained: dict[str, Any],
@@ -340,21 +341,30 @@ class _Run:
             raise type(exc)(f"{stage}: {exc.message}", **exc.details) from None
         return self._done(stage, state, result)
 
-    async def remote(self, stage: str, jobs: jobs_pb2_grpc.JobsStub,
-                     start: Callable[[], Awaitable[jobs_pb2.JobRef]],
+    async def remote(self, stage: str, jobs: jobs_pb2_grpc.JobsStub, output_prefix: str,
+                     start: Callable[[str], Awaitable[jobs_pb2.JobRef]],
                      on_event: Callable[[str, jobs_pb2.Event], None] | None = None) -> dict[str, Any]:
+        """Run a stage as a job of another service writing under ``output_prefix`` (unique to this pipeline job).
+
+        The prefix is saved before the sub-job is started: if this process dies between the start and saving the
+        sub-job's id, the next owner finds that sub-job by its prefix and re-attaches instead of starting a second.
+        """
         existing = self.checkpoint["stages"].get(stage)
         if existing and existing.get("status") == "succeeded":
             return existing["result"]
         state = self._enter(stage)
         try:
             if "job_id" not in state:
-                ref = await start()
-                state.update(job_id=ref.job_id, after=0)
+                started = await self._started_before(stage, jobs, state.get("starting"))
+                if started is None:
+                    state["starting"] = output_prefix
+                    self._save(force=True)
+                    started = (await start(output_prefix)).job_id
+                state.update(job_id=started, after=0)
                 self._save(force=True)
             job = await self._follow(stage, jobs, state, on_event)
         except asyncio.CancelledError:
-            if self.ctx.cancel_requested() and "job_id" in state:  # a user cancel, not a gateway shutdown
+            if self.ctx.cancel_requested() and "job_id" in state:  # a user cancel, not a shutdown or takeover
                 await asyncio.shield(jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=state["job_id"])))
             raise
         except grpc.aio.AioRpcError as exc:
@@ -365,6 +375,19 @@ class _Run:
             raise StageFailed(f"{stage} failed: {job.error or 'no reason given'}", stage=stage,
                               sub_job=job.job_id)
         return self._done(stage, state, MessageToDict(job.result, preserving_proto_field_name=True))
+
+    async def _started_before(self, stage: str, jobs: jobs_pb2_grpc.JobsStub,
+                              output_prefix: str | None) -> str | None:
+        """The sub-job a previous owner started under ``output_prefix`` but did not record, if there is one."""
+        if output_prefix is None:
+            return None
+        listed = await jobs.ListJobs(jobs_pb2.ListJobsRequest())
+        for job in listed.jobs:
+            if MessageToDict(job.spec, preserving_proto_field_name=True).get("output_prefix") == output_prefix:
+                self.ctx.emit("log", f"{stage}: re-attached to {job.job_id}, started before the restart",
+                              stage=stage)
+                return job.job_id
+        return None
 
     async def _follow(self, stage: str, jobs: jobs_pb2_grpc.JobsStub, state: dict[str, Any],
                       on_event: Callable[[str, jobs_pb2.Event], None] | None) -> jobs_pb2.Job:

@@ -165,10 +165,10 @@ async def test_the_main_job_piped_prints_progress_lines_for_every_stage(tmp_path
         async with open_channel(f"127.0.0.1:{server.port}", settings) as channel:
             stub = jobs_pb2_grpc.JobsStub(channel)
             for stage, total in STAGES.items():
-                async def start(stage=stage, total=total) -> jobs_pb2.JobRef:
-                    return jobs_pb2.JobRef(job_id=(await sub_runner.submit({"stage": stage,
-                                                                            "total": total})).job_id)
-                await stages.remote(stage, stub, start)
+                async def start(prefix: str, stage=stage, total=total) -> jobs_pb2.JobRef:
+                    return jobs_pb2.JobRef(job_id=(await sub_runner.submit({"stage": stage, "total": total,
+                                                                            "output_prefix": prefix})).job_id)
+                await stages.remote(stage, stub, f"{stage}/{ctx.job_id}", start)
 
         async def evaluate() -> dict:
             for done in range(1, EVALUATION + 1):
