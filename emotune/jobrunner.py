@@ -1,21 +1,28 @@
-"""Runs a service's jobs as asyncio tasks on top of the JobStore.
+"""Runs a service's jobs as asyncio tasks on top of the JobStore, one owner per job across processes.
 
 The runner owns state transitions (queued -> running -> succeeded/failed/cancelled), turns a handler's exception
-into a failed job with the error in the events, honours cancellation requests, and on start-up resumes jobs a
-previous process left queued or running (handlers are written to be resumable: they read ``ctx.checkpoint`` and
-save progress with ``ctx.save_checkpoint``). ``shutdown`` stops tasks without finishing their jobs, so the next
-process resumes them.
+into a failed job with the error in the events, honours cancellation requests, and takes over jobs whose owner
+stopped (handlers are written to be resumable: they read ``ctx.checkpoint`` and save progress with
+``ctx.save_checkpoint``).
+
+Every job is run under a lease (``emotune.leases``): ``submit`` claims the new job before scheduling it; ``start``
+adopts jobs whose lease expired or was released and keeps scanning for more while a slot is free; a lost or
+unrenewable lease stops the job's task without recording a final state. ``shutdown`` stops tasks without
+finishing their jobs and releases their leases, so the next process (or another replica) takes them over at once.
+Only the lease holder writes a job's status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from emotune.errors import Cancelled, EmotuneError
 from emotune.jobs import JobRecord, JobState, JobStore
+from emotune.leases import LEASE_TAKEOVERS, LEASES_LOST, Held, LeaseLost, Leases, Observation, default_owner
 from emotune.logging import get_logger
 
 log = get_logger(__name__)
@@ -27,12 +34,16 @@ CANCEL_WAIT_SECONDS = 10.0
 class JobContext:
     """What a job handler sees: its spec, an event emitter, progress with ETA, checkpoint, and cancellation."""
 
-    def __init__(self, jobs: JobStore, record: JobRecord, resumed: bool) -> None:
+    def __init__(self, jobs: JobStore, record: JobRecord, resumed: bool,
+                 lease_check: Callable[[], None] | None = None) -> None:
         self.jobs, self.job_id, self.spec, self.resumed = jobs, record.job_id, record.spec, resumed
         self.checkpoint: dict[str, Any] = dict(record.checkpoint)
         self._rate_origin: tuple[float, int] | None = None
+        # Raises LeaseLost once this process no longer holds the job (a clock read, no I/O).
+        self._lease_check = lease_check or (lambda: None)
 
     def emit(self, type: str, message: str = "", **data: Any) -> None:
+        self._lease_check()
         self.jobs.append(self.job_id, type, message, **data)
 
     def progress(self, done: int, total: int, message: str = "", **data: Any) -> None:
@@ -53,6 +64,7 @@ class JobContext:
 
     def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Persist the handler's resumable state with the job (read back as ``ctx.checkpoint`` after a restart)."""
+        self._lease_check()
         self.checkpoint = dict(checkpoint)
         self.jobs.update(self.job_id, checkpoint=self.checkpoint)
 
@@ -68,28 +80,68 @@ Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
 class JobRunner:
-    def __init__(self, jobs: JobStore, kind: str, handler: Handler, max_concurrent: int = 1) -> None:
+    """Runs the jobs of one ``kind``; see the module docstring for ownership (leases) and its public methods."""
+
+    def __init__(self, jobs: JobStore, kind: str, handler: Handler, max_concurrent: int = 1, *,
+                 lease_seconds: float = 15.0, owner: str | None = None) -> None:
         self.jobs, self.kind, self.handler = jobs, kind, handler
+        self.max_concurrent = max_concurrent
+        self.owner = owner or default_owner()
+        self.leases = Leases(jobs.store, jobs.prefix, lease_seconds=lease_seconds, owner=self.owner, kind=kind)
+        #: How often ``start``'s loop looks for jobs to adopt (while a slot is free).
+        self.scan_every = self.leases.lease_seconds / 4
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, Held] = {}
+        self._keepers: dict[str, threading.Event] = {}  # set: stop renewing
+        self._fences: dict[str, asyncio.TimerHandle] = {}
+        self._observed: dict[str, Observation] = {}
+        self._settled: set[str] = set()  # job ids known final or of another kind: never read again
+        self._pending_io: set[asyncio.Future[Any]] = set()
+        self._scanner: asyncio.Task[None] | None = None
+        self._scan_lock = asyncio.Lock()
         self._shutting_down = False
 
+    @property
+    def lease_seconds(self) -> float:
+        return self.leases.lease_seconds
+
+    # ------------------------------------------------------------------ public API
     async def submit(self, spec: dict[str, Any], job_id: str | None = None) -> JobRecord:
+        """Create the job and claim its lease (the creator owns it), then schedule it here."""
+        created_at = time.monotonic()
         record = await asyncio.to_thread(self.jobs.create, self.kind, spec, job_id)
-        self._schedule(record, resumed=False)
+        held = await self.leases.claim(record.job_id, (0, ()), created_at=created_at)
+        if held is None:  # only when creating took longer than a lease: another process adopted it first
+            log.warning("new job was claimed by another process", job_id=record.job_id, owner=self.owner)
+            return record
+        self._schedule(record, resumed=False, held=held)
         return record
 
+    async def start(self) -> list[str]:
+        """Adopt what is claimable now (``resume_unfinished``), then keep adopting in the background: every
+        ``lease_seconds / 4`` while a slot is free, jobs of this kind whose owner released or stopped renewing."""
+        adopted = await self.resume_unfinished()
+        if self._scanner is None and not self._shutting_down:
+            self._scanner = asyncio.create_task(self._adopt_loop(), name=f"adopt-{self.kind}")
+        return adopted
+
     async def resume_unfinished(self) -> list[str]:
-        """Pick up jobs of this kind that a previous process left queued or running."""
-        records = await asyncio.to_thread(self.jobs.list, self.kind)
-        resumed = [r for r in records if not r.state.terminal and r.job_id not in self._tasks]
-        for record in sorted(resumed, key=lambda r: r.created_at):  # oldest first, as they were submitted
-            log.info("resuming job", job_id=record.job_id, state=record.state.value)
-            self._schedule(record, resumed=True)
-        return [r.job_id for r in resumed]
+        """Adopt unfinished jobs of this kind that are claimable now, oldest first, up to the free slots.
+
+        Claimable now: the lease was released (graceful shutdown) or this runner has already watched it unchanged
+        for ``lease_seconds``. A job whose owner was killed is adopted by ``start``'s loop once that has passed.
+        Returns the ids adopted by this call.
+        """
+        async with self._scan_lock:
+            return await self._scan()
 
     async def cancel(self, job_id: str) -> JobRecord:
-        """Request cancellation; stop the task if it runs here and wait (bounded) until the job is final."""
+        """Request cancellation and wait (bounded) until the job is final.
+
+        Run here: stop the task. Run elsewhere: its owner sees the marker at its next lease renewal and records
+        the cancellation. Nobody runs it (its lease released or expired): claim the lease, then record it here.
+        """
         record = await asyncio.to_thread(self.jobs.request_cancel, job_id)
         if record.state.terminal:
             return record
@@ -97,58 +149,279 @@ class JobRunner:
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
-        else:
-            # Not running in this process (e.g. still queued after a restart): cancel in the store. If another
-            # process does run it, it sees the marker at its next check and stops.
-            await asyncio.to_thread(self._finish_quietly, job_id, JobState.CANCELLED, "cancelled")
+            return await asyncio.to_thread(self.jobs.get, job_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        observed = self._observed.get(job_id)
+        while True:
+            current = await asyncio.to_thread(self.jobs.get, job_id)
+            if current.state.terminal or job_id in self._tasks:
+                break
+            observed = self.leases.observe(observed, await self.leases.io(self.leases.read, job_id))
+            if self.leases.expired(observed):
+                held = await self.leases.claim(job_id, observed.snapshot)
+                if held is not None:
+                    final = await self._record(held, job_id, JobState.CANCELLED, "cancelled")
+                    await self._let_go(held, final)
+                    break
+                observed = None
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(0.2, self.scan_every))
+        if job_id in self._tasks:  # adopted by this runner's own loop meanwhile
+            await asyncio.wait({self._tasks[job_id]}, timeout=max(0.0, deadline - time.monotonic()))
         return await asyncio.to_thread(self.jobs.get, job_id)
-
-    def _schedule(self, record: JobRecord, resumed: bool) -> None:
-        task = asyncio.create_task(self._run(record, resumed), name=f"job-{record.job_id}")
-        self._tasks[record.job_id] = task
-        task.add_done_callback(lambda _t, job_id=record.job_id: self._tasks.pop(job_id, None))
-
-    async def _run(self, record: JobRecord, resumed: bool) -> None:
-        job_id = record.job_id
-        try:
-            async with self._slots:
-                current = await asyncio.to_thread(self.jobs.get, job_id)
-                if current.cancel_requested:
-                    raise Cancelled(f"job {job_id} cancelled")
-                if current.state != JobState.RUNNING:
-                    await asyncio.to_thread(self.jobs.set_state, job_id, JobState.RUNNING)
-                else:
-                    await asyncio.to_thread(self.jobs.append, job_id, "log", "resumed after restart")
-                result = await self.handler(JobContext(self.jobs, current, resumed))
-            await asyncio.to_thread(self.jobs.set_state, job_id, JobState.SUCCEEDED, result=result or {})
-        except asyncio.CancelledError:
-            if self._shutting_down:
-                raise  # leave the job queued/running in the store: the next process resumes it
-            await asyncio.to_thread(self._finish_quietly, job_id, JobState.CANCELLED, "cancelled")
-        except Cancelled as exc:  # the handler saw the cancel marker
-            await asyncio.to_thread(self._finish_quietly, job_id, JobState.CANCELLED, exc.message)
-        except EmotuneError as exc:
-            await asyncio.to_thread(self._finish_quietly, job_id, JobState.FAILED, exc.message)
-        except Exception as exc:
-            log.exception("job failed", job_id=job_id)
-            await asyncio.to_thread(self._finish_quietly, job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
-
-    def _finish_quietly(self, job_id: str, state: JobState, error: str) -> None:
-        """Record a final state unless the job already has one (e.g. it finished while being cancelled)."""
-        try:
-            self.jobs.set_state(job_id, state, error=error)
-        except EmotuneError as exc:
-            log.warning("final state not recorded", job_id=job_id, state=state.value, reason=exc.message)
 
     async def wait(self, job_id: str) -> None:
         task = self._tasks.get(job_id)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
+        await self._drain_io()
 
     async def shutdown(self) -> None:
-        """Stop running tasks without marking jobs terminal: the next process resumes them."""
-        tasks = list(self._tasks.values())
+        """Stop the adopt loop and the running tasks without marking jobs terminal, and release their leases:
+        the next process (or another replica) takes them over at once."""
         self._shutting_down = True
+        if self._scanner is not None:
+            self._scanner.cancel()
+            await asyncio.gather(self._scanner, return_exceptions=True)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._drain_io()
+
+    # ------------------------------------------------------------------ adopting
+    async def _adopt_loop(self) -> None:
+        while not self._shutting_down:
+            delay = self.scan_every
+            if self._observed:  # wake when the first watched lease expires, not a scan period later
+                soonest = min(o.expires_at(self.lease_seconds) for o in self._observed.values())
+                delay = min(delay, max(self.scan_every / 4, soonest - time.monotonic() + 0.01))
+            await asyncio.sleep(delay)
+            if self.max_concurrent - len(self._tasks) <= 0:
+                continue  # busy: leave queued work to an idle replica
+            try:
+                async with self._scan_lock:
+                    await self._scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store is unreachable for a moment: next period
+                log.warning("scanning for jobs to adopt failed", kind=self.kind,
+                            error=f"{type(exc).__name__}: {exc}")
+
+    def _unfinished(self, skip: set[str]) -> tuple[list[tuple[JobRecord, Any]], set[str]]:
+        """Unfinished jobs of this kind not run here, each with a read of its lease; and ids now known settled."""
+        status_prefix = f"{self.jobs.prefix}/status/"
+        found, settled = [], set()
+        for info in list(self.jobs.store.list(status_prefix)):
+            job_id = info.key[len(status_prefix):].removesuffix(".json")
+            if job_id in skip or job_id in self._settled:
+                continue
+            try:
+                record = self.jobs.get(job_id)
+            except EmotuneError:  # deleted meanwhile
+                continue
+            if record.kind != self.kind or record.state.terminal:
+                settled.add(job_id)
+                continue
+            found.append((record, self.leases.read(job_id)))
+        return found, settled
+
+    async def _scan(self) -> list[str]:
+        found, settled = await self.leases.io(self._unfinished, set(self._tasks))
+        self._settled |= settled
+        candidates = []
+        for record, view in found:
+            observed = self.leases.observe(self._observed.get(record.job_id), view)
+            self._observed[record.job_id] = observed
+            if self.leases.expired(observed) and record.job_id not in self._tasks:
+                candidates.append((record, observed))
+        watched = {record.job_id for record, _view in found}
+        for job_id in list(self._observed):
+            if job_id not in watched:
+                del self._observed[job_id]
+        free = self.max_concurrent - len(self._tasks)
+        if free <= 0 or self._shutting_down or not candidates:
+            return []
+        chosen = sorted(candidates, key=lambda c: c[0].created_at)[:free]  # oldest first, as submitted
+        claims = await asyncio.gather(*(self.leases.claim(r.job_id, o.snapshot) for r, o in chosen),
+                                      return_exceptions=True)
+        adopted = []
+        for (record, observed), held in zip(chosen, claims, strict=True):
+            if isinstance(held, BaseException):
+                log.warning("claiming a job failed", job_id=record.job_id, error=f"{type(held).__name__}: {held}")
+                continue
+            if held is None or record.job_id in self._tasks:
+                continue
+            self._observed.pop(record.job_id, None)
+            if self._shutting_down:
+                await self._let_go(held, final=False)
+                continue
+            if held.generation > 1:
+                LEASE_TAKEOVERS.labels(self.kind).inc()
+            log.info("adopting job", job_id=record.job_id, state=record.state.value, generation=held.generation,
+                     previous_owner="released" if observed.released else "expired", owner=self.owner)
+            self._schedule(record, resumed=True, held=held)
+            adopted.append(record.job_id)
+        return adopted
+
+    # ------------------------------------------------------------------ holding
+    def _schedule(self, record: JobRecord, resumed: bool, held: Held) -> None:
+        job_id = record.job_id
+        self._held[job_id] = held
+        task = asyncio.create_task(self._run(record, resumed, held), name=f"job-{job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _t, job_id=job_id, held=held: self._task_done(job_id, held))
+        stop = threading.Event()
+        keeper = threading.Thread(target=self._keep, args=(held, task, stop, asyncio.get_running_loop()),
+                                  name=f"lease-{job_id}", daemon=True)
+        self._keepers[job_id] = stop
+        keeper.start()
+        self._arm_fence(held, task)
+
+    def _task_done(self, job_id: str, held: Held) -> None:
+        self._tasks.pop(job_id, None)
+        if self._held.get(job_id) is held:  # cancelled before it ever ran: _run's own clean-up did not happen
+            self._stop_keeping(held)
+            if self._shutting_down:
+                self._track_io(self.leases.release, held)
+
+    def _stop_keeping(self, held: Held) -> None:
+        if self._held.get(held.job_id) is held:
+            del self._held[held.job_id]
+        keeper = self._keepers.pop(held.job_id, None)
+        if keeper is not None:
+            keeper.set()
+        fence = self._fences.pop(held.job_id, None)
+        if fence is not None:
+            fence.cancel()
+
+    def _track_io(self, fn: Callable[[Held], None], held: Held) -> None:
+        future = asyncio.ensure_future(self.leases.io(fn, held))
+        self._pending_io.add(future)
+        future.add_done_callback(self._pending_io.discard)
+
+    async def _drain_io(self) -> None:
+        if self._pending_io:
+            await asyncio.gather(*list(self._pending_io), return_exceptions=True)
+
+    async def _let_go(self, held: Held, final: bool) -> None:
+        """Stop renewing; delete the lease objects of a final job, release a job stopped by ``shutdown``. A job
+        stopped because its lease was lost keeps its claim: others wait the full lease before taking it."""
+        self._stop_keeping(held)
+        try:
+            if final:
+                await self.leases.io(self.leases.drop, held)
+            elif self._shutting_down and not held.lost:
+                await self.leases.io(self.leases.release, held)
+            else:
+                held.finished = True
+        except Exception as exc:  # noqa: BLE001 - best effort: without it others wait one lease
+            log.warning("lease not released", job_id=held.job_id, error=f"{type(exc).__name__}: {exc}")
+
+    def _keep(self, held: Held, task: asyncio.Task[None], stop: threading.Event,
+              loop: asyncio.AbstractEventLoop) -> None:
+        """Renew ``held`` every ``lease_seconds / 4`` (sooner after a failure), in a thread of its own so that a
+        handler blocking the event loop for a while does not starve its own lease; stop the task when it is lost.
+        The renewal moves ``held.last_ok`` itself; the fence timer on the loop reads it."""
+        delay = self.leases.renew_every - (time.monotonic() - held.last_ok)
+        cancel_seen = False
+        while not stop.wait(max(0.0, delay)):
+            try:
+                outcome, started, cancel = self.leases.renew(held)
+            except Exception as exc:  # noqa: BLE001 - retried; the fence stops the job if it keeps failing
+                log.warning("lease renewal failed", job_id=held.job_id, error=f"{type(exc).__name__}: {exc}")
+                delay = self.leases.renew_every / 4
+                continue
+            if outcome == "stopped" or held.lost:
+                return
+            if outcome == "lost":
+                loop.call_soon_threadsafe(self._lose, held, task, "taken", "another process claimed the job")
+                return
+            if cancel and not cancel_seen:  # another process asked to cancel: the normal cancel path records it
+                cancel_seen = True
+                loop.call_soon_threadsafe(task.cancel)
+            delay = self.leases.renew_every - (time.monotonic() - started)
+
+    def _arm_fence(self, held: Held, task: asyncio.Task[None]) -> None:
+        old = self._fences.pop(held.job_id, None)
+        if old is not None:
+            old.cancel()
+        delay = held.last_ok + held.fence_after - time.monotonic()
+        self._fences[held.job_id] = asyncio.get_running_loop().call_later(
+            max(0.0, delay) + 0.001, self._fence, held, task)
+
+    def _fence(self, held: Held, task: asyncio.Task[None]) -> None:
+        if held.lost or held.finished or task.done():
+            return
+        if held.valid():  # the timer fired a hair early
+            self._arm_fence(held, task)
+            return
+        self._lose(held, task, "fenced", f"no lease renewal succeeded within {held.fence_after:g}s")
+
+    def _lose(self, held: Held, task: asyncio.Task[None], reason: str, why: str) -> None:
+        if held.lost:
+            return
+        held.lost = why
+        LEASES_LOST.labels(self.kind, reason).inc()
+        log.warning("job lease lost: stopping the job here without recording a final state", job_id=held.job_id,
+                    reason=why, owner=self.owner)
+        task.cancel()
+
+    # ------------------------------------------------------------------ running
+    async def _run(self, record: JobRecord, resumed: bool, held: Held) -> None:
+        job_id, final = record.job_id, False
+        try:
+            async with self._slots:
+                held.check()
+                current = await asyncio.to_thread(self.jobs.get, job_id)
+                if current.state.terminal:  # finished by its previous owner after we looked
+                    final = True
+                    return
+                if current.cancel_requested:
+                    raise Cancelled(f"job {job_id} cancelled")
+                held.check()
+                if current.state != JobState.RUNNING:
+                    await asyncio.to_thread(self.jobs.set_state, job_id, JobState.RUNNING)
+                else:
+                    await asyncio.to_thread(self.jobs.append, job_id, "log", "resumed after restart")
+                result = await self.handler(JobContext(self.jobs, current, resumed, held.check))
+            final = await self._record(held, job_id, JobState.SUCCEEDED, result=result or {})
+        except asyncio.CancelledError:
+            if self._shutting_down:
+                raise  # leave the job queued/running in the store: the next owner resumes it
+            if held.valid():  # a cancel request; otherwise the lease was lost and someone else may own the job
+                final = await self._record(held, job_id, JobState.CANCELLED, "cancelled")
+        except LeaseLost as exc:
+            log.warning("job stopped: lease lost", job_id=job_id, reason=str(exc))
+        except Cancelled as exc:  # the handler saw the cancel marker
+            final = await self._record(held, job_id, JobState.CANCELLED, exc.message)
+        except EmotuneError as exc:
+            final = await self._record(held, job_id, JobState.FAILED, exc.message)
+        except Exception as exc:
+            if held.valid():
+                log.exception("job failed", job_id=job_id)
+            final = await self._record(held, job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            await self._let_go(held, final)
+
+    async def _record(self, held: Held, job_id: str, state: JobState, error: str = "",
+                      result: dict[str, Any] | None = None) -> bool:
+        """Write a final state if this process still holds the lease; True once the job is final."""
+        if not held.valid():
+            log.warning("final state not recorded: this process no longer holds the job", job_id=job_id,
+                        state=state.value, reason=held.lost or "lease expired")
+            return False
+        if result is not None:
+            await asyncio.to_thread(self.jobs.set_state, job_id, state, result=result)
+            return True
+        return await asyncio.to_thread(self._finish_quietly, job_id, state, error)
+
+    def _finish_quietly(self, job_id: str, state: JobState, error: str) -> bool:
+        """Record a final state unless the job already has one (e.g. it finished while being cancelled)."""
+        try:
+            self.jobs.set_state(job_id, state, error=error)
+        except EmotuneError as exc:
+            log.warning("final state not recorded", job_id=job_id, state=state.value, reason=exc.message)
+            return self.jobs.get(job_id).state.terminal
+        return True

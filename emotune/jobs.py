@@ -7,11 +7,13 @@ Layout under the prefix (default ``jobs``), chosen so that each read touches onl
 - ``cancel/<job_id>``       a marker written by :meth:`JobStore.request_cancel`: any process may cancel without
   rewriting the status the runner owns;
 - ``events/<job_id>/<seq:010d>.json``  one object per event (S3 has no append); zero-padded so key order is
-  seq order and a watcher lists only keys after its offset.
+  seq order and a watcher lists only keys after its offset;
+- ``leases/<job_id>/...``  which process owns the job (``emotune.leases``; a copy of the cancel marker lives
+  there too, so the owner sees it in the listing it makes to renew its lease).
 
-One process (the job's runner) writes a job's status and events; any process reads and watches it. A state
-change is logged as an event *before* the status is saved, so a reader that sees a terminal status has the
-terminal event too, and :meth:`JobStore.watch` ends only once the status is terminal and every event was sent.
+One process (the job's runner, holding the job's lease) writes a job's status and events; any process reads and
+watches it. A state change is logged as an event *before* the status is saved, so a reader that sees a terminal
+status has the terminal event too, and :meth:`JobStore.watch` ends only once the status is terminal and every event was sent.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from emotune.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
+from emotune.leases import CANCEL_MARKER, lease_prefix
 from emotune.store.base import ArtifactStore
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -165,6 +168,8 @@ class JobStore:
         if record.state.terminal:
             return record
         self.store.put_text(self._cancel_key(job_id), utcnow().isoformat())
+        # The same marker where the owner's lease renewal lists anyway: it stops the job within a renewal period.
+        self.store.put_text(lease_prefix(self.prefix, job_id) + CANCEL_MARKER, utcnow().isoformat())
         return record.model_copy(update={"cancel_requested": True})
 
     def list(self, kind: str | None = None, limit: int = 0) -> list[JobRecord]:

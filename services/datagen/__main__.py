@@ -13,7 +13,7 @@ DEFAULT_METRICS_PORT = 9101
 
 def build(settings: DatagenSettings, store: ArtifactStore) -> ServiceParts:
     service = DatagenService(settings, store)
-    return ServiceParts(add_servicers(service), after_serving=service.resume_unfinished, on_stop=service.shutdown)
+    return ServiceParts(add_servicers(service), after_serving=service.start_runner, on_stop=service.shutdown)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ class DatagenService:
         self.deps = DatagenDeps(settings, store, ProviderLimits(settings.provider_max_concurrency),
                                 PostProcessor.load(settings.datagen_postprocess_rules))
         self.runner = JobRunner(self.jobs, JOB_KIND, functools.partial(run_generation, deps=self.deps),
-                                max_concurrent=settings.datagen_max_jobs)
+                                max_concurrent=settings.datagen_max_jobs, lease_seconds=settings.job_lease_seconds)
 
     async def start(self, request: dict[str, Any], resume_job_id: str = "") -> JobRecord:
         """Validate ``request`` (shaped like the GenerationSpec proto) and queue the job; errors name the field."""
@@ -77,6 +77,10 @@ class DatagenService:
 
     async def resume_unfinished(self) -> list[str]:
         return await self.runner.resume_unfinished()
+
+    async def start_runner(self) -> list[str]:
+        """Adopt the jobs nobody owns now and keep adopting (``JobRunner.start``); returns the adopted ids."""
+        return await self.runner.start()
 
     async def shutdown(self) -> None:
         await self.runner.shutdown()

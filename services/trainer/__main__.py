@@ -13,7 +13,7 @@ DEFAULT_METRICS_PORT = 9103
 
 def build(settings: TrainerSettings, store: ArtifactStore) -> ServiceParts:
     service = TrainerService(settings, store)
-    return ServiceParts(add_servicers(service), after_serving=service.resume_unfinished, on_stop=service.shutdown,
+    return ServiceParts(add_servicers(service), after_serving=service.start_runner, on_stop=service.shutdown,
                         describe=lambda: {"work_dir": str(settings.work_root)})
 
 

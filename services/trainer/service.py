@@ -39,7 +39,8 @@ class TrainerService:
     def __init__(self, settings: TrainerSettings, store: ArtifactStore) -> None:
         self.settings, self.store = settings, store
         self.jobs = JobStore(store)
-        self.runner = JobRunner(self.jobs, JOB_KIND, self.run, max_concurrent=settings.trainer_max_jobs)
+        self.runner = JobRunner(self.jobs, JOB_KIND, self.run, max_concurrent=settings.trainer_max_jobs,
+                                lease_seconds=settings.job_lease_seconds)
 
     async def start(self, request: dict[str, Any]) -> JobRecord:
         """Validate ``request`` (shaped like the TrainingSpec proto) and queue the job; errors name the field."""
@@ -56,6 +57,10 @@ class TrainerService:
 
     async def resume_unfinished(self) -> list[str]:
         return await self.runner.resume_unfinished()
+
+    async def start_runner(self) -> list[str]:
+        """Adopt the jobs nobody owns now and keep adopting (``JobRunner.start``); returns the adopted ids."""
+        return await self.runner.start()
 
     async def shutdown(self) -> None:
         await self.runner.shutdown()

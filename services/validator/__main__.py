@@ -17,13 +17,14 @@ JOB_KIND = "validation"
 def build(settings: ValidatorSettings, store: ArtifactStore) -> ServiceParts:
     validator = Validator(settings, store)
     jobs = JobStore(store)
-    runner = JobRunner(jobs, JOB_KIND, validator.run_job, max_concurrent=settings.validator_max_concurrent_jobs)
+    runner = JobRunner(jobs, JOB_KIND, validator.run_job, max_concurrent=settings.validator_max_concurrent_jobs,
+                       lease_seconds=settings.job_lease_seconds)
 
     async def on_stop() -> None:
         validator.stop()
         await runner.shutdown()
 
-    return ServiceParts(add_servicers(validator, jobs, runner), after_serving=runner.resume_unfinished, on_stop=on_stop)
+    return ServiceParts(add_servicers(validator, jobs, runner), after_serving=runner.start, on_stop=on_stop)
 
 
 if __name__ == "__main__":

@@ -267,8 +267,10 @@ async def test_cancel_a_queued_job_no_process_runs(local_store):
     async def never(ctx: JobContext) -> dict:
         raise AssertionError("must not run")
 
-    record = await JobRunner(jobs, "x", never).cancel(job_id)
+    # Nobody holds its lease: after watching it unclaimed for a lease, the canceller claims it and records it.
+    record = await JobRunner(jobs, "x", never, lease_seconds=1).cancel(job_id)
     assert record.state == JobState.CANCELLED
+    assert not list(local_store.list(f"jobs/leases/{job_id}/"))  # a final job's lease objects are deleted
 
 
 async def test_max_concurrent_queues_the_rest(local_store):
@@ -313,14 +315,21 @@ async def test_shutdown_leaves_jobs_resumable_by_the_next_runner(any_store):
         seen[ctx.job_id] = (ctx.resumed, dict(ctx.checkpoint))
         return {"resumed_from": ctx.checkpoint.get("done", 0)}
 
-    restarted = JobRunner(JobStore(any_store), "training", second_life)
-    assert sorted(await restarted.resume_unfinished()) == sorted([running, queued])
-    for job_id in (running, queued):
-        await restarted.wait(job_id)
-    assert seen == {running: (True, {"done": 1}), queued: (True, {})}
-    assert jobs.get(running).result == {"resumed_from": 1}
-    assert "resumed after restart" in [e.message for e in jobs.events(running)]
-    assert await restarted.resume_unfinished() == []
+    # Both leases were released: the restart adopts at once, the oldest first, one per free slot; its loop takes
+    # the other as soon as the slot is free again.
+    restarted = JobRunner(JobStore(any_store), "training", second_life, lease_seconds=2)
+    try:
+        assert await restarted.start() == [running]
+        deadline = time.monotonic() + 30
+        while jobs.get(queued).state != JobState.SUCCEEDED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert seen == {running: (True, {"done": 1}), queued: (True, {})}
+        assert jobs.get(running).result == {"resumed_from": 1}
+        assert "resumed after restart" in [e.message for e in jobs.events(running)]
+        assert await restarted.resume_unfinished() == []
+    finally:
+        await restarted.shutdown()
 
 
 KILLED_RUNNER = textwrap.dedent("""
@@ -338,7 +347,7 @@ KILLED_RUNNER = textwrap.dedent("""
         return {}
 
     async def main():
-        runner = JobRunner(JobStore(open_store(Settings())), "datagen", handler)
+        runner = JobRunner(JobStore(open_store(Settings())), "datagen", handler, lease_seconds=2)
         record = await runner.submit({"questions": 10}, job_id=sys.argv[1])
         await runner.wait(record.job_id)
 
@@ -373,9 +382,16 @@ async def test_a_killed_process_is_resumed_from_its_checkpoint(any_store, store_
             ctx.progress(done + 1, 10)
         return {"started_at": start}
 
-    runner = JobRunner(JobStore(any_store), "datagen", handler)
-    assert await runner.resume_unfinished() == ["datagen-killed"]
-    events = await collect(jobs, "datagen-killed")
+    # The killed owner's lease is not released: it is taken over once nothing renewed it for a lease (2 s here).
+    runner = JobRunner(JobStore(any_store), "datagen", handler, lease_seconds=2)
+    assert await runner.resume_unfinished() == []  # not yet: it was only just seen
+    taken_at = time.monotonic()
+    await runner.start()
+    try:
+        events = await collect(jobs, "datagen-killed")
+    finally:
+        await runner.shutdown()
+    assert time.monotonic() - taken_at < 10
     assert jobs.get("datagen-killed").result == {"started_at": 3}
     progress = [e.data["done"] for e in events if e.type == "progress"]
     assert progress == list(range(1, 11))  # nothing lost, nothing repeated

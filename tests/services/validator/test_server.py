@@ -53,7 +53,7 @@ async def serving(store: ArtifactStore, core: ValidatorCore, **options: object):
     settings = ValidatorSettings(validator_batch_size=8, **options)
     validator = Validator(settings, store, ValidatorCore(settings) if options else core)
     jobs = JobStore(store)
-    runner = JobRunner(jobs, JOB_KIND, validator.run_job)
+    runner = JobRunner(jobs, JOB_KIND, validator.run_job, lease_seconds=2)
     server = await start_server("validator", settings, add_servicers(validator, jobs, runner), port=0)
     channel = open_channel(f"127.0.0.1:{server.port}", settings)
     try:
@@ -107,7 +107,14 @@ async def test_validation_job_publishes_kept_rejected_and_report(any_store, core
         orphan = svc.jobs.create(JOB_KIND, {"dataset_artifact": dataset, "styles_yaml": styles_yaml,
                                             "output_prefix": "validated/v1"})
         svc.jobs.set_state(orphan.job_id, JobState.RUNNING)
-        assert await svc.runner.resume_unfinished() == [orphan.job_id]
+        # Nobody ever claimed it: adopted once this runner has watched it unclaimed for a lease.
+        assert await svc.runner.resume_unfinished() == []
+        await asyncio.sleep(svc.runner.lease_seconds)
+        for _ in range(100):  # a claim slower than its write bound withdraws; the next scan claims again
+            if adopted := await svc.runner.resume_unfinished():
+                break
+            await asyncio.sleep(0.1)
+        assert adopted == [orphan.job_id]
         await svc.runner.wait(orphan.job_id)
         finished = svc.jobs.get(orphan.job_id)
         assert finished.state == JobState.SUCCEEDED and finished.result["counts"] == report["counts"]
