@@ -15,7 +15,7 @@ DEFAULT_METRICS_PORT = 9105
 
 def build(settings: PipelineSettings, store: ArtifactStore) -> ServiceParts:
     service = PipelineService(settings, store, ServiceChannels.open(settings))
-    return ServiceParts(add_servicers(service), after_serving=service.start, on_stop=service.shutdown)
+    return ServiceParts(add_servicers(service), after_serving=service.start_runner, on_stop=service.shutdown)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ class PipelineService:
         self.runner = JobRunner(self.jobs, KIND, self.pipeline.run, max_concurrent=settings.pipeline_max_jobs,
                                 lease_seconds=settings.job_lease_seconds)
 
-    async def start(self) -> list[str]:
-        """Adopt the jobs no live replica owns (a previous process's, released or expired) and keep watching."""
+    async def start_runner(self) -> list[str]:
+        """Adopt the jobs no live replica owns (a previous process's, released or expired) and keep adopting."""
         return await self.runner.start()
 
     async def shutdown(self) -> None:

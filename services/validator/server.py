@@ -7,8 +7,6 @@ from collections.abc import Callable
 
 import grpc
 
-from emotune.jobrunner import JobRunner
-from emotune.jobs import JobStore
 from emotune.jobs_grpc import JobsServicer
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, validator_pb2, validator_pb2_grpc
 from services.validator.service import ValidationSpec, Validator
@@ -25,13 +23,13 @@ def spec_from_proto(request: validator_pb2.ValidationSpec) -> ValidationSpec:
 
 
 class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
-    def __init__(self, validator: Validator, runner: JobRunner) -> None:
-        self.validator, self.runner = validator, runner
+    def __init__(self, validator: Validator) -> None:
+        self.validator = validator
 
     async def StartValidation(self, request: validator_pb2.ValidationSpec,
                               context: grpc.aio.ServicerContext) -> jobs_pb2.JobRef:
         spec = await asyncio.to_thread(self.validator.check_spec, spec_from_proto(request))
-        record = await self.runner.submit(spec.model_dump())
+        record = await self.validator.runner.submit(spec.model_dump())
         return jobs_pb2.JobRef(job_id=record.job_id)
 
     async def Score(self, request: validator_pb2.ScoreRequest,
@@ -53,12 +51,12 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
         )
 
 
-def add_servicers(validator: Validator, jobs: JobStore, runner: JobRunner) -> Callable[[grpc.aio.Server], list[str]]:
+def add_servicers(validator: Validator) -> Callable[[grpc.aio.Server], list[str]]:
     """The ``add_servicers`` callback for :func:`emotune.grpc.server.start_server`."""
 
     def add(server: grpc.aio.Server) -> list[str]:
-        validator_pb2_grpc.add_ValidatorServicer_to_server(ValidatorServicer(validator, runner), server)
-        jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(jobs, runner), server)
+        validator_pb2_grpc.add_ValidatorServicer_to_server(ValidatorServicer(validator), server)
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(validator.jobs, validator.runner), server)
         return ["emotune.v1.Validator", "emotune.v1.Jobs"]
 
     return add

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from emotune.errors import Cancelled, InvalidInput, NotFound
-from emotune.jobrunner import JobContext
+from emotune.jobrunner import JobContext, JobRunner
+from emotune.jobs import JobStore
 from emotune.logging import get_logger
 from emotune.records import Record
 from emotune.store.artifacts import ArtifactManifest, file_key, publish_artifact, read_file, read_manifest
@@ -38,6 +39,8 @@ from services.validator.scoring import StyleIndexCache
 from services.validator.validation import Assessment, Progress, assess, validate_records
 
 log = get_logger(__name__)
+
+JOB_KIND = "validation"
 
 PROGRESS_EVERY_SECONDS = 1.0
 
@@ -122,16 +125,26 @@ class ValidatorCore:
 
 
 class Validator:
-    """Validation jobs and online scoring over one artifact store; embedders are loaded once and shared."""
+    """Validation jobs (it owns their runner) and online scoring over one artifact store; embedders are loaded
+    once and shared."""
 
     def __init__(self, settings: ValidatorSettings, store: ArtifactStore, core: ValidatorCore | None = None) -> None:
         self.settings, self.store = settings, store
         self.core = core or ValidatorCore(settings)
         self._stopping = threading.Event()
+        self.jobs = JobStore(store)
+        self.runner = JobRunner(self.jobs, JOB_KIND, self.run_job,
+                                max_concurrent=settings.validator_max_concurrent_jobs,
+                                lease_seconds=settings.job_lease_seconds)
 
-    def stop(self) -> None:
-        """Make running passes stop at their next batch (service shutdown; the job is resumed later)."""
+    async def start_runner(self) -> list[str]:
+        """Adopt the jobs nobody owns now and keep adopting (``JobRunner.start``); returns the adopted ids."""
+        return await self.runner.start()
+
+    async def shutdown(self) -> None:
+        """Running passes stop at their next batch; their jobs stay unfinished for the next owner to resume."""
         self._stopping.set()
+        await self.runner.shutdown()
 
     # ----------------------------------------------------------------- jobs
     def check_spec(self, spec: ValidationSpec) -> ValidationSpec:

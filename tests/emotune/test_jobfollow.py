@@ -184,7 +184,7 @@ async def test_the_main_job_piped_prints_progress_lines_for_every_stage(tmp_path
     pipeline = PipelineService(pipeline_settings, LocalStore(tmp_path / "gateway"),
                                ServiceChannels.open(pipeline_settings))
     pipeline_server = await start_server("pipeline", pipeline_settings, add_pipeline_servicers(pipeline), port=0)
-    await pipeline.start()
+    await pipeline.start_runner()
     gateway = await start_gateway("127.0.0.1:9", store_path=tmp_path / "gateway",
                                   pipeline_addr=f"127.0.0.1:{pipeline_server.port}")
     try:

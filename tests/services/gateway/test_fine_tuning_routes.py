@@ -46,7 +46,7 @@ async def replicas(any_store, store_env, monkeypatch):
             server = await start_server("pipeline", settings, add_servicers(service), port=0)
             stack.push_async_callback(server.stop)
             stack.push_async_callback(service.shutdown)
-            await service.start()
+            await service.start_runner()
             gateway = await start_gateway(dead, pipeline_addr=f"127.0.0.1:{server.port}")
             stack.push_async_callback(gateway.stop)
             gateways.append(gateway.client())

@@ -21,10 +21,9 @@ from emotune.records import dumps_records, parse_records
 from emotune.store.artifacts import publish_artifact, read_file, read_manifest
 from emotune.store.base import ArtifactStore
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, validator_pb2, validator_pb2_grpc
-from services.validator.__main__ import JOB_KIND
 from services.validator.config import ValidatorSettings
 from services.validator.server import add_servicers
-from services.validator.service import Validator, ValidatorCore
+from services.validator.service import JOB_KIND, Validator, ValidatorCore
 
 
 @dataclass
@@ -50,18 +49,15 @@ def core():
 
 @asynccontextmanager
 async def serving(store: ArtifactStore, core: ValidatorCore, **options: object):
-    settings = ValidatorSettings(validator_batch_size=8, **options)
+    settings = ValidatorSettings(validator_batch_size=8, job_lease_seconds=2, **options)
     validator = Validator(settings, store, ValidatorCore(settings) if options else core)
-    jobs = JobStore(store)
-    runner = JobRunner(jobs, JOB_KIND, validator.run_job, lease_seconds=2)
-    server = await start_server("validator", settings, add_servicers(validator, jobs, runner), port=0)
+    server = await start_server("validator", settings, add_servicers(validator), port=0)
     channel = open_channel(f"127.0.0.1:{server.port}", settings)
     try:
-        yield Service(store, jobs, runner, validator, validator_pb2_grpc.ValidatorStub(channel),
+        yield Service(store, validator.jobs, validator.runner, validator, validator_pb2_grpc.ValidatorStub(channel),
                       jobs_pb2_grpc.JobsStub(channel))
     finally:
-        validator.stop()
-        await runner.shutdown()
+        await validator.shutdown()
         await channel.close()
         await server.stop()
 
