@@ -22,7 +22,8 @@ QUESTIONS_PURPOSE = "emotune-questions"
 @dataclass(frozen=True)
 class Teacher:
     """Who answers the seed questions in each style. Keys never travel: the service reads ``api_key_env``.
-    Without one the gateway picks its default (ZhipuAI if it holds a key, else the base model it serves)."""
+    Without one the pipeline service picks its default (ZhipuAI if it holds a key, else the base model emotune
+    serves)."""
 
     provider: Literal["openai", "zhipuai"]
     model: str = ""

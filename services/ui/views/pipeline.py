@@ -128,9 +128,10 @@ question_limit = st.number_input("Use at most (0 = all)", 0, 100_000, 30, key="q
 # ---------------------------------------------------------------------------------------------- 3. teacher
 st.header("3 · Teacher")
 teacher_kind = st.radio(
-    "Who writes the styled answers", ["Gateway default", "ZhipuAI", "OpenAI-compatible API"], horizontal=True,
+    "Who writes the styled answers", ["emotune default", "ZhipuAI", "OpenAI-compatible API"], horizontal=True,
     key="teacher_kind",
-    help="Gateway default: ZhipuAI if the gateway holds a key, else the base model emotune serves itself.")
+    help="emotune default: ZhipuAI if the pipeline service holds a key, else the base model emotune serves "
+         "itself.")
 teacher: Teacher | None = None
 if teacher_kind == "ZhipuAI":
     teacher = Teacher("zhipuai", model=st.text_input("Model", "glm-4-flash", key="teacher_zhipu_model"))
