@@ -49,7 +49,8 @@ def core():
 
 @asynccontextmanager
 async def serving(store: ArtifactStore, core: ValidatorCore, **options: object):
-    settings = ValidatorSettings(validator_batch_size=8, job_lease_seconds=2, **options)
+    # Short enough for the orphan case below; not shorter: embedding work on 2 cores starves lease renewals on S3.
+    settings = ValidatorSettings(validator_batch_size=8, job_lease_seconds=5, **options)
     validator = Validator(settings, store, ValidatorCore(settings) if options else core)
     server = await start_server("validator", settings, add_servicers(validator), port=0)
     channel = open_channel(f"127.0.0.1:{server.port}", settings)
