@@ -38,7 +38,9 @@ class ServiceProcess:
         self.env = {**os.environ, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(store_dir),
                     "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port}", "EMOTUNE_METRICS_PORT": str(self.metrics_port),
                     "EMOTUNE_DATAGEN_SHARD_SIZE": "5", "EMOTUNE_DATAGEN_FLUSH_SECONDS": "0.3",
-                    "EMOTUNE_DATAGEN_PROGRESS_SECONDS": "0.3", "EMOTUNE_LOG_LEVEL": "WARNING"}
+                    "EMOTUNE_DATAGEN_PROGRESS_SECONDS": "0.3", "EMOTUNE_LOG_LEVEL": "WARNING",
+                    # a killed process's job is taken over after one lease: keep it short (local store)
+                    "EMOTUNE_JOB_LEASE_SECONDS": "2"}
         self.log = log
         self.proc: subprocess.Popen | None = None
 
