@@ -1,6 +1,6 @@
 """CPU LoRA training throughput: emotune's packed hf path vs an unpacked transformers ``Trainer`` baseline.
 
-    python -m benchmarks.trainer_throughput [--model smollm2-135m] [--samples 200] [--steps 6] [--gemma]
+    python -m benchmarks.trainer_throughput [--model smollm2-135m] [--samples 200] [--steps 6] [--gemma] [--bf16]
 
 Both variants train the same model (LoRA r=8 on every projection, fp32) on the same styled conversations
 (Chinese replies of varied length, rendered by the model's chat template, loss on replies only):
@@ -13,6 +13,8 @@ Both variants train the same model (LoRA r=8 on every projection, fp32) on the s
 Throughput = real (non-pad) tokens per second over ``--steps`` optimizer steps after one warm-up step. Each
 variant runs in its own process so peak RSS is its own. Target: candidate >= 1.5x baseline.
 ``--gemma`` also times a complete hf job (Gemma 3 270M, ``--samples`` samples, 1 epoch) through the worker.
+``--bf16`` also runs the packed path under bf16 autocast (``EMOTUNE_TRAINER_CPU_BF16``, the local stack's setting
+on CPUs with native bf16) against the packed fp32 run: same rows, same steps.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def run_variant(variant: str, model_name: str, samples: int, steps: int, batch_s
             return inner(batch)
 
         counter, per_device = (lambda: seen["tokens"]), batch_size
-    else:
+    else:  # "packed" or "packed-bf16"
         rows = pack(encoded, max_length)
         collator = BlockCollator(pad, packed=True)
         counter, per_device = (lambda: collator.tokens_seen), max(1, batch_size * 128 // max_length)
@@ -117,7 +119,7 @@ def run_variant(variant: str, model_name: str, samples: int, steps: int, batch_s
     args = TrainingArguments(output_dir=f"/tmp/emotune-bench-{variant}", per_device_train_batch_size=per_device,
                              max_steps=steps + 1, learning_rate=2e-4, logging_steps=1000, save_strategy="no",
                              report_to=[], disable_tqdm=True, use_cpu=True, remove_unused_columns=False,
-                             dataloader_num_workers=0, seed=0)
+                             dataloader_num_workers=0, seed=0, bf16=variant == "packed-bf16")
     Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[timer.callback]).train()
     return {"variant": variant, "tokens_per_s": round(timer.tokens_per_s, 1), "rows": len(rows),
             "rows_per_step": per_device, "tokens_measured": timer.tokens1 - timer.tokens0,
@@ -164,14 +166,15 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--gemma", action="store_true", help="also time a Gemma 3 270M job on --samples samples")
-    parser.add_argument("--variant", choices=["baseline", "packed"], help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help="also time the packed path under bf16 autocast")
+    parser.add_argument("--variant", choices=["baseline", "packed", "packed-bf16"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     common = [args.model, args.samples, args.steps, args.batch_size, args.max_length, args.threads]
     if args.variant:
         print(json.dumps(run_variant(args.variant, *common)))
         return
     results = {}
-    for variant in ("baseline", "packed"):
+    for variant in ("baseline", "packed", *(["packed-bf16"] if args.bf16 else [])):
         argv = [sys.executable, "-m", "benchmarks.trainer_throughput", "--variant", variant, "--model", args.model,
                 "--samples", str(args.samples), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                 "--max-length", str(args.max_length), "--threads", str(args.threads)]
@@ -184,6 +187,14 @@ def main() -> None:
               f"{r['tokens_measured']} tokens in {r['seconds']} s)  peak RSS {r['peak_rss_mb']} MB")
     ratio = cand["tokens_per_s"] / max(1e-9, base["tokens_per_s"])
     print(f"  packed / baseline = {ratio:.2f}x (target >= 1.5x)")
+    if args.bf16:
+        from services.trainer.hf_backend import cpu_has_native_bf16
+
+        bf16 = results["packed-bf16"]
+        print(f"  {bf16['variant']:9s} {bf16['tokens_per_s']:8.1f} tokens/s  ({bf16['tokens_measured']} tokens in "
+              f"{bf16['seconds']} s)  peak RSS {bf16['peak_rss_mb']} MB")
+        print(f"  packed bf16 / packed fp32 = {bf16['tokens_per_s'] / max(1e-9, cand['tokens_per_s']):.2f}x "
+              f"(native bf16 on this CPU: {cpu_has_native_bf16()})")
     if args.gemma:
         gemma = gemma_job(args.samples, args.threads)
         print(f"gemma3-270m hf LoRA job, {args.samples} samples, 1 epoch: {gemma['wall_s']} s wall, "

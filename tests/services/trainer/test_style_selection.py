@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from emotune.grpc.server import start_server
-from emotune.jobrunner import JobRunner
-from emotune.jobs import JobState, JobStore
+from emotune.jobs import JobState
 from emotune.store.local import LocalStore
 from emotune.v1 import validator_pb2_grpc
 from tests.services.trainer.conftest import gentle_reply, trainer_with_dataset
@@ -40,10 +39,9 @@ async def test_final_checkpoint_is_the_best_style_score(tmp_path: Path, tiny_mod
     validator_settings = ValidatorSettings(store_path=tmp_path / "vstore", validator_batch_size=8)
     vstore = LocalStore(validator_settings.store_path)
     validator = Validator(validator_settings, vstore)
-    vrunner = JobRunner(JobStore(vstore), "validation", validator.run_job)
 
     def add(server):
-        validator_pb2_grpc.add_ValidatorServicer_to_server(ValidatorServicer(validator, vrunner), server)
+        validator_pb2_grpc.add_ValidatorServicer_to_server(ValidatorServicer(validator), server)
         return ["emotune.v1.Validator"]
 
     vserver = await start_server("validator", validator_settings, add, port=0)
