@@ -266,6 +266,7 @@ async def test_cancel_from_a_process_that_does_not_run_the_job(any_store):
     await asyncio.wait_for(started.wait(), 10)
     try:
         record = await b.cancel(job_id)  # B does not run it: A sees the marker at its next renewal
+        await a.wait(job_id)  # B returns once the state is final; A's task then deletes the job's lease objects
     finally:
         await a.shutdown()
     assert stopped.is_set()
