@@ -35,14 +35,29 @@ LOCAL_INFERENCE_SLOTS = 2
 GATEWAY_PORT, UI_PORT = 8000, 8501
 
 
-def free_port_offset(low: int = 1000, high: int = 15000, attempts: int = 50) -> int:
-    """A random offset at which every port a stack uses is free on loopback (tests run stacks side by side)."""
+def _ephemeral_port_range() -> range:
+    """The kernel's range for outgoing connections' local ports: any client socket may take one at any moment."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def free_port_offset(low: int = 1000, high: int = 15400, attempts: int = 50) -> int:
+    """A random offset at which every port a stack uses is free on loopback (tests run stacks side by side).
+
+    Offsets that would put a port inside the ephemeral range are skipped: a port there can be free when checked
+    and taken by some client's outgoing connection before the service binds it.
+    """
     import random
     import socket
 
     bases = [*GRPC_PORTS.values(), *METRICS_PORTS.values(), GATEWAY_PORT, UI_PORT]
-    for _ in range(attempts):
-        offset = random.randrange(low, high)
+    ephemeral = _ephemeral_port_range()
+    candidates = [offset for offset in range(low, high)
+                  if not any(base + offset in ephemeral for base in bases)] or list(range(low, high))
+    for offset in random.sample(candidates, min(attempts, len(candidates))):
         try:
             for base in bases:
                 with socket.socket() as sock:
