@@ -49,11 +49,16 @@ def format_table(evaluation: dict[str, Any]) -> str:
                      f"{r['style_accuracy']:>9.2f} {r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
     verdicts = evaluation.get("verdicts", {})
     if verdicts:
-        lines += ["", f"{'style':<8} {'tuned-base':>10} {'95% CI':>17} {'wins':>6} {'p':>8} {'of prompt':>9}  verdict"]
+        # "of prompt": share of the full prompt's lift over base_trigger that the trigger alone now carries;
+        # "vs prompt": tuned_trigger's style score as a share of base_prompt's, with the one-sided p that it is below.
+        lines += ["", f"{'style':<8} {'tuned-base':>10} {'95% CI':>17} {'wins':>6} {'p':>8} {'of prompt':>9} "
+                      f"{'vs prompt':>9} {'p below':>8}  verdict"]
         for style, v in verdicts.items():
             retention = f"{v['retention']:.0%}" if v.get("retention") is not None else "-"
+            versus = f"{v['tuned'] / v['prompt']:.0%}" if v.get("prompt", 0) > 0 else "-"
             lines.append(f"{_cell(style, 8)} {v['mean_lift']:>+10.3f} {v['ci_low']:>+8.3f}..{v['ci_high']:<+7.3f} "
-                         f"{v['wins']:>3}/{v['questions']:<2} {v['p_value']:>8.3g} {retention:>9}  "
+                         f"{v['wins']:>3}/{v['questions']:<2} {v['p_value']:>8.3g} {retention:>9} {versus:>9} "
+                         f"{v.get('p_below_prompt', 1.0):>8.3g}  "
                          f"{'promoted' if v['promoted'] else 'not promoted'}: {v['reason']}")
     lines.append(f"promoted: {evaluation.get('promoted')}")
     return "\n".join(lines)

@@ -86,3 +86,7 @@ def test_the_table_shows_each_styles_verdict_in_words_aligned():
     # Columns line up in a terminal: "温柔" is four columns wide, padded like "neutral" to eight.
     assert gentle.index(" ") == 2 and gentle[2:9] == " " * 7 and neutral[7:9] == "  "
     assert rows[-1] == "promoted: False"
+    # Against the full prompt: the tuned score as a share of base_prompt's, and the p that it is below it.
+    assert "vs prompt" in text and "p below" in text
+    share = f"{judged[0].tuned / judged[0].prompt:.0%}"
+    assert f" {share} " in gentle and f"{judged[0].p_below_prompt:.3g}" in gentle
