@@ -55,7 +55,9 @@ class StyleVerdict:
     reason: str
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        """Scores rounded to 4 decimals; p-values to 3 significant digits (4 decimals would show p=4.6e-05 as 0)."""
+        return {k: (float(f"{v:.3g}") if k.startswith("p_") else round(v, 4)) if isinstance(v, float) else v
+                for k, v in asdict(self).items()}
 
 
 def _one_sided_p(differences: np.ndarray) -> float:

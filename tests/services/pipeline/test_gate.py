@@ -90,3 +90,9 @@ def test_the_table_shows_each_styles_verdict_in_words_aligned():
     assert "vs prompt" in text and "p below" in text
     share = f"{judged[0].tuned / judged[0].prompt:.0%}"
     assert f" {share} " in gentle and f"{judged[0].p_below_prompt:.3g}" in gentle
+
+
+def test_a_tiny_p_value_survives_the_report():
+    verdict = judge_style("毒舌", *_scores(8, 16, lift=0.6), train_samples=50, rule=RULE)
+    assert 0 < verdict.p_value < 1e-4
+    assert verdict.to_json()["p_value"] == pytest.approx(verdict.p_value, rel=1e-2)
