@@ -39,6 +39,7 @@ class JobContext:
         self.jobs, self.job_id, self.spec, self.resumed = jobs, record.job_id, record.spec, resumed
         self.checkpoint: dict[str, Any] = dict(record.checkpoint)
         self._rate_origin: tuple[float, int] | None = None
+        self._last_progress = float("-inf")
         # Raises LeaseLost once this process no longer holds the job (a clock read, no I/O).
         self._lease_check = lease_check or (lambda: None)
 
@@ -46,15 +47,20 @@ class JobContext:
         self._lease_check()
         self.jobs.append(self.job_id, type, message, **data)
 
-    def progress(self, done: int, total: int, message: str = "", **data: Any) -> None:
+    def progress(self, done: int, total: int, message: str = "", *, every_s: float = 0.0, **data: Any) -> None:
         """A progress event with rate and ETA measured from the first report of this process.
 
         Measuring from the first report (not from zero) keeps the ETA honest after a resume, when ``done``
-        already includes work a previous process did.
+        already includes work a previous process did. ``every_s``: report at most that often (the last report,
+        ``done == total``, always goes out), for callers that report per item: every event is a stored object
+        and a line in the job's event list.
         """
         now = time.monotonic()
         if self._rate_origin is None:
             self._rate_origin = (now, done)
+        elif done < total and now - self._last_progress < every_s:
+            return
+        self._last_progress = now
         started, done_at_start = self._rate_origin
         elapsed, advanced = now - started, done - done_at_start
         rate = advanced / elapsed if elapsed > 0 and advanced > 0 else 0.0

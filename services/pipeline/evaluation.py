@@ -116,26 +116,39 @@ class StyleEvaluator:
             return await self.validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style,
                                                                          styles_yaml=styles_yaml))
 
-        for style in selected:
+        async def run_config(style: str, config: str) -> tuple[dict[str, Any], list[str]]:
+            """One configuration's replies, its dialogues' third replies, and their scores."""
+            prefix = _prompt(config, style, styles)
             follow_ups = FOLLOW_UPS.get(styles.get(style).language, FOLLOW_UPS["en"])
+            replies = list(await asyncio.gather(*(
+                answer(models[config], [*prefix, _message("user", question)]) for question in questions)))
+            thirds = list(await asyncio.gather(*(
+                third_reply(models[config], prefix, question, first, follow_ups)
+                for question, first in zip(dialogues, replies, strict=False))))
+            scored, scored_thirds = await score(style, replies), await score(style, thirds)
+            lifts[style, config] = [s.style_lift for s in scored.scores]
+            return {
+                "style": style, "config": config, "model": models[config],
+                "style_score": round(scored.style_score, 4),
+                "similarity": round(scored.mean_similarity, 4),
+                "style_accuracy": round(scored.style_accuracy, 4),
+                "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
+                "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
+                "turn3_score": round(scored_thirds.style_score, 4) if thirds else None,
+            }, replies
+
+        # The configurations of one model at once, so the slots stay busy through each one's last, longest
+        # replies (one configuration after the other, a slot idled at every tail). Models one after the other:
+        # llama-server does not batch a request with a LoRA adapter together with one without.
+        results: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+        for model in dict.fromkeys(models.values()):
+            group = [(style, config) for style in selected for config in CONFIGS if models[config] == model]
+            for key, result in zip(group, await asyncio.gather(*(run_config(*key) for key in group)), strict=True):
+                results[key] = result
+        for style in selected:
             for config in CONFIGS:
-                prefix = _prompt(config, style, styles)
-                replies = list(await asyncio.gather(*(
-                    answer(models[config], [*prefix, _message("user", question)]) for question in questions)))
-                thirds = list(await asyncio.gather(*(
-                    third_reply(models[config], prefix, question, first, follow_ups)
-                    for question, first in zip(dialogues, replies, strict=False))))
-                scored, scored_thirds = await score(style, replies), await score(style, thirds)
-                lifts[style, config] = [s.style_lift for s in scored.scores]
-                rows.append({
-                    "style": style, "config": config, "model": models[config],
-                    "style_score": round(scored.style_score, 4),
-                    "similarity": round(scored.mean_similarity, 4),
-                    "style_accuracy": round(scored.style_accuracy, 4),
-                    "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
-                    "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
-                    "turn3_score": round(scored_thirds.style_score, 4) if thirds else None,
-                })
+                row, replies = results[style, config]
+                rows.append(row)
                 for question, text in list(zip(questions, replies))[:SHOWN_SAMPLES]:
                     shown = samples.setdefault(style, {})
                     shown.setdefault(question, {"question": question})[config] = text

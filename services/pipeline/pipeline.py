@@ -57,6 +57,8 @@ ZHIPUAI_DEFAULT_MODEL = "glm-4-flash"
 # How long a stage's service may be unreachable (e.g. restarting) before the pipeline gives up on it.
 SERVICE_OUTAGE_TOLERANCE_SECONDS = 300.0
 RECONNECT_SECONDS = 2.0
+# Evaluation reports per reply (~150 a job); one event per this many seconds is enough to follow it.
+EVALUATION_PROGRESS_SECONDS = 2.0
 
 
 class StageFailed(EmotuneError):
@@ -177,7 +179,8 @@ class Pipeline:
             evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
                 styles, selected, files["held_out"], base_model=request.model,
                 tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
-                progress=lambda done, total: ctx.progress(done, total, "evaluating", stage="evaluation"),
+                progress=lambda done, total: ctx.progress(done, total, f"evaluation: {done}/{total} replies",
+                                                        every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation"),
                 train_samples=kept,
             ))
             if options.evaluation.gate == "none":

@@ -201,6 +201,24 @@ async def test_runner_success_records_result_and_progress(any_store):
     assert events[2].data["eta_s"] is None  # no rate yet after the first report
 
 
+def test_per_item_progress_is_thinned_to_one_event_per_interval_and_the_last(local_store):
+    """A caller reporting every item (the evaluation's ~150 replies) gets the first report, none within
+    ``every_s`` of the previous one, and always the final ``done == total``."""
+    jobs = JobStore(local_store)
+    record = jobs.create("evaluation", {})
+    ctx = JobContext(jobs, record, resumed=False)
+
+    def reported() -> list[int]:
+        return [e.data["done"] for e in jobs.events(record.job_id) if e.type == "progress"]
+
+    for done in range(1, 51):
+        ctx.progress(done, 50, f"{done}/50 replies", every_s=3600.0)
+    assert reported() == [1, 50]
+    for done in range(1, 4):
+        ctx.progress(done, 3)  # without every_s: every report
+    assert reported()[2:] == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [(ValueError("teacher returned no choices"), "ValueError: teacher returned no choices"),
