@@ -125,6 +125,14 @@ class S3Store(ArtifactStore):
             raise self._translate(key, exc) from None
         except (ServerError, InvalidResponseError) as exc:
             raise Unavailable(f"S3 server error for {self._where(key)}: {exc}", endpoint=self.endpoint) from None
+        except urllib3.exceptions.MaxRetryError as exc:
+            if isinstance(exc.reason, urllib3.exceptions.ResponseError):  # every retry answered 5xx
+                raise Unavailable(
+                    f"S3 server error for {self._where(key)}: {exc.reason}", endpoint=self.endpoint
+                ) from None
+            raise Unavailable(
+                f"S3 endpoint {self.endpoint} unreachable: {type(exc.reason).__name__}", endpoint=self.endpoint
+            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unavailable(
                 f"S3 endpoint {self.endpoint} unreachable: {type(exc).__name__}", endpoint=self.endpoint

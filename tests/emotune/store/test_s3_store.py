@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
 import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -87,6 +89,39 @@ def test_unreachable_endpoint_is_unavailable_quickly():
         S3Store.from_settings(settings)
     assert endpoint in info.value.message and "unreachable" in info.value.message
     assert time.monotonic() - started < 10
+
+
+class _AlwaysUnavailable(BaseHTTPRequestHandler):
+    """An S3 endpoint that is up but answers every request as an overloaded server does."""
+
+    def _unavailable(self) -> None:
+        body = b"<Error><Code>ServiceUnavailable</Code><Message>Please reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = _unavailable
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_answering_5xx_on_every_retry_is_unavailable_and_says_so():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysUnavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(Unavailable) as info:
+            S3Store.from_settings(Settings(store_backend="s3", s3_endpoint=endpoint, s3_bucket="any"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert endpoint in info.value.message and "503" in info.value.message
+    assert "unreachable" not in info.value.message, info.value.message
 
 
 @pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000", "127.0.0.1:9000/bucket"])
