@@ -2,7 +2,8 @@
 
 Subclasses build the command line and call :meth:`LocalServer.launch`; the rest is shared: waiting until
 ``/health`` answers, the log's telling lines for error messages, counting running generations, and retiring (stop
-once the running generations have ended). The server stays in its owner's process group, so the local stack and
+once the running generations have ended). A server that served and was stopped on request removes its log; one
+that never became healthy or died by itself keeps it for inspection (a long-lived stack restarts servers often). The server stays in its owner's process group, so the local stack and
 containers stop both together. (No ``preexec_fn``: forking a threaded process with torch/gRPC loaded and running
 Python in the child crashes.)
 """
@@ -40,6 +41,7 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.active = 0
         self.retired = False
+        self.served = False  # became healthy at least once
         self._lock = threading.Lock()
         self._cleanup: list[Path] = []
 
@@ -67,6 +69,7 @@ class LocalServer:
                 raise CorruptArtifact(f"{self.program} could not load {self.describe()}: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    self.served = True
                     return
             except httpx.HTTPError:
                 pass
@@ -103,7 +106,8 @@ class LocalServer:
             self.stop()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        died_by_itself = self.process.poll() is not None
+        if not died_by_itself:
             self.process.terminate()
             try:
                 self.process.wait(timeout=self.stop_timeout)
@@ -112,3 +116,5 @@ class LocalServer:
                 self.process.wait()
         for path in self._cleanup:
             path.unlink(missing_ok=True)
+        if self.served and not died_by_itself:
+            self.log_file.unlink(missing_ok=True)

@@ -35,6 +35,8 @@ def test_llamacpp_builds_the_trainers_prompt_ids(llamacpp_engine: LlamaCppEngine
     with LlamaServer(llamacpp_engine.tools, packaged_gguf(name), tmp_path, template=trained.template) as server:
         for history in (CONVERSATION[1:2], CONVERSATION[:2], CONVERSATION):  # no system, system, multi-turn
             assert server.prompt_ids(history) == trained.prompt_ids(history), (name, history)
+        assert server.log_file.is_file()
+    assert list(tmp_path.iterdir()) == []  # stopped on request: its log and template file are gone
 
 
 def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
@@ -135,6 +137,7 @@ async def test_a_dead_server_is_restarted_with_its_adapters(llamacpp_engine, smo
         server.process.wait()
         with pytest.raises(Unavailable, match="being restarted"):
             await generate(styled, QUESTION, GREEDY)
+        assert server.log_file.is_file()  # it died by itself: its log stays for inspection
         for _ in range(200):
             if engine.servers()[0].alive:
                 break
@@ -142,5 +145,7 @@ async def test_a_dead_server_is_restarted_with_its_adapters(llamacpp_engine, smo
         (revived,) = engine.servers()
         assert revived is not server and revived.adapters == server.adapters
         assert (await generate(styled, QUESTION, GREEDY))[0] == before
+        engine.shutdown()
+        assert not revived.log_file.exists() and server.log_file.is_file()
     finally:
         engine.shutdown()
