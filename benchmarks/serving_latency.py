@@ -43,6 +43,7 @@ import httpx
 from emotune.grpc.probe import check
 from emotune.localserver import free_port
 from emotune.v1 import inference_pb2, inference_pb2_grpc
+from services.inference.engines.served import event_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-benchmark-serving-latency"
@@ -135,7 +136,7 @@ async def llama_stream(http: httpx.AsyncClient, prompt_ids: list[int], max_token
     count = 0
     async with http.stream("POST", "/completion", json=completion_body(prompt_ids, max_tokens)) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
+        async for line in event_lines(response):
             if line.startswith("data: "):
                 event = json.loads(line[6:])
                 tokens = len(event.get("tokens") or [])
@@ -229,7 +230,7 @@ async def gateway_ttft(http: httpx.AsyncClient, model: str, max_tokens: int) -> 
     started, first = time.perf_counter(), None
     body = http_body(model, max_tokens, True)
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        async for line in response.aiter_lines():
+        async for line in event_lines(response):
             if first is None and line.startswith("data: {"):
                 choices = json.loads(line[6:])["choices"]
                 if choices and choices[0]["delta"].get("content"):

@@ -33,17 +33,18 @@ from typing import Any
 
 import httpx
 
+from emotune.adapter_check import adapter_rank, check_adapter, raise_for_problems, vllm_lora_rank
 from emotune.chat_template import ChatFormat
 from emotune.errors import FailedPrecondition, Unavailable
 from emotune.localserver import LocalServer
 from emotune.logging import get_logger
-from emotune.adapter_check import adapter_rank, check_adapter, raise_for_problems, vllm_lora_rank
 from services.inference.config import InferenceSettings
 from services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat
 from services.inference.engines.served import (
     BaseProcesses,
     Counts,
     ProcessModel,
+    event_lines,
     refuse_unless_ok,
     sampling_defaults,
     trained_context,
@@ -176,7 +177,7 @@ class VllmModel(ProcessModel):
         try:
             async with client.stream("POST", f"{server.url}/v1/completions", json=self.request_body(chat)) as response:
                 await refuse_unless_ok(response, server.program)
-                async for line in response.aiter_lines():
+                async for line in event_lines(response):
                     for chunk in events.feed(line):
                         yield chunk
                     if events.done:

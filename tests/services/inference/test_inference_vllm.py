@@ -39,7 +39,8 @@ CONVERSATION = [
 ]
 
 # A stand-in for `vllm serve`: records its argv and every request, answers /health and streams /v1/completions
-# the way vLLM's OpenAI server does (text deltas, a finish_reason, a usage chunk, [DONE]).
+# the way vLLM's OpenAI server does (text deltas, a finish_reason, a usage chunk, [DONE]), as raw UTF-8 JSON:
+# a U+2028 in a token reaches the stream unescaped (the reply below carries one).
 FAKE_VLLM = r'''
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +68,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def event(self, payload):
-        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self.wfile.write(b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n")
         self.wfile.flush()
 
     def do_POST(self):
@@ -82,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        words = ["Hello", " from ", body["model"]] if body["max_tokens"] < 100 else ["word "] * 2000
+        words = ["Hello", " from\u2028 ", body["model"]] if body["max_tokens"] < 100 else ["word "] * 2000
         n = len(body["prompt"])
         try:
             for i, word in enumerate(words[: body["max_tokens"]]):
@@ -268,12 +269,12 @@ async def test_engine_serves_base_and_adapters_through_one_process(smollm_dir, f
 
         assert (base.request_model, one.request_model, two.request_model) == ("base", "adapter-1", "adapter-2")
         text, final = await _reply(two, CONVERSATION, ChatParams(max_tokens=32, temperature=0))
-        assert text == "Hello from adapter-2" and final.finish_reason == "stop" and final.completion_tokens == 3
+        assert text == "Hello from\u2028 adapter-2" and final.finish_reason == "stop" and final.completion_tokens == 3
         sent = json.loads((fake_vllm / "requests.jsonl").read_text().splitlines()[-1])
         assert sent["model"] == "adapter-2" and sent["prompt"] == two.chat_format.prompt_ids(CONVERSATION)
         assert final.prompt_tokens == len(sent["prompt"]) and sent["stop_token_ids"] == list(two.eos_token_ids)
         text, final = await _reply(base, CONVERSATION[:2], ChatParams(max_tokens=2))
-        assert text == "Hello from " and final.finish_reason == "length"
+        assert text == "Hello from\u2028 " and final.finish_reason == "length"
 
         cancelled = threading.Event()
         generation = two.start(two.prepare(CONVERSATION, ChatParams(max_tokens=500)), cancelled.set)
