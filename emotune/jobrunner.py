@@ -10,6 +10,8 @@ adopts jobs whose lease expired or was released and keeps scanning for more whil
 unrenewable lease stops the job's task without recording a final state. ``shutdown`` stops tasks without
 finishing their jobs and releases their leases, so the next process (or another replica) takes them over at once.
 Only the lease holder writes a job's status.
+
+Every service runs its jobs here, so its ``/metrics`` has the job metrics below, labelled by job ``kind``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from emotune.errors import Cancelled, EmotuneError
 from emotune.jobs import JobRecord, JobState, JobStore
 from emotune.leases import LEASE_TAKEOVERS, LEASES_LOST, Held, LeaseLost, Leases, Observation, default_owner
 from emotune.logging import get_logger
+from emotune.metrics import JOB_RUN_SECONDS, JOBS_FINISHED, JOBS_RUNNING
 
 log = get_logger(__name__)
 
@@ -376,7 +379,7 @@ class JobRunner:
 
     # ------------------------------------------------------------------ running
     async def _run(self, record: JobRecord, resumed: bool, held: Held) -> None:
-        job_id, final = record.job_id, False
+        job_id, final, running_since = record.job_id, False, None
         try:
             async with self._slots:
                 held.check()
@@ -391,43 +394,61 @@ class JobRunner:
                     await asyncio.to_thread(self.jobs.set_state, job_id, JobState.RUNNING)
                 else:
                     await asyncio.to_thread(self.jobs.append, job_id, "log", "resumed after restart")
-                result = await self.handler(JobContext(self.jobs, current, resumed, held.check))
-            final = await self._record(held, job_id, JobState.SUCCEEDED, result=result or {})
+                running_since = time.monotonic()
+                JOBS_RUNNING.labels(self.kind).inc()
+                try:
+                    result = await self.handler(JobContext(self.jobs, current, resumed, held.check))
+                finally:
+                    JOBS_RUNNING.labels(self.kind).dec()
+            final = await self._record(held, job_id, JobState.SUCCEEDED, result=result or {},
+                                       running_since=running_since)
         except asyncio.CancelledError:
             if self._shutting_down:
                 raise  # leave the job queued/running in the store: the next owner resumes it
             if held.valid():  # a cancel request; otherwise the lease was lost and someone else may own the job
-                final = await self._record(held, job_id, JobState.CANCELLED, "cancelled")
+                final = await self._record(held, job_id, JobState.CANCELLED, "cancelled", running_since=running_since)
         except LeaseLost as exc:
             log.warning("job stopped: lease lost", job_id=job_id, reason=str(exc))
         except Cancelled as exc:  # the handler saw the cancel marker
-            final = await self._record(held, job_id, JobState.CANCELLED, exc.message)
+            final = await self._record(held, job_id, JobState.CANCELLED, exc.message, running_since=running_since)
         except EmotuneError as exc:
-            final = await self._record(held, job_id, JobState.FAILED, exc.message)
+            final = await self._record(held, job_id, JobState.FAILED, exc.message, running_since=running_since)
         except Exception as exc:
             if held.valid():
                 log.exception("job failed", job_id=job_id)
-            final = await self._record(held, job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            final = await self._record(held, job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}",
+                                       running_since=running_since)
         finally:
             await self._let_go(held, final)
 
     async def _record(self, held: Held, job_id: str, state: JobState, error: str = "",
-                      result: dict[str, Any] | None = None) -> bool:
-        """Write a final state if this process still holds the lease; True once the job is final."""
+                      result: dict[str, Any] | None = None, running_since: float | None = None) -> bool:
+        """Write a final state if this process still holds the lease; True once the job is final.
+
+        A state written here is counted in the job metrics, with the handler's time when it ran here."""
         if not held.valid():
             log.warning("final state not recorded: this process no longer holds the job", job_id=job_id,
                         state=state.value, reason=held.lost or "lease expired")
             return False
         if result is not None:
             await asyncio.to_thread(self.jobs.set_state, job_id, state, result=result)
-            return True
-        return await asyncio.to_thread(self._finish_quietly, job_id, state, error)
+            written = True
+        else:
+            written = await asyncio.to_thread(self._finish_quietly, job_id, state, error)
+            if written is None:  # final already (it finished while being cancelled): not ours to count
+                return True
+        if written:
+            JOBS_FINISHED.labels(self.kind, state.value).inc()
+            if running_since is not None:
+                JOB_RUN_SECONDS.labels(self.kind, state.value).observe(time.monotonic() - running_since)
+        return written
 
-    def _finish_quietly(self, job_id: str, state: JobState, error: str) -> bool:
-        """Record a final state unless the job already has one (e.g. it finished while being cancelled)."""
+    def _finish_quietly(self, job_id: str, state: JobState, error: str) -> bool | None:
+        """Record a final state unless the job already has one (e.g. it finished while being cancelled):
+        True when written, None when it was final already, False otherwise."""
         try:
             self.jobs.set_state(job_id, state, error=error)
         except EmotuneError as exc:
             log.warning("final state not recorded", job_id=job_id, state=state.value, reason=exc.message)
-            return self.jobs.get(job_id).state.terminal
+            return None if self.jobs.get(job_id).state.terminal else False
         return True

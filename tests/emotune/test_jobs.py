@@ -239,6 +239,38 @@ async def test_runner_failure_is_recorded_with_its_message(local_store, error, e
     assert jobs.events(job_id)[-1].data == {"state": "failed", "error": expected}
 
 
+async def test_runner_counts_jobs_by_final_state_with_their_run_time(local_store):
+    from prometheus_client import REGISTRY
+
+    jobs, kind = JobStore(local_store), "metrics-probe"
+    running_inside: list[float | None] = []
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"kind": kind, **labels}) or 0.0
+
+    async def handler(ctx: JobContext) -> dict:
+        running_inside.append(sample("emotune_jobs_running"))
+        await asyncio.sleep(3600 if ctx.spec.get("hang") else 0.05)
+        if ctx.spec.get("fail"):
+            raise InvalidInput("bad spec", field="fail")
+        return {}
+
+    runner = JobRunner(jobs, kind, handler, max_concurrent=2)
+    for spec in ({}, {}, {"fail": True}):
+        await runner.wait((await runner.submit(spec)).job_id)
+    hanging = (await runner.submit({"hang": True})).job_id
+    while not running_inside[3:]:
+        await asyncio.sleep(0.01)
+    assert (await runner.cancel(hanging)).state == JobState.CANCELLED
+    assert running_inside == [1.0, 1.0, 1.0, 1.0] and sample("emotune_jobs_running") == 0.0
+    assert sample("emotune_jobs_finished_total", state="cancelled") == 1
+    assert sample("emotune_jobs_finished_total", state="succeeded") == 2
+    assert sample("emotune_jobs_finished_total", state="failed") == 1
+    assert sample("emotune_job_run_seconds_count", state="succeeded") == 2
+    assert 0.1 <= sample("emotune_job_run_seconds_sum", state="succeeded") < 5
+    assert sample("emotune_job_run_seconds_bucket", state="failed", le="1.0") == 1
+
+
 async def test_runner_cancel_stops_a_running_handler(any_store):
     jobs = JobStore(any_store)
     started, stopped = asyncio.Event(), asyncio.Event()

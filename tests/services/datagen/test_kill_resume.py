@@ -127,6 +127,10 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
         metrics = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{service.metrics_port}/metrics")).text
         assert 'emotune_datagen_samples_total{status="ok"}' in metrics
         assert 'emotune_datagen_teacher_requests_total{outcome="ok",provider="openai"}' in metrics
+        # the job metrics of the process that finished the job (after its predecessor was killed)
+        assert 'emotune_jobs_finished_total{kind="datagen",state="succeeded"} 1.0' in metrics
+        assert 'emotune_jobs_running{kind="datagen"} 0.0' in metrics
+        assert 'emotune_job_run_seconds_count{kind="datagen",state="succeeded"} 1.0' in metrics
     finally:
         service.stop()
 
