@@ -106,6 +106,7 @@ class JobRunner:
         self._fences: dict[str, asyncio.TimerHandle] = {}
         self._observed: dict[str, Observation] = {}
         self._settled: set[str] = set()  # job ids known final or of another kind: never read again
+        self._recording: set[str] = set()  # handler done, final state and lease clean-up under way
         self._pending_io: set[asyncio.Future[Any]] = set()
         self._scanner: asyncio.Task[None] | None = None
         self._scan_lock = asyncio.Lock()
@@ -188,14 +189,17 @@ class JobRunner:
 
     async def shutdown(self) -> None:
         """Stop the adopt loop and the running tasks without marking jobs terminal, and release their leases:
-        the next process (or another replica) takes them over at once."""
+        the next process (or another replica) takes them over at once. A job whose handler has returned is let
+        finish recording (a few store writes): cut short, its final state could be written with its lease left
+        behind."""
         self._shutting_down = True
         if self._scanner is not None:
             self._scanner.cancel()
             await asyncio.gather(self._scanner, return_exceptions=True)
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
+        for job_id, task in list(self._tasks.items()):
+            if job_id not in self._recording:
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._drain_io()
 
@@ -400,6 +404,7 @@ class JobRunner:
                     result = await self.handler(JobContext(self.jobs, current, resumed, held.check))
                 finally:
                     JOBS_RUNNING.labels(self.kind).dec()
+                    self._recording.add(job_id)
             final = await self._record(held, job_id, JobState.SUCCEEDED, result=result or {},
                                        running_since=running_since)
         except asyncio.CancelledError:
@@ -420,6 +425,7 @@ class JobRunner:
                                        running_since=running_since)
         finally:
             await self._let_go(held, final)
+            self._recording.discard(job_id)
 
     async def _record(self, held: Held, job_id: str, state: JobState, error: str = "",
                       result: dict[str, Any] | None = None, running_since: float | None = None) -> bool:
