@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65motune/v1/pipeline.proto\x12\nemotune.v1\"2\n\x1a\x43reateFineTuningJobRequest\x12\x14\n\x0crequest_json\x18\x01 \x01(\t\"\"\n\x10\x46ineTuningJobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x19ListFineTuningJobsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"K\n\x1bListFineTuningEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"A\n ListFineTuningCheckpointsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"5\n\x15\x46ineTuningPlotRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x13\n\x03Png\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1a\n\nJsonObject\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x99\x01\n\x0f\x45valuateRequest\x12\x13\n\x0bstyles_yaml\x18\x01 \x01(\t\x12\x13\n\x0bstyle_names\x18\x02 \x03(\t\x12\x11\n\tquestions\x18\x03 \x03(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x13\n\x0btuned_model\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x32\xe0\x05\n\x08Pipeline\x12U\n\x13\x43reateFineTuningJob\x12&.emotune.v1.CreateFineTuningJobRequest\x1a\x16.emotune.v1.JsonObject\x12H\n\x10GetFineTuningJob\x12\x1c.emotune.v1.FineTuningJobRef\x1a\x16.emotune.v1.JsonObject\x12S\n\x12ListFineTuningJobs\x12%.emotune.v1.ListFineTuningJobsRequest\x1a\x16.emotune.v1.JsonObject\x12K\n\x13\x43\x61ncelFineTuningJob\x12\x1c.emotune.v1.FineTuningJobRef\x1a\x16.emotune.v1.JsonObject\x12W\n\x14ListFineTuningEvents\x12\'.emotune.v1.ListFineTuningEventsRequest\x1a\x16.emotune.v1.JsonObject\x12\x61\n\x19ListFineTuningCheckpoints\x12,.emotune.v1.ListFineTuningCheckpointsRequest\x1a\x16.emotune.v1.JsonObject\x12K\n\x13GetFineTuningReport\x12\x1c.emotune.v1.FineTuningJobRef\x1a\x16.emotune.v1.JsonObject\x12G\n\x11GetFineTuningPlot\x12!.emotune.v1.FineTuningPlotRequest\x1a\x0f.emotune.v1.Png\x12?\n\x08\x45valuate\x12\x1b.emotune.v1.EvaluateRequest\x1a\x16.emotune.v1.JsonObjectb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65motune/v1/pipeline.proto\x12\nemotune.v1\"K\n\x1a\x43reateFineTuningJobRequest\x12\x14\n\x0crequest_json\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\"\n\x10\x46ineTuningJobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x19ListFineTuningJobsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"K\n\x1bListFineTuningEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"A\n ListFineTuningCheckpointsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"5\n\x15\x46ineTuningPlotRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x13\n\x03Png\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1a\n\nJsonObject\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x99\x01\n\x0f\x45valuateRequest\x12\x13\n\x0bstyles_yaml\x18\x01 \x01(\t\x12\x13\n\x0bstyle_names\x18\x02 \x03(\t\x12\x11\n\tquestions\x18\x03 \x03(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x13\n\x0btuned_model\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x32\xe0\x05\n\x08Pipeline\x12U\n\x13\x43reateFineTuningJob\x12&.emotune.v1.CreateFineTuningJobRequest\x1a\x16.emotune.v1.JsonObject\x12H\n\x10GetFineTuningJob\x12\x1c.emotune.v1.FineTuningJobRef\x1a\x16.emotune.v1.JsonObject\x12S\n\x12ListFineTuningJobs\x12%.emotune.v1.ListFineTuningJobsRequest\x1a\x16.emotune.v1.JsonObject\x12K\n\x13\x43\x61ncelFineTuningJob\x12\x1c.emotune.v1.FineTuningJobRef\x1a\x16.emotune.v1.JsonObject\x12W\n\x14ListFineTuningEvents\x12\'.emotune.v1.ListFineTuningEventsRequest\x1a\x16.emotune.v1.JsonObject\x12\x61\n\x19ListFineTuningCheckpoints\x12,.emotune.v1.ListFineTuningCheckpointsRequest\x1a\x16.emotune.v1.JsonObject\x12K\n\x13GetFineTuningReport\x12\x1c.emotune.v1.FineTuningJobRef\x1a\x16.emotune.v1.JsonObject\x12G\n\x11GetFineTuningPlot\x12!.emotune.v1.FineTuningPlotRequest\x1a\x0f.emotune.v1.Png\x12?\n\x08\x45valuate\x12\x1b.emotune.v1.EvaluateRequest\x1a\x16.emotune.v1.JsonObjectb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emotune.v1.pipeline_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEFINETUNINGJOBREQUEST']._serialized_start=41
-  _globals['_CREATEFINETUNINGJOBREQUEST']._serialized_end=91
-  _globals['_FINETUNINGJOBREF']._serialized_start=93
-  _globals['_FINETUNINGJOBREF']._serialized_end=127
-  _globals['_LISTFINETUNINGJOBSREQUEST']._serialized_start=129
-  _globals['_LISTFINETUNINGJOBSREQUEST']._serialized_end=186
-  _globals['_LISTFINETUNINGEVENTSREQUEST']._serialized_start=188
-  _globals['_LISTFINETUNINGEVENTSREQUEST']._serialized_end=263
-  _globals['_LISTFINETUNINGCHECKPOINTSREQUEST']._serialized_start=265
-  _globals['_LISTFINETUNINGCHECKPOINTSREQUEST']._serialized_end=330
-  _globals['_FINETUNINGPLOTREQUEST']._serialized_start=332
-  _globals['_FINETUNINGPLOTREQUEST']._serialized_end=385
-  _globals['_PNG']._serialized_start=387
-  _globals['_PNG']._serialized_end=406
-  _globals['_JSONOBJECT']._serialized_start=408
-  _globals['_JSONOBJECT']._serialized_end=434
-  _globals['_EVALUATEREQUEST']._serialized_start=437
-  _globals['_EVALUATEREQUEST']._serialized_end=590
-  _globals['_PIPELINE']._serialized_start=593
-  _globals['_PIPELINE']._serialized_end=1329
+  _globals['_CREATEFINETUNINGJOBREQUEST']._serialized_end=116
+  _globals['_FINETUNINGJOBREF']._serialized_start=118
+  _globals['_FINETUNINGJOBREF']._serialized_end=152
+  _globals['_LISTFINETUNINGJOBSREQUEST']._serialized_start=154
+  _globals['_LISTFINETUNINGJOBSREQUEST']._serialized_end=211
+  _globals['_LISTFINETUNINGEVENTSREQUEST']._serialized_start=213
+  _globals['_LISTFINETUNINGEVENTSREQUEST']._serialized_end=288
+  _globals['_LISTFINETUNINGCHECKPOINTSREQUEST']._serialized_start=290
+  _globals['_LISTFINETUNINGCHECKPOINTSREQUEST']._serialized_end=355
+  _globals['_FINETUNINGPLOTREQUEST']._serialized_start=357
+  _globals['_FINETUNINGPLOTREQUEST']._serialized_end=410
+  _globals['_PNG']._serialized_start=412
+  _globals['_PNG']._serialized_end=431
+  _globals['_JSONOBJECT']._serialized_start=433
+  _globals['_JSONOBJECT']._serialized_end=459
+  _globals['_EVALUATEREQUEST']._serialized_start=462
+  _globals['_EVALUATEREQUEST']._serialized_end=615
+  _globals['_PIPELINE']._serialized_start=618
+  _globals['_PIPELINE']._serialized_end=1354
 # @@protoc_insertion_point(module_scope)

@@ -7,10 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateFineTuningJobRequest(_message.Message):
-    __slots__ = ("request_json",)
+    __slots__ = ("request_json", "idempotency_key")
     REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     request_json: str
-    def __init__(self, request_json: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, request_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class FineTuningJobRef(_message.Message):
     __slots__ = ("job_id",)

@@ -27,7 +27,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServicer):
     async def CreateFineTuningJob(self, request: pipeline_pb2.CreateFineTuningJobRequest,
                                   context: grpc.aio.ServicerContext) -> pipeline_pb2.JsonObject:
         body = CreateFineTuningJob.model_validate_json(request.request_json)  # a bad body: INVALID_ARGUMENT
-        return _json(await self.service.create(body))
+        return _json(await self.service.create(body, request.idempotency_key))
 
     async def GetFineTuningJob(self, request: pipeline_pb2.FineTuningJobRef,
                                context: grpc.aio.ServicerContext) -> pipeline_pb2.JsonObject:

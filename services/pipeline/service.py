@@ -5,10 +5,12 @@ stage driver (:mod:`.pipeline`); and the style evaluation on its own (``evaluate
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import secrets
 from typing import Any
 
-from emotune.errors import FailedPrecondition, InvalidInput, NotFound
+from emotune.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from emotune.files import FileService
 from emotune.fine_tuning.protocol import (
     CheckpointOut,
@@ -28,6 +30,7 @@ from services.pipeline.config import PipelineSettings
 from services.pipeline.pipeline import Pipeline, ServiceChannels
 
 KIND = "fine_tuning"
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as HTTP header values allow
 _TERMINAL_STATUS = {JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.CANCELLED: "cancelled"}
 
 
@@ -78,15 +81,38 @@ class PipelineService:
         await self.runner.shutdown()
         await self.channels.close()
 
-    async def create(self, request: CreateFineTuningJob) -> FineTuningJob:
+    async def create(self, request: CreateFineTuningJob, idempotency_key: str = "") -> FineTuningJob:
+        """A new job; with an idempotency key, the job that key created if there is one (a client's retry after
+        a timeout must not start a second run). The job id is derived from the key, so every replica finds it."""
+        job_id, fingerprint = f"ftjob-{secrets.token_hex(12)}", None
+        if idempotency_key:
+            if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+                raise InvalidInput("Idempotency-Key must be 1 to 255 visible ASCII characters",
+                                   field="Idempotency-Key")
+            job_id = "ftjob-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+            fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+            try:
+                return self._replayed(await asyncio.to_thread(self.jobs.get, job_id), fingerprint)
+            except NotFound:
+                pass
         shown_training_file = request.training_file
         request = await asyncio.to_thread(self._normalise, request)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         request = request.model_copy(update={"seed": seed})
-        record = await self.runner.submit(
-            {"request": request.model_dump(mode="json"), "seed": seed, "training_file": shown_training_file},
-            job_id=f"ftjob-{secrets.token_hex(12)}",
-        )
+        spec = {"request": request.model_dump(mode="json"), "seed": seed, "training_file": shown_training_file}
+        if fingerprint:
+            spec["request_sha256"] = fingerprint
+        try:
+            record = await self.runner.submit(spec, job_id=job_id)
+        except AlreadyExists:  # a concurrent call with the same key created it first
+            return self._replayed(await asyncio.to_thread(self.jobs.get, job_id), fingerprint)
+        return to_openai(record)
+
+    @staticmethod
+    def _replayed(record: JobRecord, fingerprint: str | None) -> FineTuningJob:
+        if record.spec.get("request_sha256") != fingerprint:
+            raise AlreadyExists(f"this Idempotency-Key was already used for a different request (job "
+                                f"{record.job_id}); use a new key for a new job", field="Idempotency-Key")
         return to_openai(record)
 
     def _normalise(self, request: CreateFineTuningJob) -> CreateFineTuningJob:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from emotune.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
@@ -16,8 +18,9 @@ def _service(request: Request) -> FineTuningClient:
 
 
 @router.post("", response_model=FineTuningJob)
-async def create(request: Request, body: CreateFineTuningJob) -> FineTuningJob:
-    return await _service(request).create(body)
+async def create(request: Request, body: CreateFineTuningJob,
+                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> FineTuningJob:
+    return await _service(request).create(body, idempotency_key)
 
 
 @router.get("", response_model=ListPage)

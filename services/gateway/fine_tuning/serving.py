@@ -19,9 +19,10 @@ class FineTuningClient:
     def __init__(self, stub: pipeline_pb2_grpc.PipelineStub) -> None:
         self.stub = stub
 
-    async def create(self, request: CreateFineTuningJob) -> FineTuningJob:
+    async def create(self, request: CreateFineTuningJob, idempotency_key: str | None = None) -> FineTuningJob:
         reply = await self.stub.CreateFineTuningJob(
-            pipeline_pb2.CreateFineTuningJobRequest(request_json=request.model_dump_json()),
+            pipeline_pb2.CreateFineTuningJobRequest(request_json=request.model_dump_json(),
+                                                    idempotency_key=idempotency_key or ""),
             timeout=CALL_TIMEOUT_SECONDS)
         return FineTuningJob.model_validate_json(reply.json)
 

@@ -114,6 +114,35 @@ async def test_a_job_is_one_job_through_either_gateway(replicas) -> None:
         await two.fine_tuning.jobs.cancel(created.id)
 
 
+async def test_a_retry_with_the_same_idempotency_key_gets_the_same_job_from_any_replica(replicas) -> None:
+    one, two = replicas
+    styles = await one.files.create(file=("styles.yaml", STYLES.encode()), purpose="emotune-styles")
+    body = {"model": "smollm2-135m", "training_file": styles.id, "suffix": "retry",
+            "extra_body": {"emotune": {"generation": {"questions": {"questions": ["How are you?"]}}}}}
+
+    def key(value: str) -> dict:
+        return {"extra_headers": {"Idempotency-Key": value}}
+
+    first = await one.fine_tuning.jobs.create(**body, **key("client-retry-1"))
+    retried = await two.fine_tuning.jobs.create(**body, **key("client-retry-1"))  # e.g. after a timeout
+    assert retried.id == first.id and retried.seed == first.seed  # the seed was drawn once
+    assert [j.id for j in (await two.fine_tuning.jobs.list(limit=100)).data].count(first.id) == 1
+    assert (await _settled(one, first.id)).status == "failed"  # run once, replayed after it ended too
+    assert (await two.fine_tuning.jobs.create(**body, **key("client-retry-1"))).status == "failed"
+    started = [e.message for e in (await one.fine_tuning.jobs.list_events(first.id, limit=100)).data]
+    assert started.count("datagen started") == 1
+
+    with pytest.raises(openai.ConflictError) as reused:
+        await one.fine_tuning.jobs.create(**{**body, "suffix": "other"}, **key("client-retry-1"))
+    assert first.id in reused.value.message and "different request" in reused.value.message
+    others = {(await one.fine_tuning.jobs.create(**body, **key("client-retry-2"))).id,
+              (await one.fine_tuning.jobs.create(**body)).id, (await two.fine_tuning.jobs.create(**body)).id}
+    assert len(others) == 3 and first.id not in others  # a new key, or none: a new job
+    with pytest.raises(openai.BadRequestError) as bad_key:
+        await two.fine_tuning.jobs.create(**body, **key("x" * 256))
+    assert bad_key.value.body["param"] == "Idempotency-Key", bad_key.value.body
+
+
 async def test_bad_requests_are_refused_with_the_field_at_fault(replicas) -> None:
     one, two = replicas
     with pytest.raises(openai.NotFoundError) as missing:
