@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,14 @@ class DemoOptions:
 
 
 def submit_job(client: OpenAI, options: DemoOptions):
-    """Upload the styles and questions and create a generation fine-tuning job."""
+    """Upload the styles and questions and create a generation fine-tuning job (the client's retries of the
+    create carry one ``Idempotency-Key``, so a retry after a timeout cannot start a second job)."""
     styles = client.files.create(file=options.styles_file.open("rb"), purpose="emotune-styles")
     questions = client.files.create(file=options.questions_file.open("rb"), purpose="emotune-questions")
     return client.fine_tuning.jobs.create(
         model=options.base_model, training_file=styles.id, suffix=options.suffix, seed=options.seed,
         hyperparameters={"n_epochs": options.epochs, "batch_size": 4},
+        extra_headers={"Idempotency-Key": f"demo-{uuid.uuid4().hex}"},
         extra_body={"emotune": {
             "styles": list(options.styles),
             "generation": {"questions": {"file": questions.id, "limit": options.questions_per_style}},

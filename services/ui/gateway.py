@@ -7,6 +7,7 @@ key", "model X is not served any more", "overloaded, retry in 5 s") instead of a
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -177,8 +178,10 @@ class Gateway:
 
     def create_job(self, request: dict[str, Any]) -> dict[str, Any]:
         """POST the job as given: the emotune generation spec has no ``training_file``, which the typed
-        ``jobs.create`` would require."""
-        job = self._call(self._openai.post, "/fine_tuning/jobs", body=request, cast_to=FineTuningJob)
+        ``jobs.create`` would require. The client's retries of this one call carry one ``Idempotency-Key``: a
+        retry after a timeout gets the job the first attempt created, not a second one."""
+        job = self._call(self._openai.post, "/fine_tuning/jobs", body=request, cast_to=FineTuningJob,
+                         options={"headers": {"Idempotency-Key": f"ui-{uuid.uuid4().hex}"}})
         return job.model_dump()
 
     def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:

@@ -5,7 +5,11 @@ unknown model, overloaded (a gateway allowing one completion at a time), unreach
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -121,3 +125,45 @@ def test_chat_page_overloaded_keeps_the_message_then_regenerates(tight_gateway, 
     assert [m.role for m in chat.messages] == ["user", "assistant", "user", "assistant"]
     assert "giraffe" in chat.messages[-1].content.lower()  # answered with the whole conversation
     assert chat.messages[-1].model == BASE_MODEL
+
+
+class _OverloadedOnce(BaseHTTPRequestHandler):
+    """A gateway whose first answer to creating a job is 503 (OpenAI's error body), as when the pipeline service
+    timed out; the next one creates the job. Records the Idempotency-Key of every attempt."""
+
+    keys: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.keys.append(self.headers.get("Idempotency-Key"))
+        if len(self.keys) == 1:
+            status, body = 503, {"error": {"message": "the pipeline service did not answer in time",
+                                           "type": "server_error", "param": None, "code": None}}
+        else:
+            status, body = 200, {"id": "ftjob-abc", "object": "fine_tuning.job", "model": BASE_MODEL,
+                                 "created_at": 1, "status": "queued", "training_file": "file-1", "seed": 1,
+                                 "hyperparameters": {}, "organization_id": "org", "result_files": []}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_retried_job_creation_repeats_its_idempotency_key():
+    """The openai client retries a 503; both attempts carry one key, so the gateway returns one job."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OverloadedOnce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = Gateway(UISettings(gateway_url=f"http://127.0.0.1:{server.server_address[1]}", ui_api_key="k",
+                                     ui_max_retries=2))
+        assert gateway.create_job({"model": BASE_MODEL})["id"] == "ftjob-abc"
+    finally:
+        server.shutdown()
+        server.server_close()
+    first, retry = _OverloadedOnce.keys
+    assert first and first.startswith("ui-") and retry == first
