@@ -267,10 +267,26 @@ def test_network_policies_let_the_services_talk_and_nothing_else_in(rendered_k8s
         assert connection_allowed(policies, MONITORING, pods["minio"], "s3"), f"{overlay}: MinIO not scrapable"
 
 
+def test_grpc_ports_admit_only_their_callers(rendered_k8s):
+    """Least privilege inside the namespace too: a gRPC port admits the workloads that call that service and no
+    other (the public UI reaches no gRPC service; the gateway cannot drive the trainer behind the pipeline)."""
+    callers = {(source, destination) for source, destination, port in REQUIRED_FLOWS if port == "grpc"}
+    for overlay, docs in rendered_k8s.items():
+        policies = list(by_kind(docs, "NetworkPolicy").values())
+        pods = endpoints(docs)
+        for destination, pod in pods.items():
+            if "grpc" not in pod.ports:
+                continue
+            for source in pods.keys() - {destination}:
+                allowed = connection_allowed(policies, pods[source], pod, "grpc")
+                assert allowed == ((source, destination) in callers), (
+                    f"{overlay}: {source} -> {destination}:grpc is {'allowed' if allowed else 'denied'}")
+
+
 def test_network_policy_evaluation_is_not_vacuous(rendered_k8s):
-    """Without the grpc-internal policy the gateway cannot reach the pipeline: the default deny holds."""
+    """Without the pipeline's gRPC policy the gateway cannot reach the pipeline: the default deny holds."""
     docs = rendered_k8s["cpu"]
-    policies = [p for name, p in by_kind(docs, "NetworkPolicy").items() if name != "grpc-internal"]
+    policies = [p for name, p in by_kind(docs, "NetworkPolicy").items() if name != "grpc-pipeline"]
     pods = endpoints(docs)
     assert not connection_allowed(policies, pods["gateway"], pods["pipeline"], "grpc")
     assert connection_allowed(policies, pods["gateway"], pods["minio"], "s3")
