@@ -157,7 +157,8 @@ class JobRunner:
             return record
         task = self._tasks.get(job_id)
         if task is not None:
-            task.cancel()
+            if job_id not in self._recording:  # its handler has ended: its own final state is being written
+                task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
             return await asyncio.to_thread(self.jobs.get, job_id)
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
