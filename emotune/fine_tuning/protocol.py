@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Status = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -28,11 +28,22 @@ class QuestionOptions(_Options):
 
 
 class TeacherOptions(_Options):
-    provider: Literal["openai", "zhipuai"] = "openai"
-    base_url: str = ""
-    model: str = ""
-    api_key_env: str = ""
+    name: str = Field("", max_length=64, description="one of the operator's named teachers (datagen's "
+                      "EMOTUNE_DATAGEN_TEACHERS; 'default' when empty): its endpoint, model, key and limits")
+    provider: Literal["", "openai", "zhipuai"] = Field("", description="optional: the named teacher's provider")
+    base_url: str = Field("", description="a teacher URL of the job's own: refused unless the operator allows "
+                          "it (EMOTUNE_DATAGEN_TEACHER_ALLOW_REQUEST_URL); never sent a server key")
+    model: str = Field("", description="overrides the named teacher's model")
+    api_key_env: str = Field("", exclude=True, description="refused: a job never names a server secret")
     max_concurrency: int = Field(0, ge=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _no_key_variable(cls, value: str) -> str:
+        if value:
+            raise ValueError("a job cannot name a key variable: keys belong to the operator's named teachers; "
+                             "pick one with teacher.name")
+        return value
 
 
 class GenerationOptions(_Options):

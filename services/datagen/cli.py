@@ -79,10 +79,12 @@ def run(
     style: Annotated[list[str] | None, typer.Option("--style", "-s", help="only this style (repeatable)")] = None,
     variants: Annotated[int, typer.Option(help="answers per question and style")] = 1,
     seed: Annotated[int, typer.Option(help="seed of the per-item random choices (combinatorial)")] = 0,
-    provider: Annotated[str, typer.Option(help="openai | zhipuai (default: the configured teacher)")] = "",
-    base_url: Annotated[str, typer.Option(help="teacher endpoint, e.g. https://api.deepseek.com/v1")] = "",
-    model: Annotated[str, typer.Option(help="teacher model id")] = "",
-    api_key_env: Annotated[str, typer.Option(help="name of the env var holding the teacher's key")] = "",
+    teacher: Annotated[str, typer.Option(help="a teacher named in the settings (EMOTUNE_DATAGEN_TEACHERS; "
+                                         "default: 'default', EMOTUNE_DATAGEN_TEACHER_*)")] = "",
+    provider: Annotated[str, typer.Option(help="openai | zhipuai: the built-in teacher of that provider")] = "",
+    base_url: Annotated[str, typer.Option(help="a teacher endpoint of your own, sent no key (only with "
+                                          "EMOTUNE_DATAGEN_TEACHER_ALLOW_REQUEST_URL=true; public hosts)")] = "",
+    model: Annotated[str, typer.Option(help="teacher model id (default: the named teacher's)")] = "",
     concurrency: Annotated[int, typer.Option(help="parallel requests (capped per provider; 0 = the cap)")] = 0,
     rps: Annotated[float, typer.Option(help="request rate limit per second (0 = none)")] = 0.0,
     output: Annotated[str, typer.Option(help="artifact prefix of the dataset (default: datasets/<job id>)")] = "",
@@ -98,7 +100,7 @@ def run(
         "seed": seed, "output_prefix": output,
         "questions": {"format": format, "field_path": field_path, "questions": question or [], "limit": limit,
                       "artifact_key": upload_questions(store, questions) if questions and not resume else ""},
-        "teacher": {"provider": provider, "base_url": base_url, "model": model, "api_key_env": api_key_env,
+        "teacher": {"name": teacher, "provider": provider, "base_url": base_url, "model": model,
                     "max_concurrency": concurrency, "requests_per_second": rps},
     }
     try:

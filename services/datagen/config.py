@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.settings import Settings
 from services.datagen.teachers import PromptFormat
 
 Provider = Literal["openai", "zhipuai"]
+DEFAULT_TEACHER = "default"
+ZHIPUAI_TEACHER = "zhipuai"
+ZHIPUAI_DEFAULT_MODEL = "glm-4-flash"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$|^$"
+
+
+class TeacherProfile(BaseModel):
+    """A teacher the operator names: where it is, which model, where its key comes from, and its limits.
+
+    A job picks one by name and may override the model; the endpoint and the key are never the request's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Provider = "openai"
+    base_url: str = Field("", description="OpenAI-compatible endpoint; '' for ZhipuAI = the SDK's endpoint")
+    model: str = Field(min_length=1)
+    api_key_env: str = Field("", pattern=ENV_NAME, description="variable (or /run/secrets file) of the datagen "
+                             "process holding the key; '' = none (ZhipuAI: ZHIPUAI_API_KEY)")
+    max_concurrency: int = Field(0, ge=0, description="in-flight requests of one job (0 = the provider cap)")
+    requests_per_second: float = Field(0.0, ge=0, description="per-job rate cap (0 = none)")
+    timeout_seconds: float = Field(0.0, ge=0, description="0 = EMOTUNE_DATAGEN_TIMEOUT_SECONDS")
+    max_tokens: int = Field(0, ge=0, description="0 = EMOTUNE_DATAGEN_MAX_TOKENS")
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    prompt_format: PromptFormat = "chat"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+        return url.rstrip("/")
 
 
 class DatagenSettings(Settings):
@@ -27,6 +59,14 @@ class DatagenSettings(Settings):
     datagen_teacher_prompt_format: PromptFormat = Field(
         "chat", description="how the default teacher is asked: 'chat' (few-shot as chat turns) or 'completion' "
                             "(few-shot as one chat-log document on /v1/completions, for a base-model teacher)")
+    # More teachers a job may name (the two above are the teacher named "default"; "zhipuai" is built in).
+    datagen_teachers: dict[str, TeacherProfile] = Field(
+        default_factory=dict, description='the operator\'s named teachers, as JSON: {"deepseek": {"provider": '
+        '"openai", "base_url": "https://api.deepseek.com/v1", "model": "deepseek-chat", "api_key_env": '
+        '"DEEPSEEK_API_KEY", "max_concurrency": 8}}; a job picks one with teacher.name')
+    datagen_teacher_allow_request_url: bool = Field(
+        False, description="let a job name its own teacher URL (OpenAI-compatible, public addresses only, sent "
+                           "no server key); off: jobs pick a named teacher only")
 
     # Per-provider caps shared by every job of this process (an account's limits, not a job's wish).
     datagen_openai_max_concurrency: int = Field(32, ge=1, description="in-flight requests per OpenAI-compatible "
@@ -55,6 +95,25 @@ class DatagenSettings(Settings):
     datagen_postprocess_rules: Path | None = Field(
         None, description="YAML file replacing the built-in post-processing rules (services/datagen/rules.yaml)"
     )
+
+    @field_validator("datagen_teachers")
+    @classmethod
+    def _names(cls, teachers: dict[str, TeacherProfile]) -> dict[str, TeacherProfile]:
+        for name in teachers:
+            if name == DEFAULT_TEACHER or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"teacher name {name!r}: letters, digits, '_.-' and not {DEFAULT_TEACHER!r} (set "
+                                 "that one with EMOTUNE_DATAGEN_TEACHER_*)")
+        return teachers
+
+    def teachers(self) -> dict[str, TeacherProfile]:
+        """Every teacher a job may name: "default" (EMOTUNE_DATAGEN_TEACHER_*), "zhipuai" (the SDK's endpoint
+        with ZHIPUAI_API_KEY; may be redefined) and the operator's ``datagen_teachers``."""
+        default = TeacherProfile(
+            provider=self.datagen_teacher_provider, base_url=self.datagen_teacher_base_url,
+            model=self.datagen_teacher_model, api_key_env=self.datagen_teacher_api_key_env,
+            stop=self.datagen_teacher_stop, prompt_format=self.datagen_teacher_prompt_format)
+        zhipuai = TeacherProfile(provider="zhipuai", model=ZHIPUAI_DEFAULT_MODEL)
+        return {DEFAULT_TEACHER: default, ZHIPUAI_TEACHER: zhipuai, **self.datagen_teachers}
 
     def provider_max_concurrency(self, provider: Provider) -> int:
         return self.datagen_zhipuai_max_concurrency if provider == "zhipuai" else self.datagen_openai_max_concurrency

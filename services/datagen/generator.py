@@ -30,8 +30,8 @@ from services.datagen.plan import PROMPT_VERSION, Plan, WorkItem, build_plan, pa
 from services.datagen.postprocess import PostProcessor
 from services.datagen.questions import load_questions
 from services.datagen.shards import Failure, Outcome, ShardWriter, read_shards
-from services.datagen.spec import GenerationSpec
-from services.datagen.teachers import FailureKind, TeacherError, build_teacher, resolve_api_key
+from services.datagen.spec import GenerationSpec, teacher_access
+from services.datagen.teachers import FailureKind, TeacherError, build_teacher
 
 log = get_logger(__name__)
 JOB_KIND = "datagen"
@@ -128,10 +128,11 @@ class GenerationJob:
     # ----- generation -----
     async def _generate(self, pending: list[WorkItem]) -> None:
         teacher_spec = self.spec.teacher
-        api_key = resolve_api_key(teacher_spec.provider, teacher_spec.api_key_env, self.settings)
-        teacher = build_teacher(teacher_spec.provider, teacher_spec.base_url, teacher_spec.model, api_key,
-                                teacher_spec.timeout_seconds, teacher_spec.max_concurrency, teacher_spec.prompt_format)
-        limiter = self.deps.limits.get(teacher_spec.provider, teacher_spec.base_url)
+        provider, base_url, api_key = await asyncio.to_thread(teacher_access, teacher_spec, self.settings)
+        teacher = build_teacher(provider, base_url, teacher_spec.model, api_key, teacher_spec.timeout_seconds,
+                                teacher_spec.max_concurrency, teacher_spec.prompt_format,
+                                request_chosen=not teacher_spec.name)
+        limiter = self.deps.limits.get(provider, base_url)
         policy = RetryPolicy(teacher_spec.max_retries, self.settings.datagen_backoff_initial_seconds,
                              self.settings.datagen_backoff_max_seconds)
         self.caller = TeacherCaller(teacher, limiter, policy, teacher_spec.requests_per_second)

@@ -19,8 +19,7 @@ from services.datagen.config import DatagenSettings
 from services.datagen.generator import JOB_KIND, DatagenDeps, plan_job, run_generation
 from services.datagen.limits import ProviderLimits
 from services.datagen.postprocess import PostProcessor
-from services.datagen.spec import GenerationSpec, prepare_spec
-from services.datagen.teachers import resolve_api_key
+from services.datagen.spec import GenerationSpec, prepare_spec, teacher_access
 
 
 class DatagenService:
@@ -68,8 +67,9 @@ class DatagenService:
                                      "job with resume_job_id or choose another output_prefix", field="output_prefix")
 
     def _check_runnable(self, spec: GenerationSpec) -> None:
-        """Fail at submission, not minutes later: the key is there and the questions/plan are usable."""
-        resolve_api_key(spec.teacher.provider, spec.teacher.api_key_env, self.settings)
+        """Fail at submission, not minutes later: the teacher is usable (named and keyed, or a public URL the
+        operator allows) and the questions/plan are usable."""
+        teacher_access(spec.teacher, self.settings)
         _doc, plan, _errors = plan_job(spec, self.store)
         if plan.total == 0:
             raise InvalidInput(f"nothing to generate: {plan.skipped_count()} combination(s) all skipped "

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import aiohttp
 
 from emotune.errors import FailedPrecondition
 from emotune.settings import Settings
+from services.datagen.egress import PublicOnlyResolver
 
 
 class FailureKind(StrEnum):
@@ -202,19 +204,24 @@ class OpenAICompatibleTeacher:
     provider = "openai"
 
     def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float,
-                 max_connections: int = 64, prompt_format: PromptFormat = "chat") -> None:
+                 max_connections: int = 64, prompt_format: PromptFormat = "chat", *,
+                 request_chosen: bool = False) -> None:
         self.base_url, self.model = base_url.rstrip("/"), model
         self.prompt_format = prompt_format
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # A URL the request chose gets no key, reaches public addresses only, follows no redirect and has its
+        # error bodies reduced to the status (they are the answers of a host nobody vetted).
+        self.request_chosen = request_chosen
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key and not request_chosen else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created on first use: a session belongs to the running event loop
+            resolver = PublicOnlyResolver() if self.request_chosen else None
             self._session = aiohttp.ClientSession(
                 headers=self._headers, timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections))
+                connector=aiohttp.TCPConnector(limit=self._max_connections, resolver=resolver))
         return self._session
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
@@ -229,17 +236,19 @@ class OpenAICompatibleTeacher:
         if stop:
             body["stop"] = list(stop)
         try:
-            async with self._client().post(f"{self.base_url}/{path}", json=body) as response:
+            async with self._client().post(f"{self.base_url}/{path}", json=body,
+                                           allow_redirects=not self.request_chosen) as response:
                 payload = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError:
             raise TeacherError("timeout", f"no answer within {self._timeout.total:g} s",
                                FailureKind.RETRYABLE) from None
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise TeacherError("connection", f"{type(exc).__name__}: {exc}", FailureKind.RETRYABLE) from None
         text = payload.decode("utf-8", errors="replace")
-        if status >= 400:
-            raise classify_http_error(status, text, headers)
+        if status >= 400 or (self.request_chosen and status >= 300):
+            error = classify_http_error(status, text, headers)
+            raise short_error(error) if self.request_chosen else error
         try:
             data = json.loads(text)
         except ValueError as exc:  # truncated or non-JSON body with a 2xx status
@@ -291,26 +300,50 @@ class ZhipuAITeacher:
         await asyncio.to_thread(self._client.close)
 
 
-def resolve_api_key(provider: str, api_key_env: str, settings: Settings) -> str | None:
-    """The key comes from the environment only (a job spec names the variable, never the key)."""
+def short_error(error: TeacherError) -> TeacherError:
+    """``error`` keeping its classification but none of the body's text: the reason and the HTTP status only."""
+    short = TeacherError(error.reason, f"HTTP {error.status}", error.kind, status=error.status,
+                         retry_after=error.retry_after)
+    short.attempts, short.retry_reasons = error.attempts, error.retry_reasons
+    return short
+
+
+def secret_value(name: str, settings: Settings) -> str:
+    """The operator's secret ``name``: the environment variable, else the file of that name in the secrets
+    directory (``/run/secrets``); '' when neither holds one."""
+    value = os.environ.get(name, "").strip()
+    secrets_dir = settings.model_config.get("secrets_dir")
+    if not value and secrets_dir:
+        path = Path(str(secrets_dir)) / name
+        if path.is_file():
+            value = path.read_text(encoding="utf-8").strip()
+    return value
+
+
+def resolve_api_key(teacher_name: str, provider: str, api_key_env: str, settings: Settings) -> str | None:
+    """The key of the operator's teacher ``teacher_name``, from the secret its settings name (a request never
+    names one: ``api_key_env`` here comes from the operator's teacher definition)."""
     if api_key_env:
-        key = os.environ.get(api_key_env, "").strip()
+        key = secret_value(api_key_env, settings)
         if not key:
-            raise FailedPrecondition(f"teacher API key variable {api_key_env} is not set in the datagen service's "
-                                     "environment", field="teacher.api_key_env")
+            raise FailedPrecondition(f"teacher {teacher_name!r} needs its API key: {api_key_env} is not set in the "
+                                     "datagen service's environment (or its secrets directory)", field="teacher.name")
         return key
     if provider == "zhipuai":
         if settings.zhipuai_api_key is None or not settings.zhipuai_api_key.get_secret_value().strip():
-            raise FailedPrecondition("the ZhipuAI teacher needs ZHIPUAI_API_KEY (or EMOTUNE_ZHIPUAI_API_KEY, or "
-                                     "/run/secrets/zhipuai_api_key) in the datagen service's environment",
-                                     field="teacher.api_key_env")
+            raise FailedPrecondition(f"teacher {teacher_name!r} (ZhipuAI) needs ZHIPUAI_API_KEY (or "
+                                     "EMOTUNE_ZHIPUAI_API_KEY, or /run/secrets/zhipuai_api_key) in the datagen "
+                                     "service's environment", field="teacher.name")
         return settings.zhipuai_api_key.get_secret_value()
     return None
 
 
 def build_teacher(provider: str, base_url: str, model: str, api_key: str | None, timeout: float,
-                  max_concurrency: int, prompt_format: PromptFormat = "chat") -> Teacher:
+                  max_concurrency: int, prompt_format: PromptFormat = "chat", *,
+                  request_chosen: bool = False) -> Teacher:
     if provider == "zhipuai":
+        if request_chosen:  # the SDK would send its key wherever base_url points
+            raise ValueError("a request-chosen URL is never used with the ZhipuAI SDK")
         return ZhipuAITeacher(base_url, model, api_key or "", timeout, max_concurrency)
     return OpenAICompatibleTeacher(base_url, model, api_key, timeout, max_connections=max_concurrency,
-                                   prompt_format=prompt_format)
+                                   prompt_format=prompt_format, request_chosen=request_chosen)

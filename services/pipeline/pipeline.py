@@ -53,7 +53,6 @@ STAGES = ("validating_files", "datagen", "validation", "training", "serving", "e
 CHECKPOINT_EVERY_SECONDS = 1.0
 # Loading a merged model on CPU takes a while; longer than the default unary deadline.
 LOAD_DEADLINE_SECONDS = 600.0
-ZHIPUAI_DEFAULT_MODEL = "glm-4-flash"
 # How long a stage's service may be unreachable (e.g. restarting) before the pipeline gives up on it.
 SERVICE_OUTAGE_TOLERANCE_SECONDS = 300.0
 RECONNECT_SECONDS = 2.0
@@ -87,16 +86,18 @@ class ServiceChannels:
 
 def teacher_config(base_model: str, options: TeacherOptions | None,
                    zhipuai_available: bool) -> datagen_pb2.TeacherConfig:
-    """The job's teacher; when it names none: ZhipuAI if a key is configured, else datagen's default teacher
-    (emotune's own gateway) answering with the job's base model few-shot — no network, no key from the user."""
+    """The job's teacher, one of datagen's named teachers (datagen refuses unknown names and, unless its operator
+    allows them, URLs of the job's own); when the job names none: ZhipuAI if a key is configured, else datagen's
+    "default" teacher (emotune's own gateway) answering with the job's base model few-shot — no network, no key
+    from the user."""
     if options is not None:
         return datagen_pb2.TeacherConfig(
-            provider=options.provider, base_url=options.base_url, model=options.model,
-            api_key_env=options.api_key_env, max_concurrency=options.max_concurrency,
+            name=options.name, provider=options.provider, base_url=options.base_url, model=options.model,
+            max_concurrency=options.max_concurrency,
         )
     if zhipuai_available:
-        return datagen_pb2.TeacherConfig(provider="zhipuai", model=ZHIPUAI_DEFAULT_MODEL)
-    return datagen_pb2.TeacherConfig(model=base_model)
+        return datagen_pb2.TeacherConfig(name="zhipuai")
+    return datagen_pb2.TeacherConfig(name="default", model=base_model)
 
 
 def validation_styles(styles_yaml: str, marker_hits: int | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emotune.store.local import LocalStore
-from services.datagen.config import DatagenSettings
+from services.datagen.config import DatagenSettings, TeacherProfile
 from services.datagen.service import DatagenService
 from tests.support.teacher_server import TeacherServer
 
@@ -66,10 +66,21 @@ def service(settings) -> DatagenService:
     return DatagenService(settings, LocalStore(settings.store_path))
 
 
+TEST_TEACHER = "test-teacher"
+
+
+def name_test_teacher(settings: DatagenSettings, teacher: TeacherServer, **profile) -> None:
+    """Define the operator's teacher "test-teacher" (the test server, OpenAI wire format) in ``settings``: a job
+    reaches a loopback endpoint only through a teacher the operator named."""
+    settings.datagen_teachers[TEST_TEACHER] = TeacherProfile(base_url=teacher.base_url, model="teacher-test",
+                                                             **profile)
+
+
 @pytest.fixture
-def teacher_cfg(teacher) -> dict:
-    """The ``teacher`` part of a job spec pointing at the test server (OpenAI wire format)."""
-    return {"provider": "openai", "base_url": teacher.base_url, "model": "teacher-test"}
+def teacher_cfg(teacher, settings) -> dict:
+    """The ``teacher`` part of a job spec picking the test server by name."""
+    name_test_teacher(settings, teacher)
+    return {"name": TEST_TEACHER, "model": "teacher-test"}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from emotune.records import parse_records
 from emotune.store.local import LocalStore
 from services.datagen.server import add_servicers
 from services.datagen.service import DatagenService
+from tests.services.datagen.conftest import TEST_TEACHER, name_test_teacher
 from tests.support.grpc_thread import grpc_service_in_thread
 
 
@@ -24,8 +25,10 @@ def files(tmp_path, styles_yaml):
     return styles, questions
 
 
-def _run(args, store_dir):
-    result = CliRunner().invoke(app, ["datagen", "run", *args], env={"EMOTUNE_STORE_PATH": str(store_dir)})
+def _run(args, store_dir, teacher_url=""):
+    """The CLI with the operator's default teacher at ``teacher_url`` (EMOTUNE_DATAGEN_TEACHER_BASE_URL)."""
+    env = {"EMOTUNE_STORE_PATH": str(store_dir), "EMOTUNE_DATAGEN_TEACHER_BASE_URL": teacher_url or None}
+    result = CliRunner().invoke(app, ["datagen", "run", *args], env=env)
     assert result.exit_code == 0, result.output
     return result
 
@@ -34,7 +37,7 @@ def test_run_in_process_and_export(tmp_path, teacher, files):
     styles, questions = files
     out = tmp_path / "out"
     result = _run(["--styles", str(styles), "--questions", str(questions), "--limit", "2", "--style", "温柔",
-                   "--base-url", teacher.base_url, "--model", "teacher-test", "--export", str(out)], tmp_path / "s")
+                   "--model", "teacher-test", "--export", str(out)], tmp_path / "s", teacher.base_url)
     assert "2 records, 0 failures" in result.output and "2/2" in result.output
     records, _ = parse_records((out / "records.jsonl").read_text(encoding="utf-8"), strict=True)
     assert [r.first_user_text for r in records] == ["今天好累啊", "下雨了没带伞"]
@@ -46,15 +49,17 @@ def test_run_in_process_and_export(tmp_path, teacher, files):
 def test_run_reports_bad_input_without_traceback(tmp_path, teacher, files):
     styles, questions = files
     result = CliRunner().invoke(app, ["datagen", "run", "--styles", str(styles), "--questions", str(questions),
-                                      "--style", "傲娇", "--base-url", teacher.base_url, "--model", "m"],
-                                env={"EMOTUNE_STORE_PATH": str(tmp_path / "s")})
+                                      "--style", "傲娇", "--model", "m"],
+                                env={"EMOTUNE_STORE_PATH": str(tmp_path / "s"),
+                                     "EMOTUNE_DATAGEN_TEACHER_BASE_URL": teacher.base_url})
     assert result.exit_code == 2 and "style_names[0]" in result.output and "傲娇" in result.output
 
 
 def test_run_remote(tmp_path, settings, teacher, files):
     styles, questions = files
+    name_test_teacher(settings, teacher)
     service = DatagenService(settings, LocalStore(settings.store_path))
     with grpc_service_in_thread("datagen", settings, add_servicers(service), service.shutdown) as address:
-        result = _run(["--styles", str(styles), "--questions", str(questions), "--base-url", teacher.base_url,
-                       "--model", "teacher-test", "--remote", address], settings.store_path)
+        result = _run(["--styles", str(styles), "--questions", str(questions), "--teacher", TEST_TEACHER,
+                       "--remote", address], settings.store_path)
     assert "6 records, 0 failures" in result.output and f"on {address}" in result.output

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 
 from emotune.errors import InvalidInput
-from services.datagen.config import DatagenSettings
+from services.datagen.config import DatagenSettings, TeacherProfile
 from services.datagen.spec import prepare_spec
 from services.datagen.teachers import OpenAICompatibleTeacher, chat_log_document
 from tests.services.datagen.conftest import STYLES_YAML
@@ -36,10 +36,11 @@ def test_the_few_shot_becomes_a_chat_log_ending_with_the_reply_label():
 
 
 def test_the_prompt_format_is_part_of_the_spec():
-    settings = DatagenSettings(datagen_teacher_prompt_format="completion")
+    settings = DatagenSettings(datagen_teacher_prompt_format="completion", datagen_teachers={
+        "api": TeacherProfile(base_url="https://api.example.com/v1", model="m")})
     request = {"styles_yaml": STYLES_YAML, "questions": {"questions": ["hi"]}}
     assert prepare_spec(request, settings, "datasets/a").teacher.prompt_format == "completion"
-    other = {**request, "teacher": {"base_url": "https://api.example.com/v1", "model": "m"}}
+    other = {**request, "teacher": {"name": "api"}}
     assert prepare_spec(other, settings, "datasets/a").teacher.prompt_format == "chat"  # default elsewhere
     with pytest.raises(InvalidInput) as info:
         prepare_spec({**request, "teacher": {"provider": "zhipuai", "model": "glm-4", "prompt_format": "completion"}},

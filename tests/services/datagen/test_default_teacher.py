@@ -57,7 +57,7 @@ def test_job_without_a_teacher_uses_the_local_gateway(tmp_path):
     assert job.state == JobState.SUCCEEDED, job.error
     teacher = job.spec["teacher"]
     assert teacher["base_url"] == f"{stack.gateway_url}/v1" and teacher["model"] == BASE_MODEL
-    assert teacher["api_key_env"] == "EMOTUNE_LOCAL_TEACHER_KEY"  # the key itself never enters the spec
+    assert teacher["name"] == "default" and "api_key_env" not in teacher  # the operator's teacher, keyed by name
     assert stack.api_key not in str(job.spec)
     records, _ = parse_records(read_file(store, job.result["dataset_artifact"], "records.jsonl").decode(), strict=True)
     assert job.result["records"] == len(records) == 1

@@ -14,9 +14,10 @@ from emotune.jobs import JobState
 from emotune.records import parse_records
 from emotune.store.artifacts import read_file, read_manifest
 from emotune.store.local import LocalStore
-from services.datagen.config import DatagenSettings
+from services.datagen.config import DatagenSettings, TeacherProfile
 from services.datagen.service import DatagenService
 from services.datagen.shards import read_shards
+from tests.services.datagen.conftest import name_test_teacher
 from tests.support.teacher_server import Fault
 
 QUESTIONS = [f"第{i}个问题：最近怎么样" for i in range(12)]
@@ -132,9 +133,10 @@ async def test_zhipuai_teacher_with_its_concurrency_cap(settings, teacher, style
     teacher.latency = 0.2
     teacher.script("第2个", Fault.RATE_LIMIT)
     teacher.always("第3个", Fault.SAFETY_ZHIPUAI)
+    with_key.datagen_teachers["zhipuai-test"] = TeacherProfile(provider="zhipuai", base_url=teacher.zhipuai_base_url,
+                                                               model="glm-4-flash")
     record = await service.start({"styles_yaml": styles_yaml, "questions": {"questions": QUESTIONS},
-                                  "teacher": {"provider": "zhipuai", "base_url": teacher.zhipuai_base_url,
-                                              "model": "glm-4-flash", "max_concurrency": 50}})
+                                  "teacher": {"name": "zhipuai-test", "max_concurrency": 50}})
     job = await _finish(service, record.job_id)
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.spec["teacher"]["max_concurrency"] == 5  # the provider cap wins over the job's wish
@@ -205,8 +207,10 @@ async def test_submission_errors_name_the_field(service, teacher_cfg, styles_yam
     assert info.value.file == "spec.styles_yaml" and info.value.line == 4
     assert info.value.field == "styles[0].temperature"
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    service.settings.datagen_teachers["deepseek"] = TeacherProfile(
+        base_url="https://api.deepseek.com/v1", model="deepseek-chat", api_key_env="DEEPSEEK_API_KEY")
     with pytest.raises(FailedPrecondition, match="DEEPSEEK_API_KEY"):
-        await service.start({**base, "teacher": {**teacher_cfg, "api_key_env": "DEEPSEEK_API_KEY"}})
+        await service.start({**base, "teacher": {"name": "deepseek"}})
     with pytest.raises(FailedPrecondition, match="ZHIPUAI_API_KEY"):
         await service.start({**base, "teacher": {"provider": "zhipuai", "model": "glm-4"}})
 
@@ -278,6 +282,7 @@ async def test_stop_strings_end_single_replies_but_not_dialogues(tmp_path, teach
     monkeypatch.setenv("EMOTUNE_DATAGEN_TEACHER_STOP", '["\\n"]')
     settings = DatagenSettings(store_path=tmp_path / "store", datagen_flush_seconds=0.2, datagen_timeout_seconds=5.0)
     assert settings.datagen_teacher_stop == ["\n"]
+    name_test_teacher(settings, teacher)
     service = DatagenService(settings, LocalStore(settings.store_path))
     sent_stops = []
 

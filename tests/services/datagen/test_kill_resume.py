@@ -24,6 +24,7 @@ from emotune.store.local import LocalStore
 from emotune.v1 import datagen_pb2, datagen_pb2_grpc
 from services.datagen.service import DatagenService
 from services.datagen.shards import read_shards
+from tests.services.datagen.conftest import TEST_TEACHER, name_test_teacher
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -94,15 +95,18 @@ async def _uninterrupted(tmp_path: Path, settings, request: dict) -> list[tuple]
 async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_yaml):
     teacher.latency = 0.04
     request = {"styles_yaml": styles_yaml, "questions": {"questions": QUESTIONS},
-               "teacher": {"provider": "openai", "base_url": teacher.base_url, "model": "teacher-test",
-                           "max_concurrency": 4}}
+               "teacher": {"name": TEST_TEACHER, "max_concurrency": 4}}
+    name_test_teacher(settings, teacher)
     expected = await _uninterrupted(tmp_path, settings, request)
     assert len(expected) == 120
     teacher.reset()
 
     store_dir = tmp_path / "store"
     store, log = LocalStore(store_dir), tmp_path / "datagen.log"
-    service = ServiceProcess(store_dir, log).start()
+    service = ServiceProcess(store_dir, log)
+    service.env["EMOTUNE_DATAGEN_TEACHERS"] = json.dumps(
+        {TEST_TEACHER: {"base_url": teacher.base_url, "model": "teacher-test"}})
+    service = service.start()
     try:
         with grpc.insecure_channel(service.address) as channel:
             ref = datagen_pb2_grpc.DatagenStub(channel).StartGeneration(

@@ -158,3 +158,17 @@ async def test_bad_requests_are_refused_with_the_field_at_fault(replicas) -> Non
     with pytest.raises(openai.BadRequestError) as bad_suffix:
         await one.fine_tuning.jobs.create(model="smollm2-135m", training_file=styles.id, suffix="no spaces!")
     assert bad_suffix.value.body["param"] == "suffix", bad_suffix.value.body
+
+
+async def test_a_job_cannot_name_a_server_secret_for_its_teacher(replicas) -> None:
+    """Issue 29: the teacher's key variable was the request's to name; it is refused before any job exists."""
+    one, _two = replicas
+    styles = await one.files.create(file=("styles.yaml", STYLES.encode()), purpose="emotune-styles")
+    teacher = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "HOME"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await one.fine_tuning.jobs.create(
+            model="smollm2-135m", training_file=styles.id,
+            extra_body={"emotune": {"generation": {"questions": {"questions": ["hi"]}, "teacher": teacher}}})
+    assert refused.value.body["param"] == "emotune.generation.teacher.api_key_env", refused.value.body
+    assert "named teachers" in refused.value.message
+    assert (await one.fine_tuning.jobs.list()).data == []
