@@ -1,7 +1,8 @@
 """emotune UI entry point (``streamlit run services/ui/app.py``, or ``python -m services.ui``).
 
 Three pages, all talking only to the gateway: Chat, Compare (two models side by side) and Pipeline (styles ->
-fine-tuning job -> served model).
+fine-tuning job -> served model). Each visitor's own API key (kept in their session) is what they call it with,
+unless the operator configured EMOTUNE_UI_API_KEY for everyone.
 """
 
 from __future__ import annotations
@@ -28,4 +29,5 @@ st.set_page_config(page_title="emotune", page_icon="💬", layout="wide")
 page = st.navigation([CHAT_PAGE, COMPARE_PAGE, PIPELINE_PAGE])
 with st.sidebar:
     st.caption(f"Gateway: `{widgets.settings().api_base}`")
+widgets.ask_for_api_key()  # the visitor's own key unless the operator configured one; stops the page until given
 page.run()

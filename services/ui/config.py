@@ -17,9 +17,18 @@ class UISettings(Settings):
     )
     ui_api_key: SecretStr | None = Field(
         None,
-        description="API key the UI sends to the gateway as 'Authorization: Bearer ...'",
-        validation_alias=AliasChoices("EMOTUNE_UI_API_KEY", "EMOTUNE_API_KEY"),
+        description="one API key the UI sends for every visitor; unset (the default): each visitor enters their own "
+                    "key, kept in their browser session only. Set it only where every visitor may use that key "
+                    "(the embedded local stack, on 127.0.0.1)",
+        validation_alias=AliasChoices("EMOTUNE_UI_API_KEY"),
     )
+    ui_teachers: list[str] = Field(
+        default_factory=lambda: ["default", "zhipuai"],
+        description='teacher names the pipeline page offers, as JSON (["default", "deepseek"]): datagen\'s named '
+                    "teachers (EMOTUNE_DATAGEN_TEACHERS); datagen refuses unknown names")
+    ui_teacher_url_field: bool = Field(
+        False, description="offer a teacher URL field on the pipeline page (only where datagen has "
+                           "EMOTUNE_DATAGEN_TEACHER_ALLOW_REQUEST_URL on)")
     ui_request_timeout_seconds: float = Field(
         300.0, description="longest wait for one gateway call (CPU inference of a long answer can be slow)"
     )

@@ -54,7 +54,8 @@ def classify(status: int, server_message: str, *, retry_after: float | None = No
     server_message = server_message.rstrip(". ")
     if status in (401, 403):
         return GatewayError("auth", f"The gateway refused the API key ({status}): {server_message}. "
-                                    "Set EMOTUNE_UI_API_KEY to a valid key.", status=status)
+                                    "Enter a valid key in the sidebar (or, as the operator, set "
+                                    "EMOTUNE_UI_API_KEY).", status=status)
     if status == 404:
         what = f"Model {model!r} is not served by the gateway (any more)" if model else "Not found"
         return GatewayError("not_found", f"{what} (404): {server_message}", status=status)
@@ -136,9 +137,11 @@ class ChatStream:
 class Gateway:
     """Thin client of the gateway's public API (the same one any app uses)."""
 
-    def __init__(self, settings: UISettings) -> None:
+    def __init__(self, settings: UISettings, api_key: str | None = None) -> None:
+        """``api_key``: the visitor's own key; without one, the operator's ``EMOTUNE_UI_API_KEY`` (none is sent
+        when neither is given: the gateway answers 401)."""
         self.base_url = settings.api_base
-        key = settings.ui_api_key.get_secret_value() if settings.ui_api_key else "none"
+        key = api_key or (settings.ui_api_key.get_secret_value() if settings.ui_api_key else "none")
         self._openai = openai.OpenAI(base_url=self.base_url, api_key=key,
                                      timeout=settings.ui_request_timeout_seconds,
                                      max_retries=settings.ui_max_retries)

@@ -21,20 +21,22 @@ QUESTIONS_PURPOSE = "emotune-questions"
 
 @dataclass(frozen=True)
 class Teacher:
-    """Who answers the seed questions in each style. Keys never travel: the service reads ``api_key_env``.
-    Without one the pipeline service picks its default (ZhipuAI if it holds a key, else the base model emotune
-    serves)."""
+    """Who answers the seed questions in each style: one of the operator's named teachers (its endpoint and key
+    stay on the server), optionally another model of it; or, only where the operator allows it, a URL of the
+    job's own, which datagen calls with no key. Without one the pipeline service picks its default (ZhipuAI if it
+    holds a key, else the base model emotune serves)."""
 
-    provider: Literal["openai", "zhipuai"]
+    name: str = ""
     model: str = ""
     base_url: str = ""
-    api_key_env: str = ""
 
     def spec(self) -> dict[str, Any]:
-        if self.provider == "openai" and not self.base_url:
-            raise ValueError("an OpenAI-compatible teacher needs its base URL")
-        return {k: v for k, v in {"provider": self.provider, "model": self.model, "base_url": self.base_url,
-                                  "api_key_env": self.api_key_env}.items() if v}
+        if not self.name and not self.base_url:
+            raise ValueError("pick a teacher by name, or give a teacher URL")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("a teacher URL starts with http:// or https://")
+        return {k: v for k, v in {"name": "" if self.base_url else self.name, "model": self.model,
+                                  "base_url": self.base_url}.items() if v}
 
 
 @dataclass(frozen=True)

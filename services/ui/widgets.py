@@ -1,6 +1,13 @@
-"""Streamlit pieces shared by the pages: the gateway handle, the model/style picker, sampling controls."""
+"""Streamlit pieces shared by the pages: the visitor's API key, the gateway handle, the model/style picker,
+sampling controls.
+
+The UI holds no key of its own unless the operator sets ``EMOTUNE_UI_API_KEY``: each visitor enters theirs, which
+lives in their Streamlit session only (``st.session_state``; never written anywhere, gone with the session).
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 import streamlit as st
 
@@ -14,19 +21,59 @@ def settings() -> UISettings:
     return UISettings()
 
 
+KEY_STATE = "visitor_api_key"  # the visitor's key, in their session only
+_GATEWAY_STATE = "visitor_gateway"
+
+
 @st.cache_resource
-def gateway() -> Gateway:
+def shared_gateway() -> Gateway:
+    """The gateway handle with the operator's EMOTUNE_UI_API_KEY (shared by every session)."""
     return Gateway(settings())
 
 
+def ask_for_api_key() -> None:
+    """Without an operator-configured key: the visitor's own key, asked for in the sidebar; the page stops (and
+    calls nothing) until there is one."""
+    if settings().ui_api_key is not None:
+        return
+    with st.sidebar:
+        entered = st.text_input("Your API key", type="password", key=KEY_STATE, placeholder="sk-…",
+                                help="Your emotune API key. It is sent to the gateway with your requests and kept "
+                                     "in this browser session only.")
+    if not entered:
+        st.info("Enter your emotune API key in the sidebar to chat and run jobs. The UI has no key of its own.",
+                icon="🔑")
+        st.stop()
+
+
+def _key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def gateway() -> Gateway:
+    """This session's gateway handle: the visitor's key, or the operator's EMOTUNE_UI_API_KEY."""
+    if settings().ui_api_key is not None:
+        return shared_gateway()
+    key = st.session_state.get(KEY_STATE, "")
+    held = st.session_state.get(_GATEWAY_STATE)
+    if held is None or held[0] != _key_id(key):
+        if held is not None:
+            held[1].close()
+        held = (_key_id(key), Gateway(settings(), api_key=key or None))
+        st.session_state[_GATEWAY_STATE] = held
+    return held[1]
+
+
 @st.cache_data(ttl=10, show_spinner=False)
-def _model_ids() -> list[str]:
-    return gateway().model_ids()
+def _model_ids(key_id: str, _gateway: Gateway) -> list[str]:
+    """Cached per key: one visitor's answer is never another's."""
+    return _gateway.model_ids()
 
 
 def models() -> list[ModelChoice]:
     """The gateway's models, grouped; raises GatewayError (not cached, so the next run asks again)."""
-    return group_models(_model_ids())
+    handle = gateway()
+    return group_models(_model_ids(_key_id(st.session_state.get(KEY_STATE, "")), handle))
 
 
 def refresh_models() -> None:

@@ -23,7 +23,7 @@ from tests.deploy.deploykit import (
     tool,
 )
 
-PUBLIC_SERVICES = {"gateway", "ui"}  # the only services published on all host interfaces
+PUBLIC_SERVICES = {"gateway"}  # the only service published on all host interfaces (the UI: loopback by default)
 GPU_SERVICES = {"trainer", "inference"}
 # The fine-tuning pipeline drives these services' jobs; the gateway calls only the pipeline and inference.
 PIPELINE_PEERS = ("datagen", "validator", "trainer", "inference")
@@ -86,7 +86,7 @@ def test_every_variable_compose_reads_is_in_env_example():
     assert used - set(required) - set(optional) == set(), "variables used by compose but not in .env.example"
 
 
-def test_only_gateway_and_ui_are_published(rendered_compose):
+def test_only_the_gateway_is_published_beyond_loopback(rendered_compose):
     for variant, config in rendered_compose.items():
         for name, service in config["services"].items():
             for port in service.get("ports", []):

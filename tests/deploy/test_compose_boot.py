@@ -120,7 +120,7 @@ def test_services_boot_with_the_compose_environment(services, rendered_compose, 
                     unreachable.append(f"{name}: container port {port} listens on {listening.get(local)}")
         if procs.get("gateway") and procs["gateway"].poll() is None:
             api = f"http://127.0.0.1:{ports[('gateway', services['gateway'].http_port)]}/v1/models"
-            internal_key = compose["ui"]["environment"]["EMOTUNE_UI_API_KEY"]
+            internal_key = compose["datagen"]["environment"]["GATEWAY_API_KEY"]
             assert httpx.get(api, timeout=10).status_code == 401
             answer = httpx.get(api, headers={"Authorization": f"Bearer {internal_key}"}, timeout=30)
             assert answer.status_code == 200, answer.text

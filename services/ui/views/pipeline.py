@@ -127,23 +127,26 @@ question_limit = st.number_input("Use at most (0 = all)", 0, 100_000, 30, key="q
 
 # ---------------------------------------------------------------------------------------------- 3. teacher
 st.header("3 · Teacher")
+ui_settings = widgets.settings()
 teacher_kind = st.radio(
-    "Who writes the styled answers", ["emotune default", "ZhipuAI", "OpenAI-compatible API"], horizontal=True,
-    key="teacher_kind",
+    "Who writes the styled answers", ["emotune default", "A named teacher"]
+    + (["A URL of my own"] if ui_settings.ui_teacher_url_field else []), horizontal=True, key="teacher_kind",
     help="emotune default: ZhipuAI if the pipeline service holds a key, else the base model emotune serves "
-         "itself.")
+         "itself. Named teachers are set up by the operator (endpoint and key stay on the server).")
 teacher: Teacher | None = None
-if teacher_kind == "ZhipuAI":
-    teacher = Teacher("zhipuai", model=st.text_input("Model", "glm-4-flash", key="teacher_zhipu_model"))
-elif teacher_kind == "OpenAI-compatible API":
-    url_col, model_col, key_col = st.columns(3)
+if teacher_kind == "A named teacher":
+    name_col, model_col = st.columns(2)
     teacher = Teacher(
-        "openai",
-        base_url=url_col.text_input("Base URL", key="teacher_base_url", placeholder="https://…/v1"),
-        model=model_col.text_input("Model", key="teacher_model", placeholder="deepseek-chat"),
-        api_key_env=key_col.text_input("Key variable on the server", key="teacher_key_env",
-                                       placeholder="DEEPSEEK_API_KEY",
-                                       help="The key itself stays on the server; name its variable."),
+        name=name_col.selectbox("Teacher", ui_settings.ui_teachers, key="teacher_name"),
+        model=model_col.text_input("Model (empty = the teacher's own)", key="teacher_model"),
+    )
+elif teacher_kind == "A URL of my own":
+    url_col, model_col = st.columns(2)
+    teacher = Teacher(
+        base_url=url_col.text_input("OpenAI-compatible base URL", key="teacher_base_url",
+                                    placeholder="https://…/v1",
+                                    help="Called with no API key, public addresses only."),
+        model=model_col.text_input("Model", key="teacher_url_model"),
     )
 
 # ---------------------------------------------------------------------------------------------- 4. training

@@ -93,7 +93,7 @@ def ui_app(monkeypatch):
     def make(**env: str) -> AppTest:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        for cached in (widgets.settings, widgets.gateway, widgets._model_ids):
+        for cached in (widgets.settings, widgets.shared_gateway, widgets._model_ids):
             cached.clear()
         return AppTest.from_file(ROOT / "services" / "ui" / "app.py", default_timeout=120)
 

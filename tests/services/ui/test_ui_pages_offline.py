@@ -20,7 +20,8 @@ BAD_STYLES = b"""styles:
 def closed_gateway(ui_app):
     """The UI pointed at a loopback port where nothing listens; returns (make AppTest, the API base shown)."""
     port = free_port()
-    return lambda: ui_app(EMOTUNE_GATEWAY_URL=f"http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}/v1"
+    return (lambda: ui_app(EMOTUNE_GATEWAY_URL=f"http://127.0.0.1:{port}", EMOTUNE_UI_API_KEY="sk-operator"),
+            f"http://127.0.0.1:{port}/v1")
 
 
 def test_chat_keeps_the_conversation_when_the_gateway_is_unreachable(closed_gateway):

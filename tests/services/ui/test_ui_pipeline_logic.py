@@ -21,8 +21,7 @@ def test_job_request_follows_the_fine_tuning_api():
     request = build_job_request(
         base_model="smollm2-135m", styles_yaml="styles: []", styles=["温柔"],
         questions=Questions(file_id="file-q", format="jsonl", field_path="q", inline=("extra?",), limit=30),
-        teacher=Teacher("openai", model="deepseek-chat", base_url="https://api.example/v1",
-                        api_key_env="DEEPSEEK_API_KEY"),
+        teacher=Teacher(name="deepseek", model="deepseek-chat"),
         training=Training(n_epochs=3, batch_size=2, lora_r=4, max_steps=10), suffix=" emo ", seed=7,
         questions_per_style=2)
     assert request["model"] == "smollm2-135m" and request["suffix"] == "emo" and request["seed"] == 7
@@ -31,8 +30,7 @@ def test_job_request_follows_the_fine_tuning_api():
     assert ext["styles"] == ["温柔"] and ext["styles_yaml"] == "styles: []"
     assert ext["generation"]["questions"] == {"limit": 30, "file": "file-q", "format": "jsonl", "field_path": "q",
                                               "questions": ["extra?"]}
-    assert ext["generation"]["teacher"] == {"provider": "openai", "model": "deepseek-chat",
-                                            "base_url": "https://api.example/v1", "api_key_env": "DEEPSEEK_API_KEY"}
+    assert ext["generation"]["teacher"] == {"name": "deepseek", "model": "deepseek-chat"}  # no key, no variable
     assert ext["training"]["lora"] == {"r": 4, "alpha": 16} and ext["training"]["max_steps"] == 10
     assert ext["evaluation"]["questions_per_style"] == 2
     # no teacher: the gateway's default; no suffix: none sent; api key never part of the request
@@ -45,9 +43,14 @@ def test_request_refuses_missing_questions_and_teacher_url():
     with pytest.raises(ValueError, match="no seed questions"):
         build_job_request(base_model="m", styles_yaml="x", styles=[], questions=Questions(), teacher=None,
                           training=Training())
-    with pytest.raises(ValueError, match="base URL"):
+    with pytest.raises(ValueError, match="by name"):
         build_job_request(base_model="m", styles_yaml="x", styles=[], questions=Questions(inline=("q",)),
-                          teacher=Teacher("openai", model="x"), training=Training())
+                          teacher=Teacher(model="x"), training=Training())
+    with pytest.raises(ValueError, match="http"):
+        build_job_request(base_model="m", styles_yaml="x", styles=[], questions=Questions(inline=("q",)),
+                          teacher=Teacher(base_url="ftp://x", model="x"), training=Training())
+    own = Teacher(name="default", base_url="https://teacher.example.com/v1", model="m").spec()
+    assert own == {"base_url": "https://teacher.example.com/v1", "model": "m"}  # a URL never travels with a name
 
 
 EVENTS = [  # newest first, as the API pages them
