@@ -9,7 +9,7 @@ extension (``stage``, ``stages``), events newest first whose ``data`` carries ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 # The order a generation job runs its stages in; a job may report others (shown after these) or skip some.
 STAGES = ("validating_files", "datagen", "validation", "training", "serving", "evaluation")
