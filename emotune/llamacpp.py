@@ -174,6 +174,22 @@ def gguf_metadata(path: Path) -> dict[str, object]:
     return values
 
 
+def repack_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """``["--no-repack"]`` where llama-server must not repack weights for this CPU (its default). On CPUs that
+    report AMX, repacking
+    routes matrix products through ggml's AMX kernels, which crash with SIGSEGV at the first decode in VMs that
+    do not grant the AMX tile state (seen on 2026-12-06: every llama-server died loading Qwen-0.5B). There the
+    servers run with ``--no-repack`` (the AVX-512 kernels, same decode rate); ``LLAMA_ARG_REPACK`` in the
+    environment, llama.cpp's own switch, overrides the choice."""
+    if os.environ.get("LLAMA_ARG_REPACK") is not None:
+        return []  # llama-server reads the operator's choice itself
+    try:
+        flags = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return ["--no-repack"] if "amx_tile" in flags else []
+
+
 class LlamaServer(LocalServer):
     """One ``llama-server`` process on loopback (see :class:`emotune.localserver.LocalServer`).
 
@@ -191,6 +207,7 @@ class LlamaServer(LocalServer):
         args = [str(tools.server), "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
                 "--parallel", str(slots), "--ctx-size", str(slot_context * slots), "--threads", str(threads),
                 "--threads-batch", str(threads), "--jinja", "--no-webui", "--metrics"]
+        args += repack_flags()
         if template is not None:
             template_file = work_dir / f"chat_template-{self.port}.jinja"
             template_file.write_text(template, encoding="utf-8")
