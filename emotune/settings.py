@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     def dev_mode(self) -> bool:
         return self.env == "dev"
 
+    def secret(self, name: str) -> str:
+        """The operator's secret ``name`` (a teacher's or judge's key, named in settings, never by a request): the
+        environment variable, else the file of that name in the secrets directory; '' when neither holds one."""
+        if not name:
+            return ""
+        value = os.environ.get(name, "").strip()
+        secrets_dir = self.model_config.get("secrets_dir")
+        if not value and secrets_dir:
+            path = Path(str(secrets_dir)) / name
+            if path.is_file():
+                value = path.read_text(encoding="utf-8").strip()
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.dev_mode:

@@ -38,21 +38,45 @@ def _cell(text: str, width: int) -> str:
     return text + " " * max(0, width - columns)
 
 
+def instrument_lines(measurement: dict[str, Any] | None) -> list[str]:
+    """How well the instruments read replies labelled by a reader (services/validator/instruments.json)."""
+    if not measurement:
+        return ["instruments: not measured on the labelled replies for this embedder and judge"]
+    counts = measurement["replies"]
+    lines = [(f"instruments on {counts['styled']} hand-written styled, {counts['plain']} plain and "
+              f"{counts['nonsense']} nonsense replies (+ {counts['observed']} failures read in real output):")]
+    for name, variants in measurement["style_classifiers"].items():
+        lines.append(f"  style classifier {name}: " + "; ".join(
+            f"{variant.replace('_', ' ')} " + ", ".join(f"{style} {share:.2f}" for style, share in shares.items())
+            for variant, shares in variants.items()))
+    for check, row in measurement["sense_checks"].items():
+        lines.append(f"  sense check {check}: " + ", ".join(
+            f"{group} {share:.2f}" for group, share in row.items()))
+    return lines
+
+
 def format_table(evaluation: dict[str, Any]) -> str:
     """The evaluation table, then each style's verdict in words, as aligned text for terminals and logs."""
-    header = (f"{'style':<8} {'config':<14} {'style_score':>11} {'turn-3':>7} {'accuracy':>9} {'markers':>8} "
-              f"{'pass':>6}")
+    header = (f"{'style':<8} {'config':<14} {'style_score':>11} {'turn-3':>7} {'accuracy':>9} {'sense':>6} "
+              f"{'on-topic':>8} {'loops':>6} {'markers':>8} {'pass':>6}")
     lines = [header, "-" * len(header)]
     for r in evaluation.get("table", []):
         turn3 = f"{r['turn3_score']:.4f}" if r.get("turn3_score") is not None else "-"
+        sense = [f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in ("sense", "on_topic", "loops")]
         lines.append(f"{_cell(r['style'], 8)} {r['config']:<14} {r['style_score']:>11.4f} {turn3:>7} "
-                     f"{r['style_accuracy']:>9.2f} {r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
+                     f"{r['style_accuracy']:>9.2f} {sense[0]:>6} {sense[1]:>8} {sense[2]:>6} "
+                     f"{r['marker_score']:>8.2f} {r['pass_rate']:>6.2f}")
+    classifiers = sorted({r["classifier"] for r in evaluation.get("table", []) if r.get("classifier")})
+    if classifiers:
+        lines.append(f"accuracy: the share read as the style by {', '.join(classifiers)}; sense: the judge's "
+                     "probability that a reply is a sensible answer (0 for a loop); on-topic / loops: shares")
+    lines += instrument_lines(evaluation.get("instruments"))
     verdicts = evaluation.get("verdicts", {})
     if verdicts:
         # "of prompt": share of the full prompt's lift over base_trigger that the trigger alone now carries;
         # "vs prompt": tuned_trigger's style score as a share of base_prompt's, with the one-sided p that it is below.
-        lines += ["", f"{'style':<8} {'tuned-base':>10} {'95% CI':>17} {'wins':>6} {'p':>8} {'of prompt':>9} "
-                      f"{'vs prompt':>9} {'p below':>8}  verdict"]
+        lines += ["", (f"{'style':<8} {'tuned-base':>10} {'95% CI':>17} {'wins':>6} {'p':>8} {'of prompt':>9} "
+                       f"{'vs prompt':>9} {'p below':>8}  verdict")]
         for style, v in verdicts.items():
             retention = f"{v['retention']:.0%}" if v.get("retention") is not None else "-"
             versus = f"{v['tuned'] / v['prompt']:.0%}" if v.get("prompt", 0) > 0 else "-"

@@ -26,19 +26,21 @@ class ValidationSpec(_message.Message):
     def __init__(self, dataset_artifact: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ..., similarity_threshold: _Optional[float] = ..., dedup_threshold: _Optional[float] = ..., output_prefix: _Optional[str] = ..., off_style_margin: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("texts", "style", "styles_yaml", "embedder")
+    __slots__ = ("texts", "style", "styles_yaml", "embedder", "questions")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     STYLES_YAML_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    QUESTIONS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     style: str
     styles_yaml: str
     embedder: str
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., style: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ...) -> None: ...
+    questions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., style: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ..., questions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TextScore(_message.Message):
-    __slots__ = ("max_similarity", "mean_similarity", "predicted_style", "marker_score", "reasons", "passed", "style_margin", "style_lift")
+    __slots__ = ("max_similarity", "mean_similarity", "predicted_style", "marker_score", "reasons", "passed", "style_margin", "style_lift", "loop_share", "copied_chars", "relevance", "sense", "centroid_style")
     MAX_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     MEAN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_STYLE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +49,11 @@ class TextScore(_message.Message):
     PASSED_FIELD_NUMBER: _ClassVar[int]
     STYLE_MARGIN_FIELD_NUMBER: _ClassVar[int]
     STYLE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    LOOP_SHARE_FIELD_NUMBER: _ClassVar[int]
+    COPIED_CHARS_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_FIELD_NUMBER: _ClassVar[int]
+    SENSE_FIELD_NUMBER: _ClassVar[int]
+    CENTROID_STYLE_FIELD_NUMBER: _ClassVar[int]
     max_similarity: float
     mean_similarity: float
     predicted_style: str
@@ -55,18 +62,37 @@ class TextScore(_message.Message):
     passed: bool
     style_margin: float
     style_lift: float
-    def __init__(self, max_similarity: _Optional[float] = ..., mean_similarity: _Optional[float] = ..., predicted_style: _Optional[str] = ..., marker_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., passed: _Optional[bool] = ..., style_margin: _Optional[float] = ..., style_lift: _Optional[float] = ...) -> None: ...
+    loop_share: float
+    copied_chars: int
+    relevance: float
+    sense: float
+    centroid_style: str
+    def __init__(self, max_similarity: _Optional[float] = ..., mean_similarity: _Optional[float] = ..., predicted_style: _Optional[str] = ..., marker_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., passed: _Optional[bool] = ..., style_margin: _Optional[float] = ..., style_lift: _Optional[float] = ..., loop_share: _Optional[float] = ..., copied_chars: _Optional[int] = ..., relevance: _Optional[float] = ..., sense: _Optional[float] = ..., centroid_style: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("scores", "mean_similarity", "style_accuracy", "embedder", "style_score")
+    __slots__ = ("scores", "mean_similarity", "style_accuracy", "embedder", "style_score", "classifier")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MEAN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     STYLE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     STYLE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[TextScore]
     mean_similarity: float
     style_accuracy: float
     embedder: str
     style_score: float
-    def __init__(self, scores: _Optional[_Iterable[_Union[TextScore, _Mapping]]] = ..., mean_similarity: _Optional[float] = ..., style_accuracy: _Optional[float] = ..., embedder: _Optional[str] = ..., style_score: _Optional[float] = ...) -> None: ...
+    classifier: str
+    def __init__(self, scores: _Optional[_Iterable[_Union[TextScore, _Mapping]]] = ..., mean_similarity: _Optional[float] = ..., style_accuracy: _Optional[float] = ..., embedder: _Optional[str] = ..., style_score: _Optional[float] = ..., classifier: _Optional[str] = ...) -> None: ...
+
+class InstrumentsRequest(_message.Message):
+    __slots__ = ("embedder",)
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    embedder: str
+    def __init__(self, embedder: _Optional[str] = ...) -> None: ...
+
+class InstrumentsResponse(_message.Message):
+    __slots__ = ("measurement_json",)
+    MEASUREMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    measurement_json: str
+    def __init__(self, measurement_json: _Optional[str] = ...) -> None: ...

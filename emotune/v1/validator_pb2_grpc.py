@@ -45,6 +45,11 @@ class ValidatorStub:
                 request_serializer=emotune_dot_v1_dot_validator__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=emotune_dot_v1_dot_validator__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.Instruments = channel.unary_unary(
+                '/emotune.v1.Validator/Instruments',
+                request_serializer=emotune_dot_v1_dot_validator__pb2.InstrumentsRequest.SerializeToString,
+                response_deserializer=emotune_dot_v1_dot_validator__pb2.InstrumentsResponse.FromString,
+                _registered_method=True)
 
 
 class ValidatorServicer:
@@ -62,6 +67,12 @@ class ValidatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Instruments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ValidatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +85,11 @@ def add_ValidatorServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=emotune_dot_v1_dot_validator__pb2.ScoreRequest.FromString,
                     response_serializer=emotune_dot_v1_dot_validator__pb2.ScoreResponse.SerializeToString,
+            ),
+            'Instruments': grpc.unary_unary_rpc_method_handler(
+                    servicer.Instruments,
+                    request_deserializer=emotune_dot_v1_dot_validator__pb2.InstrumentsRequest.FromString,
+                    response_serializer=emotune_dot_v1_dot_validator__pb2.InstrumentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +146,33 @@ class Validator:
             '/emotune.v1.Validator/Score',
             emotune_dot_v1_dot_validator__pb2.ScoreRequest.SerializeToString,
             emotune_dot_v1_dot_validator__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Instruments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emotune.v1.Validator/Instruments',
+            emotune_dot_v1_dot_validator__pb2.InstrumentsRequest.SerializeToString,
+            emotune_dot_v1_dot_validator__pb2.InstrumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

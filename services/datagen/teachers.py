@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import aiohttp
@@ -308,23 +306,11 @@ def short_error(error: TeacherError) -> TeacherError:
     return short
 
 
-def secret_value(name: str, settings: Settings) -> str:
-    """The operator's secret ``name``: the environment variable, else the file of that name in the secrets
-    directory (``/run/secrets``); '' when neither holds one."""
-    value = os.environ.get(name, "").strip()
-    secrets_dir = settings.model_config.get("secrets_dir")
-    if not value and secrets_dir:
-        path = Path(str(secrets_dir)) / name
-        if path.is_file():
-            value = path.read_text(encoding="utf-8").strip()
-    return value
-
-
 def resolve_api_key(teacher_name: str, provider: str, api_key_env: str, settings: Settings) -> str | None:
     """The key of the operator's teacher ``teacher_name``, from the secret its settings name (a request never
     names one: ``api_key_env`` here comes from the operator's teacher definition)."""
     if api_key_env:
-        key = secret_value(api_key_env, settings)
+        key = settings.secret(api_key_env)
         if not key:
             raise FailedPrecondition(f"teacher {teacher_name!r} needs its API key: {api_key_env} is not set in the "
                                      "datagen service's environment (or its secrets directory)", field="teacher.name")

@@ -17,6 +17,7 @@ follow-ups), and the third replies are scored too (``turn3_score`` in the table)
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from statistics import fmean
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from emotune.fine_tuning.report import CONFIGS
 from emotune.styles import StylesDocument, dump_styles
 from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
-from services.pipeline.gate import GateRule, judge_style, summarize
+from services.pipeline.gate import GateRule, ReplySense, judge_style, reply_sense, sense_columns, summarize
 
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
@@ -67,13 +68,15 @@ class StyleEvaluator:
         self.inference, self.validator = inference, validator
 
     async def _reply(self, model: str, messages: list[inference_pb2.ChatMessage], max_tokens: int,
-                     seed: int) -> str:
+                     seed: int) -> tuple[str, bool]:
+        """The reply, and whether it was cut at the token limit."""
         request = inference_pb2.ChatRequest(
             model=model, messages=messages,
             sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=seed),
             whole_reply=True,
         )
-        return "".join([chunk.text async for chunk in self.inference.Chat(request)]).strip()
+        chunks = [chunk async for chunk in self.inference.Chat(request)]
+        return "".join(c.text for c in chunks).strip(), any(c.finish_reason == "length" for c in chunks)
 
     async def evaluate(
         self, styles: StylesDocument, selected: list[str], questions: list[str], *,
@@ -93,8 +96,12 @@ class StyleEvaluator:
         rows: list[dict[str, Any]] = []
         samples: dict[str, dict[str, dict[str, str]]] = {}  # style -> question -> config -> reply
         lifts: dict[tuple[str, str], list[float]] = {}
+        sense: dict[tuple[str, str], list[ReplySense]] = {}
 
         async def answer(model: str, messages: list[inference_pb2.ChatMessage]) -> str:
+            return (await answer_capped(model, messages))[0]
+
+        async def answer_capped(model: str, messages: list[inference_pb2.ChatMessage]) -> tuple[str, bool]:
             nonlocal done
             async with slots:
                 reply = await self._reply(model, messages, max_tokens, seed)
@@ -112,26 +119,30 @@ class StyleEvaluator:
                     *turns, _message("user", follow_up)]))]
             return await answer(model, [*turns, _message("user", follow_ups[-1])])
 
-        async def score(style: str, texts: list[str]) -> validator_pb2.ScoreResponse:
+        async def score(style: str, texts: list[str], asked: list[str] = ()) -> validator_pb2.ScoreResponse:
             return await self.validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style,
-                                                                         styles_yaml=styles_yaml))
+                                                                         styles_yaml=styles_yaml, questions=asked))
 
         async def run_config(style: str, config: str) -> tuple[dict[str, Any], list[str]]:
             """One configuration's replies, its dialogues' third replies, and their scores."""
             prefix = _prompt(config, style, styles)
             follow_ups = FOLLOW_UPS.get(styles.get(style).language, FOLLOW_UPS["en"])
-            replies = list(await asyncio.gather(*(
-                answer(models[config], [*prefix, _message("user", question)]) for question in questions)))
+            answered = list(await asyncio.gather(*(
+                answer_capped(models[config], [*prefix, _message("user", question)]) for question in questions)))
+            replies = [text for text, _ in answered]
             thirds = list(await asyncio.gather(*(
                 third_reply(models[config], prefix, question, first, follow_ups)
                 for question, first in zip(dialogues, replies, strict=False))))
-            scored, scored_thirds = await score(style, replies), await score(style, thirds)
+            scored, scored_thirds = await score(style, replies, questions), await score(style, thirds)
             lifts[style, config] = [s.style_lift for s in scored.scores]
+            sense[style, config] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered)]
             return {
                 "style": style, "config": config, "model": models[config],
                 "style_score": round(scored.style_score, 4),
                 "similarity": round(scored.mean_similarity, 4),
                 "style_accuracy": round(scored.style_accuracy, 4),
+                "classifier": scored.classifier,
+                **sense_columns(sense[style, config]),
                 "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
                 "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
                 "turn3_score": round(scored_thirds.style_score, 4) if thirds else None,
@@ -154,10 +165,12 @@ class StyleEvaluator:
                     shown.setdefault(question, {"question": question})[config] = text
         judged = [judge_style(style, lifts[style, "tuned_trigger"], lifts[style, "base_trigger"],
                               lifts[style, "base_prompt"],
-                              train_samples.get(style) if train_samples is not None else None, rule)
+                              train_samples.get(style) if train_samples is not None else None, rule,
+                              tuned_sense=sense[style, "tuned_trigger"], base_sense=sense[style, "base_trigger"])
                   for style in selected]
         promoted, verdict = summarize(judged)
         verdicts = {v.style: v.to_json() for v in judged}
-        return {"table": rows, "samples": {style: list(shown.values()) for style, shown in samples.items()},
+        measured = await self.validator.Instruments(validator_pb2.InstrumentsRequest())
+        return {"table": rows, "instruments": json.loads(measured.measurement_json or "null"), "samples": {style: list(shown.values()) for style, shown in samples.items()},
                 "verdicts": verdicts, "promoted": promoted, "verdict": verdict,
                 "questions": questions}

@@ -10,6 +10,11 @@ text). The comparison is paired by question: ``d_i = tuned_i - base_i``.
 - **Margin**: the tuned model must beat the base by at least ``margin`` lift on average, not by a hair.
 - **Enough evidence**: at least ``min_questions`` held-out questions, and at least ``min_train_samples`` kept
   training samples for the style; otherwise the style is never promoted, whatever the scores say.
+- **Sense**: the tuned model must not make less sense than the base model with the trigger: per question, the
+  judge's probability that the reply is a sensible answer (else 1 for an on-topic reply, 0 for an off-topic one;
+  0 for a reply that loops or is cut at the token limit), and a one-sided Wilcoxon test that tuned is *below*
+  base; and it must loop (or hit the token limit) no more often than the base model. A student that took the
+  teacher's style words and lost its sense is not promoted.
 - **Retention** (reported): how much of the full prompt's effect the trigger alone now carries,
   ``(tuned - base) / (prompt - base)``, and a paired test of whether the tuned model is significantly *below* the
   full prompt.
@@ -19,6 +24,7 @@ A model is promoted when every evaluated style is. Not promoted is an outcome, n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +40,37 @@ class GateRule:
     min_train_samples: int = 20
     bootstrap_rounds: int = 2000
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReplySense:
+    """What the evaluation knows of one reply's sense (from the validator's ``Score`` with its question)."""
+
+    sense: float | None  # the judge's probability that it is a sensible answer (None: no judge)
+    on_topic: bool
+    loops: bool  # repeats a span over and over, or was cut at the token limit
+
+    @property
+    def value(self) -> float:
+        """The per-question quantity the sense test compares."""
+        if self.loops:
+            return 0.0
+        return self.sense if self.sense is not None else float(self.on_topic)
+
+
+def reply_sense(score: Any, capped: bool) -> ReplySense:
+    """From a validator ``TextScore`` (its reason codes carry the thresholds) and whether the reply hit the limit."""
+    return ReplySense(score.sense if score.HasField("sense") else None, "off_topic" not in score.reasons,
+                      capped or "loop" in score.reasons)
+
+
+def sense_columns(replies: Sequence[ReplySense]) -> dict[str, float | None]:
+    """The evaluation table's sense columns for one configuration."""
+    if not replies:
+        return {"sense": None, "on_topic": None, "loops": None}
+    return {"sense": round(float(np.mean([r.value for r in replies])), 4),
+            "on_topic": round(float(np.mean([r.on_topic for r in replies])), 4),
+            "loops": round(float(np.mean([r.loops for r in replies])), 4)}
 
 
 @dataclass(frozen=True)
@@ -53,6 +90,11 @@ class StyleVerdict:
     retention: float | None  # share of the full prompt's lift the trigger carries (None: the prompt adds nothing)
     promoted: bool
     reason: str
+    sense_tuned: float | None = None  # mean per-question sense value (ReplySense.value)
+    sense_base: float | None = None
+    p_sense_worse: float | None = None  # H1: tuned makes less sense than base
+    loops_tuned: int | None = None  # replies that loop or hit the token limit
+    loops_base: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Scores rounded to 4 decimals; p-values to 3 significant digits (4 decimals would show p=4.6e-05 as 0)."""
@@ -75,8 +117,10 @@ def _bootstrap_ci(differences: np.ndarray, rounds: int, seed: int) -> tuple[floa
 
 
 def judge_style(style: str, tuned: list[float], base: list[float], prompt: list[float],
-                train_samples: int | None, rule: GateRule = GateRule()) -> StyleVerdict:
-    """The verdict for one style from per-question lifts (the three lists are aligned by question)."""
+                train_samples: int | None, rule: GateRule = GateRule(), *,
+                tuned_sense: Sequence[ReplySense] = (), base_sense: Sequence[ReplySense] = ()) -> StyleVerdict:
+    """The verdict for one style from per-question lifts (the three lists are aligned by question), and, when
+    given, per-question sense of the tuned and base replies (aligned likewise)."""
     if not (len(tuned) == len(base) == len(prompt)):
         raise ValueError("tuned, base and prompt scores must be aligned by question")
     n = len(tuned)
@@ -107,9 +151,25 @@ def judge_style(style: str, tuned: list[float], base: list[float], prompt: list[
     else:
         promoted, reason = False, (f"with only the trigger, it is no closer to the style than the base model "
                                    f"(mean lift {mean_lift:+.3f}, 95% CI {ci_low:+.3f}..{ci_high:+.3f})")
+    sense = {}
+    if tuned_sense and base_sense:
+        if len(tuned_sense) != len(base_sense):
+            raise ValueError("tuned and base sense must be aligned by question")
+        ts, bs = (np.array([r.value for r in replies]) for replies in (tuned_sense, base_sense))
+        loops_tuned, loops_base = sum(r.loops for r in tuned_sense), sum(r.loops for r in base_sense)
+        p_worse = _one_sided_p(bs - ts)
+        sense = {"sense_tuned": float(ts.mean()), "sense_base": float(bs.mean()), "p_sense_worse": p_worse,
+                 "loops_tuned": loops_tuned, "loops_base": loops_base}
+        if promoted and p_worse < rule.alpha:
+            promoted, reason = False, (f"closer to the style, but its replies make less sense than the base "
+                                       f"model's (sense {ts.mean():.2f} vs {bs.mean():.2f}, p={p_worse:.3g}): "
+                                       f"{reason}")
+        elif promoted and loops_tuned > loops_base:
+            promoted, reason = False, (f"closer to the style, but {loops_tuned} of its {n} replies loop or hit the "
+                                       f"token limit (base: {loops_base}): {reason}")
     return StyleVerdict(style, n, train_samples, float(t.mean()) if n else 0.0, float(b.mean()) if n else 0.0,
                         float(p.mean()) if n else 0.0, mean_lift, ci_low, ci_high, int((d > 0).sum()), p_value,
-                        p_below, retention, promoted, reason)
+                        p_below, retention, promoted, reason, **sense)
 
 
 def summarize(verdicts: list[StyleVerdict]) -> tuple[bool, str]:

@@ -24,3 +24,14 @@ class ValidatorSettings(Settings):
     )
     validator_score_max_texts: int = Field(512, ge=1, description="most texts one Score call may carry")
     validator_max_concurrent_jobs: int = Field(1, ge=1, description="validation jobs run at the same time")
+    validator_judge_base_url: str = Field(
+        "", description="OpenAI-compatible base URL of the judge model that reads each reply's style and sense "
+        "(docs/validator.md, 'Instruments'); empty: no judge (the embedding classifier reads the style, and "
+        "nonsense is not checked)"
+    )
+    validator_judge_model: str = Field("", description="the judge's model name at that endpoint")
+    validator_judge_api_key_env: str = Field(
+        "", description="environment variable (or /run/secrets file) holding the judge endpoint's key; set by "
+        "the operator, never by a request"
+    )
+    validator_judge_concurrency: int = Field(2, ge=1, description="judge requests in flight at once")

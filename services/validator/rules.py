@@ -30,6 +30,10 @@ class Reason(StrEnum):
     LOW_SIMILARITY = "low_similarity"
     OFF_STYLE = "off_style"
     NEAR_DUPLICATE = "near_duplicate"
+    LOOP = "loop"
+    COPY = "copy"
+    OFF_TOPIC = "off_topic"
+    NONSENSE = "nonsense"
     UNKNOWN_STYLE = "unknown_style"
 
 
@@ -46,8 +50,13 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.MISSING_MARKERS: "fewer of the style's markers (emoji / 语气词) than markers.min_hits",
     Reason.LOW_SIMILARITY: "not clearly closer to the style's reference texts than to neutral text (style lift "
                            "below threshold)",
-    Reason.OFF_STYLE: "clearly closer to another style's references than to its own (margin below threshold)",
+    Reason.OFF_STYLE: "reads as another style: the judge's reading where a judge is configured, else clearly closer "
+                      "to another style's references than to its own (margin below threshold)",
     Reason.NEAR_DUPLICATE: "embedding cosine above the dedup threshold to an earlier kept sample of the style",
+    Reason.LOOP: "a span repeated over and over (share of repeated character 4-grams above threshold)",
+    Reason.COPY: "pastes a run of a few-shot answer or reference text (shared letters at or above threshold)",
+    Reason.OFF_TOPIC: "closer to another question than to its own (embedding relevance below threshold)",
+    Reason.NONSENSE: "the judge model reads it as nonsense or not an answer (probability sensible below threshold)",
     Reason.UNKNOWN_STYLE: "the record names no style, or a style the styles document does not define",
 }
 

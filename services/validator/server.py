@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import grpc
@@ -35,20 +36,28 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
     async def Score(self, request: validator_pb2.ScoreRequest,
                     context: grpc.aio.ServicerContext) -> validator_pb2.ScoreResponse:
         result = await asyncio.to_thread(self.validator.core.score, list(request.texts), request.style,
-                                         request.styles_yaml, request.embedder)
+                                         request.styles_yaml, request.embedder, list(request.questions))
         return validator_pb2.ScoreResponse(
             scores=[
                 validator_pb2.TextScore(
                     max_similarity=a.max_similarity or 0.0, mean_similarity=a.mean_similarity or 0.0,
                     predicted_style=a.predicted_style or "", marker_score=a.marker_score,
                     reasons=[r.value for r in a.reasons], passed=a.passed, style_margin=a.style_margin or 0.0,
-                    style_lift=a.style_lift or 0.0,
+                    style_lift=a.style_lift or 0.0, loop_share=a.loop_share or 0.0,
+                    copied_chars=a.copied_chars or 0, relevance=a.relevance, sense=a.sense,
+                    centroid_style=a.centroid_style or "",
                 )
                 for a in result.assessments
             ],
             mean_similarity=result.mean_similarity, style_accuracy=result.style_accuracy, embedder=result.embedder,
-            style_score=result.style_score,
+            style_score=result.style_score, classifier=result.classifier,
         )
+
+    async def Instruments(self, request: validator_pb2.InstrumentsRequest,
+                          context: grpc.aio.ServicerContext) -> validator_pb2.InstrumentsResponse:
+        found = self.validator.core.instruments(request.embedder)
+        return validator_pb2.InstrumentsResponse(
+            measurement_json=json.dumps(found, ensure_ascii=False) if found is not None else "")
 
 
 def add_servicers(validator: Validator) -> Callable[[grpc.aio.Server], list[str]]:

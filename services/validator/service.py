@@ -34,6 +34,8 @@ from services.validator.dataset import (
     output_files,
 )
 from services.validator.embedders import Embedder, EmbedderRegistry
+from services.validator.instruments import measured
+from services.validator.judge import Judge
 from services.validator.report import build_report, render_plots
 from services.validator.scoring import StyleIndexCache
 from services.validator.validation import Assessment, Progress, assess, validate_records
@@ -65,8 +67,9 @@ class ScoreResult:
     # Means over all texts; a text that could not be scored (empty) counts 0.
     mean_similarity: float  # mean cosine to the style's reference texts
     style_score: float  # mean style lift (1.0 = as distinct from neutral text as the style's references)
-    style_accuracy: float  # share of texts whose nearest style is the requested one
+    style_accuracy: float  # share of texts the style classifier (the judge where configured) reads as requested
     embedder: str
+    classifier: str  # "judge (<model>)" or "centroid (<embedder>)"
 
 
 class ValidatorCore:
@@ -78,6 +81,10 @@ class ValidatorCore:
         self.embedders = EmbedderRegistry(settings.validator_device)
         self.indexes = StyleIndexCache()
         self._thresholds: dict[str, Thresholds] = {}
+        self.judge = Judge(settings.validator_judge_base_url, settings.validator_judge_model,
+                           settings.secret(settings.validator_judge_api_key_env),
+                           concurrency=settings.validator_judge_concurrency) \
+            if settings.validator_judge_base_url else None
 
     def embedder(self, name: str = "") -> tuple[Embedder, Thresholds]:
         """The named (or default) embedder and its calibrated thresholds."""
@@ -87,12 +94,18 @@ class ValidatorCore:
             self._thresholds[embedder.name] = calibration.thresholds
         return embedder, self._thresholds[embedder.name]
 
+    def instruments(self, embedder_name: str = "") -> dict[str, Any] | None:
+        """The committed measurement of this service's instruments (its embedder and judge) on the labelled
+        replies; None when that combination was never measured."""
+        return measured(embedder_name or self.settings.validator_embedder,
+                        self.judge.model if self.judge is not None else None)
+
     def validate(self, records: Sequence[Record], read_report: ReadReport, styles: StylesDocument,
                  embedder: Embedder, thresholds: Thresholds, on_progress: Progress | None = None) -> OutputFiles:
         batch = self.settings.validator_batch_size
         outcome = validate_records(
             records, styles, embedder, thresholds, index=self.indexes.get(styles, embedder, batch),
-            batch_size=batch, dedup_block_rows=self.settings.validator_dedup_block_rows,
+            judge=self.judge, batch_size=batch, dedup_block_rows=self.settings.validator_dedup_block_rows,
             separability_max_samples=self.settings.validator_separability_max_samples, on_progress=on_progress,
         )
         report = build_report(outcome, styles, source=read_report.source, input_errors=read_report.errors)
@@ -100,7 +113,10 @@ class ValidatorCore:
         report["plots"] = sorted(plots)
         return output_files(outcome.kept, outcome.rejected, report, plots)
 
-    def score(self, texts: Sequence[str], style: str, styles_yaml: str, embedder_name: str = "") -> ScoreResult:
+    def score(self, texts: Sequence[str], style: str, styles_yaml: str, embedder_name: str = "",
+              questions: Sequence[str] = ()) -> ScoreResult:
+        """Scores of replies in ``style``. With ``questions`` (one per text, what each answers) sense is measured
+        too, and the judge reads every reply."""
         if not styles_yaml.strip():
             raise InvalidInput("styles_yaml is required", field="styles_yaml")
         if len(texts) > self.settings.validator_score_max_texts:
@@ -108,10 +124,15 @@ class ValidatorCore:
                                field="texts")
         styles = parse_styles(styles_yaml, source="styles_yaml")
         styles.get(style)  # unknown style -> InvalidInput naming the field
+        if questions and len(questions) != len(texts):
+            raise InvalidInput(f"{len(questions)} questions for {len(texts)} texts: give one per text, or none",
+                               field="questions")
         embedder, thresholds = self.embedder(embedder_name)
         batch = self.settings.validator_batch_size
         index = self.indexes.get(styles, embedder, batch)
+        judge = self.judge if questions else None
         assessments, _, _ = assess([[t] for t in texts], [style] * len(texts), styles, embedder, index, thresholds,
+                                   questions=list(questions) or None, judge=judge, judge_all=True,
                                    batch_size=batch)
         metrics.SCORED_TEXTS.inc(len(texts))
         n = max(len(texts), 1)
@@ -121,6 +142,7 @@ class ValidatorCore:
             style_score=sum(a.style_lift or 0.0 for a in assessments) / n,
             style_accuracy=sum(a.predicted_style == style for a in assessments) / n,
             embedder=embedder.name,
+            classifier=f"judge ({judge.model})" if judge is not None else f"centroid ({embedder.name})",
         )
 
 

