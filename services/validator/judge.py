@@ -27,6 +27,9 @@ _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 STYLE_QUESTION = ("下面是一个人对朋友的一句话的回复。\n朋友：{question}\n回复：{reply}\n\n"
                   "这条回复的语气更像哪一种？\n{options}\n只回答字母。")
+# There is no "none of these" option: offered one (都不是（普通的回答…）), the 1.5B judge never chose it for the
+# labelled plain replies and read hand-written 温柔 right only 0.80 of the time instead of 0.96. Whether a reply has
+# any style at all is the embedding style lift's question (low_similarity).
 
 # Sense: a system rule and six worked examples, none from the labelled replies (they measure the judge). Without
 # the examples the 1.5B model calls almost every reply sensible.

@@ -96,3 +96,34 @@ def test_a_tiny_p_value_survives_the_report():
     verdict = judge_style("毒舌", *_scores(8, 16, lift=0.6), train_samples=50, rule=RULE)
     assert 0 < verdict.p_value < 1e-4
     assert verdict.to_json()["p_value"] == pytest.approx(verdict.p_value, rel=1e-2)
+
+
+def _sense(values, loops=()):
+    from services.pipeline.gate import ReplySense
+
+    return [ReplySense(v, True, i in loops) for i, v in enumerate(values)]
+
+
+def test_a_style_gained_by_losing_sense_is_not_promoted():
+    """The student took the teacher's style words and lost its sense: closer to the style, but the judge reads
+    far fewer of its replies as sensible answers than the base model's."""
+    tuned, base, prompt = _scores(1, 16, lift=0.35)
+    rng = np.random.default_rng(3)
+    sensible, nonsense = rng.uniform(0.8, 0.95, 16), rng.uniform(0.2, 0.6, 16)
+    verdict = judge_style("毒舌", tuned, base, prompt, 50, RULE,
+                          tuned_sense=_sense(nonsense), base_sense=_sense(sensible))
+    assert not verdict.promoted and "less sense" in verdict.reason
+    assert verdict.p_sense_worse < 0.05 and verdict.sense_tuned < verdict.sense_base
+    same = judge_style("毒舌", tuned, base, prompt, 50, RULE,
+                       tuned_sense=_sense(rng.permutation(sensible)), base_sense=_sense(sensible))
+    assert same.promoted and same.p_sense_worse >= 0.05
+
+
+def test_a_student_that_loops_more_often_than_the_base_is_not_promoted():
+    tuned, base, prompt = _scores(1, 16, lift=0.35)
+    sensible = [0.9] * 16
+    verdict = judge_style("毒舌", tuned, base, prompt, 50, RULE,
+                          tuned_sense=_sense(sensible, loops={3}), base_sense=_sense(sensible))
+    assert not verdict.promoted and "loop" in verdict.reason
+    assert (verdict.loops_tuned, verdict.loops_base) == (1, 0)
+    assert _sense([0.9], loops={0})[0].value == 0.0  # a loop counts as no sense at all
