@@ -94,6 +94,9 @@ class LocalStack:
     port_offset: int = 0
     with_ui: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The offline teacher, and whether the validator's judge (the same model) reads style and sense.
+    teacher_model: str = OFFLINE_TEACHER_MODEL
+    judge: bool = True
 
     def __post_init__(self) -> None:
         self._processes: dict[str, subprocess.Popen] = {}
@@ -148,15 +151,15 @@ class LocalStack:
             # student's family: plain distillation); datagen reads the key from the variable named here (the key
             # itself never enters a job spec). The same model is the validator's judge of style and sense.
             "EMOTUNE_DATAGEN_TEACHER_BASE_URL": f"{self.gateway_url}/v1",
-            "EMOTUNE_DATAGEN_TEACHER_MODEL": OFFLINE_TEACHER_MODEL,
+            "EMOTUNE_DATAGEN_TEACHER_MODEL": self.teacher_model,
             "EMOTUNE_DATAGEN_TEACHER_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY",
             "EMOTUNE_LOCAL_TEACHER_KEY": self.api_key,
-            "EMOTUNE_VALIDATOR_JUDGE_BASE_URL": f"{self.gateway_url}/v1",
-            "EMOTUNE_VALIDATOR_JUDGE_MODEL": OFFLINE_TEACHER_MODEL,
-            "EMOTUNE_VALIDATOR_JUDGE_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY",
+            **({"EMOTUNE_VALIDATOR_JUDGE_BASE_URL": f"{self.gateway_url}/v1",
+                "EMOTUNE_VALIDATOR_JUDGE_MODEL": self.teacher_model,
+                "EMOTUNE_VALIDATOR_JUDGE_API_KEY_ENV": "EMOTUNE_LOCAL_TEACHER_KEY"} if self.judge else {}),
             "EMOTUNE_UI_API_KEY": self.api_key,
             "EMOTUNE_UI_PORT": str(self.port(UI_PORT)),
-            "EMOTUNE_INFERENCE_PRELOAD": ",".join(dict.fromkeys([self.base_model, OFFLINE_TEACHER_MODEL])),
+            "EMOTUNE_INFERENCE_PRELOAD": ",".join(dict.fromkeys([self.base_model, self.teacher_model])),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",

@@ -127,16 +127,22 @@ class StyleEvaluator:
                                                                          styles_yaml=styles_yaml, questions=asked),
                                               timeout=SCORE_WITH_JUDGE_DEADLINE_S if asked else None)
 
-        async def run_config(style: str, config: str) -> tuple[dict[str, Any], list[str]]:
-            """One configuration's replies, its dialogues' third replies, and their scores."""
+        async def generate(style: str, config: str) -> tuple[list[tuple[str, bool]], list[str]]:
+            """One configuration's replies (and whether each hit the token limit), and its dialogues' third
+            replies."""
             prefix = _prompt(config, style, styles)
             follow_ups = FOLLOW_UPS.get(styles.get(style).language, FOLLOW_UPS["en"])
             answered = list(await asyncio.gather(*(
                 answer_capped(models[config], [*prefix, _message("user", question)]) for question in questions)))
-            replies = [text for text, _ in answered]
             thirds = list(await asyncio.gather(*(
                 third_reply(models[config], prefix, question, first, follow_ups)
-                for question, first in zip(dialogues, replies, strict=False))))
+                for question, (first, _) in zip(dialogues, answered, strict=False))))
+            return answered, thirds
+
+        async def score_config(style: str, config: str, answered: list[tuple[str, bool]],
+                               thirds: list[str]) -> tuple[dict[str, Any], list[str]]:
+            """The scores of one configuration's replies."""
+            replies = [text for text, _ in answered]
             scored, scored_thirds = await score(style, replies, questions), await score(style, thirds)
             lifts[style, config] = [s.style_lift for s in scored.scores]
             sense[style, config] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered)]
@@ -154,12 +160,15 @@ class StyleEvaluator:
 
         # The configurations of one model at once, so the slots stay busy through each one's last, longest
         # replies (one configuration after the other, a slot idled at every tail). Models one after the other:
-        # llama-server does not batch a request with a LoRA adapter together with one without.
-        results: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+        # llama-server does not batch a request with a LoRA adapter together with one without. Scoring comes after
+        # all generation: the judge is another model server, and two llama.cpp servers busy at once on a small
+        # machine slowed each other several-fold.
+        generated: dict[tuple[str, str], tuple[list[tuple[str, bool]], list[str]]] = {}
         for model in dict.fromkeys(models.values()):
             group = [(style, config) for style in selected for config in CONFIGS if models[config] == model]
-            for key, result in zip(group, await asyncio.gather(*(run_config(*key) for key in group)), strict=True):
-                results[key] = result
+            for key, result in zip(group, await asyncio.gather(*(generate(*key) for key in group)), strict=True):
+                generated[key] = result
+        results = {key: await score_config(*key, *replies) for key, replies in generated.items()}
         for style in selected:
             for config in CONFIGS:
                 row, replies = results[style, config]
@@ -175,6 +184,6 @@ class StyleEvaluator:
         promoted, verdict = summarize(judged)
         verdicts = {v.style: v.to_json() for v in judged}
         measured = await self.validator.Instruments(validator_pb2.InstrumentsRequest())
-        return {"table": rows, "instruments": json.loads(measured.measurement_json or "null"), "samples": {style: list(shown.values()) for style, shown in samples.items()},
-                "verdicts": verdicts, "promoted": promoted, "verdict": verdict,
-                "questions": questions}
+        return {"table": rows, "instruments": json.loads(measured.measurement_json or "null"),
+                "samples": {style: list(shown.values()) for style, shown in samples.items()},
+                "verdicts": verdicts, "promoted": promoted, "verdict": verdict, "questions": questions}

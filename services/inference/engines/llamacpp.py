@@ -70,10 +70,11 @@ class LlamaCppModel(ProcessModel):
         params = chat.params
         temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]
         top_p = params.top_p if params.top_p is not None else self.defaults["top_p"]
-        # Plain temperature + top-p, as the reference engine samples: llama.cpp's other samplers off.
+        # Temperature, top-p and the model's top-k, as the reference engine samples: llama.cpp's other samplers off.
         body: dict[str, Any] = {
             "prompt": list(chat.prompt_ids), "n_predict": params.max_tokens, "stream": True,
-            "temperature": temperature, "top_p": top_p, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
+            "temperature": temperature, "top_p": top_p, "top_k": int(self.defaults.get("top_k", 0)), "min_p": 0.0,
+            "typical_p": 1.0,
             "repeat_penalty": 1.0, "seed": -1 if params.seed is None else params.seed,
             "stop": list(params.stop), "cache_prompt": self.prompt_cache, "return_tokens": True,
             # Every adapter's scale, explicitly: the slot then knows which adapters its cached prompt was built with.

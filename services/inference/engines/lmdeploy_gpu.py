@@ -35,6 +35,7 @@ from services.inference.engines.base import (
     QueuedGeneration,
     ServingModel,
 )
+from services.inference.engines.served import sampling_defaults
 
 log = get_logger(__name__)
 
@@ -107,6 +108,7 @@ class LMDeployModel(ServingModel):
         config = GenerationConfig(
             max_new_tokens=params.max_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,
             top_p=params.top_p if params.top_p is not None else self.defaults["top_p"],
+            top_k=int(self.defaults.get("top_k", 0)),
             random_seed=params.seed, stop_words=list(params.stop) or None,
             stop_token_ids=list(self.eos_token_ids), skip_special_tokens=True,
         )
@@ -174,7 +176,7 @@ class LMDeployEngine(Engine):
         memory = (torch.cuda.memory_allocated() - before) if torch.cuda.is_available() else 0
         return LMDeployModel(
             engine=self.name, memory_bytes=max(memory, 0), eos_token_ids=tuple(chat_format.stop_token_ids),
-            max_context=engine.session_len, defaults={"temperature": 1.0, "top_p": 1.0}, async_engine=engine,
+            max_context=engine.session_len, defaults=sampling_defaults(source.template_dir), async_engine=engine,
             chat_format=chat_format, template_dir=source.template_dir,
             adapter_name=ADAPTER_NAME if source.adapter_dir is not None else None,
         )

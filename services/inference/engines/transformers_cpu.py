@@ -33,6 +33,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
     TemperatureLogitsWarper,
+    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 from transformers.generation.streamers import BaseStreamer
@@ -56,12 +57,14 @@ log = get_logger(__name__)
 
 
 class SeededSampler(LogitsProcessor):
-    """Temperature + top-p sampling with its own generator; leaves only the drawn token finite, so the
+    """Temperature + top-k + top-p sampling with its own generator; leaves only the drawn token finite, so the
     greedy step of ``generate`` picks exactly it."""
 
-    def __init__(self, temperature: float, top_p: float, seed: int | None) -> None:
+    def __init__(self, temperature: float, top_p: float, seed: int | None, top_k: int = 0) -> None:
         self.generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
         self.warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)]
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
         if top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
 
@@ -163,7 +166,7 @@ class TransformersModel(TemplatedModel):
             if params.presence_penalty or params.frequency_penalty:
                 processors.append(OpenAIPenalties(len(input_ids), params.presence_penalty, params.frequency_penalty))
             if temperature > 0:
-                processors.append(SeededSampler(temperature, top_p, params.seed))
+                processors.append(SeededSampler(temperature, top_p, params.seed, int(self.defaults.get("top_k", 0))))
             config = GenerationConfig(
                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 eos_token_id=list(self.eos_token_ids),
@@ -220,7 +223,8 @@ class TransformersEngine(Engine):
             max_context=int(getattr(model.config, "max_position_embeddings", 0) or 2048),
             defaults={"temperature": float(defaults.temperature if defaults.do_sample and defaults.temperature
                                            is not None else 1.0),
-                      "top_p": float(defaults.top_p if defaults.do_sample and defaults.top_p is not None else 1.0)},
+                      "top_p": float(defaults.top_p if defaults.do_sample and defaults.top_p is not None else 1.0),
+                      "top_k": int(defaults.top_k or 0) if defaults.do_sample else 0},
             model=model, chat_format=chat_format, executor=self.executor,
         )
 

@@ -75,7 +75,9 @@ def bucket() -> str:
 
 @pytest.fixture
 def stack(tmp_path: Path, s3_server, bucket: str):
+    # SmolLM2 teaches itself here, with no judge: the test is of the plumbing, not of what is learned.
     local = LocalStack(tmp_path / "state", base_model=BASE, port_offset=free_port_offset(), with_ui=False,
+                       teacher_model=BASE, judge=False,
                        extra_env={**s3_server.env(bucket), "EMOTUNE_DATAGEN_MAX_TOKENS": "48",
                                   "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2",
                                   "EMOTUNE_JOB_LEASE_SECONDS": str(LEASE_SECONDS)})
@@ -92,6 +94,7 @@ def replica(tmp_path: Path, s3_server, bucket: str, stack: LocalStack):
     stage_addrs = {f"EMOTUNE_{name}_ADDR": stack.environment()[f"EMOTUNE_{name}_ADDR"]
                    for name in ("DATAGEN", "VALIDATOR", "TRAINER", "INFERENCE")}
     local = PipelineReplica(state, base_model=BASE, port_offset=free_port_offset(), with_ui=False,
+                            teacher_model=BASE, judge=False,
                             extra_env={**s3_server.env(bucket), **stage_addrs,
                                        "EMOTUNE_JOB_LEASE_SECONDS": str(LEASE_SECONDS)})
     local.start()
