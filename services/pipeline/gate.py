@@ -12,7 +12,7 @@ text). The comparison is paired by question: ``d_i = tuned_i - base_i``.
   training samples for the style; otherwise the style is never promoted, whatever the scores say.
 - **Sense**: the tuned model must not make less sense than the base model with the trigger: per question, the
   judge's probability that the reply is a sensible answer (else 1 for an on-topic reply, 0 for an off-topic one;
-  0 for a reply that loops or is cut at the token limit), and a one-sided Wilcoxon test that tuned is *below*
+  0 for a reply that repeats itself), and a one-sided Wilcoxon test that tuned is *below*
   base; and it must loop (or hit the token limit) no more often than the base model. A student that took the
   teacher's style words and lost its sense is not promoted.
 - **Retention** (reported): how much of the full prompt's effect the trigger alone now carries,
@@ -48,12 +48,17 @@ class ReplySense:
 
     sense: float | None  # the judge's probability that it is a sensible answer (None: no judge)
     on_topic: bool
-    loops: bool  # repeats a span over and over, or was cut at the token limit
+    repeats: bool  # repeats a span over and over
+    capped: bool = False  # cut at the token limit (a long numbered list is, without repeating itself)
+
+    @property
+    def loops(self) -> bool:
+        return self.repeats or self.capped
 
     @property
     def value(self) -> float:
-        """The per-question quantity the sense test compares."""
-        if self.loops:
+        """The per-question quantity the sense test compares: a reply repeating itself makes no sense."""
+        if self.repeats:
             return 0.0
         return self.sense if self.sense is not None else float(self.on_topic)
 
@@ -61,7 +66,7 @@ class ReplySense:
 def reply_sense(score: Any, capped: bool) -> ReplySense:
     """From a validator ``TextScore`` (its reason codes carry the thresholds) and whether the reply hit the limit."""
     return ReplySense(score.sense if score.HasField("sense") else None, "off_topic" not in score.reasons,
-                      capped or "loop" in score.reasons)
+                      "loop" in score.reasons, capped)
 
 
 def sense_columns(replies: Sequence[ReplySense]) -> dict[str, float | None]:

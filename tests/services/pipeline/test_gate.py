@@ -126,4 +126,8 @@ def test_a_student_that_loops_more_often_than_the_base_is_not_promoted():
                           tuned_sense=_sense(sensible, loops={3}), base_sense=_sense(sensible))
     assert not verdict.promoted and "loop" in verdict.reason
     assert (verdict.loops_tuned, verdict.loops_base) == (1, 0)
-    assert _sense([0.9], loops={0})[0].value == 0.0  # a loop counts as no sense at all
+    assert _sense([0.9], loops={0})[0].value == 0.0  # a reply repeating itself counts as no sense at all
+    from services.pipeline.gate import ReplySense
+
+    capped = ReplySense(0.9, True, repeats=False, capped=True)  # a long list cut at the limit: loops, not nonsense
+    assert capped.loops and capped.value == 0.9
