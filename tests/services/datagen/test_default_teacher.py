@@ -39,6 +39,7 @@ class TeacherStack(LocalStack):
 @pytest.mark.slow
 def test_job_without_a_teacher_uses_the_local_gateway(tmp_path):
     stack = TeacherStack(tmp_path, base_model=BASE_MODEL, port_offset=free_port_offset(), with_ui=False,
+                         teacher_model=BASE_MODEL, judge=False,
                          extra_env={"EMOTUNE_LOG_LEVEL": "WARNING", "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2"})
     try:
         stack.start()

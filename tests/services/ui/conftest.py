@@ -57,7 +57,9 @@ def ui_stack(tmp_path_factory):
     styles = state / "styles.yaml"
     styles.write_text(STYLES_YAML, encoding="utf-8")
     offset = free_port_offset()
-    stack = UIStack(state, base_model=BASE_MODEL, port_offset=offset, extra_env={
+    # SmolLM2 is the only model served (it would be its own teacher; the UI tests run no job that needs a judge).
+    stack = UIStack(state, base_model=BASE_MODEL, port_offset=offset, teacher_model=BASE_MODEL, judge=False,
+                    extra_env={
         "EMOTUNE_INFERENCE_PRELOAD_STYLES": str(styles),
         "EMOTUNE_INFERENCE_MAX_CONCURRENCY": "2",
         "EMOTUNE_UI_POLL_SECONDS": "1",
