@@ -19,6 +19,13 @@ ZHIPUAI_DEFAULT_MODEL = "glm-4-flash"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$|^$"
 
 
+
+def http_base_url(url: str) -> str:
+    """A teacher's base URL: empty, or http(s) without a trailing slash."""
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
 class TeacherProfile(BaseModel):
     """A teacher the operator names: where it is, which model, where its key comes from, and its limits.
 
@@ -41,9 +48,7 @@ class TeacherProfile(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http(cls, url: str) -> str:
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
-        return url.rstrip("/")
+        return http_base_url(url)
 
 
 class DatagenSettings(Settings):

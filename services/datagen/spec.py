@@ -20,6 +20,7 @@ from services.datagen.config import (
     DatagenSettings,
     Provider,
     TeacherProfile,
+    http_base_url,
 )
 from services.datagen.egress import check_request_url
 from services.datagen.plan import MODES
@@ -62,9 +63,7 @@ class TeacherSpec(_Spec):
     @field_validator("base_url")
     @classmethod
     def _http(cls, url: str) -> str:
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
-        return url.rstrip("/")
+        return http_base_url(url)
 
 
 class QuestionSourceSpec(_Spec):
