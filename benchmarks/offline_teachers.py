@@ -8,7 +8,7 @@ distillation):
 
 - each teacher runs as a bare ``llama-server`` (its own chat template, 2 slots, all cores), one after the other;
 - per style, the first ``--questions`` lines of the questions file are asked with the style's full system prompt
-  and few-shot turns, at the style's temperature and Qwen's top_p 0.8, one paragraph of 96 tokens at most, seed 1
+  and few-shot turns, at the style's temperature and Qwen's top_p 0.8 / top_k 20, one paragraph of 96 tokens at most, seed 1
   (what datagen sends, sampled as emotune's engine samples it);
 - decode rate = completion tokens / wall time of all replies (2 at a time);
 - ``judge_acc`` / ``centroid_acc``: the share of replies the judge (the evaluation's ``accuracy``) / the
@@ -62,10 +62,11 @@ def teacher_replies(gguf: Path, styles: StylesDocument, names: list[str],
     with tempfile.TemporaryDirectory() as workdir, LlamaServer(tools, gguf, Path(workdir), slots=SLOTS) as server:
         def ask(style: str, question: str) -> tuple[str, int]:
             # Sampled as emotune's llama.cpp engine samples a datagen request: the style's temperature, the
-            # model's top_p (its generation_config), llama.cpp's other samplers off.
+            # model's top_p and top_k (its generation_config), llama.cpp's other samplers off.
             answer = httpx.post(f"{server.url}/v1/chat/completions", timeout=600, json={
                 "messages": full_prompt(styles, style, question), "max_tokens": MAX_TOKENS, "seed": 1,
-                "temperature": styles.get(style).temperature, "top_p": QWEN_SAMPLING["top_p"], "top_k": 0,
+                "temperature": styles.get(style).temperature, "top_p": QWEN_SAMPLING["top_p"],
+                "top_k": QWEN_SAMPLING["top_k"],
                 "min_p": 0.0, "stop": ["\n"]}).json()
             return answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]
 
