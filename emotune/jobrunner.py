@@ -17,6 +17,10 @@ Every service runs its jobs here, so its ``/metrics`` has the job metrics below,
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import copy
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -34,8 +38,80 @@ log = get_logger(__name__)
 CANCEL_WAIT_SECONDS = 10.0
 
 
+class _OrderedWriter:
+    """Runs a job's blocking store writes one at a time, in submission order, on a thread of its own.
+
+    The thread exists only while there is work (a new one starts with the next write), so a context that is
+    never closed leaks nothing. After a write fails, the ones queued behind it are not run: they fail with the
+    same error (an event log with a hole in the middle is worse than one that stops).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._queue: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
+            collections.deque())
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def on_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._queue.append((fn, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                fn, future = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            if self.error is not None:
+                future.set_exception(self.error)
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits, and to the next write
+                self.error = exc
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def barrier(self) -> concurrent.futures.Future[Any]:
+        """Resolved once everything submitted before it has run."""
+        return self.submit(lambda: None)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class JobContext:
-    """What a job handler sees: its spec, an event emitter, progress with ETA, checkpoint, and cancellation."""
+    """What a job handler sees: its spec, an event emitter, progress with ETA, checkpoint, and cancellation.
+
+    **Writes never block the event loop.** ``emit``, ``progress`` and ``save_checkpoint`` go to the job's own
+    writer thread, which writes them to the store one at a time in the order they were made (the event log
+    keeps the handler's order). Called on the event loop they return at once; called from a worker thread
+    (``asyncio.to_thread``) they wait until written, as before. A write that failed is raised by the next
+    ``emit`` / ``save_checkpoint`` / ``flush``, and the runner flushes before it records the job's final state,
+    so the terminal event is always the last. ``await ctx.flush()`` where something outside the job must only
+    happen once what was written before is stored (e.g. a checkpoint naming a sub-job's output prefix before
+    the sub-job is started). ``run_in_order`` puts any other blocking store work (a checkpoint upload) in the
+    same queue.
+    """
 
     def __init__(self, jobs: JobStore, record: JobRecord, resumed: bool,
                  lease_check: Callable[[], None] | None = None) -> None:
@@ -43,12 +119,50 @@ class JobContext:
         self.checkpoint: dict[str, Any] = dict(record.checkpoint)
         self._rate_origin: tuple[float, int] | None = None
         self._last_progress = float("-inf")
-        # Raises LeaseLost once this process no longer holds the job (a clock read, no I/O).
+        # Raises LeaseLost once this process no longer holds the job (a clock read, no I/O); checked when a write
+        # is made and again right before the writer thread performs it.
         self._lease_check = lease_check or (lambda: None)
+        self._writer = _OrderedWriter(f"job-writes-{record.job_id}")
 
-    def emit(self, type: str, message: str = "", **data: Any) -> None:
+    # ------------------------------------------------------------------ ordered writes
+    def run_in_order(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run blocking ``fn`` on the job's writer thread after every write made before, before every write made
+        after; returns its future. Off the event loop it waits for the result (and raises what ``fn`` raised).
+        Inside such a function ``emit`` and ``save_checkpoint`` write at once (they are on the writer thread)."""
         self._lease_check()
-        self.jobs.append(self.job_id, type, message, **data)
+        self._raise_failed()
+        if self._writer.on_writer_thread():
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            done.set_result(fn(*args, **kwargs))
+            return done
+        future = self._writer.submit(lambda: fn(*args, **kwargs))
+        if not _on_event_loop():
+            future.result()
+        return future
+
+    def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        def checked() -> Any:
+            self._lease_check()  # the lease may have been lost while this write waited its turn
+            return fn(*args, **kwargs)
+
+        self.run_in_order(checked)
+
+    def _raise_failed(self) -> None:
+        if self._writer.error is not None:
+            raise self._writer.error
+
+    async def flush(self) -> None:
+        """Wait until every write made so far is stored; raise the first that failed."""
+        await asyncio.wrap_future(self._writer.barrier())
+        self._raise_failed()
+
+    async def settle(self) -> None:
+        """Wait until every write made so far has been tried (the runner, before it records a final state)."""
+        await asyncio.shield(asyncio.wrap_future(self._writer.barrier()))
+
+    # ------------------------------------------------------------------ the handler's API
+    def emit(self, type: str, message: str = "", **data: Any) -> None:
+        self._write(self.jobs.append, self.job_id, type, message, **copy.deepcopy(data))
 
     def progress(self, done: int, total: int, message: str = "", *, every_s: float = 0.0, **data: Any) -> None:
         """A progress event with rate and ETA measured from the first report of this process.
@@ -73,9 +187,9 @@ class JobContext:
 
     def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Persist the handler's resumable state with the job (read back as ``ctx.checkpoint`` after a restart)."""
-        self._lease_check()
         self.checkpoint = dict(checkpoint)
-        self.jobs.update(self.job_id, checkpoint=self.checkpoint)
+        # A copy as of now: the handler goes on changing its dicts while the write waits its turn.
+        self._write(self.jobs.update, self.job_id, checkpoint=copy.deepcopy(self.checkpoint))
 
     def cancel_requested(self) -> bool:
         return self.jobs.cancel_requested(self.job_id)
@@ -401,11 +515,15 @@ class JobRunner:
                     await asyncio.to_thread(self.jobs.append, job_id, "log", "resumed after restart")
                 running_since = time.monotonic()
                 JOBS_RUNNING.labels(self.kind).inc()
+                ctx = JobContext(self.jobs, current, resumed, held.check)
                 try:
-                    result = await self.handler(JobContext(self.jobs, current, resumed, held.check))
+                    result = await self.handler(ctx)
+                    await ctx.flush()  # a failed event write fails the job, as it did when it was written inline
                 finally:
                     JOBS_RUNNING.labels(self.kind).dec()
                     self._recording.add(job_id)
+                    # Whatever the handler emitted is stored (or failed) before the final state is written.
+                    await _settled(ctx)
             final = await self._record(held, job_id, JobState.SUCCEEDED, result=result or {},
                                        running_since=running_since)
         except asyncio.CancelledError:
@@ -459,3 +577,14 @@ class JobRunner:
             log.warning("final state not recorded", job_id=job_id, state=state.value, reason=exc.message)
             return None if self.jobs.get(job_id).state.terminal else False
         return True
+
+
+async def _settled(ctx: JobContext) -> None:
+    """Wait for the context's queued writes, even when the task is being cancelled (they then end quickly: a
+    stopped job's lease check refuses them, or they are a few small writes)."""
+    try:
+        await ctx.settle()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(ctx._writer.barrier())
+        raise

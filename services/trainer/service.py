@@ -79,6 +79,7 @@ class TrainerService:
             from services.trainer.xtuner_backend import run_xtuner
 
             run = await run_xtuner(self.settings, spec, base_dir, data, general, work, relay.event)
+        await ctx.flush()  # checkpoint uploads still queued finish before the export (and the clean-up after it)
         ctx.raise_if_cancelled()
         ctx.emit("log", "exporting: chat-template files, parity check, publish")
         result = await asyncio.to_thread(self._finish, spec, ctx.spec, base_dir, data, work, run)
@@ -204,12 +205,19 @@ class _Relay:
             type, data = "log", {"level": "warning", **data}
         self._observe(type, data)
         if type == "checkpoint" and data.get("path"):
-            try:
-                data = {**data, "artifact": self.service.upload_checkpoint(
-                    self.spec, Path(data.pop("path")), data, data.get("kept", []))}
-            except (EmotuneError, OSError) as exc:  # the local checkpoint still allows resuming here
-                log.warning("checkpoint upload failed", error=str(exc))
+            # Called on the event loop (worker output) or a worker thread: the upload (hundreds of MB) and its
+            # event go to the job's ordered writer thread, after the events before and before those after.
+            self.ctx.run_in_order(self._publish_checkpoint, message, dict(data))
+            return
         self.ctx.emit(type, message, **data)
+
+    def _publish_checkpoint(self, message: str, data: dict[str, Any]) -> None:
+        try:
+            data = {**data, "artifact": self.service.upload_checkpoint(
+                self.spec, Path(data.pop("path")), data, data.get("kept", []))}
+        except (EmotuneError, OSError) as exc:  # the local checkpoint still allows resuming here
+            log.warning("checkpoint upload failed", error=str(exc))
+        self.ctx.emit("checkpoint", message, **data)
 
 
     def _observe(self, type: str, data: dict[str, Any]) -> None:
