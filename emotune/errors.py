@@ -53,6 +53,12 @@ class FailedPrecondition(EmotuneError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class PermissionDenied(EmotuneError):
+    """The thing exists but this operation is not allowed on it (e.g. deleting a base model)."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ResourceExhausted(EmotuneError):
     """Capacity is full; ``retry_after`` (seconds) tells the caller when to come back."""
 

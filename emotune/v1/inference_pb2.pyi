@@ -95,7 +95,7 @@ class StyleTrigger(_message.Message):
     def __init__(self, style: _Optional[str] = ..., system_prompt: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "engine", "artifact", "base_model", "adapter_artifact", "styles", "memory_bytes", "created_at", "eos_token_ids", "max_context")
+    __slots__ = ("id", "engine", "artifact", "base_model", "adapter_artifact", "styles", "memory_bytes", "created_at", "eos_token_ids", "max_context", "published", "loaded")
     ID_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,8 @@ class ModelInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
     id: str
     engine: str
     artifact: str
@@ -116,7 +118,9 @@ class ModelInfo(_message.Message):
     created_at: int
     eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
     max_context: int
-    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., artifact: _Optional[str] = ..., base_model: _Optional[str] = ..., adapter_artifact: _Optional[str] = ..., styles: _Optional[_Iterable[_Union[StyleTrigger, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., created_at: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., max_context: _Optional[int] = ...) -> None: ...
+    published: bool
+    loaded: bool
+    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., artifact: _Optional[str] = ..., base_model: _Optional[str] = ..., adapter_artifact: _Optional[str] = ..., styles: _Optional[_Iterable[_Union[StyleTrigger, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., created_at: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., max_context: _Optional[int] = ..., published: _Optional[bool] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -137,26 +141,32 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model_id", "artifact", "adapter_artifact", "base_model", "engine", "styles")
+    __slots__ = ("model_id", "artifact", "adapter_artifact", "base_model", "engine", "styles", "publish")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     artifact: str
     adapter_artifact: str
     base_model: str
     engine: str
     styles: _containers.RepeatedCompositeFieldContainer[StyleTrigger]
-    def __init__(self, model_id: _Optional[str] = ..., artifact: _Optional[str] = ..., adapter_artifact: _Optional[str] = ..., base_model: _Optional[str] = ..., engine: _Optional[str] = ..., styles: _Optional[_Iterable[_Union[StyleTrigger, _Mapping]]] = ...) -> None: ...
+    publish: bool
+    def __init__(self, model_id: _Optional[str] = ..., artifact: _Optional[str] = ..., adapter_artifact: _Optional[str] = ..., base_model: _Optional[str] = ..., engine: _Optional[str] = ..., styles: _Optional[_Iterable[_Union[StyleTrigger, _Mapping]]] = ..., publish: _Optional[bool] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
-    __slots__ = ("model_id",)
+    __slots__ = ("model_id", "forget", "delete_artifacts")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FORGET_FIELD_NUMBER: _ClassVar[int]
+    DELETE_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
-    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+    forget: bool
+    delete_artifacts: bool
+    def __init__(self, model_id: _Optional[str] = ..., forget: _Optional[bool] = ..., delete_artifacts: _Optional[bool] = ...) -> None: ...
 
 class UnloadModelResponse(_message.Message):
     __slots__ = ("unloaded",)

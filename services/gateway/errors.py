@@ -60,6 +60,8 @@ def from_domain(exc: errors.EmotuneError) -> OpenAIError:
             return OpenAIError(404, f"The model `{model}` does not exist or is not served: {exc.message}",
                                param="model", code="model_not_found")
         return OpenAIError(404, exc.message, code="not_found")
+    if isinstance(exc, errors.PermissionDenied):
+        return OpenAIError(403, exc.message, code="permission_denied")
     if isinstance(exc, errors.ResourceExhausted):
         return rate_limited(exc.message, exc.retry_after or 1)
     if isinstance(exc, errors.FailedPrecondition | errors.AlreadyExists):

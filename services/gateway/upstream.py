@@ -68,5 +68,13 @@ class InferenceClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc(exc) from None
 
+    async def forget(self, model_id: str, delete_artifacts: bool) -> bool:
+        """Unpublish a fine-tune: every replica stops serving it."""
+        request = inference_pb2.UnloadModelRequest(model_id=model_id, forget=True, delete_artifacts=delete_artifacts)
+        try:
+            return (await self._stub.UnloadModel(request)).unloaded
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc(exc) from None
+
     def chat(self, request: inference_pb2.ChatRequest) -> ChatCall:
         return ChatCall(self._stub.Chat(request))

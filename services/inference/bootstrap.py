@@ -19,7 +19,9 @@ def build_service(settings: InferenceSettings, store: ArtifactStore) -> Inferenc
     """The CPU engine is always available; the configured default engine (e.g. LMDeploy on GPU) is added."""
     names = dict.fromkeys([settings.inference_engine, "transformers"])
     engines = {name: create_engine(name, settings) for name in names}
-    registry = ModelRegistry(store, engines, settings.inference_engine, settings.served_dir, settings.cache_dir)
+    registry = ModelRegistry(store, engines, settings.inference_engine, settings.served_dir, settings.cache_dir,
+                             max_fine_tunes=settings.inference_max_fine_tunes,
+                             recheck_seconds=settings.inference_published_recheck_seconds)
     admission = Admission(settings.inference_max_concurrency, settings.inference_max_queue)
     limits = Limits(settings.inference_default_max_tokens, settings.inference_max_tokens_limit)
     return InferenceService(registry, admission, limits)

@@ -57,8 +57,8 @@ def models(address: Address = None) -> None:
         source = m.artifact or m.base_model
         if m.adapter_artifact:
             source += f" + {m.adapter_artifact}"
-        table.add_row(m.id, m.engine, source, ", ".join(s.style for s in m.styles),
-                      f"{m.memory_bytes / 2**20:.0f} MiB")
+        memory = f"{m.memory_bytes / 2**20:.0f} MiB" if m.loaded else "published, loads on first request"
+        table.add_row(m.id, m.engine, source, ", ".join(s.style for s in m.styles), memory)
     Console().print(table)
     console.print(f"in flight: {response.in_flight}/{response.max_concurrency}, queued: {response.queued}")
 
@@ -71,13 +71,16 @@ def load(
     adapter: Annotated[str, typer.Option(help="artifact key of a LoRA adapter")] = "",
     styles: Annotated[Path | None, typer.Option(help="styles YAML whose serving triggers to attach")] = None,
     engine: Annotated[str, typer.Option(help="transformers or lmdeploy (default: the service's)")] = "",
+    publish: Annotated[bool, typer.Option(help="record it in the store: every replica serves it, after "
+                                               "restarts too, until 'unload --forget'")] = False,
     address: Address = None,
 ) -> None:
     """Load (or replace) a model; the service keeps serving its other models meanwhile."""
     triggers = [inference_pb2.StyleTrigger(style=s.name, system_prompt=s.serving_prompt)
                 for s in (load_styles(styles).styles if styles else [])]
     request = inference_pb2.LoadModelRequest(model_id=model_id, artifact=artifact, base_model=base_model,
-                                             adapter_artifact=adapter, engine=engine, styles=triggers)
+                                             adapter_artifact=adapter, engine=engine, styles=triggers,
+                                             publish=publish)
     with console.status(f"loading {model_id} ..."):
         info = _call(lambda stub: stub.LoadModel(request, timeout=1800), address)
     console.print(f"[green]loaded {info.id}[/] ({info.engine}, {info.memory_bytes / 2**20:.0f} MiB, "
@@ -85,9 +88,15 @@ def load(
 
 
 @app.command()
-def unload(model_id: str, address: Address = None) -> None:
-    """Stop serving a model (running generations finish first)."""
-    response = _call(lambda stub: stub.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model_id)), address)
+def unload(
+    model_id: str,
+    forget: Annotated[bool, typer.Option(help="also unpublish it: no replica serves it any more")] = False,
+    delete_artifacts: Annotated[bool, typer.Option(help="with --forget: delete its adapter / model too")] = False,
+    address: Address = None,
+) -> None:
+    """Stop serving a model here (running generations finish first); with --forget, everywhere."""
+    request = inference_pb2.UnloadModelRequest(model_id=model_id, forget=forget, delete_artifacts=delete_artifacts)
+    response = _call(lambda stub: stub.UnloadModel(request), address)
     console.print("unloaded" if response.unloaded else f"{model_id} was not loaded")
 
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from emotune.settings import Settings
 from emotune.adapter_check import VLLM_LORA_RANKS
+from emotune.settings import Settings
 
 
 class InferenceSettings(Settings):
@@ -26,6 +26,13 @@ class InferenceSettings(Settings):
         2, ge=1, description="generations running at the same time (CPU: keep near the core count)")
     inference_max_queue: int = Field(
         64, ge=0, description="requests waiting for a slot; beyond it Chat fails with RESOURCE_EXHAUSTED")
+    inference_max_fine_tunes: int = Field(
+        8, ge=1, description="published fine-tunes one process keeps loaded; loading one more unloads the least "
+                             "recently used (it loads again on its next request)")
+    inference_published_recheck_seconds: float = Field(
+        2.0, ge=0, description="how long a published fine-tune is served from memory before its record in the "
+                               "store is read again: a model deleted through any replica stops answering on "
+                               "every replica within this time")
     inference_default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     inference_max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens a request may ask for")
     inference_torch_threads: int = Field(

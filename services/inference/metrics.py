@@ -13,3 +13,6 @@ TTFT = Histogram("emotune_inference_time_to_first_token_seconds", "admission to 
                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 LOADED_MODELS = Gauge("emotune_inference_loaded_models", "models currently served")
 MODEL_MEMORY = Gauge("emotune_inference_model_memory_bytes", "memory held by a served model", ["model"])
+ON_DEMAND_LOADS = Histogram("emotune_inference_on_demand_load_seconds",
+                            "loading a published fine-tune on the first request that names it here",
+                            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))

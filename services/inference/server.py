@@ -16,13 +16,19 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 
 
 def model_info(served: ServedModel) -> inference_pb2.ModelInfo:
-    spec = served.spec
+    info = spec_info(served.spec, served.model.engine, served.created_at, published=served.published)
+    info.MergeFrom(inference_pb2.ModelInfo(
+        memory_bytes=served.model.memory_bytes, eos_token_ids=list(served.model.eos_token_ids),
+        max_context=served.model.max_context, loaded=True))
+    return info
+
+
+def spec_info(spec: LoadSpec, engine: str, created_at: int, *, published: bool) -> inference_pb2.ModelInfo:
     return inference_pb2.ModelInfo(
-        id=served.id, engine=served.model.engine, artifact=spec.artifact, base_model=spec.base_model,
+        id=spec.model_id, engine=engine, artifact=spec.artifact, base_model=spec.base_model,
         adapter_artifact=spec.adapter_artifact,
         styles=[inference_pb2.StyleTrigger(style=s, system_prompt=p) for s, p in spec.styles],
-        memory_bytes=served.model.memory_bytes, created_at=served.created_at,
-        eos_token_ids=list(served.model.eos_token_ids), max_context=served.model.max_context,
+        created_at=created_at, published=published,
     )
 
 
@@ -68,8 +74,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def ListModels(self, request: inference_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:
         admission = self.service.admission
+        loaded, elsewhere = await self.registry.listing()
+        models = [model_info(m) for m in loaded] + [
+            spec_info(LoadSpec.of(r), r.engine or self.registry.default_engine, r.created_at, published=True)
+            for r in elsewhere]
         return inference_pb2.ListModelsResponse(
-            models=[model_info(m) for m in self.registry.list()], in_flight=admission.running,
+            models=sorted(models, key=lambda m: m.id), in_flight=admission.running,
             queued=admission.waiting, max_concurrency=admission.max_running, max_queue=admission.max_waiting,
         )
 
@@ -79,12 +89,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             model_id=request.model_id, artifact=request.artifact, adapter_artifact=request.adapter_artifact,
             base_model=request.base_model, engine=request.engine,
             styles=tuple((t.style, t.system_prompt) for t in request.styles),
-        ))
+        ), publish=request.publish)
         return model_info(served)
 
     async def UnloadModel(self, request: inference_pb2.UnloadModelRequest,
                           context: grpc.aio.ServicerContext) -> inference_pb2.UnloadModelResponse:
-        return inference_pb2.UnloadModelResponse(unloaded=await self.registry.unload(request.model_id))
+        unloaded = await self.registry.unload(request.model_id, forget=request.forget,
+                                              delete_artifacts=request.delete_artifacts)
+        return inference_pb2.UnloadModelResponse(unloaded=unloaded)
 
 
 def add_servicers(service: InferenceService) -> Callable[[grpc.aio.Server], list[str]]:

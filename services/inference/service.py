@@ -69,11 +69,12 @@ class InferenceService:
     async def chat(self, model: str, messages: list[dict[str, str]], params: ChatParams,
                    prompt: str | None = None) -> AsyncIterator[Chunk]:
         """Every refusal (unknown model, bad conversation, full queue) happens before the first chunk, which is
-        empty and means "accepted"; callers can answer their own client as soon as they see it.
+        empty and means "accepted"; callers can answer their own client as soon as they see it. A published
+        fine-tune not loaded here is loaded first (the request waits for it).
 
         With ``prompt`` (a raw text continued as-is) the messages are ignored; a style id is refused, since a
         style is a system prompt and a raw prompt has no place for one."""
-        served, style_prompt = self.registry.resolve(model)
+        served, style_prompt = await self.registry.resolve(model)
         served.model.refuse_unsupported(params)
         if prompt is not None:
             if style_prompt:

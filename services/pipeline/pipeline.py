@@ -287,10 +287,11 @@ class Pipeline:
     async def _load(self, model_id: str, base_model: str, trained: dict[str, Any],
                     triggers: list[inference_pb2.StyleTrigger]) -> dict[str, Any]:
         """Served as its LoRA adapter on the base: llama.cpp (and LMDeploy's PyTorch engine) share the base's
-        weights between every fine-tune of it; the transformers engine merges the adapter on load."""
+        weights between every fine-tune of it; the transformers engine merges the adapter on load. Published:
+        every inference replica serves it, after restarts too, until it is deleted."""
         info = await self.inference.LoadModel(inference_pb2.LoadModelRequest(
             model_id=model_id, base_model=base_model, adapter_artifact=_artifact_key(trained, "adapter"),
-            styles=triggers,
+            styles=triggers, publish=True,
         ), timeout=LOAD_DEADLINE_SECONDS)
         return {"model_id": info.id, "memory_bytes": info.memory_bytes}
 

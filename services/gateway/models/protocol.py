@@ -18,6 +18,9 @@ class ModelDetails(BaseModel):
     artifact: str
     adapter_artifact: str
     styles: list[StyleInfo]
+    # Published fine-tunes are served by every replica until deleted; loaded = in the replica that answered.
+    published: bool = False
+    loaded: bool = True
 
 
 class ModelCard(BaseModel):
@@ -33,3 +36,9 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool

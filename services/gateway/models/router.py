@@ -1,4 +1,5 @@
-"""``GET /v1/models``, ``GET /v1/models/{model}`` and the GGUF download (thin: the work is in ``serving.py``)."""
+"""``GET /v1/models``, ``GET`` / ``DELETE /v1/models/{model}`` and the GGUF download (thin: the work is in
+``serving.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from services.gateway.context import Context
-from services.gateway.models.protocol import ModelCard, ModelList
+from services.gateway.models.protocol import ModelCard, ModelDeleted, ModelList
 from services.gateway.models.serving import ModelsServing
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -38,3 +39,10 @@ async def download_gguf(model_id: str, name: str, serving: Serving) -> Streaming
 @router.get("/{model_id:path}", response_model=ModelCard, response_model_exclude_none=True)
 async def retrieve_model(model_id: str, serving: Serving) -> ModelCard:
     return await serving.retrieve(model_id)
+
+
+@router.delete("/{model_id:path}", response_model=ModelDeleted)
+async def delete_model(model_id: str, serving: Serving, delete_artifacts: bool = False) -> ModelDeleted:
+    """Stop serving a fine-tune on every replica (OpenAI's delete); its artifacts are kept unless
+    ``delete_artifacts=true``."""
+    return await serving.delete(model_id, delete_artifacts)

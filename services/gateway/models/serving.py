@@ -1,4 +1,5 @@
-"""Turn the inference service's model list into OpenAI model cards, one per model and one per style."""
+"""Turn the inference service's model list into OpenAI model cards, one per model and one per style; delete a
+published fine-tune; stream its GGUF export (a style id's Modelfile carries the style's trigger as SYSTEM)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from emotune.errors import NotFound
-from emotune.store.artifacts import open_file, read_manifest
+from emotune.store.artifacts import open_file, read_file, read_manifest
 from emotune.store.base import ArtifactStore
 from emotune.v1 import inference_pb2
 from services.gateway.errors import OpenAIError
-from services.gateway.models.protocol import ModelCard, ModelDetails, ModelList, StyleInfo
+from services.gateway.models.protocol import ModelCard, ModelDeleted, ModelDetails, ModelList, StyleInfo
 from services.gateway.upstream import InferenceClient
 
 
@@ -21,6 +22,7 @@ def model_cards(models: list[inference_pb2.ModelInfo]) -> list[ModelCard]:
             engine=model.engine, base_model=model.base_model, artifact=model.artifact,
             adapter_artifact=model.adapter_artifact,
             styles=[StyleInfo(style=s.style, system_prompt=s.system_prompt) for s in model.styles],
+            published=model.published, loaded=model.loaded,
         )
         cards.append(ModelCard(id=model.id, created=model.created_at, emotune=details))
         cards += [ModelCard(id=f"{model.id}:{s.style}", created=model.created_at, parent=model.id)
@@ -30,6 +32,13 @@ def model_cards(models: list[inference_pb2.ModelInfo]) -> list[ModelCard]:
 
 GGUF_FILES = ("model.gguf", "adapter.gguf", "Modelfile")
 CHUNK_BYTES = 1 << 20
+
+
+def style_modelfile(modelfile: bytes, system_prompt: str) -> bytes:
+    """The fine-tune's Modelfile with the style's trigger as SYSTEM, so ``ollama run`` speaks that style (Ollama
+    puts a Modelfile's SYSTEM first when a request brings no system message)."""
+    escaped = system_prompt.replace('"""', '\\"\\"\\"')
+    return modelfile.rstrip(b"\n") + f'\nSYSTEM """{escaped}"""\n'.encode()
 
 
 def gguf_artifact(details: ModelDetails) -> str | None:
@@ -53,6 +62,16 @@ class ModelsServing:
         raise OpenAIError(404, f"The model `{model_id}` does not exist or is not served.", param="model",
                           code="model_not_found")
 
+    async def delete(self, model_id: str, delete_artifacts: bool) -> ModelDeleted:
+        if ":" in model_id:
+            parent = model_id.partition(":")[0]
+            raise OpenAIError(400, f"`{model_id}` is a style of `{parent}`: delete the model `{parent}`",
+                              param="model", code="invalid_model")
+        if not await self.inference.forget(model_id, delete_artifacts):
+            raise OpenAIError(404, f"The model `{model_id}` does not exist or is not served.", param="model",
+                              code="model_not_found")
+        return ModelDeleted(id=model_id, deleted=True)
+
     async def gguf_file(self, model_id: str, name: str) -> tuple[int, AsyncIterator[bytes]]:
         """(size, chunks) of one file of a served model's GGUF export; the bytes are checked against the
         manifest's sha256 as they stream (a corrupt file ends the download with an error)."""
@@ -60,6 +79,11 @@ class ModelsServing:
             raise OpenAIError(404, f"`{name}` is not a GGUF export file (files: {', '.join(GGUF_FILES)})",
                               param="name", code="file_not_found")
         card = await self.retrieve(model_id)
+        style_prompt = None
+        if card.parent:  # a style id: the fine-tune's files, and its Modelfile with the style's trigger
+            style = model_id[len(card.parent) + 1:]
+            card = await self.retrieve(card.parent)
+            style_prompt = next(s.system_prompt for s in card.emotune.styles if s.style == style)
         key = gguf_artifact(card.emotune) if card.emotune is not None and self.store is not None else None
         try:
             if key is None:
@@ -70,6 +94,13 @@ class ModelsServing:
             raise OpenAIError(404, f"The model `{model_id}` has no GGUF export (only fine-tuned models have "
                                    "one, unless the job asked for gguf_quantization 'none').", param="model",
                               code="export_not_found") from None
+        if style_prompt is not None and name == "Modelfile":
+            content = style_modelfile(await asyncio.to_thread(read_file, self.store, key, name), style_prompt)
+
+            async def one_block() -> AsyncIterator[bytes]:
+                yield content
+
+            return len(content), one_block()
         stream = await asyncio.to_thread(open_file, self.store, key, name)
 
         async def chunks() -> AsyncIterator[bytes]:

@@ -173,6 +173,8 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
     http = httpx.Client(base_url=f"{stack.gateway_url}/v1", headers={"Authorization": f"Bearer {stack.api_key}"})
     modelfile = http.get(f"/models/{model}/gguf/Modelfile")
     assert modelfile.status_code == 200 and modelfile.text.startswith("FROM ./model.gguf\n"), modelfile.text
+    styled = http.get(f"/models/{model}:grumpy/gguf/Modelfile")  # `ollama create` per style: its trigger as SYSTEM
+    assert styled.text.startswith(modelfile.text.rstrip("\n")) and styled.text.endswith('SYSTEM """Answer grumpily."""\n')
     with http.stream("GET", f"/models/{model}/gguf/model.gguf") as download:
         body = download.read()
     assert download.status_code == 200 and body[:4] == b"GGUF" and len(body) == int(download.headers["content-length"])

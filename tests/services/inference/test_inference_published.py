@@ -1,0 +1,209 @@
+"""Published fine-tunes belong to the deployment, not to a process: real ``python -m services.inference``
+processes on one store serve a fine-tune after a ``kill -9`` and restart, and two of them behind one address (as
+two replicas behind a Service) both answer its style ids; deleting it stops it on both. In-process: on-demand
+loading (one load for many waiting requests), least-recently-used eviction, a changed artifact refused, and what
+may not be deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from emotune.errors import CorruptArtifact, NotFound, PermissionDenied
+from emotune.grpc.probe import check
+from emotune.store.artifacts import publish_artifact, read_manifest
+from emotune.store.local import LocalStore
+from emotune.v1 import inference_pb2, inference_pb2_grpc
+from services.inference import published
+from services.inference.registry import LoadSpec
+from tests.services.inference.stack import MODEL, start_inference
+from tests.support import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+ROOT = Path(__file__).resolve().parents[3]
+ADAPTER = "models/ftjob-published/adapter"
+STYLES = [inference_pb2.StyleTrigger(style="gentle", system_prompt="Answer gently."),
+          inference_pb2.StyleTrigger(style="blunt", system_prompt="Answer bluntly, in few words.")]
+GREEDY = inference_pb2.SamplingParams(max_tokens=8, temperature=0)
+
+
+def chat_request(model: str) -> inference_pb2.ChatRequest:
+    return inference_pb2.ChatRequest(model=model, sampling=GREEDY,
+                                     messages=[inference_pb2.ChatMessage(role="user", content="How are you?")])
+
+
+async def reply(stub: inference_pb2_grpc.InferenceStub, model: str) -> str:
+    chunks = [chunk async for chunk in stub.Chat(chat_request(model), timeout=300)]
+    assert chunks[-1].finish_reason in ("stop", "length")
+    return "".join(c.text for c in chunks)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory, smollm_dir: Path) -> Path:
+    """A local store holding one LoRA adapter of SmolLM2, published as a training job would publish it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("published-store")
+    base = AutoModelForCausalLM.from_pretrained(smollm_dir)
+    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    out = root.parent / "adapter"
+    get_peft_model(base, config).save_pretrained(out)
+    publish_artifact(LocalStore(root), ADAPTER, {p.name: p for p in out.iterdir()}, {"kind": "adapter"})
+    return root
+
+
+class InferenceProcess:
+    """One replica: its own process group (llama-server children included), so ``kill`` takes all of it."""
+
+    def __init__(self, store_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.env = {**os.environ, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(store_dir),
+                    "EMOTUNE_INFERENCE_ADDR": f"127.0.0.1:{self.port}", "EMOTUNE_METRICS_PORT": str(free_port()),
+                    "EMOTUNE_INFERENCE_PRELOAD": MODEL, "EMOTUNE_INFERENCE_MODEL_DIR": str(log.parent / log.stem),
+                    "EMOTUNE_INFERENCE_PUBLISHED_RECHECK_SECONDS": "0.5", "EMOTUNE_LOG_LEVEL": "WARNING"}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> InferenceProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "services.inference"], cwd=ROOT, env=self.env,
+                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while not check(self.address, "emotune.v1.Inference", timeout=1.0):
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "inference did not become healthy"
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.address)
+
+
+async def listing(process: InferenceProcess) -> dict[str, inference_pb2.ModelInfo]:
+    async with process.channel() as channel:
+        response = await inference_pb2_grpc.InferenceStub(channel).ListModels(inference_pb2.ListModelsRequest())
+    return {m.id: m for m in response.models}
+
+
+async def test_a_published_fine_tune_survives_a_restart_and_reaches_every_replica(store_dir: Path, tmp_path: Path):
+    first = InferenceProcess(store_dir, tmp_path / "first.log").start()
+    second = InferenceProcess(store_dir, tmp_path / "second.log")
+    try:
+        async with first.channel() as channel:
+            info = await inference_pb2_grpc.InferenceStub(channel).LoadModel(inference_pb2.LoadModelRequest(
+                model_id="ft-demo", base_model=MODEL, adapter_artifact=ADAPTER, styles=STYLES, publish=True),
+                timeout=600)
+            assert info.published and info.loaded
+            before = await reply(inference_pb2_grpc.InferenceStub(channel), "ft-demo:gentle")
+
+        first.kill()  # as a crash or a reboot: no goodbye
+        first.start()
+        shown = (await listing(first))["ft-demo"]
+        assert shown.published and not shown.loaded and [s.style for s in shown.styles] == ["gentle", "blunt"]
+        async with first.channel() as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            started = time.monotonic()
+            after = await reply(stub, "ft-demo:gentle")  # loads it here, on demand
+            cold = time.monotonic() - started
+            started = time.monotonic()
+            await reply(stub, "ft-demo:gentle")
+            warm = time.monotonic() - started
+        assert after == before  # the same adapter, the same greedy reply
+        print(f"\nfirst request after a restart {cold:.2f} s (on-demand load), warm {warm:.2f} s")
+
+        # Two replicas behind one address: round robin spreads the requests over both processes.
+        second.start()
+        target = f"ipv4:{first.address},{second.address}"
+        async with grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            replies = await asyncio.gather(*(reply(stub, f"ft-demo:{STYLES[i % 2].style}") for i in range(20)))
+            assert all(replies)
+            assert (await listing(first))["ft-demo"].loaded and (await listing(second))["ft-demo"].loaded
+
+            deleted = await stub.UnloadModel(inference_pb2.UnloadModelRequest(model_id="ft-demo", forget=True))
+            assert deleted.unloaded
+        await asyncio.sleep(0.6)  # the other replica rechecks the record after EMOTUNE_..._RECHECK_SECONDS
+        for process in (first, second):
+            async with process.channel() as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await reply(inference_pb2_grpc.InferenceStub(channel), "ft-demo:blunt")
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "ft-demo" not in await listing(process)
+        assert read_manifest(LocalStore(store_dir), ADAPTER)  # the artifacts are kept unless asked
+    finally:
+        first.kill()
+        second.kill()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def inference(store_dir: Path, tmp_path_factory):
+    running = await start_inference(tmp_path_factory.mktemp("in-process"), store_path=store_dir,
+                                    inference_max_fine_tunes=1, inference_published_recheck_seconds=0)
+    yield running
+    await running.stop()
+
+
+def publish_record(store: LocalStore, model_id: str) -> None:
+    spec = LoadSpec(model_id, adapter_artifact=ADAPTER, base_model=MODEL, styles=(("gentle", "Answer gently."),))
+    published.publish(store, spec.record(published.artifact_digests(store, [ADAPTER])))
+
+
+async def test_on_demand_loading_one_load_for_many_waiters_and_lru_eviction(inference):
+    registry = inference.service.registry
+    for model_id in ("ft-a", "ft-b"):
+        publish_record(registry.store, model_id)
+    loads = 0
+    original = registry.load
+
+    async def counting(spec, **kwargs):
+        nonlocal loads
+        loads += 1
+        return await original(spec, **kwargs)
+
+    registry.load = counting
+    try:
+        texts = await asyncio.gather(*(reply(inference.stub, "ft-a:gentle") for _ in range(4)))
+        assert loads == 1 and len(set(texts)) == 1
+        await reply(inference.stub, "ft-b")  # the limit is one fine-tune: ft-a is evicted
+        assert {m.id for m in registry.list()} == {MODEL, "ft-b"}
+        assert await reply(inference.stub, "ft-a:gentle") == texts[0]  # and loads again when asked for
+        assert loads == 3 and {m.id for m in registry.list()} == {MODEL, "ft-a"}
+    finally:
+        registry.load = original
+        for model_id in ("ft-a", "ft-b"):
+            await registry.unload(model_id, forget=True)
+
+
+async def test_a_changed_artifact_is_refused_and_only_published_models_can_be_deleted(inference, tmp_path):
+    registry = inference.service.registry
+    publish_record(registry.store, "ft-changed")
+    record = published.read(registry.store, "ft-changed")
+    published.publish(registry.store, record.model_copy(update={"digests": {ADAPTER: "0" * 64}}))
+    with pytest.raises(CorruptArtifact, match="changed since it was published"):
+        await registry.resolve("ft-changed")
+    await registry.unload("ft-changed", forget=True)
+
+    with pytest.raises(PermissionDenied, match="not a published fine-tune"):
+        await registry.unload(MODEL, forget=True)
+    assert not await registry.unload("never-published", forget=True)
+    with pytest.raises(NotFound, match="is not served"):
+        await registry.resolve("never-published:gentle")
