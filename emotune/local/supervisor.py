@@ -178,6 +178,9 @@ class LocalStack:
                             "EMOTUNE_INFERENCE_LLAMACPP_PROMPT_CACHE": "true",
                             "EMOTUNE_TRAINER_CPU_BF16": "true"}.items():
             env.setdefault(name, value)
+        # The stack's base model is its operator's choice: a job may name it too (emotune.loadable).
+        packaged = Settings.model_fields["allowed_base_models"].default.split(",")
+        env.setdefault("EMOTUNE_ALLOWED_BASE_MODELS", ",".join(dict.fromkeys([*packaged, self.base_model])))
         env.update(self.extra_env)
         return env
 

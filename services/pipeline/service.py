@@ -24,6 +24,7 @@ from emotune.fine_tuning.protocol import (
 from emotune.fine_tuning.report import evaluation_chart_png
 from emotune.jobrunner import JobRunner
 from emotune.jobs import JobEvent, JobRecord, JobState, JobStore
+from emotune.loadable import check_base_model, check_embedder
 from emotune.store.base import ArtifactStore
 from emotune.styles import parse_styles
 from services.pipeline.config import PipelineSettings
@@ -62,9 +63,17 @@ def to_openai(record: JobRecord) -> FineTuningJob:
     )
 
 
+def check_loadable(request: CreateFineTuningJob, settings: PipelineSettings) -> None:
+    """Refuse a job naming a base model or an embedder the operator did not register (emotune.loadable)."""
+    check_base_model(request.model, settings, "model")
+    validation = request.emotune.validation if request.emotune else None
+    if validation is not None:
+        check_embedder(validation.embedder, settings, "emotune.validation.embedder")
+
+
 class PipelineService:
     def __init__(self, settings: PipelineSettings, store: ArtifactStore, channels: ServiceChannels) -> None:
-        self.store, self.channels = store, channels
+        self.settings, self.store, self.channels = settings, store, channels
         self.files = FileService(store)
         self.pipeline = Pipeline(store, self.files, channels,
                                  zhipuai_available=settings.zhipuai_api_key is not None)
@@ -84,6 +93,7 @@ class PipelineService:
     async def create(self, request: CreateFineTuningJob, idempotency_key: str = "") -> FineTuningJob:
         """A new job; with an idempotency key, the job that key created if there is one (a client's retry after
         a timeout must not start a second run). The job id is derived from the key, so every replica finds it."""
+        check_loadable(request, self.settings)
         job_id, fingerprint = f"ftjob-{secrets.token_hex(12)}", None
         if idempotency_key:
             if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):

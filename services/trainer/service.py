@@ -21,6 +21,7 @@ from emotune.errors import EmotuneError, FailedPrecondition
 from emotune.jobrunner import JobContext, JobRunner
 from emotune.jobs import JobRecord, JobStore
 from emotune.llamacpp import LlamaCpp
+from emotune.loadable import check_base_model
 from emotune.logging import get_logger
 from emotune.store.artifacts import delete_artifact, download_artifact, list_artifacts, publish_artifact
 from emotune.store.base import ArtifactStore
@@ -45,6 +46,7 @@ class TrainerService:
     async def start(self, request: dict[str, Any]) -> JobRecord:
         """Validate ``request`` (shaped like the TrainingSpec proto) and queue the job; errors name the field."""
         spec = TrainingSpec.parse(request, "TrainingSpec")
+        check_base_model(spec.base_model, self.settings, "base_model")
         job_id = f"{JOB_KIND}-{uuid.uuid4().hex[:16]}"
         if spec.resume_job_id:
             raise FailedPrecondition("an unfinished training job resumes by itself when the trainer restarts; "
@@ -70,7 +72,8 @@ class TrainerService:
         spec = TrainingSpec.parse(ctx.spec, "spec")
         work = self.settings.work_root / ctx.job_id
         data, general = await asyncio.to_thread(self._inputs, spec, work)
-        base_dir = await asyncio.to_thread(resolve_base_model, spec.base_model, self.settings.cache_dir)
+        base_dir = await asyncio.to_thread(resolve_base_model, check_base_model(spec.base_model, self.settings,
+                                                                                "base_model"), self.settings.cache_dir)
         await asyncio.to_thread(self._restore_checkpoint, spec, work)
         relay = _Relay(ctx, self, spec)
         if spec.backend == "hf":

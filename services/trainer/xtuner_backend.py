@@ -73,7 +73,7 @@ evaluation_inputs = {eval_prompts!r}
 tokenizer = dict(
     type=AutoTokenizer.from_pretrained,
     pretrained_model_name_or_path=pretrained_model_name_or_path,
-    trust_remote_code=True,
+    trust_remote_code=False,  # a request names the base model: its own code never runs
     padding_side="right",
 )
 
@@ -83,7 +83,7 @@ model = dict(
     llm=dict(
         type=AutoModelForCausalLM.from_pretrained,
         pretrained_model_name_or_path=pretrained_model_name_or_path,
-        trust_remote_code=True,
+        trust_remote_code=False,  # a request names the base model: its own code never runs
         torch_dtype={torch_dtype},{quantization}
     ),
     lora=dict(

@@ -6,6 +6,9 @@ exit status. Standalone on purpose (no emotune import): it runs under XTuner's o
 
 Shims, each a no-op where the real thing exists (GPU images):
 - ``torch.cpu.is_bf16_supported`` is missing from the CPU torch; XTuner calls it at import.
+
+And one guard everywhere: transformers' ``Auto*.from_pretrained`` never runs a model's own code. The base model is
+named by a request, and XTuner's ``merge`` tool hard-codes ``trust_remote_code=True``; here it is always False.
 The process also dies with the service that started it (a training must not outlive its job's owner).
 """
 
@@ -30,6 +33,22 @@ def apply_shims() -> None:
         torch.cpu.is_bf16_supported = lambda: False
 
 
+def refuse_remote_code() -> None:
+    """Every ``transformers.Auto*.from_pretrained`` runs with ``trust_remote_code=False``, whatever its caller
+    asks (a model whose config needs its own code then fails to load instead of running that code)."""
+    import transformers
+
+    for name in ("AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM"):
+        cls = getattr(transformers, name)
+        original = cls.from_pretrained.__func__
+
+        def from_pretrained(klass, *args, _original=original, **kwargs):
+            kwargs["trust_remote_code"] = False
+            return _original(klass, *args, **kwargs)
+
+        cls.from_pretrained = classmethod(from_pretrained)
+
+
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit("usage: xtuner_launch.py <xtuner module> [args...]")
@@ -38,6 +57,7 @@ def main() -> None:
         raise SystemExit(f"refusing to run {module!r}: only xtuner.tools.* modules")
     die_with_parent()
     apply_shims()
+    refuse_remote_code()
     sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emotune.errors import Cancelled, InvalidInput, NotFound
 from emotune.jobrunner import JobContext, JobRunner
 from emotune.jobs import JobStore
+from emotune.loadable import check_embedder
 from emotune.logging import get_logger
 from emotune.records import Record
 from emotune.store.artifacts import ArtifactManifest, file_key, publish_artifact, read_file, read_manifest
@@ -88,11 +89,18 @@ class ValidatorCore:
 
     def embedder(self, name: str = "") -> tuple[Embedder, Thresholds]:
         """The named (or default) embedder and its calibrated thresholds."""
-        embedder = self.embedders.get(name or self.settings.validator_embedder)
+        embedder = self.embedders.get(self.allowed_embedder(name))
         if embedder.name not in self._thresholds:
             calibration = calibration_for(embedder, self.settings.cache_dir, self.settings.validator_batch_size)
             self._thresholds[embedder.name] = calibration.thresholds
         return embedder, self._thresholds[embedder.name]
+
+    def allowed_embedder(self, name: str) -> str:
+        """The embedder a request's ``name`` stands for: the operator's default when empty, else a registered one
+        (emotune.loadable); anything else is refused before it is loaded."""
+        if not name.strip() or name.strip() == self.settings.validator_embedder:
+            return self.settings.validator_embedder
+        return check_embedder(name, self.settings, "embedder")
 
     def instruments(self, embedder_name: str = "") -> dict[str, Any] | None:
         """The committed measurement of this service's instruments (its embedder and judge) on the labelled
@@ -172,6 +180,7 @@ class Validator:
     def check_spec(self, spec: ValidationSpec) -> ValidationSpec:
         """Fail at submission, not minutes later: the styles parse, the dataset exists, the prefix is a key."""
         parse_styles(spec.styles_yaml, source="styles_yaml")
+        self.core.allowed_embedder(spec.embedder)
         if spec.output_prefix:
             validate_key(spec.output_prefix)
         try:

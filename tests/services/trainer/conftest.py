@@ -56,6 +56,16 @@ def trainer_with_dataset(tmp_path: Path, dataset_key: str, **options: object):
     return TrainerService(settings, store)
 
 
+@pytest.fixture(autouse=True)
+def _registered_local_models(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny Llama and the converted SmolLM2 are local directories: a request may name them only once the
+    operator registers them (emotune.loadable), as here."""
+    local = [str(request.getfixturevalue(name)) for name in ("tiny_model_dir", "smollm2_dir")
+             if name in request.fixturenames]
+    if local:
+        monkeypatch.setenv("EMOTUNE_ALLOWED_BASE_MODELS", ",".join([Settings().allowed_base_models, *local]))
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     return resolve_base_model("smollm2-135m", Settings().cache_dir)
