@@ -6,9 +6,10 @@ purpose before anything is stored: a bad upload is refused with the line and fie
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel
 
@@ -20,7 +21,7 @@ from emotune.textio import decode_bytes
 
 Purpose = Literal["fine-tune", "emotune-styles", "emotune-questions"]
 PURPOSES: tuple[str, ...] = ("fine-tune", "emotune-styles", "emotune-questions")
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # the default of the gateway's EMOTUNE_GATEWAY_MAX_UPLOAD_BYTES
 
 
 class FileObject(BaseModel):
@@ -37,8 +38,8 @@ class FileObject(BaseModel):
 
 
 class FileService:
-    def __init__(self, store: ArtifactStore, prefix: str = "files") -> None:
-        self.store, self.prefix = store, prefix
+    def __init__(self, store: ArtifactStore, prefix: str = "files", max_bytes: int = MAX_UPLOAD_BYTES) -> None:
+        self.store, self.prefix, self.max_bytes = store, prefix, max_bytes
 
     def _key(self, file_id: str, name: str) -> str:
         if not file_id.startswith("file-") or "/" in file_id:
@@ -46,15 +47,22 @@ class FileService:
         return f"{self.prefix}/{file_id}/{name}"
 
     def create(self, filename: str, purpose: str, content: bytes) -> FileObject:
+        return self.upload(filename, purpose, io.BytesIO(content))
+
+    def upload(self, filename: str, purpose: str, stream: BinaryIO) -> FileObject:
+        """Check and store a seekable stream (the gateway's multipart parser spools an upload to a temporary file,
+        on disk beyond 1 MiB): the check reads it once, then it is streamed to the store (multipart on S3)."""
         if purpose not in PURPOSES:
             raise InvalidInput(f"purpose must be one of {', '.join(PURPOSES)}", field="purpose")
-        if len(content) > MAX_UPLOAD_BYTES:
-            raise InvalidInput(f"file is {len(content)} bytes, over the {MAX_UPLOAD_BYTES} byte limit", field="file")
-        text = decode_bytes(content, filename)
-        summary = self._check(filename, purpose, text)
-        meta = FileObject(id=f"file-{uuid.uuid4().hex[:24]}", bytes=len(content), created_at=int(time.time()),
+        size = stream.seek(0, io.SEEK_END)
+        if size > self.max_bytes:
+            raise InvalidInput(f"file is {size} bytes, over the {self.max_bytes} byte limit", field="file")
+        stream.seek(0)
+        summary = self._check(filename, purpose, decode_bytes(stream.read(), filename))
+        stream.seek(0)
+        meta = FileObject(id=f"file-{uuid.uuid4().hex[:24]}", bytes=size, created_at=int(time.time()),
                           filename=filename, purpose=purpose, emotune=summary)
-        self.store.put_bytes(self._key(meta.id, "content"), content)
+        self.store.put_stream(self._key(meta.id, "content"), stream, size)
         self.store.put_text(self._key(meta.id, "meta.json"), meta.model_dump_json())
         return meta
 

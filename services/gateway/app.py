@@ -63,7 +63,8 @@ def create_app(settings: GatewaySettings | None = None, features: Sequence[Featu
     install_handlers(app)
     for feature in features:
         app.include_router(feature.router, dependencies=[] if feature.public else [Depends(require_api_key)])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes,
+                       upload_bytes=settings.gateway_max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"])

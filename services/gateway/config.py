@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from emotune.files import MAX_UPLOAD_BYTES
 from emotune.settings import Settings
 
 
@@ -16,7 +17,11 @@ class GatewaySettings(Settings):
         None, description="accepted API keys, comma-separated (or the secret file /run/secrets/gateway_api_keys)")
     gateway_api_keys_file: Path | None = Field(
         None, description="file with one accepted API key per line ('#' comments); adds to gateway_api_keys")
-    gateway_max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body (413 beyond)")
+    gateway_max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="largest request body (413 beyond), file uploads excepted")
+    gateway_max_upload_bytes: int = Field(
+        MAX_UPLOAD_BYTES, ge=1024, description="largest file uploaded to /v1/files (413 beyond); the multipart "
+        "body is spooled to a temporary file (on disk beyond 1 MiB) and streamed to the store from there")
     gateway_max_messages: int = Field(256, ge=1, description="most messages in one chat request")
     gateway_max_tokens: int = Field(2048, ge=1, description="ceiling on max_tokens of a chat request")
     gateway_default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")

@@ -9,19 +9,32 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway import metrics
 from services.gateway.errors import OpenAIError, rate_limited
 
+UPLOAD_PATH = "/v1/files"
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers, the purpose field: beyond the file's own bytes
+
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """Every body up to ``max_bytes``; a file upload (``POST /v1/files``) up to ``upload_bytes`` of file plus its
+    multipart framing (the file service then checks the file's own size)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app, self.max_bytes = app, max_bytes
-        self.message = f"request body is larger than {max_bytes} bytes"
+        self.upload_bytes = upload_bytes if upload_bytes is not None else max_bytes
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        if scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH:
+            return (self.upload_bytes + MULTIPART_OVERHEAD,
+                    f"file upload is larger than the {self.upload_bytes} byte limit")
+        return self.max_bytes, f"request body is larger than {self.max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, message_text = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = OpenAIError(413, self.message, code="request_too_large")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            error = OpenAIError(413, message_text, code="request_too_large")
             await error.response()(scope, receive, send)
             return
         received = 0
@@ -32,8 +45,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self.message)
+                if received > limit:
+                    raise HTTPException(413, message_text)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -15,7 +15,8 @@ from services.gateway.files.router import router
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.files = FileService(open_store(app.state.gateway.settings))
+    settings = app.state.gateway.settings
+    app.state.files = FileService(open_store(settings), max_bytes=settings.gateway_max_upload_bytes)
     yield
 
 

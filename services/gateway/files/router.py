@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from emotune.files import MAX_UPLOAD_BYTES, FileObject, FileService
+from emotune.files import FileObject, FileService
 from emotune.fine_tuning.protocol import ListPage
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -18,9 +19,10 @@ def _files(request: Request) -> FileService:
 
 
 @router.post("", response_model=FileObject)
-async def upload(request: Request, file: UploadFile = File(...), purpose: str = Form(...)) -> FileObject:
-    content = await file.read(MAX_UPLOAD_BYTES + 1)
-    return await asyncio.to_thread(_files(request).create, file.filename or "upload", purpose, content)
+async def upload(request: Request, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
+    """The multipart parser spooled the file to a temporary file (on disk beyond 1 MiB); it is checked and streamed
+    to the store from there, never read into the request's memory as a whole body."""
+    return await asyncio.to_thread(_files(request).upload, file.filename or "upload", purpose, file.file)
 
 
 @router.get("", response_model=ListPage)
