@@ -51,6 +51,9 @@ class GenerationOptions(_Options):
     teacher: TeacherOptions | None = None
     mode: Literal["single", "multi", "combinatorial"] = "single"
     variants_per_question: int = Field(1, ge=1, le=10)
+    best_of: int = Field(
+        1, ge=1, le=8, description="best-of-N: the teacher writes this many candidates for each kept answer; the "
+        "validator keeps the best that passes (the judge's P(sensible) x P(style), else the style lift)")
 
 
 class ValidationOptions(_Options):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from emotune.v1 import jobs_pb2 as emotune_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65motune/v1/validator.proto\x12\nemotune.v1\x1a\x15\x65motune/v1/jobs.proto\"\xd3\x01\n\x0eValidationSpec\x12\x18\n\x10\x64\x61taset_artifact\x18\x01 \x01(\t\x12\x13\n\x0bstyles_yaml\x18\x02 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x03 \x01(\t\x12\x1c\n\x14similarity_threshold\x18\x04 \x01(\x01\x12\x17\n\x0f\x64\x65\x64up_threshold\x18\x05 \x01(\x01\x12\x15\n\routput_prefix\x18\x06 \x01(\t\x12\x1d\n\x10off_style_margin\x18\x07 \x01(\x01H\x00\x88\x01\x01\x42\x13\n\x11_off_style_margin\"f\n\x0cScoreRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x13\n\x0bstyles_yaml\x18\x03 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x04 \x01(\t\x12\x11\n\tquestions\x18\x05 \x03(\t\"\xbc\x02\n\tTextScore\x12\x16\n\x0emax_similarity\x18\x01 \x01(\x01\x12\x17\n\x0fmean_similarity\x18\x02 \x01(\x01\x12\x17\n\x0fpredicted_style\x18\x03 \x01(\t\x12\x14\n\x0cmarker_score\x18\x04 \x01(\x01\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x12\x14\n\x0cstyle_margin\x18\x07 \x01(\x01\x12\x12\n\nstyle_lift\x18\x08 \x01(\x01\x12\x12\n\nloop_share\x18\t \x01(\x01\x12\x14\n\x0c\x63opied_chars\x18\n \x01(\x05\x12\x16\n\trelevance\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05sense\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0e\x63\x65ntroid_style\x18\r \x01(\tB\x0c\n\n_relevanceB\x08\n\x06_sense\"\xa2\x01\n\rScoreResponse\x12%\n\x06scores\x18\x01 \x03(\x0b\x32\x15.emotune.v1.TextScore\x12\x17\n\x0fmean_similarity\x18\x02 \x01(\x01\x12\x16\n\x0estyle_accuracy\x18\x03 \x01(\x01\x12\x10\n\x08\x65mbedder\x18\x04 \x01(\t\x12\x13\n\x0bstyle_score\x18\x05 \x01(\x01\x12\x12\n\nclassifier\x18\x06 \x01(\t\"&\n\x12InstrumentsRequest\x12\x10\n\x08\x65mbedder\x18\x01 \x01(\t\"/\n\x13InstrumentsResponse\x12\x18\n\x10measurement_json\x18\x01 \x01(\t2\xdc\x01\n\tValidator\x12\x41\n\x0fStartValidation\x12\x1a.emotune.v1.ValidationSpec\x1a\x12.emotune.v1.JobRef\x12<\n\x05Score\x12\x18.emotune.v1.ScoreRequest\x1a\x19.emotune.v1.ScoreResponse\x12N\n\x0bInstruments\x12\x1e.emotune.v1.InstrumentsRequest\x1a\x1f.emotune.v1.InstrumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65motune/v1/validator.proto\x12\nemotune.v1\x1a\x15\x65motune/v1/jobs.proto\"\xee\x01\n\x0eValidationSpec\x12\x18\n\x10\x64\x61taset_artifact\x18\x01 \x01(\t\x12\x13\n\x0bstyles_yaml\x18\x02 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x03 \x01(\t\x12\x1c\n\x14similarity_threshold\x18\x04 \x01(\x01\x12\x17\n\x0f\x64\x65\x64up_threshold\x18\x05 \x01(\x01\x12\x15\n\routput_prefix\x18\x06 \x01(\t\x12\x1d\n\x10off_style_margin\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11keep_per_question\x18\x08 \x01(\x05\x42\x13\n\x11_off_style_margin\"f\n\x0cScoreRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x13\n\x0bstyles_yaml\x18\x03 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x04 \x01(\t\x12\x11\n\tquestions\x18\x05 \x03(\t\"\xbc\x02\n\tTextScore\x12\x16\n\x0emax_similarity\x18\x01 \x01(\x01\x12\x17\n\x0fmean_similarity\x18\x02 \x01(\x01\x12\x17\n\x0fpredicted_style\x18\x03 \x01(\t\x12\x14\n\x0cmarker_score\x18\x04 \x01(\x01\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x12\x14\n\x0cstyle_margin\x18\x07 \x01(\x01\x12\x12\n\nstyle_lift\x18\x08 \x01(\x01\x12\x12\n\nloop_share\x18\t \x01(\x01\x12\x14\n\x0c\x63opied_chars\x18\n \x01(\x05\x12\x16\n\trelevance\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05sense\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0e\x63\x65ntroid_style\x18\r \x01(\tB\x0c\n\n_relevanceB\x08\n\x06_sense\"\xa2\x01\n\rScoreResponse\x12%\n\x06scores\x18\x01 \x03(\x0b\x32\x15.emotune.v1.TextScore\x12\x17\n\x0fmean_similarity\x18\x02 \x01(\x01\x12\x16\n\x0estyle_accuracy\x18\x03 \x01(\x01\x12\x10\n\x08\x65mbedder\x18\x04 \x01(\t\x12\x13\n\x0bstyle_score\x18\x05 \x01(\x01\x12\x12\n\nclassifier\x18\x06 \x01(\t\"&\n\x12InstrumentsRequest\x12\x10\n\x08\x65mbedder\x18\x01 \x01(\t\"/\n\x13InstrumentsResponse\x12\x18\n\x10measurement_json\x18\x01 \x01(\t2\xdc\x01\n\tValidator\x12\x41\n\x0fStartValidation\x12\x1a.emotune.v1.ValidationSpec\x1a\x12.emotune.v1.JobRef\x12<\n\x05Score\x12\x18.emotune.v1.ScoreRequest\x1a\x19.emotune.v1.ScoreResponse\x12N\n\x0bInstruments\x12\x1e.emotune.v1.InstrumentsRequest\x1a\x1f.emotune.v1.InstrumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emotune.v1.validator_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VALIDATIONSPEC']._serialized_start=66
-  _globals['_VALIDATIONSPEC']._serialized_end=277
-  _globals['_SCOREREQUEST']._serialized_start=279
-  _globals['_SCOREREQUEST']._serialized_end=381
-  _globals['_TEXTSCORE']._serialized_start=384
-  _globals['_TEXTSCORE']._serialized_end=700
-  _globals['_SCORERESPONSE']._serialized_start=703
-  _globals['_SCORERESPONSE']._serialized_end=865
-  _globals['_INSTRUMENTSREQUEST']._serialized_start=867
-  _globals['_INSTRUMENTSREQUEST']._serialized_end=905
-  _globals['_INSTRUMENTSRESPONSE']._serialized_start=907
-  _globals['_INSTRUMENTSRESPONSE']._serialized_end=954
-  _globals['_VALIDATOR']._serialized_start=957
-  _globals['_VALIDATOR']._serialized_end=1177
+  _globals['_VALIDATIONSPEC']._serialized_end=304
+  _globals['_SCOREREQUEST']._serialized_start=306
+  _globals['_SCOREREQUEST']._serialized_end=408
+  _globals['_TEXTSCORE']._serialized_start=411
+  _globals['_TEXTSCORE']._serialized_end=727
+  _globals['_SCORERESPONSE']._serialized_start=730
+  _globals['_SCORERESPONSE']._serialized_end=892
+  _globals['_INSTRUMENTSREQUEST']._serialized_start=894
+  _globals['_INSTRUMENTSREQUEST']._serialized_end=932
+  _globals['_INSTRUMENTSRESPONSE']._serialized_start=934
+  _globals['_INSTRUMENTSRESPONSE']._serialized_end=981
+  _globals['_VALIDATOR']._serialized_start=984
+  _globals['_VALIDATOR']._serialized_end=1204
 # @@protoc_insertion_point(module_scope)

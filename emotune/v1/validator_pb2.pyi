@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ValidationSpec(_message.Message):
-    __slots__ = ("dataset_artifact", "styles_yaml", "embedder", "similarity_threshold", "dedup_threshold", "output_prefix", "off_style_margin")
+    __slots__ = ("dataset_artifact", "styles_yaml", "embedder", "similarity_threshold", "dedup_threshold", "output_prefix", "off_style_margin", "keep_per_question")
     DATASET_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     STYLES_YAML_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ValidationSpec(_message.Message):
     DEDUP_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     OFF_STYLE_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    KEEP_PER_QUESTION_FIELD_NUMBER: _ClassVar[int]
     dataset_artifact: str
     styles_yaml: str
     embedder: str
@@ -23,7 +24,8 @@ class ValidationSpec(_message.Message):
     dedup_threshold: float
     output_prefix: str
     off_style_margin: float
-    def __init__(self, dataset_artifact: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ..., similarity_threshold: _Optional[float] = ..., dedup_threshold: _Optional[float] = ..., output_prefix: _Optional[str] = ..., off_style_margin: _Optional[float] = ...) -> None: ...
+    keep_per_question: int
+    def __init__(self, dataset_artifact: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., embedder: _Optional[str] = ..., similarity_threshold: _Optional[float] = ..., dedup_threshold: _Optional[float] = ..., output_prefix: _Optional[str] = ..., off_style_margin: _Optional[float] = ..., keep_per_question: _Optional[int] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("texts", "style", "styles_yaml", "embedder", "questions")

@@ -20,7 +20,12 @@ from google.protobuf.json_format import MessageToDict
 
 from emotune.errors import Cancelled, EmotuneError, FailedPrecondition, InvalidInput
 from emotune.files import FileService
-from emotune.fine_tuning.protocol import CreateFineTuningJob, TeacherOptions, TrainingOptions
+from emotune.fine_tuning.protocol import (
+    CreateFineTuningJob,
+    GenerationOptions,
+    TeacherOptions,
+    TrainingOptions,
+)
 from emotune.formats import parse_dataset
 from emotune.grpc.client import open_channel, to_domain_error
 from emotune.importers import parse_questions
@@ -160,6 +165,7 @@ class Pipeline:
                     similarity_threshold=options.validation.similarity_threshold,
                     dedup_threshold=options.validation.dedup_threshold,
                     output_prefix=prefix,
+                    keep_per_question=generation_candidates(options.generation)[1],
                 )),
             )
             dataset = _artifact_key(validated, "kept")
@@ -263,7 +269,7 @@ class Pipeline:
             styles_yaml=dump_styles(styles), style_names=selected,
             questions=datagen_pb2.QuestionSource(questions=questions),
             teacher=teacher_config(request.model, generation.teacher, self.zhipuai_available),
-            mode=generation.mode, variants_per_question=generation.variants_per_question,
+            mode=generation.mode, variants_per_question=generation_candidates(generation)[0],
             seed=request.seed or 0, output_prefix=output_prefix,
         )
 
@@ -294,6 +300,14 @@ class Pipeline:
             styles=triggers, publish=True,
         ), timeout=LOAD_DEADLINE_SECONDS)
         return {"model_id": info.id, "memory_bytes": info.memory_bytes}
+
+
+def generation_candidates(generation: GenerationOptions) -> tuple[int, int]:
+    """(answers the teacher writes per question and style, answers the validator keeps per question; 0 = all):
+    best-of-N writes N candidates for each answer to keep."""
+    if generation.best_of == 1:
+        return generation.variants_per_question, 0
+    return generation.variants_per_question * generation.best_of, generation.variants_per_question
 
 
 def _artifact_key(result: dict[str, Any], name: str) -> str:

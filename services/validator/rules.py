@@ -30,6 +30,7 @@ class Reason(StrEnum):
     LOW_SIMILARITY = "low_similarity"
     OFF_STYLE = "off_style"
     NEAR_DUPLICATE = "near_duplicate"
+    NOT_BEST = "not_best"
     LOOP = "loop"
     COPY = "copy"
     OFF_TOPIC = "off_topic"
@@ -53,6 +54,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.OFF_STYLE: "reads as another style: the judge's reading where a judge is configured, else clearly closer "
                       "to another style's references than to its own (margin below threshold)",
     Reason.NEAR_DUPLICATE: "embedding cosine above the dedup threshold to an earlier kept sample of the style",
+    Reason.NOT_BEST: "passed, but another candidate answer to the same question (best-of-N at datagen) read "
+                     "more sensible and more in style and was kept instead",
     Reason.LOOP: "a span repeated over and over (share of repeated character 4-grams above threshold)",
     Reason.COPY: "pastes a run of a few-shot answer or reference text (shared letters at or above threshold)",
     Reason.OFF_TOPIC: "closer to another question than to its own (embedding relevance below threshold)",

