@@ -1,5 +1,5 @@
-"""Prometheus ``/metrics`` for the gRPC services (the gateway serves its own on its HTTP port), and the metrics
-every service shares: its gRPC calls and the jobs its ``JobRunner`` runs."""
+"""Prometheus ``/metrics`` on a port of its own for every service (the gRPC services and the gateway), and the
+metrics every service shares: its gRPC calls and the jobs its ``JobRunner`` runs."""
 
 from __future__ import annotations
 

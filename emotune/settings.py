@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     grpc_tls_key: Path | None = None
     grpc_tls_ca: Path | None = Field(None, description="CA bundle clients use to verify servers")
     grpc_shutdown_grace_seconds: float = 10.0
-    metrics_port: int = Field(0, description="Prometheus /metrics port of a gRPC service (0 = the service default)")
+    metrics_port: int = Field(
+        0, description="Prometheus /metrics port of a service, never its API port (0 = the service default: "
+        "datagen 9101, validator 9102, trainer 9103, inference 9104, pipeline 9105, gateway 9106)")
 
     # Jobs: one owner per job across every replica of a service (emotune.leases)
     job_lease_seconds: float = Field(

@@ -29,7 +29,8 @@ log = get_logger(__name__)
 # of the shared ``<service>_addr`` settings.
 GRPC_PORTS = {name: int(Settings.model_fields[f"{name}_addr"].default.rsplit(":", 1)[1])
               for name in ("datagen", "validator", "trainer", "inference", "pipeline")}
-METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104, "pipeline": 9105}
+METRICS_PORTS = {"datagen": 9101, "validator": 9102, "trainer": 9103, "inference": 9104, "pipeline": 9105,
+                 "gateway": 9106}
 # Generations the local inference service runs at once (its slots), unless EMOTUNE_INFERENCE_MAX_CONCURRENCY says.
 LOCAL_INFERENCE_SLOTS = 2
 GATEWAY_PORT, UI_PORT = 8000, 8501

@@ -12,7 +12,7 @@ from emotune.settings import Settings
 
 class GatewaySettings(Settings):
     gateway_host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
-    gateway_port: int = Field(8000, description="HTTP port (also serves /metrics)")
+    gateway_port: int = Field(8000, description="HTTP port of the API (/metrics is on EMOTUNE_METRICS_PORT)")
     gateway_api_keys: SecretStr | None = Field(
         None, description="accepted API keys, comma-separated (or the secret file /run/secrets/gateway_api_keys)")
     gateway_api_keys_file: Path | None = Field(

@@ -1,10 +1,10 @@
-"""Operational endpoints without an API key: liveness, readiness, Prometheus metrics."""
+"""Operational endpoints without an API key: liveness and readiness. Prometheus ``/metrics`` is not on the API
+port: ``python -m services.gateway`` serves it on its own (``EMOTUNE_METRICS_PORT``, default 9106)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 
 from services.gateway.context import Context
 from services.gateway.errors import OpenAIError
@@ -32,11 +32,6 @@ async def readyz(context: Context) -> JSONResponse:
                             status_code=503)
     return JSONResponse({"status": "ready", "models": len(listing.models), "in_flight": listing.in_flight,
                          "auth": "on" if context.api_keys.enabled else "off"})
-
-
-@router.get("/metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 feature = Feature(router, public=True)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway, served on its own HTTP port at ``/metrics``."""
+"""Prometheus metrics of the gateway, served at ``/metrics`` on a port of their own (``EMOTUNE_METRICS_PORT``,
+default 9106; ``services/gateway/__main__.py``), not on the API port."""
 
 from __future__ import annotations
 

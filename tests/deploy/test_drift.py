@@ -137,6 +137,8 @@ def test_k8s_ports_and_env_match_settings(services, rendered_k8s):
                     assert ports["metrics"] == service.metrics_port
             elif service.http_port is not None:
                 assert ports["http"] == service.http_port, f"{overlay}: {service.name} containerPort"
+                if service.metrics_port is not None:  # the gateway: /metrics on its own port, not the API's
+                    assert int(env["EMOTUNE_METRICS_PORT"]) == ports["metrics"] == service.metrics_port
             published = {p["port"] for p in k8s_services[service.name]["spec"]["ports"]}
             assert set(ports.values()) == published, f"{overlay}: Service {service.name} ports {published}"
         for name, (service, pod) in emotune_workloads(docs).items():  # Deployments and Jobs alike

@@ -293,7 +293,7 @@ def test_network_policy_evaluation_is_not_vacuous(rendered_k8s):
 
 
 def test_metrics_ports_are_announced_to_prometheus(rendered_k8s):
-    """Every Deployment serving /metrics (a ``metrics`` port, or the gateway's own HTTP port) carries the
+    """Every Deployment serving /metrics (a ``metrics`` port; the gateway's too, never its HTTP port) carries the
     prometheus.io annotations with that port, the pipeline's replicas included."""
     for overlay, docs in rendered_k8s.items():
         announced = set()
@@ -301,7 +301,7 @@ def test_metrics_ports_are_announced_to_prometheus(rendered_k8s):
             template = deployment["spec"]["template"]
             ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"]
                      for p in c.get("ports", [])}
-            port = ports.get("metrics") or (ports.get("http") if name == "gateway" else None)
+            port = ports.get("metrics")
             if port is None:
                 continue
             annotations = template["metadata"].get("annotations", {})

@@ -10,6 +10,7 @@ import time
 import warnings
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -54,11 +55,12 @@ def test_every_service_with_metrics_is_scraped_on_its_port(services, rendered_co
             continue
         assert service.name in jobs, f"no scrape job for {service.name}"
         targets = [t for group in jobs[service.name]["static_configs"] for t in group["targets"]]
-        if service.grpc_port is not None:
-            port = int(compose[service.name]["environment"]["EMOTUNE_METRICS_PORT"])
-            assert service.metrics_port in (None, port), f"{service.name}: compose metrics port != the code's default"
-        else:  # HTTP services serve /metrics on their own port
-            port = service.http_port or int(compose[service.name]["ports"][0]["target"])
+        # every service serves /metrics on a port of its own, the gateway too (never its public API port)
+        port = int(compose[service.name]["environment"]["EMOTUNE_METRICS_PORT"])
+        assert service.metrics_port in (None, port), f"{service.name}: compose metrics port != the code's default"
+        assert str(port) in compose[service.name].get("expose", []), f"{service.name}: metrics port not exposed"
+        published = {str(p["target"]) for p in compose[service.name].get("ports", [])}
+        assert str(port) not in published, f"{service.name}: metrics port published outside the compose network"
         assert targets == [f"{service.name}:{port}"], f"{service.name}: scrape target {targets}, expected port {port}"
     for job in jobs.values():
         for group in job["static_configs"]:
@@ -97,24 +99,33 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def running_gateway(tmp_path, services):
-    port = free_port()
+    """(API port, metrics port) of ``python -m services.gateway``."""
+    port, metrics_port = free_port(), free_port()
     env = {**os.environ, "EMOTUNE_ENV": "dev", "EMOTUNE_STORE_BACKEND": "local",
            "EMOTUNE_STORE_PATH": str(tmp_path / "store"), "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"),
            "EMOTUNE_INFERENCE_ADDR": f"127.0.0.1:{free_port()}",  # nothing listens: /metrics must work anyway
-           "EMOTUNE_GATEWAY_HOST": "127.0.0.1", "EMOTUNE_GATEWAY_PORT": str(port)}
+           "EMOTUNE_GATEWAY_HOST": "127.0.0.1", "EMOTUNE_GATEWAY_PORT": str(port),
+           "EMOTUNE_METRICS_PORT": str(metrics_port), "EMOTUNE_GATEWAY_API_KEYS": "sk-emotune-metrics-test"}
     proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_http(f"http://127.0.0.1:{port}/metrics", proc, timeout=60)
-        yield port
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=60)
+        yield port, metrics_port
     finally:
         stop(proc)
 
 
 def test_real_prometheus_scrapes_the_gateway(running_gateway, tmp_path):
-    """The gateway job of the deployed config, pointed at loopback, is scraped by Debian's Prometheus."""
+    """The gateway job of the deployed config, pointed at loopback, is scraped by Debian's Prometheus on the
+    gateway's metrics port; the API port (where the key and the Ingress are) serves no /metrics (issue 29)."""
+    api_port, metrics_port = running_gateway
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{api_port}/v1", api_key="sk-emotune-metrics-test",
+                           max_retries=0, timeout=10)
+    with pytest.raises(openai.APIStatusError):  # inference is down: a 503, counted all the same
+        client.models.list()
+    assert httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=5).status_code == 404
     job = dict(scrape_jobs()["gateway"])
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{running_gateway}"]}]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
     job["scrape_interval"] = "1s"
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}))
@@ -126,7 +137,7 @@ def test_real_prometheus_scrapes_the_gateway(running_gateway, tmp_path):
     try:
         api = f"http://127.0.0.1:{port}"
         wait_http(f"{api}/-/ready", prometheus, timeout=30)
-        httpx.get(f"http://127.0.0.1:{running_gateway}/healthz", timeout=5)  # some traffic worth counting
+        httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=5)  # some traffic worth counting
         deadline = time.monotonic() + 30
         while True:
             targets = httpx.get(f"{api}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
@@ -135,11 +146,13 @@ def test_real_prometheus_scrapes_the_gateway(running_gateway, tmp_path):
             assert time.monotonic() < deadline, f"gateway target never came up: {targets}"
             time.sleep(0.5)
         assert targets[0]["labels"]["job"] == "gateway"
-        assert targets[0]["scrapeUrl"] == f"http://127.0.0.1:{running_gateway}/metrics"
+        assert targets[0]["scrapeUrl"] == f"http://127.0.0.1:{metrics_port}/metrics"
         samples = httpx.get(f"{api}/api/v1/query", params={"query": 'scrape_samples_scraped{job="gateway"}'},
                             timeout=5).json()["data"]["result"]
         assert samples and float(samples[0]["value"][1]) > 0, samples
         series = httpx.get(f"{api}/api/v1/label/__name__/values", timeout=5).json()["data"]
         assert any(name.startswith("emotune_gateway_") for name in series), series
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'emotune_gateway_requests_total{method="GET",route="/v1/models"' in scraped, scraped
     finally:
         stop(prometheus)

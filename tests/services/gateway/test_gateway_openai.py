@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import openai
 import pytest
+from prometheus_client import generate_latest
 
 from emotune.v1 import inference_pb2
 from services.inference.admission import Admission
@@ -219,13 +220,15 @@ async def test_operations_endpoints_need_no_key(gateway, client):
     await client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2)
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         ready = await http.get("/readyz")
-        metrics = (await http.get("/metrics")).text
+        not_here = await http.get("/metrics")  # the metrics port is another (test_prometheus.py)
         allowed = await http.options("/v1/chat/completions", headers={
             "Origin": "http://ui.example", "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization,content-type"})
         foreign = await http.options("/v1/chat/completions", headers={
             "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["auth"] == "on"
+    assert not_here.status_code == 404
+    metrics = generate_latest().decode()  # this process's registry: what the gateway's metrics port serves
     assert 'emotune_gateway_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in metrics
     assert "emotune_gateway_time_to_first_token_seconds" in metrics and "emotune_gateway_in_flight" in metrics
     assert allowed.headers["access-control-allow-origin"] == "http://ui.example"

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from emotune.local.supervisor import METRICS_PORTS
 from services.ui.chat import Conversation
 from services.ui.config import UISettings
 from services.ui.gateway import Gateway, GatewayError, Sampling
@@ -48,7 +49,7 @@ def wait_idle(stack, timeout: float = 60) -> None:
     """Until the gateway reports no completion in flight (the held stream's slot is released)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        metrics = httpx.get(f"{stack.gateway_url}/metrics").text
+        metrics = httpx.get(f"http://127.0.0.1:{stack.port(METRICS_PORTS['gateway'])}/metrics").text
         if "emotune_gateway_in_flight 0.0" in metrics:
             return
         time.sleep(0.2)
