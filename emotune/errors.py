@@ -69,6 +69,12 @@ class ResourceExhausted(EmotuneError):
         self.retry_after = retry_after
 
 
+class DeadlineExceeded(EmotuneError):
+    """Work that ran past its time limit and was stopped (e.g. a llama.cpp tool)."""
+
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Unavailable(EmotuneError):
     status = grpc.StatusCode.UNAVAILABLE
 

@@ -357,18 +357,39 @@ def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns
             break
 
 
-def _read_chatgpt_export(path: Path) -> tuple[str, str]:
+def _read_chatgpt_export(path: Path, max_member_bytes: int) -> tuple[str, str]:
     """(text, source name) of ``conversations.json`` given the file, the export folder or the export zip."""
     if path.is_dir():
         path = path / "conversations.json"
     if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "conversations.json"]
-            if not names:
-                raise InvalidInput("no conversations.json in this ChatGPT export", file=str(path))
-            source = f"{path}!{names[0]}"
-            return decode_bytes(archive.read(names[0]), source), source
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "conversations.json"]
+                if not names:
+                    raise InvalidInput("no conversations.json in this ChatGPT export", file=str(path))
+                source = f"{path}!{names[0]}"
+                return decode_bytes(read_zip_member(archive, names[0], max_member_bytes, source), source), source
+        except zipfile.BadZipFile as exc:
+            raise InvalidInput(f"not a readable zip archive: {exc}", file=str(path)) from None
     return read_text(path), str(path)
+
+
+def read_zip_member(archive: zipfile.ZipFile, name: str, max_bytes: int, source: str) -> bytes:
+    """One member's bytes, refused unread when it declares more than ``max_bytes`` and cut off when it inflates
+    to more than it declared: a zip bomb costs neither the memory nor the time."""
+    declared = archive.getinfo(name).file_size
+
+    def refused(size: str) -> InvalidInput:
+        return InvalidInput(f"the archive member inflates to {size} bytes, over the {max_bytes} byte limit "
+                            "(EMOTUNE_IMPORT_MAX_ZIP_MEMBER_BYTES): refused as a possible zip bomb", file=source)
+
+    if declared > max_bytes:
+        raise refused(str(declared))
+    with archive.open(name) as member:
+        data = member.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise refused(f"more than {max_bytes}")
+    return data
 
 
 # ------------------------------------------------------------------------------------------------- wechat
@@ -483,13 +504,14 @@ def detect_format(path: str | Path) -> QuestionFormat:
 
 def import_questions(path: str | Path, format: QuestionFormat | None = None, field_path: str | None = None,
                      strict: bool = False, *, all_turns: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
-                     limit: int | None = None) -> ImportedQuestions:
+                     limit: int | None = None, max_zip_member_bytes: int | None = None) -> ImportedQuestions:
     """Import seed questions (and dialogues) from ``path``.
 
     ``format`` defaults to :func:`detect_format`. ``field_path`` is required for json/jsonl. By default only the
     opening user message of each dialogue becomes a question (later turns lean on their context); ``all_turns``
     takes every user message. Bad lines are in ``result.report.errors``; ``strict`` raises on the first one.
     ``limit`` stops reading once that many questions are collected (a few thousand seeds from a huge corpus).
+    A file inside a zip is read up to ``max_zip_member_bytes`` (default: ``EMOTUNE_IMPORT_MAX_ZIP_MEMBER_BYTES``).
     """
     path = Path(path)
     if not path.exists():
@@ -499,7 +521,11 @@ def import_questions(path: str | Path, format: QuestionFormat | None = None, fie
     options = {"field_path": field_path, "strict": strict, "all_turns": all_turns, "max_chars": max_chars,
                "limit": limit}
     if format == "chatgpt":
-        text, source = _read_chatgpt_export(path)
+        if max_zip_member_bytes is None:
+            from emotune.settings import Settings
+
+            max_zip_member_bytes = Settings().import_max_zip_member_bytes
+        text, source = _read_chatgpt_export(path, max_zip_member_bytes)
         return parse_questions(text, format, source=source, **options)
     if format == "wechat":
         collector = _Collector(max_chars, ReadReport(str(path)), limit)

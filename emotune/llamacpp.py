@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from emotune.errors import CorruptArtifact, FailedPrecondition, InvalidInput
+from emotune.errors import CorruptArtifact, DeadlineExceeded, FailedPrecondition, InvalidInput
 from emotune.localserver import LocalServer
 from emotune.logging import get_logger
 
@@ -40,11 +40,17 @@ CONVERSION_VERSION = "1"  # part of every cache key: bump when a conversion's co
 @dataclass(frozen=True)
 class LlamaCpp:
     root: Path
+    timeout_seconds: float = 3600.0  # one tool run; EMOTUNE_LLAMACPP_TOOL_TIMEOUT_SECONDS
 
     @classmethod
-    def locate(cls, cache_dir: Path, explicit: Path | None = None) -> LlamaCpp:
+    def locate(cls, cache_dir: Path, explicit: Path | None = None, timeout_seconds: float | None = None) -> LlamaCpp:
+        """The built tools; each run is stopped after ``timeout_seconds`` (default: the setting)."""
+        if timeout_seconds is None:
+            from emotune.settings import Settings
+
+            timeout_seconds = Settings().llamacpp_tool_timeout_seconds
         root = explicit or Path(cache_dir) / f"llama.cpp-{VERSION}"
-        tools = cls(Path(root))
+        tools = cls(Path(root), timeout_seconds)
         missing = [p.name for p in (tools.server, tools.quantize, tools.export_lora) if not os.access(p, os.X_OK)]
         if missing:
             raise FailedPrecondition(f"llama.cpp is not built in {root} (missing {', '.join(missing)}); run "
@@ -64,9 +70,15 @@ class LlamaCpp:
         return self.root / "bin" / "llama-export-lora"
 
     def _run(self, what: str, args: list[str | Path]) -> None:
-        """Run one tool; a failure names what was being done and ends with the tool's last output lines."""
+        """Run one tool; a failure names what was being done and ends with the tool's last output lines; a tool
+        still running after ``timeout_seconds`` is killed."""
         env = {**os.environ, "PYTHONPATH": str(self.root / "gguf-py")}
-        done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, check=False)
+        try:
+            done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, check=False,
+                                  timeout=self.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            raise DeadlineExceeded(f"{what} did not finish within {self.timeout_seconds:g} s and was stopped "
+                                   "(EMOTUNE_LLAMACPP_TOOL_TIMEOUT_SECONDS)") from None
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
             raise CorruptArtifact(f"{what} failed (exit {done.returncode}): {tail}")

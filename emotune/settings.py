@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     llamacpp_dir: Path | None = Field(
         None, description="llama.cpp tools (default <cache_dir>/llama.cpp-<version>, built by scripts/llamacpp.sh)")
+    llamacpp_tool_timeout_seconds: float = Field(
+        3600.0, gt=0, description="longest one llama.cpp tool run (GGUF convert, LoRA merge, quantize, metadata) "
+        "may take; beyond it the tool is killed and the conversion fails, naming it")
+    import_max_zip_member_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="largest file read out of a zip archive (a ChatGPT export's "
+        "conversations.json), by its declared and its actual size: a bigger one (a zip bomb) is refused unread")
 
     # What a request may load (emotune.loadable): anything not listed here is refused by name
     allowed_base_models: str = Field(

@@ -147,7 +147,8 @@ class TrainerService:
         if spec.gguf_quantization == "none":
             return None, "gguf_quantization is 'none'"
         try:
-            tools = LlamaCpp.locate(self.settings.cache_dir, self.settings.llamacpp_dir)
+            tools = LlamaCpp.locate(self.settings.cache_dir, self.settings.llamacpp_dir,
+                                    self.settings.llamacpp_tool_timeout_seconds)
         except FailedPrecondition as exc:
             log.warning("GGUF export skipped", reason=exc.message)
             return None, exc.message
