@@ -1,7 +1,9 @@
 """Uploaded files, kept in the artifact store (``files/<id>/content`` then ``files/<id>/meta.json``).
 
 The metadata is written last, so a crash mid-upload leaves no file that looks complete. Content is checked by
-purpose before anything is stored: a bad upload is refused with the line and field at fault.
+purpose before anything is stored: a bad upload is refused with the line and field at fault. A ``fine-tune`` file
+is chat JSONL (``{"messages": [...]}``) or OpenAI's preference JSONL (``{"input", "preferred_output",
+"non_preferred_output"}``, for ``method: dpo``); the file object's ``emotune.format`` says which.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 
 from emotune.chat_check import check_chat_jsonl
 from emotune.errors import InvalidInput, NotFound
+from emotune.preference import check_preference_jsonl, looks_like_preference
 from emotune.store.base import ArtifactStore
 from emotune.styles import parse_styles
 from emotune.textio import decode_bytes
@@ -69,14 +72,16 @@ class FileService:
     @staticmethod
     def _check(filename: str, purpose: str, text: str) -> dict:
         if purpose == "fine-tune":
-            result = check_chat_jsonl(text, filename)
+            preference = looks_like_preference(text)  # OpenAI's DPO file, else chat JSONL
+            result = check_preference_jsonl(text, filename) if preference else check_chat_jsonl(text, filename)
             if result.errors:
                 first = result.errors[0]
                 more = f" ({len(result.errors) - 1} more problem(s))" if len(result.errors) > 1 else ""
                 raise InvalidInput(first.message + more, file=filename, line=first.line, field=first.field)
             if not result.examples:
                 raise InvalidInput("no examples in the file", file=filename)
-            return {"examples": result.examples, "approx_tokens": result.tokens}
+            return {"examples": result.examples, "approx_tokens": result.tokens,
+                    "format": "preference" if preference else "chat"}
         if purpose == "emotune-styles":
             doc = parse_styles(text, filename)
             return {"styles": doc.names}

@@ -2,6 +2,11 @@
 
 Every stage (datagen, validator, trainer, evaluation) reads and writes this one format; converters to XTuner,
 alpaca, sharegpt and OpenAI chat JSONL live in ``emotune.formats``.
+
+A **preference pair** is the same record with ``rejected`` set: ``messages`` is the prompt followed by the chosen
+(preferred) assistant reply, ``rejected`` the dispreferred reply to the same prompt. So a pair is also a valid
+supervised sample (on its chosen reply): every stage that reads records reads pairs unchanged, and one dataset
+serves SFT, DPO, or SFT then DPO. A dataset artifact of pairs is the usual ``records.jsonl``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emotune.textio import ReadReport, field_path, iter_jsonl
 
@@ -44,6 +49,30 @@ class Record(BaseModel):
     messages: list[Message] = Field(min_length=1)
     provenance: Provenance = Field(default_factory=Provenance)
     meta: dict[str, Any] = Field(default_factory=dict)
+    rejected: Message | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="preference pairs: the dispreferred assistant reply to messages[:-1] (messages[-1] is the "
+                    "chosen one); absent on supervised records")
+
+    @model_validator(mode="after")
+    def _pair_shape(self) -> Record:
+        if self.rejected is not None:
+            if self.rejected.role != "assistant":
+                raise ValueError("the rejected reply must have role 'assistant'")
+            if self.messages[-1].role != "assistant":
+                raise ValueError("a preference pair's messages must end with the chosen assistant reply")
+            if not any(m.role == "user" for m in self.messages[:-1]):
+                raise ValueError("a preference pair's prompt (messages before the chosen reply) needs a user turn")
+        return self
+
+    @property
+    def is_pair(self) -> bool:
+        return self.rejected is not None
+
+    @property
+    def prompt_messages(self) -> list[Message]:
+        """What a pair's two replies answer: every message before the last (chosen) reply."""
+        return self.messages[:-1]
 
     @property
     def assistant_text(self) -> str:

@@ -19,8 +19,16 @@ class LoraConfig(_message.Message):
     target_modules: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, r: _Optional[int] = ..., alpha: _Optional[int] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class DpoConfig(_message.Message):
+    __slots__ = ("beta", "nll_weight")
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    NLL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    beta: float
+    nll_weight: float
+    def __init__(self, beta: _Optional[float] = ..., nll_weight: _Optional[float] = ...) -> None: ...
+
 class TrainingSpec(_message.Message):
-    __slots__ = ("backend", "base_model", "dataset_artifact", "lora", "quantization", "max_length", "packing", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "eval_fraction", "eval_every_steps", "keep_best_checkpoints", "eval_prompts", "seed", "chat_template", "mix_dataset_artifact", "mix_ratio", "output_prefix", "resume_job_id", "styles_yaml", "gguf_quantization")
+    __slots__ = ("backend", "base_model", "dataset_artifact", "lora", "quantization", "max_length", "packing", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "eval_fraction", "eval_every_steps", "keep_best_checkpoints", "eval_prompts", "seed", "chat_template", "mix_dataset_artifact", "mix_ratio", "output_prefix", "resume_job_id", "styles_yaml", "gguf_quantization", "method", "dpo")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +53,8 @@ class TrainingSpec(_message.Message):
     RESUME_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STYLES_YAML_FIELD_NUMBER: _ClassVar[int]
     GGUF_QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DPO_FIELD_NUMBER: _ClassVar[int]
     backend: str
     base_model: str
     dataset_artifact: str
@@ -69,4 +79,6 @@ class TrainingSpec(_message.Message):
     resume_job_id: str
     styles_yaml: str
     gguf_quantization: str
-    def __init__(self, backend: _Optional[str] = ..., base_model: _Optional[str] = ..., dataset_artifact: _Optional[str] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., quantization: _Optional[str] = ..., max_length: _Optional[int] = ..., packing: _Optional[bool] = ..., epochs: _Optional[float] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., eval_every_steps: _Optional[int] = ..., keep_best_checkpoints: _Optional[int] = ..., eval_prompts: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., chat_template: _Optional[str] = ..., mix_dataset_artifact: _Optional[str] = ..., mix_ratio: _Optional[float] = ..., output_prefix: _Optional[str] = ..., resume_job_id: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., gguf_quantization: _Optional[str] = ...) -> None: ...
+    method: str
+    dpo: DpoConfig
+    def __init__(self, backend: _Optional[str] = ..., base_model: _Optional[str] = ..., dataset_artifact: _Optional[str] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., quantization: _Optional[str] = ..., max_length: _Optional[int] = ..., packing: _Optional[bool] = ..., epochs: _Optional[float] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., eval_every_steps: _Optional[int] = ..., keep_best_checkpoints: _Optional[int] = ..., eval_prompts: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., chat_template: _Optional[str] = ..., mix_dataset_artifact: _Optional[str] = ..., mix_ratio: _Optional[float] = ..., output_prefix: _Optional[str] = ..., resume_job_id: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., gguf_quantization: _Optional[str] = ..., method: _Optional[str] = ..., dpo: _Optional[_Union[DpoConfig, _Mapping]] = ...) -> None: ...

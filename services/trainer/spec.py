@@ -23,6 +23,15 @@ class LoraSpec(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
 
 
+class DpoSpec(BaseModel):
+    """DPO + NLL (Open Character Training's recipe: beta 0.1, NLL on the chosen reply 0.1, LoRA, 1 epoch)."""
+
+    model_config = ConfigDict(extra="forbid")
+    beta: float = Field(0.1, gt=0, le=10, description="pull towards the reference (base, adapter disabled)")
+    nll_weight: float = Field(0.1, ge=0, le=10, description="weight of the chosen reply's per-token NLL "
+                              "(LLaMA-Factory pref_ftx, TRL rpo_alpha); 0 = plain DPO")
+
+
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backend: Literal["hf", "xtuner"] = "hf"
@@ -50,6 +59,10 @@ class TrainingSpec(BaseModel):
     styles_yaml: str = Field("", description="with eval_prompts: pick the final checkpoint by validator style score")
     gguf_quantization: Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16", "none"] = Field(
         "Q4_K_M", description="GGUF export for llama.cpp / Ollama ('none' skips it)")
+    method: Literal["supervised", "dpo"] = Field(
+        "supervised", description="supervised: next-token loss on the replies; dpo: preference pairs (records "
+        "with a rejected reply), DPO + NLL on the chosen reply, reference = the base with the adapter disabled")
+    dpo: DpoSpec = Field(default_factory=DpoSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:
@@ -59,6 +72,8 @@ class TrainingSpec(BaseModel):
             parse_styles(self.styles_yaml, "styles_yaml")  # InvalidInput names the line and field
         if self.mix_ratio > 0 and not self.mix_dataset_artifact:
             raise ValueError("mix_ratio > 0 needs mix_dataset_artifact")
+        if self.method == "dpo" and self.backend != "hf":
+            raise ValueError("method 'dpo' runs on the hf backend (XTuner's DPO is not wired yet)")
         if self.backend == "hf" and self.quantization != "none":
             import torch
 

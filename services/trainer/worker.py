@@ -54,8 +54,14 @@ def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | N
     for error in report.errors[:20]:
         emit("warning", f"dataset line {error.line} skipped: {error.message}", line=error.line, field=error.field)
     general = read_records(general_path)[0] if general_path else None
-    prepared = hf_backend.prepare(spec, fmt, records, general, emit)
-    metrics = hf_backend.train(spec, prepared, base_dir, work_dir, emit, threads, cpu_bf16)
+    if spec.method == "dpo":
+        from services.trainer import dpo
+
+        pairs = dpo.prepare(spec, fmt, records, general, emit)
+        metrics = dpo.train(spec, pairs, base_dir, work_dir, emit, threads, cpu_bf16)
+    else:
+        prepared = hf_backend.prepare(spec, fmt, records, general, emit)
+        metrics = hf_backend.train(spec, prepared, base_dir, work_dir, emit, threads, cpu_bf16)
     best = work_dir / "checkpoints" / metrics["best_checkpoint"]
     if validator_addr and spec.styles_yaml and spec.eval_prompts:
         best = pick_by_style_score(spec, fmt, base_dir, work_dir / "checkpoints", records, validator_addr, metrics)
