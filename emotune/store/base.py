@@ -5,6 +5,12 @@ objects, and reports the content sha256 of what it stored. Object writes are ato
 (a reader sees the old object, the new one, or nothing). Multi-file artifacts are published with a manifest
 written last (``emotune.store.artifacts``). ``tests/emotune/store/test_store_contract.py`` runs the same checks
 against both backends.
+
+**Compare-and-swap.** ``put_if_absent`` (S3 ``If-None-Match: *``) and ``put_if_match`` (``If-Match: <etag>``) write
+only if the object is missing / unchanged since it was read with ``get_with_etag``, else raise
+:class:`ConditionFailed` (HTTP 412). ``conditional_writes`` says whether the store really enforces them: always on
+the local store (a lock file and an etag compare), probed once on S3 (AWS S3 and MinIO do; OpenStack Swift's
+s3api answers 501). Job creation and job ownership use them where present (``emotune.jobs``, ``emotune.leases``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from typing import BinaryIO
 from emotune.errors import FailedPrecondition, NotFound
 
 CHUNK = 1024 * 1024
+
+
+class ConditionFailed(FailedPrecondition):
+    """A conditional write was refused by the store (HTTP 412): the object exists / changed since it was read."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,25 @@ class ArtifactStore(ABC):
         for key in keys:
             self.delete(key)
         return len(keys)
+
+    # ------------------------------------------------------------------ compare-and-swap
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether ``put_if_absent`` / ``put_if_match`` are enforced by this store (see the module docstring)."""
+        return False
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the etag a later ``put_if_match`` compares against."""
+        raise NotImplementedError(f"{self.backend} store has no conditional writes")
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/json") -> str:
+        """Create the object unless it exists (:class:`ConditionFailed` then); returns the new etag."""
+        raise NotImplementedError(f"{self.backend} store has no conditional writes")
+
+    def put_if_match(self, key: str, data: bytes, etag: str, content_type: str = "application/json") -> str:
+        """Replace the object if its etag is still ``etag`` (:class:`ConditionFailed` if it changed or is gone);
+        returns the new etag."""
+        raise NotImplementedError(f"{self.backend} store has no conditional writes")
 
     @abstractmethod
     def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:

@@ -10,6 +10,13 @@
   :meth:`S3Store.from_settings` checks the bucket); an unreachable server or 5xx is :class:`Unavailable`
   (transient). Every message names the endpoint and bucket, never the keys.
 - Listings carry no user metadata on S3, so ``list()`` reports ``sha256=None``; ``stat()`` has the value.
+- Conditional writes (``If-None-Match: *``, ``If-Match``) are probed once per store, on first use of
+  ``conditional_writes``: a probe object is created, created again (must be refused with 412), replaced with a
+  wrong etag (refused) and with the right one (accepted), then deleted. A server that ignores the headers or
+  answers them with an S3 error (Swift's s3api: 501 NotImplemented) counts as without; an unreachable server
+  raises rather than be taken as one without (every process sharing a bucket must reach the same answer). A conditional PUT the client retried after its first attempt
+  landed is refused by the server (412) although it was ours: the object is read back and a byte-identical
+  content counts as written.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -30,8 +39,9 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from emotune.errors import EmotuneError, FailedPrecondition, InvalidInput, NotFound, Unavailable
+from emotune.logging import get_logger
 from emotune.settings import Settings
-from emotune.store.base import CHUNK, ArtifactStore, ObjectInfo, copy_hashed
+from emotune.store.base import CHUNK, ArtifactStore, ConditionFailed, ObjectInfo, copy_hashed
 from emotune.store.keys import validate_key
 
 PART_SIZE = 10 * 1024 * 1024
@@ -41,7 +51,10 @@ _AUTH_CODES = frozenset(
     {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
      "AuthorizationHeaderMalformed", "InvalidSecurity"}
 )
+_CONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+PROBE_PREFIX = "_emotune/probe/"
 T = TypeVar("T")
+log = get_logger(__name__)
 
 
 def _http_client(timeout_seconds: float) -> urllib3.PoolManager:
@@ -88,6 +101,8 @@ class S3Store(ArtifactStore):
 
     def __init__(self, client: Minio, bucket: str, endpoint: str) -> None:
         self.client, self.bucket, self.endpoint = client, bucket, endpoint
+        self._conditional: bool | None = None
+        self._probe_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout_seconds: float = 300.0) -> S3Store:
@@ -141,6 +156,9 @@ class S3Store(ArtifactStore):
             raise Unavailable(f"S3 call failed for {self._where(key)}: {exc}", endpoint=self.endpoint) from None
 
     def _translate(self, key: str, exc: S3Error) -> EmotuneError:
+        if exc.code in _CONDITION_CODES:
+            return ConditionFailed(f"conditional write refused for {self._where(key)} ({exc.code})", key=key,
+                                   code=exc.code, http_status=exc.response.status if exc.response else 412)
         if exc.code in _NOT_FOUND_CODES:
             what = f"bucket {self.bucket!r} at {self.endpoint}" if exc.code == "NoSuchBucket" else f"object {key!r}"
             return NotFound(f"{what} not found", key=key, code=exc.code)
@@ -202,6 +220,79 @@ class S3Store(ArtifactStore):
             if item is None:
                 return
             yield ObjectInfo(item.object_name or "", item.size or 0, None, item.last_modified)
+
+    # compare-and-swap
+    @property
+    def conditional_writes(self) -> bool:
+        with self._probe_lock:
+            if self._conditional is None:
+                self._conditional = self._probe_conditional_writes()
+                log.info("S3 conditional writes", endpoint=self.endpoint, bucket=self.bucket,
+                         supported=self._conditional)
+            return self._conditional
+
+    def _probe_conditional_writes(self) -> bool:
+        key = f"{PROBE_PREFIX}conditional-writes-{uuid.uuid4().hex}"
+        try:
+            etag = self.put_if_absent(key, b"1", "text/plain")
+        except EmotuneError as exc:
+            if not exc.details.get("code"):  # unreachable, 5xx: no answer about the feature; never guess
+                raise
+            # the server answered with an S3 error (Swift: 501 NotImplemented)
+            log.info("S3 conditional write refused by the server", endpoint=self.endpoint, error=exc.message)
+            return False
+        try:
+            for attempt in (lambda: self.put_if_absent(key, b"2", "text/plain"),
+                            lambda: self.put_if_match(key, b"3", "0" * 32, "text/plain")):
+                try:
+                    attempt()
+                except ConditionFailed:
+                    continue
+                return False  # the condition was ignored
+            self.put_if_match(key, b"4", etag, "text/plain")
+            return True
+        except EmotuneError as exc:
+            if not exc.details.get("code"):
+                raise
+            return False
+        finally:
+            try:
+                self.delete(key)
+            except EmotuneError:
+                pass
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        validate_key(key)
+        response = self._call(key, lambda: self.client.get_object(self.bucket, key))
+        etag = (response.headers.get("ETag") or "").strip('"')
+        with io.BufferedReader(_ObjectStream(response, self._where(key)), CHUNK) as stream:  # type: ignore[arg-type]
+            return stream.read(), etag
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/json") -> str:
+        return self._put_conditional(key, data, content_type, {"If-None-Match": "*"})
+
+    def put_if_match(self, key: str, data: bytes, etag: str, content_type: str = "application/json") -> str:
+        return self._put_conditional(key, data, content_type, {"If-Match": f'"{etag}"'})
+
+    def _put_conditional(self, key: str, data: bytes, content_type: str, condition: dict[str, str]) -> str:
+        validate_key(key)
+        headers = {"Content-Type": content_type, SHA256_META: hashlib.sha256(data).hexdigest(), **condition}
+        try:
+            # The SDK's public put_object turns unknown headers into user metadata: its single-request PUT
+            # passes them as they are.
+            result = self._call(key, lambda: self.client._put_object(self.bucket, key, data, headers=headers))
+        except (ConditionFailed, NotFound) as refused:
+            try:  # our own earlier attempt may have landed (a retry after a lost response)
+                current, etag = self.get_with_etag(key)
+            except NotFound:
+                current, etag = None, ""
+            if current == data and etag:
+                return etag
+            if isinstance(refused, ConditionFailed):
+                raise
+            raise ConditionFailed(f"conditional write refused for {self._where(key)}: the object is gone",
+                                  key=key, http_status=404) from None
+        return result.etag
 
     # deletes, URLs
     def delete(self, key: str) -> None:
