@@ -28,7 +28,15 @@ from typing import Any
 
 from emotune.errors import Cancelled, EmotuneError
 from emotune.jobs import JobRecord, JobState, JobStore
-from emotune.leases import LEASE_TAKEOVERS, LEASES_LOST, Held, LeaseLost, Leases, Observation, default_owner
+from emotune.leases import (
+    LEASE_TAKEOVERS,
+    LEASES_LOST,
+    Held,
+    LeaseLost,
+    Observation,
+    default_owner,
+    leases_for,
+)
 from emotune.logging import get_logger
 from emotune.metrics import JOB_RUN_SECONDS, JOBS_FINISHED, JOBS_RUNNING
 
@@ -210,7 +218,7 @@ class JobRunner:
         self.jobs, self.kind, self.handler = jobs, kind, handler
         self.max_concurrent = max_concurrent
         self.owner = owner or default_owner()
-        self.leases = Leases(jobs.store, jobs.prefix, lease_seconds=lease_seconds, owner=self.owner, kind=kind)
+        self.leases = leases_for(jobs, lease_seconds=lease_seconds, owner=self.owner, kind=kind)
         #: How often ``start``'s loop looks for jobs to adopt (while a slot is free).
         self.scan_every = self.leases.lease_seconds / 4
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -555,13 +563,18 @@ class JobRunner:
             log.warning("final state not recorded: this process no longer holds the job", job_id=job_id,
                         state=state.value, reason=held.lost or "lease expired")
             return False
-        if result is not None:
-            await asyncio.to_thread(self.jobs.set_state, job_id, state, result=result)
-            written = True
-        else:
-            written = await asyncio.to_thread(self._finish_quietly, job_id, state, error)
-            if written is None:  # final already (it finished while being cancelled): not ours to count
-                return True
+        try:
+            if result is not None:
+                await asyncio.to_thread(self.jobs.set_state, job_id, state, result=result)
+                written = True
+            else:
+                written = await asyncio.to_thread(self._finish_quietly, job_id, state, error)
+                if written is None:  # final already (it finished while being cancelled): not ours to count
+                    return True
+        except LeaseLost as exc:  # the store refused the write: another process claimed the job meanwhile
+            log.warning("final state not recorded: the store refused it", job_id=job_id, state=state.value,
+                        reason=str(exc))
+            return False
         if written:
             JOBS_FINISHED.labels(self.kind, state.value).inc()
             if running_since is not None:

@@ -14,15 +14,25 @@ Layout under the prefix (default ``jobs``), chosen so that each read touches onl
 One process (the job's runner, holding the job's lease) writes a job's status and events; any process reads and
 watches it. A state change is logged as an event *before* the status is saved, so a reader that sees a terminal
 status has the terminal event too, and :meth:`JobStore.watch` ends only once the status is terminal and every event was sent.
+
+**On a store with conditional writes** (``store.conditional_writes``: the local store, AWS S3, MinIO) every status
+write is a compare-and-swap: :meth:`JobStore.create` creates the status object with ``If-None-Match: *`` (two
+creators of one id: one gets :class:`AlreadyExists`), the job's lease lives *in* the status object (``lease``:
+owner, generation, token, renewals; ``emotune.leases.CasLeases``) and the owner writes status with ``If-Match``
+on the etag of its own last write, so once another process has claimed the job the old owner's writes are
+refused by the store (412, :class:`emotune.leases.LeaseLost` here). Events are created with ``If-None-Match: *``
+(never overwritten). Without conditional writes (Swift) the status is read-modify-written and creation is
+exists-then-write: see ``docs/jobs.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -30,10 +40,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from emotune.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
-from emotune.leases import CANCEL_MARKER, lease_prefix
-from emotune.store.base import ArtifactStore
+from emotune.leases import CANCEL_MARKER, Held, LeaseLost, lease_prefix
+from emotune.store.base import ArtifactStore, ConditionFailed
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Key of the lease inside a status object (conditional-write stores only); not a JobRecord field.
+LEASE_FIELD = "lease"
+_CAS_RETRIES = 50
 
 
 class JobState(StrEnum):
@@ -91,6 +104,18 @@ class JobStore:
         self._next_seq: dict[str, int] = {}
         # Serializes this process's read-modify-write of status objects and seq allocation.
         self._lock = threading.RLock()
+        #: Compare-and-swap writes (probed once per store; see the module docstring).
+        self.cas = store.conditional_writes
+        # Leases this process holds or held (CAS mode): status writes of these jobs go through them.
+        self._owned: dict[str, Held] = {}
+
+    def own(self, held: Held) -> None:
+        """Status writes of ``held.job_id`` from now on go through ``held`` (If-Match on its etag)."""
+        self._owned[held.job_id] = held
+
+    def disown(self, held: Held) -> None:
+        if self._owned.get(held.job_id) is held:
+            del self._owned[held.job_id]
 
     # keys
     def _status_key(self, job_id: str) -> str:
@@ -108,16 +133,63 @@ class JobStore:
     # jobs
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> JobRecord:
         job_id = validate_job_id(job_id or f"{kind}-{uuid.uuid4().hex[:16]}")
+        record = JobRecord(job_id=job_id, kind=kind, spec=spec)
+        if self.cas:  # one atomic create: of two creators of one id, exactly one gets here
+            try:
+                self.store.put_if_absent(self._status_key(job_id), _dump({**_doc(record), LEASE_FIELD: {}}))
+            except ConditionFailed:
+                raise AlreadyExists(f"job {job_id} already exists", job_id=job_id) from None
+            self.append(job_id, "state", JobState.QUEUED.value, state=JobState.QUEUED.value)
+            return record
         with self._lock:
             if self.store.exists(self._status_key(job_id)):
                 raise AlreadyExists(f"job {job_id} already exists", job_id=job_id)
-            record = JobRecord(job_id=job_id, kind=kind, spec=spec)
             self.append(job_id, "state", JobState.QUEUED.value, state=JobState.QUEUED.value)
             self._save(record)
         return record
 
     def _save(self, record: JobRecord) -> None:
         self.store.put_text(self._status_key(record.job_id), record.model_dump_json(exclude={"cancel_requested"}))
+
+    def _modify(self, job_id: str, change: Callable[[JobRecord], JobRecord]) -> JobRecord:
+        """Read the record, apply ``change``, write it back: a compare-and-swap on conditional-write stores
+        (through this process's lease when it holds one, keeping the lease part as the lease left it)."""
+        if not self.cas:
+            with self._lock:
+                record = change(self._load(job_id))
+                self._save(record)
+            return record
+        key = self._status_key(job_id)
+        held = self._owned.get(job_id)
+        if held is not None:
+            with held.lock:
+                if held.lost or held.finished:
+                    raise LeaseLost(f"job {job_id}: this process no longer holds its lease "
+                                    f"({held.lost or 'released'})")
+                assert held.doc is not None
+                record = change(JobRecord.model_validate(held.doc))
+                doc = {**_doc(record), LEASE_FIELD: held.doc.get(LEASE_FIELD, {})}
+                try:
+                    held.etag = self.store.put_if_match(key, _dump(doc), held.etag)
+                except ConditionFailed:  # another process claimed the job: the store refused our write
+                    held.lost = held.lost or "the store refused a status write (another process claimed the job)"
+                    raise LeaseLost(f"job {job_id}: {held.lost}") from None
+                held.doc = doc
+            return record
+        for _attempt in range(_CAS_RETRIES):
+            try:
+                raw, etag = self.store.get_with_etag(key)
+            except NotFound:
+                raise NotFound(f"job {job_id!r} not found", job_id=job_id) from None
+            current = json.loads(raw)
+            record = change(JobRecord.model_validate(current))
+            try:
+                self.store.put_if_match(key, _dump({**_doc(record), LEASE_FIELD: current.get(LEASE_FIELD, {})}), etag)
+            except ConditionFailed:
+                continue  # written meanwhile (a lease renewal): read again
+            return record
+        raise FailedPrecondition(f"job {job_id}: status changed {_CAS_RETRIES} times while being written",
+                                 job_id=job_id)
 
     def get(self, job_id: str) -> JobRecord:
         record = self._load(job_id)
@@ -137,30 +209,39 @@ class JobStore:
 
     def update(self, job_id: str, **changes: Any) -> JobRecord:
         """Change fields of the record (result, checkpoint, ...); the state goes through :meth:`set_state`."""
-        with self._lock:
-            record = self._load(job_id).model_copy(update={**changes, "updated_at": utcnow()})
-            self._save(record)
-        return record
+        return self._modify(job_id, lambda r: r.model_copy(update={**changes, "updated_at": utcnow()}))
 
     def set_state(
         self, job_id: str, state: JobState, *, error: str = "", result: dict[str, Any] | None = None,
         message: str = "",
     ) -> JobRecord:
         """Persist a state transition and log it as a ``state`` event (terminal states are final)."""
-        with self._lock:
-            current = self._load(job_id)
+        def refuse_terminal(current: JobRecord) -> None:
             if current.state.terminal:
                 raise FailedPrecondition(f"job {job_id} is already {current.state.value}", job_id=job_id)
-            data: dict[str, Any] = {"state": state.value}
-            if error:
-                data["error"] = error
-            self.append(job_id, "state", message or state.value, **data)
-            changes: dict[str, Any] = {"state": state, "error": error, "updated_at": utcnow()}
-            if result is not None:
-                changes["result"] = result
-            record = current.model_copy(update=changes)
-            self._save(record)
-        return record
+
+        changes: dict[str, Any] = {"state": state, "error": error}
+        if result is not None:
+            changes["result"] = result
+
+        def change(current: JobRecord) -> JobRecord:
+            refuse_terminal(current)
+            return current.model_copy(update={**changes, "updated_at": utcnow()})
+
+        data: dict[str, Any] = {"state": state.value}
+        if error:
+            data["error"] = error
+        with self._lock:
+            held = self._owned.get(job_id) if self.cas else None
+            refuse_terminal(JobRecord.model_validate(held.doc) if held is not None and held.doc is not None
+                            else self._load(job_id))
+            if held is not None:
+                # No state event from a process that lost the job: a status write first proves (If-Match) that
+                # it still held the lease a moment ago; a loss within that moment can still let this one event in.
+                held.check()
+                self._modify(job_id, lambda r: r.model_copy(update={"updated_at": utcnow()}))
+            self.append(job_id, "state", message or state.value, **data)  # the event first, then the status
+            return self._modify(job_id, change)
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """Ask the job's runner (in whichever process) to stop; a no-op for finished jobs."""
@@ -200,9 +281,20 @@ class JobStore:
             return seq
 
     def append(self, job_id: str, type: str, message: str = "", **data: Any) -> JobEvent:
-        event = JobEvent(seq=self._allocate_seq(job_id), type=type, message=message, data=data)
-        self.store.put_text(self._event_key(job_id, event.seq), event.model_dump_json())
-        return event
+        if not self.cas:
+            event = JobEvent(seq=self._allocate_seq(job_id), type=type, message=message, data=data)
+            self.store.put_text(self._event_key(job_id, event.seq), event.model_dump_json())
+            return event
+        for _attempt in range(_CAS_RETRIES):  # never overwrite an event: a seq taken meanwhile is skipped
+            event = JobEvent(seq=self._allocate_seq(job_id), type=type, message=message, data=data)
+            try:
+                self.store.put_if_absent(self._event_key(job_id, event.seq), event.model_dump_json().encode())
+            except ConditionFailed:
+                with self._lock:
+                    self._next_seq.pop(job_id, None)  # list again
+                continue
+            return event
+        raise FailedPrecondition(f"job {job_id}: no free event number after {_CAS_RETRIES} tries", job_id=job_id)
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         """Events with seq > ``after``, in order (lists only the keys after the offset)."""
@@ -230,6 +322,14 @@ class JobStore:
                 return
             if not batch:
                 await asyncio.sleep(poll_seconds)
+
+
+def _doc(record: JobRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json", exclude={"cancel_requested"})
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _seq_of(event_key: str) -> int:

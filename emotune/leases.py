@@ -1,8 +1,17 @@
-"""Job leases: one live owner per job across every process that shares a store, without conditional writes.
+"""Job leases: one live owner per job across every process that shares a store.
 
-Why not conditional writes: the S3 server the suite runs on (OpenStack Swift with s3api) answers a PUT with
-``If-None-Match: *`` with 501 NotImplemented, and the local store has no compare-and-swap either. Both stores give
-strongly consistent put/list/get, which is all this module needs, plus a bound on write latency (below).
+Two implementations behind one interface (:func:`leases_for` picks by ``store.conditional_writes``):
+
+- :class:`CasLeases`, on stores with conditional writes (the local store, AWS S3, MinIO): the lease is a field of
+  the job's status object and every claim, renewal, release and status write is a compare-and-swap on it
+  (``If-Match`` on the etag last read or written). The store decides who wins a claim, and refuses every write of
+  an owner that lost the job: no timing assumption is needed for mutual exclusion. Liveness (when a silent owner
+  counts as gone) is observed as below.
+- :class:`Leases`, the timed protocol below, only for stores without conditional writes (OpenStack Swift's
+  s3api answers a PUT with ``If-None-Match: *`` with 501 NotImplemented). It needs strongly consistent
+  put/list/get plus a bound on write latency, and fences an old owner by its own clock only.
+
+The rest of this docstring describes the timed protocol.
 
 Layout under the JobStore prefix (``jobs``)::
 
@@ -147,6 +156,9 @@ class Held:
     lost: str = ""  # why the lease was given up ("" while held)
     finished: bool = False  # released or deleted: no renewal may write any more
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # CasLeases: the status object as last written or read by this holder, and its etag (If-Match).
+    etag: str = ""
+    doc: dict[str, Any] | None = None
 
     def valid(self) -> bool:
         return not self.lost and not self.finished and time.monotonic() - self.last_ok < self.fence_after
@@ -312,3 +324,121 @@ class Leases:
 
     def mark_cancel(self, job_id: str) -> None:
         self.store.put_text(self.prefix_of(job_id) + CANCEL_MARKER, datetime.now(UTC).isoformat())
+
+
+class CasLeases(Leases):
+    """The lease as a field of the job's status object, claimed and renewed with compare-and-swap.
+
+    ``jobs`` is the :class:`emotune.jobs.JobStore` whose status objects hold the leases; a claim registers the
+    lease with it (``jobs.own``), so the owner's status writes are ``If-Match`` on the etag of its own last write
+    (a renewal included) and fail once another process claimed the job.
+
+    Snapshot of a lease: ``(generation, ((token, renewals, released),))`` (``(0, ())`` unclaimed); a watcher calls
+    it expired once unchanged for ``lease_seconds`` by its own clock, or at once when released, as in the timed
+    protocol. A claim reads the status, checks that the lease is still that snapshot, and writes generation + 1
+    with ``If-Match`` on the etag it read: of concurrent claimants exactly one is accepted, and a renewal that
+    landed in between makes every claim fail. A renewal is an ``If-Match`` write of our own last etag: refused
+    (412) means another process claimed the job, and the task is stopped.
+    """
+
+    def __init__(self, jobs: Any, *, lease_seconds: float = 15.0, owner: str | None = None, kind: str = "") -> None:
+        super().__init__(jobs.store, jobs.prefix, lease_seconds=lease_seconds, owner=owner, kind=kind)
+        self.jobs = jobs
+
+    def _key(self, job_id: str) -> str:
+        return str(self.jobs._status_key(job_id))
+
+    @staticmethod
+    def _snapshot(lease: dict[str, Any]) -> tuple[int, Entries]:
+        if not lease:
+            return 0, ()
+        return int(lease["generation"]), ((str(lease["token"]), int(lease.get("renewals", 0)),
+                                           bool(lease.get("released", False))),)
+
+    def read(self, job_id: str, generations: Iterable[int] | None = None) -> View:
+        raw, _etag = self.store.get_with_etag(self._key(job_id))
+        generation, entries = self._snapshot(json.loads(raw).get("lease") or {})
+        return View(generation, (), {generation: entries})
+
+    async def claim(self, job_id: str, expected: tuple[int, Entries], *,
+                    created_at: float | None = None) -> Held | None:
+        return await self.io(self._claim, job_id, expected)
+
+    def _claim(self, job_id: str, expected: tuple[int, Entries]) -> Held | None:
+        from emotune.store.base import ConditionFailed
+
+        started = time.monotonic()
+        key = self._key(job_id)
+        raw, etag = self.store.get_with_etag(key)
+        doc = json.loads(raw)
+        current = self._snapshot(doc.get("lease") or {})
+        released = any(r for _t, _n, r in current[1])
+        if current != expected and not (current[0] == expected[0] and released):
+            return None  # renewed, released-and-retaken, or claimed meanwhile
+        generation = expected[0] + 1
+        token = uuid.uuid4().hex[:16]
+        lease = {"owner": self.owner, "generation": generation, "token": token, "renewals": 0, "released": False,
+                 "time": datetime.now(UTC).isoformat()}
+        doc = {**doc, "lease": lease}
+        try:
+            new_etag = self.store.put_if_match(key, _dump(doc), etag)
+        except ConditionFailed:
+            return None
+        held = Held(job_id, generation, key, lease, started, self.fence_after, etag=new_etag, doc=doc)
+        self.jobs.own(held)
+        return held
+
+    def _write_lease(self, held: Held, **changes: Any) -> None:
+        """``If-Match`` write of our lease with ``changes``; raises ConditionFailed when the job was claimed."""
+        assert held.doc is not None
+        lease = {**held.content, **changes, "time": datetime.now(UTC).isoformat()}
+        doc = {**held.doc, "lease": lease}
+        held.etag = self.store.put_if_match(held.key, _dump(doc), held.etag)
+        held.doc, held.content = doc, lease
+
+    def renew(self, held: Held) -> tuple[str, float, bool]:
+        from emotune.store.base import ConditionFailed
+
+        started = time.monotonic()
+        with held.lock:
+            if held.finished or held.lost:
+                return "stopped", started, False
+            try:
+                self._write_lease(held, renewals=int(held.content["renewals"]) + 1)
+            except ConditionFailed:
+                return "lost", started, False
+        cancel = self.store.exists(self.prefix_of(held.job_id) + CANCEL_MARKER)
+        if not held.lost:
+            held.last_ok = max(held.last_ok, started)
+        return "ok", started, cancel
+
+    def release(self, held: Held) -> None:
+        from emotune.store.base import ConditionFailed
+
+        with held.lock:
+            if held.finished:
+                return
+            held.finished = True
+            if held.lost:
+                return
+            try:
+                self._write_lease(held, released=True)
+            except ConditionFailed:  # taken meanwhile: nothing of ours to release
+                pass
+
+    def drop(self, held: Held) -> None:
+        with held.lock:
+            held.finished = True
+            self.store.delete_prefix(self.prefix_of(held.job_id))  # the cancel marker; the lease is in the status
+        self.jobs.disown(held)
+
+
+def leases_for(jobs: Any, *, lease_seconds: float = 15.0, owner: str | None = None, kind: str = "") -> Leases:
+    """:class:`CasLeases` where the job store writes with compare-and-swap, else the timed :class:`Leases`."""
+    if getattr(jobs, "cas", False):
+        return CasLeases(jobs, lease_seconds=lease_seconds, owner=owner, kind=kind)
+    return Leases(jobs.store, jobs.prefix, lease_seconds=lease_seconds, owner=owner, kind=kind)
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
