@@ -218,6 +218,7 @@ def dpo_config(spec: TrainingSpec, checkpoints: Path, total_steps: int, has_eval
         save_strategy="steps", save_steps=eval_every, save_total_limit=None, seed=spec.seed, data_seed=spec.seed,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=bf16, use_cpu=not cuda, save_safetensors=True,
+        gradient_checkpointing=False,  # TRL's default is on; the supervised path does not use it (~30% slower)
         beta=spec.dpo.beta, loss_type="sigmoid", rpo_alpha=spec.dpo.nll_weight or None,
         precompute_ref_log_probs=True, max_length=None, max_prompt_length=None, max_completion_length=None,
         padding_value=pad_id, generate_during_eval=False, use_logits_to_keep=False, dataset_num_proc=None,

@@ -2,7 +2,8 @@
 
 Both backends leave ``adapter/`` and ``merged/`` weight folders; this module writes the *same* chat template
 and stop tokens into both (tokenizer_config.json, generation_config.json, LMDeploy JSON, Ollama Modelfile),
-proves token-level parity with the training formatter (the job fails otherwise), draws the loss curve and
+proves token-level parity with the training formatter (the job fails otherwise), draws the loss curve (and, for
+``method: dpo``, the rewards: chosen, rejected, margin, accuracy) and
 publishes immutable artifacts: ``<prefix>/adapter``, ``<prefix>/merged``, ``<prefix>/report`` and, unless the
 spec says ``gguf_quantization: none``, ``<prefix>/gguf``: the adapter merged into the base's GGUF by llama.cpp,
 quantized, with the template and end token in its metadata, the GGUF LoRA adapter itself and an Ollama
@@ -64,6 +65,42 @@ def loss_curve_png(curve: dict[str, list[dict[str, float]]], title: str) -> byte
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return png_bytes(fig)
+
+
+REWARD_KEYS = {"rewards/chosen": "chosen", "rewards/rejected": "rejected", "rewards/margins": "margin",
+               "rewards/accuracies": "accuracy"}
+
+
+def reward_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per logged step of a DPO run: chosen / rejected rewards, their margin and the reward accuracy."""
+    return [{"step": h["step"], **{name: h[key] for key, name in REWARD_KEYS.items() if key in h}}
+            for h in log_history if "rewards/chosen" in h and "step" in h and "loss" in h]
+
+
+def reward_curve_png(curve: list[dict[str, float]], title: str) -> bytes:
+    """Rewards (beta x policy-minus-reference log-prob) of the chosen and rejected replies, the margin, and the
+    reward accuracy on a second axis: the collapse pattern (accuracy 1.0, chosen falling below 0) is visible."""
+    from emotune.plots import new_figure, png_bytes
+
+    fig = new_figure(7, 4, dpi=100, layout="tight")
+    ax = fig.subplots()
+    steps = [p["step"] for p in curve]
+    for name, style in (("chosen", "-"), ("rejected", "-"), ("margin", "--")):
+        ax.plot(steps, [p.get(name, 0.0) for p in curve], style, label=f"{name} reward" if name != "margin"
+                else "reward margin", linewidth=1.2)
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward (beta x log-prob vs reference)")
+    accuracy = ax.twinx()
+    accuracy.plot(steps, [p.get("accuracy", 0.0) for p in curve], ":", color="black", label="reward accuracy")
+    accuracy.set_ylim(-0.05, 1.05)
+    accuracy.set_ylabel("reward accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()
+    extra = accuracy.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="best")
     return png_bytes(fig)
 
 
@@ -140,7 +177,9 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
         export_chat_files(fmt, output / folder, model_name)
     parity = check_parity(fmt, output / "merged", conversations)
     curve = loss_curve(run.get("log_history", []))
-    png = loss_curve_png(curve, f"{model_name}: {spec.get('base_model')} LoRA r={spec['lora']['r']}")
+    title = f"{model_name}: {spec.get('base_model')} LoRA r={spec['lora']['r']}"
+    png = loss_curve_png(curve, title + (" DPO" if spec.get("method") == "dpo" else ""))
+    rewards = reward_curve(run.get("log_history", []))
     metrics = {k: v for k, v in run.items() if k != "log_history"}
     keys = {name: f"{prefix}/{name}" for name in ("adapter", "merged", "report")}
     meta = {"base_model": spec.get("base_model"), "backend": spec.get("backend"), "job_spec": spec,
@@ -167,13 +206,18 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
         "metrics.json": json.dumps(metrics, ensure_ascii=False, indent=1, default=str).encode(),
         "parity.json": json.dumps(asdict(parity), ensure_ascii=False, indent=1).encode(),
     }
+    plots = {"loss_curve": file_key(keys["report"], "loss_curve.png")}
+    if rewards:
+        report_files["rewards.png"] = reward_curve_png(rewards, title + " DPO rewards")
+        report_files["rewards.json"] = json.dumps(rewards, indent=1).encode()
+        plots["rewards"] = file_key(keys["report"], "rewards.png")
     if run.get("samples"):
         report_files["samples.json"] = json.dumps(run["samples"], ensure_ascii=False, indent=1).encode()
     publish_artifact(store, keys["report"], report_files, {"kind": "training_report", **meta})
     return {
         "adapter_artifact": keys["adapter"], "merged_artifact": keys["merged"], "report_artifact": keys["report"],
-        "plots": {"loss_curve": file_key(keys["report"], "loss_curve.png")},
-        "loss_curve": curve, "parity": {"conversations": parity.conversations, "engines": parity.engines},
+        "plots": plots, "loss_curve": curve, **({"reward_curve": rewards} if rewards else {}),
+        "parity": {"conversations": parity.conversations, "engines": parity.engines},
         "stop_tokens": fmt.stop_tokens, "serving_warnings": serving_warnings(output / "adapter"), **exported,
         **metrics,
     }
