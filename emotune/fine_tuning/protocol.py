@@ -19,6 +19,59 @@ class Hyperparameters(_Options):
     learning_rate_multiplier: float | Literal["auto"] = "auto"
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: float | Literal["auto"] = Field(
+        "auto", description="DPO's pull towards the reference, the base model (auto: 0.1); higher stays closer")
+    nll_weight: float | Literal["auto"] = Field(
+        "auto", description="ext: weight of the NLL on the preferred output added to the DPO loss (auto: 0.1; "
+        "LLaMA-Factory's pref_ftx); 0 = plain DPO")
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0 < value <= 10:
+            raise ValueError("beta must be > 0 and <= 10")
+        return value
+
+    @field_validator("nll_weight")
+    @classmethod
+    def _nll_weight(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0 <= value <= 10:
+            raise ValueError("nll_weight must be between 0 and 10")
+        return value
+
+
+class SupervisedMethod(_Options):
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class DpoMethod(_Options):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
+class Method(_Options):
+    """OpenAI's ``method``: how the model is trained; the hyperparameters live inside it."""
+
+    type: Literal["supervised", "dpo"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _block_of_type(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        if self.type == "supervised" and self.supervised is None:
+            self.supervised = SupervisedMethod()
+        if self.type == "dpo" and self.dpo is None:
+            self.dpo = DpoMethod()
+        return self
+
+    @property
+    def hyperparameters(self) -> Hyperparameters | DpoHyperparameters:
+        return self.dpo.hyperparameters if self.type == "dpo" else self.supervised.hyperparameters
+
+
 class QuestionOptions(_Options):
     file: str | None = Field(None, description="id of a file uploaded with purpose emotune-questions")
     format: str = "lines"
@@ -114,12 +167,23 @@ class CreateFineTuningJob(BaseModel):
     seed: int | None = None
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = None
-    method: dict[str, Any] | None = None
+    method: Method | None = None
     emotune: EmotuneOptions | None = None
+
+    @property
+    def training_method(self) -> Method:
+        """The method as it trains: ``method`` when given (its hyperparameters), else supervised with the
+        top-level ``hyperparameters`` (OpenAI's older form)."""
+        return self.method or Method(type="supervised", supervised=SupervisedMethod(
+            hyperparameters=self.hyperparameters))
 
     @model_validator(mode="after")
     def _one_data_source(self) -> CreateFineTuningJob:
         generation = self.emotune.generation if self.emotune else None
+        if self.method is not None and self.method.type == "dpo" and not self.training_file:
+            # Entry point for generated pairs (datagen's pair builder): until it exists, DPO trains on a file.
+            raise ValueError("method 'dpo' trains on a preference training_file (OpenAI preference JSONL); "
+                             "pairs generated from styles are not available yet")
         if not self.training_file and generation is None:
             raise ValueError("give a training_file, or emotune.generation (styles + questions) to generate one")
         if generation is not None and not (self.emotune.styles_file or self.emotune.styles_yaml
@@ -148,6 +212,7 @@ class FineTuningJob(BaseModel):
     validation_file: str | None = None
     training_file: str | None = None
     hyperparameters: Hyperparameters
+    method: Method | None = None
     trained_tokens: int | None = None
     error: JobError | None = None
     seed: int

@@ -31,6 +31,7 @@ from emotune.grpc.client import open_channel, to_domain_error
 from emotune.importers import parse_questions
 from emotune.jobrunner import JobContext
 from emotune.logging import get_logger
+from emotune.preference import parse_preference_jsonl
 from emotune.records import dumps_records
 from emotune.settings import Settings
 from emotune.store.artifacts import publish_artifact
@@ -256,7 +257,10 @@ class Pipeline:
             raise InvalidInput(f"file {meta.id} has purpose {meta.purpose!r}, expected 'fine-tune'",
                                field="training_file")
         text = decode_bytes(self.files.content(request.training_file), meta.filename)
-        records, _report = parse_dataset(text, "openai", source=meta.filename, strict=True)
+        if meta.emotune.get("format") == "preference":  # pairs: DPO trains on them, SFT on the preferred outputs
+            records = parse_preference_jsonl(text, meta.filename)
+        else:
+            records, _report = parse_dataset(text, "openai", source=meta.filename, strict=True)
         key = f"datasets/{meta.id}"
         publish_artifact(self.store, key, {"records.jsonl": dumps_records(records).encode("utf-8")},
                          {"kind": "dataset", "source_file": meta.id, "records": len(records)})
@@ -276,15 +280,24 @@ class Pipeline:
     def _training_spec(self, output_prefix: str, request: CreateFineTuningJob,
                        dataset: str) -> trainer_pb2.TrainingSpec:
         options = request.emotune.training if request.emotune else TrainingOptions()
-        hp = request.hyperparameters
-        base_lr = options.learning_rate or 2e-4
+        method = request.training_method
+        hp = method.hyperparameters
+        dpo = method.type == "dpo"
+        # DPO (Open Character Training's recipe): LoRA lr 5e-5, 1 epoch, beta 0.1, NLL weight 0.1.
+        base_lr = options.learning_rate or (5e-5 if dpo else 2e-4)
         multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
+        method_fields = {"method": method.type}
+        if dpo:
+            method_fields["dpo"] = trainer_pb2.DpoConfig(
+                beta=0.1 if hp.beta == "auto" else hp.beta,
+                nll_weight=0.1 if hp.nll_weight == "auto" else hp.nll_weight)
         return trainer_pb2.TrainingSpec(
+            **method_fields,
             backend=options.backend, base_model=request.model, dataset_artifact=dataset,
             lora=trainer_pb2.LoraConfig(r=options.lora.r, alpha=options.lora.alpha, dropout=options.lora.dropout,
                                         target_modules=options.lora.target_modules),
             quantization=options.quantization, max_length=options.max_length, packing=options.packing,
-            epochs=3 if hp.n_epochs == "auto" else hp.n_epochs, max_steps=options.max_steps,
+            epochs=(1 if dpo else 3) if hp.n_epochs == "auto" else hp.n_epochs, max_steps=options.max_steps,
             learning_rate=base_lr * multiplier, batch_size=4 if hp.batch_size == "auto" else hp.batch_size,
             eval_fraction=options.eval_fraction, eval_every_steps=options.eval_every_steps,
             seed=request.seed or 0, output_prefix=output_prefix,

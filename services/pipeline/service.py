@@ -56,7 +56,8 @@ def to_openai(record: JobRecord) -> FineTuningJob:
         id=record.job_id, model=request.model, created_at=int(record.created_at.timestamp()),
         finished_at=finished, fine_tuned_model=record.result.get("fine_tuned_model"),
         status=_status(record), training_file=record.spec.get("training_file", request.training_file), validation_file=request.validation_file,
-        hyperparameters=request.hyperparameters, error=error, seed=record.spec.get("seed", 0),
+        hyperparameters=request.hyperparameters, method=request.training_method, error=error,
+        seed=record.spec.get("seed", 0),
         metadata=request.metadata, integrations=request.integrations,
         trained_tokens=record.result.get("training", {}).get("trained_tokens"),
         emotune={"stage": record.checkpoint.get("stage"), "stages": stages},
@@ -135,7 +136,13 @@ class PipelineService:
                         request.emotune.styles_file if request.emotune else None):
             if file_id:
                 self.files.get(file_id)  # 404 naming the missing file
-        if not request.training_file or self.files.get(request.training_file).purpose != "emotune-styles":
+        training = self.files.get(request.training_file) if request.training_file else None
+        if training is not None and request.training_method.type == "dpo" and (
+                training.purpose != "fine-tune" or training.emotune.get("format") != "preference"):
+            raise InvalidInput(f"method 'dpo' trains on preference pairs: file {training.id} is not an OpenAI "
+                               "preference JSONL (input / preferred_output / non_preferred_output)",
+                               field="training_file")
+        if training is None or training.purpose != "emotune-styles":
             return request
         options = request.emotune or EmotuneOptions()
         if options.generation is None:
