@@ -391,6 +391,7 @@ class _Run:
                 if started is None:
                     state["starting"] = output_prefix
                     self._save(force=True)
+                    await self.ctx.flush()  # stored (checkpoint writes are queued) before the sub-job exists
                     started = (await start(output_prefix)).job_id
                 state.update(job_id=started, after=0)
                 self._save(force=True)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +12,6 @@ import httpx
 import pytest
 from google.protobuf.json_format import ParseDict
 
-from emotune.grpc.probe import check
 from emotune.jobs import JobState, JobStore
 from emotune.records import parse_records
 from emotune.store.artifacts import read_file
@@ -25,54 +20,10 @@ from emotune.v1 import datagen_pb2, datagen_pb2_grpc
 from services.datagen.service import DatagenService
 from services.datagen.shards import read_shards
 from tests.services.datagen.conftest import TEST_TEACHER, name_test_teacher
-from tests.support import free_port
+from tests.support.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 QUESTIONS = [f"问题{i:03d}：今天过得怎么样" for i in range(60)]
-
-
-class ServiceProcess:
-    """``python -m services.datagen`` as a child process on loopback ports, with a local store directory."""
-
-    def __init__(self, store_dir: Path, log: Path) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        self.env = {**os.environ, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(store_dir),
-                    "EMOTUNE_DATAGEN_ADDR": f"127.0.0.1:{self.port}", "EMOTUNE_METRICS_PORT": str(self.metrics_port),
-                    "EMOTUNE_DATAGEN_SHARD_SIZE": "5", "EMOTUNE_DATAGEN_FLUSH_SECONDS": "0.3",
-                    "EMOTUNE_DATAGEN_PROGRESS_SECONDS": "0.3", "EMOTUNE_LOG_LEVEL": "WARNING",
-                    # a killed process's job is taken over after one lease: keep it short (local store)
-                    "EMOTUNE_JOB_LEASE_SECONDS": "2"}
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> ServiceProcess:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.datagen"], cwd=ROOT, env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not check(self.address, "emotune.v1.Datagen", timeout=1.0):
-            assert self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "datagen did not become healthy"
-            time.sleep(0.1)
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def _comparable(store: LocalStore, prefix: str) -> list[tuple]:
@@ -103,10 +54,14 @@ async def test_kill_minus_nine_then_resume(tmp_path, settings, teacher, styles_y
 
     store_dir = tmp_path / "store"
     store, log = LocalStore(store_dir), tmp_path / "datagen.log"
-    service = ServiceProcess(store_dir, log)
-    service.env["EMOTUNE_DATAGEN_TEACHERS"] = json.dumps(
-        {TEST_TEACHER: {"base_url": teacher.base_url, "model": "teacher-test"}})
-    service = service.start()
+    service = ServiceProcess("datagen", log, {
+        "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(store_dir),
+        "EMOTUNE_DATAGEN_SHARD_SIZE": "5", "EMOTUNE_DATAGEN_FLUSH_SECONDS": "0.3",
+        "EMOTUNE_DATAGEN_PROGRESS_SECONDS": "0.3", "EMOTUNE_LOG_LEVEL": "WARNING",
+        # a killed process's job is taken over after one lease: keep it short (local store)
+        "EMOTUNE_JOB_LEASE_SECONDS": "2",
+        "EMOTUNE_DATAGEN_TEACHERS": json.dumps({TEST_TEACHER: {"base_url": teacher.base_url, "model": "teacher-test"}}),
+    }).start()
     try:
         with grpc.insecure_channel(service.address) as channel:
             ref = datagen_pb2_grpc.DatagenStub(channel).StartGeneration(
