@@ -52,6 +52,10 @@ from services.trainer.spec import TrainingSpec, spec_warnings
 #: Reward accuracy at 1.0 over this many logged steps while the chosen reward is negative and falling: the
 #: collapse LLaMA-Factory #683 / #2984 report (both replies pushed down, the rejected faster; then repetition).
 COLLAPSE_WINDOW = 4
+#: TRL's logged figures -> the event fields they are reported as.
+PREFERENCE_FIGURES = {"rewards/chosen": "chosen_reward", "rewards/rejected": "rejected_reward",
+                      "rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy",
+                      "logps/chosen": "chosen_logps", "logps/rejected": "rejected_logps", "nll_loss": "nll_loss"}
 
 
 @dataclass
@@ -218,7 +222,7 @@ def dpo_config(spec: TrainingSpec, checkpoints: Path, total_steps: int, has_eval
         save_strategy="steps", save_steps=eval_every, save_total_limit=None, seed=spec.seed, data_seed=spec.seed,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=bf16, use_cpu=not cuda, save_safetensors=True,
-        gradient_checkpointing=False,  # TRL's default is on; the supervised path does not use it (~30% slower)
+        gradient_checkpointing=False,  # TRL's default is on; as the supervised path: no recomputation
         beta=spec.dpo.beta, loss_type="sigmoid", rpo_alpha=spec.dpo.nll_weight or None,
         precompute_ref_log_probs=True, max_length=None, max_prompt_length=None, max_completion_length=None,
         padding_value=pad_id, generate_during_eval=False, use_logits_to_keep=False, dataset_num_proc=None,
@@ -297,10 +301,6 @@ class PreferenceEventCallback(_EventCallback):
     """The supervised events plus the preference figures: chosen/rejected rewards, margin, accuracy, log-probs,
     the NLL term; held-out reward accuracy and margin; a warning on the collapse pattern."""
 
-    FIELDS = {"rewards/chosen": "chosen_reward", "rewards/rejected": "rejected_reward",
-              "rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy",
-              "logps/chosen": "chosen_logps", "logps/rejected": "rejected_logps", "nll_loss": "nll_loss"}
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.collapse = CollapseWatch()
@@ -323,7 +323,7 @@ class PreferenceEventCallback(_EventCallback):
         rate = done / elapsed
         eta = (state.max_steps - state.global_step) / rate if rate > 0 else None
         self.trained_tokens_total = int(self.prepared.summary["trained_tokens_per_epoch"] * (state.epoch or 0))
-        figures = {name: round(float(logs[key]), 5) for key, name in self.FIELDS.items() if key in logs}
+        figures = {name: round(float(logs[key]), 5) for key, name in PREFERENCE_FIGURES.items() if key in logs}
         self.emit("progress", f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} reward margin "
                   f"{figures.get('reward_margin', 0.0):.4f} accuracy {figures.get('reward_accuracy', 0.0):.2f}",
                   done=state.global_step, total=state.max_steps, step=state.global_step,
@@ -340,7 +340,7 @@ class PreferenceEventCallback(_EventCallback):
         metrics = metrics or {}
         if "eval_loss" not in metrics:
             return
-        extra = {name: round(float(metrics["eval_" + key]), 5) for key, name in self.FIELDS.items()
+        extra = {name: round(float(metrics["eval_" + key]), 5) for key, name in PREFERENCE_FIGURES.items()
                  if "eval_" + key in metrics}
         self.emit("metric", f"step {state.global_step} eval loss {metrics['eval_loss']:.4f} reward accuracy "
                   f"{extra.get('reward_accuracy', 0.0):.2f}", step=state.global_step,
