@@ -242,7 +242,8 @@ class PipelineService:
 
 def _event_out(job_id: str, event: JobEvent) -> JobEventOut:
     is_metric = event.type in {"metric", "checkpoint"} or "train_loss" in event.data or "loss" in event.data
-    level = "error" if event.type == "error" or event.data.get("state") == "failed" else "info"
+    level = "error" if event.type == "error" or event.data.get("state") == "failed" else \
+        "warn" if event.data.get("level") == "warning" else "info"  # e.g. the trainer's DPO collapse warning
     return JobEventOut(
         id=f"ftevent-{job_id[-8:]}-{event.seq}", created_at=int(event.time.timestamp()), level=level,
         message=event.message, type="metrics" if is_metric else "message", data={"seq": event.seq, **event.data},

@@ -9,6 +9,7 @@ training: the other replica takes it over, and both gateways show the one job.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -221,3 +222,39 @@ def test_owner_killed_mid_job_the_other_replica_takes_over(stack: LocalStack, re
     sub_jobs = JobStore(S3Store.from_settings(s3_server.settings(bucket))).list()
     for kind in ("datagen", "validation", "training"):
         assert len([j for j in sub_jobs if j.kind == kind and job.id in str(j.spec)]) == 1, kind
+
+
+PAIRS_JSONL = "".join(
+    json.dumps({"input": {"messages": [{"role": "system", "content": "Answer cheerfully."},
+                                       {"role": "user", "content": question}]},
+                "preferred_output": [{"role": "assistant", "content": f"Yay, {question.lower()} Love it, so fun!"}],
+                "non_preferred_output": [{"role": "assistant", "content": "Here are some points to consider: 1. "
+                                          "it depends 2. think about it."}]}) + "\n"
+    for question in QUESTIONS).encode()
+
+
+def test_a_preference_file_trains_a_dpo_model_that_answers(stack: LocalStack) -> None:
+    """OpenAI's method dpo with the official client: upload pairs, create the job, follow it to succeeded (DPO
+    on the trainer, export, serving) and chat with the result."""
+    client = _client(stack)
+    pairs = client.files.create(file=("pairs.jsonl", PAIRS_JSONL), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=pairs.id, suffix="dpo", seed=3,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "n_epochs": 1, "batch_size": 2,
+                                                            "learning_rate_multiplier": 20}}},
+        extra_body={"emotune": {"training": {"max_steps": 4, "max_length": 128, "eval_every_steps": 2}}})
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
+    job = _wait(client, job.id, timeout=900)
+    assert job.status == "succeeded", job.error
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.n_epochs == 1
+    reply = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=12,
+                                           messages=[{"role": "system", "content": "Answer cheerfully."},
+                                                     {"role": "user", "content": "How was your day?"}])
+    assert reply.choices[0].message.content.strip()
+    events = client.fine_tuning.jobs.list_events(job.id, limit=500).data
+    progress = [e.data for e in events if e.data.get("stage") == "training" and "reward_margin" in e.data]
+    assert len(progress) == 4 and all("reward_accuracy" in p and "chosen_reward" in p for p in progress)
+    report = client.get(f"/fine_tuning/jobs/{job.id}/report", cast_to=object)
+    assert report["training"]["method"] == "dpo" and "rewards" in report["plots"]
+    http = httpx.Client(base_url=f"{stack.gateway_url}/v1", headers={"Authorization": f"Bearer {stack.api_key}"})
+    assert http.get(f"/fine_tuning/jobs/{job.id}/plots/rewards.png").content.startswith(b"\x89PNG")
