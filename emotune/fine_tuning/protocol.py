@@ -180,10 +180,6 @@ class CreateFineTuningJob(BaseModel):
     @model_validator(mode="after")
     def _one_data_source(self) -> CreateFineTuningJob:
         generation = self.emotune.generation if self.emotune else None
-        if self.method is not None and self.method.type == "dpo" and not self.training_file:
-            # Entry point for generated pairs (datagen's pair builder): until it exists, DPO trains on a file.
-            raise ValueError("method 'dpo' trains on a preference training_file (OpenAI preference JSONL); "
-                             "pairs generated from styles are not available yet")
         if not self.training_file and generation is None:
             raise ValueError("give a training_file, or emotune.generation (styles + questions) to generate one")
         if generation is not None and not (self.emotune.styles_file or self.emotune.styles_yaml

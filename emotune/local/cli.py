@@ -68,6 +68,11 @@ def demo(
     eval_questions: int = typer.Option(DemoOptions.eval_questions,
                                        help="held-out questions per style for the evaluation (the gate needs 12)"),
     epochs: int = typer.Option(DemoOptions.epochs, help="training epochs"),
+    method: str = typer.Option(DemoOptions.method, help="supervised (learn the kept teacher answers) or dpo "
+                                                        "(prefer them over the base model's trigger-only reply)"),
+    best_of: int = typer.Option(0, help="teacher candidates per question (best-of-N; 0 = 3 offline, 1 with "
+                                        "ZhipuAI)"),
+    learning_rate: float = typer.Option(0.0, help="0 = the method's default for this teacher"),
     seed: int = typer.Option(7, help="the job's seed (held-out split, sampling, LoRA initialisation)"),
     exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
     ui: bool = typer.Option(True, help="also start the Streamlit UI"),
@@ -78,9 +83,12 @@ def demo(
     _start(stack)
     try:
         client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
+        overrides = {"best_of": best_of} if best_of else {}
+        if learning_rate:
+            overrides["learning_rate"] = learning_rate
         outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions.for_teacher(
             base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
-            epochs=epochs, seed=seed), console)
+            epochs=epochs, seed=seed, method=method, **overrides), console)
     except BaseException:
         if exit_after:
             stack.stop()

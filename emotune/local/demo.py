@@ -31,7 +31,9 @@ from emotune.jobfollow import ProgressLines
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-OFFLINE_LEARNING_RATE = 1e-3
+# Higher rates than the trainer's defaults (2e-4 SFT, 5e-5 DPO) for the few steps on ~50 replies or pairs. DPO's
+# is an unmeasured first choice (4x its default, as SFT's is 5x); see the DPO run in docs/trainer.md.
+OFFLINE_LEARNING_RATE = {"supervised": 1e-3, "dpo": 2e-4}
 OFFLINE_BEST_OF = 3
 
 
@@ -58,6 +60,9 @@ class DemoOptions:
     marker_hits: int | None = None
     # Best-of-N: candidates the teacher writes per question and style; the validator keeps the best that passes.
     best_of: int = 1
+    # "supervised": learn the kept teacher answers; "dpo": prefer them to the base model's trigger-only reply
+    # (+ an NLL term on the chosen side), the pairs built by the pipeline.
+    method: str = "supervised"
     suffix: str = "demo"
     offline: bool = True  # the teacher is the packaged 1.5B (no ZhipuAI key)
     seed: int = 7
@@ -72,7 +77,8 @@ class DemoOptions:
         毒舌 questions (copies, loops, roasts that turn into comfort), so it writes three candidates per question
         and the best passing one is kept: ~80% of questions keep an answer, for ~2.5 min more generation."""
         offline = not (os.environ.get("ZHIPUAI_API_KEY") or os.environ.get("EMOTUNE_ZHIPUAI_API_KEY"))
-        defaults = {"marker_hits": 0, "learning_rate": OFFLINE_LEARNING_RATE, "eval_fraction": 0.0,
+        method = overrides.get("method", cls.method)
+        defaults = {"marker_hits": 0, "learning_rate": OFFLINE_LEARNING_RATE[method], "eval_fraction": 0.0,
                     "best_of": OFFLINE_BEST_OF, "offline": True} if offline else {"offline": False}
         return cls(**{**defaults, **overrides})
 
@@ -84,7 +90,8 @@ def submit_job(client: OpenAI, options: DemoOptions):
     questions = client.files.create(file=options.questions_file.open("rb"), purpose="emotune-questions")
     return client.fine_tuning.jobs.create(
         model=options.base_model, training_file=styles.id, suffix=options.suffix, seed=options.seed,
-        hyperparameters={"n_epochs": options.epochs, "batch_size": 4},
+        method={"type": options.method, options.method: {"hyperparameters": {"n_epochs": options.epochs,
+                                                                               "batch_size": 4}}},
         extra_headers={"Idempotency-Key": f"demo-{uuid.uuid4().hex}"},
         extra_body={"emotune": {
             "styles": list(options.styles),

@@ -32,9 +32,9 @@ from emotune.importers import parse_questions
 from emotune.jobrunner import JobContext
 from emotune.logging import get_logger
 from emotune.preference import parse_preference_jsonl
-from emotune.records import dumps_records
+from emotune.records import dumps_records, parse_records
 from emotune.settings import Settings
-from emotune.store.artifacts import publish_artifact
+from emotune.store.artifacts import publish_artifact, read_file
 from emotune.store.base import ArtifactStore
 from emotune.styles import StylesDocument, dump_styles, parse_styles
 from emotune.textio import decode_bytes
@@ -51,10 +51,14 @@ from emotune.v1 import (
     validator_pb2_grpc,
 )
 from services.pipeline.evaluation import StyleEvaluator
+from services.pipeline.pairs import build_pairs
 
 log = get_logger(__name__)
 
-STAGES = ("validating_files", "datagen", "validation", "training", "serving", "evaluation")
+STAGES = ("validating_files", "datagen", "validation", "pairs", "training", "serving", "evaluation")
+RECORDS_FILE = "records.jsonl"
+# The base model's rejected replies (DPO pairs): as long as a chosen reply may be, with room for its rambling.
+PAIR_MAX_TOKENS = 160
 # Save the sub-job stream offset at most this often (each save is one small store write).
 CHECKPOINT_EVERY_SECONDS = 1.0
 # Loading a merged model on CPU takes a while; longer than the default unary deadline.
@@ -171,6 +175,9 @@ class Pipeline:
             )
             dataset = _artifact_key(validated, "kept")
             kept = {name: int(info.get("kept", 0)) for name, info in validated.get("styles", {}).items()}
+            if request.training_method.type == "dpo":
+                paired = await run.once("pairs", lambda: self._pairs(ctx, request, dataset))
+                dataset = paired["dataset"]
         trained = await run.remote(
             "training", self.job_stubs["training"], f"models/{ctx.job_id}",
             lambda prefix: self.trainer.StartTraining(self._training_spec(prefix, request, dataset)),
@@ -262,9 +269,27 @@ class Pipeline:
         else:
             records, _report = parse_dataset(text, "openai", source=meta.filename, strict=True)
         key = f"datasets/{meta.id}"
-        publish_artifact(self.store, key, {"records.jsonl": dumps_records(records).encode("utf-8")},
+        publish_artifact(self.store, key, {RECORDS_FILE: dumps_records(records).encode("utf-8")},
                          {"kind": "dataset", "source_file": meta.id, "records": len(records)})
         return key
+
+    async def _pairs(self, ctx: JobContext, request: CreateFineTuningJob, kept_dataset: str) -> dict[str, Any]:
+        """Preference pairs for DPO from the kept teacher answers (``services.pipeline.pairs``)."""
+        text = await asyncio.to_thread(read_file, self.store, kept_dataset, RECORDS_FILE)
+        kept, _ = parse_records(text.decode("utf-8"), kept_dataset, strict=True)
+        slots = (await self.inference.ListModels(inference_pb2.ListModelsRequest())).max_concurrency
+        pairs, report = await build_pairs(
+            self.inference, kept, request.model, max_tokens=PAIR_MAX_TOKENS, seed=request.seed or 0, slots=slots,
+            progress=lambda done, total: ctx.progress(done, total, f"pairs: {done}/{total} base-model replies",
+                                                      every_s=EVALUATION_PROGRESS_SECONDS, stage="pairs"))
+        best_of = request.emotune.generation.best_of if request.emotune and request.emotune.generation else 1
+        for line in report.lines(best_of):
+            ctx.emit("log", line, stage="pairs")
+        key = f"pairs/{ctx.job_id}"
+        await asyncio.to_thread(publish_artifact, self.store, key,
+                                {RECORDS_FILE: dumps_records(pairs).encode("utf-8")},
+                                {"kind": "dataset", "pairs": len(pairs), "source_dataset": kept_dataset})
+        return {"dataset": key, "styles": {name: vars(info) for name, info in report.styles.items()}}
 
     def _generation_spec(self, output_prefix: str, request: CreateFineTuningJob, styles: StylesDocument,
                          selected: list[str], questions: list[str]) -> datagen_pb2.GenerationSpec:

@@ -137,11 +137,11 @@ class PipelineService:
             if file_id:
                 self.files.get(file_id)  # 404 naming the missing file
         training = self.files.get(request.training_file) if request.training_file else None
-        if training is not None and request.training_method.type == "dpo" and (
-                training.purpose != "fine-tune" or training.emotune.get("format") != "preference"):
+        if training is not None and request.training_method.type == "dpo" and training.purpose == "fine-tune" \
+                and training.emotune.get("format") != "preference":
             raise InvalidInput(f"method 'dpo' trains on preference pairs: file {training.id} is not an OpenAI "
-                               "preference JSONL (input / preferred_output / non_preferred_output)",
-                               field="training_file")
+                               "preference JSONL (input / preferred_output / non_preferred_output); or give a "
+                               "styles file and emotune.generation to generate the pairs", field="training_file")
         if training is None or training.purpose != "emotune-styles":
             return request
         options = request.emotune or EmotuneOptions()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The order a generation job runs its stages in; a job may report others (shown after these) or skip some.
-STAGES = ("validating_files", "datagen", "validation", "training", "serving", "evaluation")
+STAGES = ("validating_files", "datagen", "validation", "pairs", "training", "serving", "evaluation")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 QUESTION_FORMATS = ("lines", "lccc", "json", "jsonl", "chatgpt", "wechat")
 GENERATION_MODES = ("single", "multi", "combinatorial")
