@@ -26,17 +26,25 @@ not stop the good ones unless ``strict``.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TextIO, get_args
 
 from emotune.errors import InvalidInput
 from emotune.records import Message
-from emotune.textio import ReadReport, decode_bytes, iter_json_array, iter_jsonl, read_text
+from emotune.textio import (
+    JSONSyntaxError,
+    ReadReport,
+    TextWindow,
+    decode_bytes,
+    iter_json_array,
+    iter_jsonl,
+    open_text,
+)
 
 QuestionFormat = Literal["lines", "lccc", "json", "jsonl", "chatgpt", "wechat"]
 QUESTION_FORMATS: tuple[str, ...] = get_args(QuestionFormat)
@@ -56,6 +64,8 @@ class ImportedQuestions:
     dialogues: list[Dialogue]
     report: ReadReport
     duplicates: int = 0
+    # The import stopped at EMOTUNE_IMPORT_MAX_QUESTIONS (not at the caller's limit): the rest was not read.
+    capped: bool = False
 
 
 @dataclass
@@ -65,6 +75,7 @@ class _Collector:
     max_chars: int
     report: ReadReport
     limit: int | None = None
+    cap: int | None = None
     questions: list[str] = field(default_factory=list)
     dialogues: list[Dialogue] = field(default_factory=list)
     duplicates: int = 0
@@ -73,6 +84,14 @@ class _Collector:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {self.limit}", field="limit")
+        if self.cap is not None and (self.limit is None or self.limit > self.cap):
+            self.limit, self.capped_by = self.cap, True  # memory stays bounded whatever the file's size
+        else:
+            self.capped_by = False
+
+    def dialogue(self, dialogue: Dialogue) -> None:
+        if self.limit is None or len(self.dialogues) < self.limit:
+            self.dialogues.append(dialogue)
 
     def question(self, text: str, line: int, field_name: str | None = None, *, strict: bool,
                  file: str | None = None) -> None:
@@ -96,7 +115,8 @@ class _Collector:
         return self.limit is not None and len(self.questions) >= self.limit
 
     def result(self) -> ImportedQuestions:
-        return ImportedQuestions(self.questions, self.dialogues, self.report, self.duplicates)
+        return ImportedQuestions(self.questions, self.dialogues, self.report, self.duplicates,
+                                 capped=self.capped_by and self.full)
 
 
 class _ItemError(ValueError):
@@ -132,14 +152,15 @@ def _take(collector: _Collector, dialogue: Dialogue, line: int, *, all_turns: bo
     for text in users if all_turns else users[:1]:
         collector.question(text, line, strict=strict, file=file)
     if len(dialogue) >= 2:
-        collector.dialogues.append(dialogue)
+        collector.dialogue(dialogue)
 
 
 # ------------------------------------------------------------------------------------------------ lines
 
 
-def _import_lines(text: str, collector: _Collector, *, strict: bool, **_: Any) -> None:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _import_lines(text: TextWindow, collector: _Collector, *, strict: bool, **_: Any) -> None:
+    text.peek()
+    for number, line in enumerate(text.lines(), start=text.line()):
         if line.strip():
             collector.report.read += 1
             collector.question(line, number, strict=strict)
@@ -190,32 +211,35 @@ def _lccc_dialogue(collector: _Collector, utterances: Any, line: int, where: str
     _take(collector, dialogue, line, all_turns=all_turns, strict=strict)
 
 
-def _import_lccc(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
+def _import_lccc(text: TextWindow, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
     report = collector.report
-    start = text.lstrip()[:1]
+    start = text.peek()
     if start == "[":
         for index, (line, utterances) in enumerate(iter_json_array(text, report, strict=strict)):
             _lccc_dialogue(collector, utterances, line, f"[{index}]", all_turns=all_turns, strict=strict)
             if collector.full:
                 break
-    elif start == "{":
+    elif start == "{":  # {"train": [...], "valid": [...], "test": [...]}, read dialogue by dialogue
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            report.fail(exc.lineno, f"broken JSON: {exc.msg} (column {exc.colno})", strict=strict)
-            return
-        for split, dialogues in document.items():  # {"train": [...], "valid": [...], "test": [...]}
-            if not isinstance(dialogues, list):
-                report.fail(1, f"expected a list of dialogues, found {type(dialogues).__name__}", split,
-                            strict=strict)
-                continue
-            for index, utterances in enumerate(dialogues):
-                report.read += 1
-                _lccc_dialogue(collector, utterances, 1, f"{split}[{index}]", all_turns=all_turns, strict=strict)
-                if collector.full:
-                    return
+            for split in text.members():
+                line = text.line()
+                if text.peek() != "[":
+                    found = text.value()
+                    report.fail(line, f"expected a list of dialogues, found {type(found).__name__}", split,
+                                strict=strict)
+                    continue
+                for index in text.elements():
+                    line = text.line()
+                    utterances = text.value()
+                    report.read += 1
+                    _lccc_dialogue(collector, utterances, line, f"{split}[{index}]", all_turns=all_turns,
+                                   strict=strict)
+                    if collector.full:
+                        return
+        except JSONSyntaxError as exc:
+            report.fail(exc.line, exc.describe(), strict=strict)
     else:  # CDial-GPT's toy_train.txt: one dialogue per line, utterances separated by tabs
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.lines(), start=text.line()):
             if line.strip():
                 report.read += 1
                 _lccc_dialogue(collector, line.split("\t"), number, "", all_turns=all_turns, strict=strict)
@@ -259,18 +283,62 @@ def _resolve(value: Any, parts: list[str], where: str = "") -> Iterator[tuple[st
         yield from _resolve(value[part], rest, f"{where}.{part}".lstrip("."))
 
 
+def _stream_resolve(text: TextWindow, parts: list[str], where: str = "") -> Iterator[tuple[int, str, Any]]:
+    """:func:`_resolve` on the document being read: ``(line, location, value)``, building only the values at the
+    path (a ``{"data": [...]}`` file of any size is read item by item)."""
+    line = text.line()
+    if not parts:
+        yield line, where, text.value()
+        return
+    part, rest = parts[0], parts[1:]
+    start = text.peek()
+    if start == "[" and part == "*":
+        for index in text.elements():
+            yield from _stream_resolve(text, rest, f"{where}[{index}]")
+    elif start == "[" and not part.isdigit():
+        text.skip()
+        yield line, where, _ItemError(f"found a list where the path expects a key {part!r} (use * or an index)")
+    elif start == "[":
+        count = 0
+        for index in text.elements():
+            count += 1
+            if index == int(part):
+                yield from _stream_resolve(text, rest, f"{where}[{part}]")
+            else:
+                text.skip()
+        if int(part) >= count:
+            yield line, f"{where}[{part}]", _ItemError(f"list has {count} element(s), no index {part}")
+    elif start == "{":
+        found = False
+        for key in text.members():
+            if key == part and not found:
+                found = True
+                yield from _stream_resolve(text, rest, f"{where}.{part}".lstrip("."))
+            else:
+                text.skip()
+        if not found:
+            yield line, f"{where}.{part}".lstrip("."), _ItemError("field missing")
+    else:
+        value = text.value()
+        yield line, where, _ItemError(f"found {type(value).__name__} where the path expects an object")
+
+
+def _question_found(collector: _Collector, found: Any, where: str, line: int, *, strict: bool) -> None:
+    if isinstance(found, str):
+        collector.question(found, line, where or None, strict=strict)
+    else:
+        message = str(found) if isinstance(found, _ItemError) else (
+            f"expected text, found {'nothing' if found is None else type(found).__name__}")
+        collector.report.fail(line, message, where or None, strict=strict)
+
+
 def _questions_at(collector: _Collector, value: Any, parts: list[str], line: int, *, strict: bool,
                   prefix: str = "") -> None:
     for where, found in _resolve(value, parts, prefix):
-        if isinstance(found, str):
-            collector.question(found, line, where or None, strict=strict)
-        else:
-            message = str(found) if isinstance(found, _ItemError) else (
-                f"expected text, found {'nothing' if found is None else type(found).__name__}")
-            collector.report.fail(line, message, where or None, strict=strict)
+        _question_found(collector, found, where, line, strict=strict)
 
 
-def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: str | None, jsonl: bool,
+def _import_json(text: TextWindow, collector: _Collector, *, strict: bool, field_path: str | None, jsonl: bool,
                  **_: Any) -> None:
     if not field_path:
         raise InvalidInput("the json/jsonl importer needs a field path, e.g. 'question' or 'data.*.q'",
@@ -282,19 +350,22 @@ def _import_json(text: str, collector: _Collector, *, strict: bool, field_path: 
             _questions_at(collector, item, parts, line, strict=strict)
             if collector.full:
                 break
-    elif text.lstrip().startswith("["):
+    elif text.peek() == "[":
         for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
             _questions_at(collector, item, parts, line, strict=strict, prefix=f"[{index}]")
             if collector.full:
                 break
     else:  # one JSON object; the path starts at its root
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            report.fail(exc.lineno, f"broken JSON: {exc.msg} (column {exc.colno})", strict=strict)
-            return
         report.read += 1
-        _questions_at(collector, document, parts, 1, strict=strict)
+        try:
+            for line, where, found in _stream_resolve(text, parts):
+                _question_found(collector, found, where, line, strict=strict)
+                if collector.full:
+                    return
+            if text.peek():
+                report.fail(text.line(), "broken JSON: Extra data after the document", strict=strict)
+        except JSONSyntaxError as exc:
+            report.fail(exc.line, exc.describe(), strict=strict)
 
 
 # ------------------------------------------------------------------------------------------------ chatgpt
@@ -342,7 +413,7 @@ def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
     return path[::-1]
 
 
-def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
+def _import_chatgpt(text: TextWindow, collector: _Collector, *, strict: bool, all_turns: bool, **_: Any) -> None:
     for index, (line, conversation) in enumerate(iter_json_array(text, collector.report, strict=strict)):
         try:
             if not isinstance(conversation, dict):
@@ -357,8 +428,10 @@ def _import_chatgpt(text: str, collector: _Collector, *, strict: bool, all_turns
             break
 
 
-def _read_chatgpt_export(path: Path, max_member_bytes: int) -> tuple[str, str]:
-    """(text, source name) of ``conversations.json`` given the file, the export folder or the export zip."""
+@contextmanager
+def _chatgpt_export(path: Path, max_member_bytes: int) -> Iterator[tuple[str | TextIO, str]]:
+    """(text, source name) of ``conversations.json`` given the file, the export folder or the export zip: a file
+    is read as a stream, a zip member whole (up to ``max_member_bytes``)."""
     if path.is_dir():
         path = path / "conversations.json"
     if path.suffix.lower() == ".zip":
@@ -368,10 +441,13 @@ def _read_chatgpt_export(path: Path, max_member_bytes: int) -> tuple[str, str]:
                 if not names:
                     raise InvalidInput("no conversations.json in this ChatGPT export", file=str(path))
                 source = f"{path}!{names[0]}"
-                return decode_bytes(read_zip_member(archive, names[0], max_member_bytes, source), source), source
+                text = decode_bytes(read_zip_member(archive, names[0], max_member_bytes, source), source)
         except zipfile.BadZipFile as exc:
             raise InvalidInput(f"not a readable zip archive: {exc}", file=str(path)) from None
-    return read_text(path), str(path)
+        yield text, source
+        return
+    with open_text(path) as text:
+        yield text, str(path)
 
 
 def read_zip_member(archive: zipfile.ZipFile, name: str, max_bytes: int, source: str) -> bytes:
@@ -427,7 +503,7 @@ def _wechat_turns(item: Any) -> list[tuple[str, str]]:
     return turns
 
 
-def _import_wechat(text: str, collector: _Collector, *, strict: bool, all_turns: bool, source: str,
+def _import_wechat(text: TextWindow, collector: _Collector, *, strict: bool, all_turns: bool, source: str,
                    **_: Any) -> None:
     report = ReadReport(source)
     for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
@@ -469,13 +545,24 @@ def _check_format(format: str) -> None:
                            field="format")
 
 
-def parse_questions(text: str, format: QuestionFormat, *, source: str = "<questions>",
+def _max_questions(max_questions: int | None) -> int:
+    if max_questions is None:
+        from emotune.settings import Settings
+
+        max_questions = Settings().import_max_questions
+    return max_questions
+
+
+def parse_questions(text: str | TextIO, format: QuestionFormat, *, source: str = "<questions>",
                     field_path: str | None = None, strict: bool = False, all_turns: bool = False,
-                    max_chars: int = DEFAULT_MAX_CHARS, limit: int | None = None) -> ImportedQuestions:
-    """Questions from one already-decoded document (e.g. an upload); see :func:`import_questions`."""
+                    max_chars: int = DEFAULT_MAX_CHARS, limit: int | None = None,
+                    max_questions: int | None = None) -> ImportedQuestions:
+    """Questions from one document, already decoded (e.g. an upload) or a text stream (read in bounded memory);
+    see :func:`import_questions`."""
     _check_format(format)
-    collector = _Collector(max_chars, ReadReport(source), limit)
-    _IMPORTERS[format](text, collector, strict=strict, all_turns=all_turns, field_path=field_path, source=source)
+    collector = _Collector(max_chars, ReadReport(source), limit, _max_questions(max_questions))
+    _IMPORTERS[format](TextWindow(text, source), collector, strict=strict, all_turns=all_turns,
+                       field_path=field_path, source=source)
     return collector.result()
 
 
@@ -504,13 +591,18 @@ def detect_format(path: str | Path) -> QuestionFormat:
 
 def import_questions(path: str | Path, format: QuestionFormat | None = None, field_path: str | None = None,
                      strict: bool = False, *, all_turns: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
-                     limit: int | None = None, max_zip_member_bytes: int | None = None) -> ImportedQuestions:
+                     limit: int | None = None, max_zip_member_bytes: int | None = None,
+                     max_questions: int | None = None) -> ImportedQuestions:
     """Import seed questions (and dialogues) from ``path``.
 
     ``format`` defaults to :func:`detect_format`. ``field_path`` is required for json/jsonl. By default only the
     opening user message of each dialogue becomes a question (later turns lean on their context); ``all_turns``
     takes every user message. Bad lines are in ``result.report.errors``; ``strict`` raises on the first one.
     ``limit`` stops reading once that many questions are collected (a few thousand seeds from a huge corpus).
+    Files are read as streams (JSON arrays item by item, JSON Lines and text line by line), so reading costs a
+    window of the file whatever its size; what is kept is at most ``max_questions`` questions and as many dialogues
+    (default: ``EMOTUNE_IMPORT_MAX_QUESTIONS``, which also lowers a bigger ``limit``; ``result.capped`` says it
+    stopped the reading).
     A file inside a zip is read up to ``max_zip_member_bytes`` (default: ``EMOTUNE_IMPORT_MAX_ZIP_MEMBER_BYTES``).
     """
     path = Path(path)
@@ -518,22 +610,26 @@ def import_questions(path: str | Path, format: QuestionFormat | None = None, fie
         raise InvalidInput("file not found", file=str(path))
     format = format or detect_format(path)
     _check_format(format)
+    max_questions = _max_questions(max_questions)
     options = {"field_path": field_path, "strict": strict, "all_turns": all_turns, "max_chars": max_chars,
-               "limit": limit}
+               "limit": limit, "max_questions": max_questions}
     if format == "chatgpt":
         if max_zip_member_bytes is None:
             from emotune.settings import Settings
 
             max_zip_member_bytes = Settings().import_max_zip_member_bytes
-        text, source = _read_chatgpt_export(path, max_zip_member_bytes)
-        return parse_questions(text, format, source=source, **options)
+        with _chatgpt_export(path, max_zip_member_bytes) as (text, source):
+            return parse_questions(text, format, source=source, **options)
     if format == "wechat":
-        collector = _Collector(max_chars, ReadReport(str(path)), limit)
+        collector = _Collector(max_chars, ReadReport(str(path)), limit, max_questions)
         for file in _wechat_files(path):
             if collector.full:
                 break
-            _import_wechat(read_text(file), collector, strict=strict, all_turns=all_turns, source=str(file))
+            with open_text(file) as text:
+                _import_wechat(TextWindow(text, str(file)), collector, strict=strict, all_turns=all_turns,
+                               source=str(file))
         return collector.result()
     if path.is_dir():
         raise InvalidInput(f"the {format} importer reads a file, this is a folder", file=str(path))
-    return parse_questions(read_text(path), format, source=str(path), **options)
+    with open_text(path) as text:
+        return parse_questions(text, format, source=str(path), **options)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     import_max_zip_member_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="largest file read out of a zip archive (a ChatGPT export's "
         "conversations.json), by its declared and its actual size: a bigger one (a zip bomb) is refused unread")
+    import_max_questions: int = Field(
+        50_000, ge=1, description="most seed questions (and as many dialogues) one import keeps; reading stops "
+        "there, so importing a corpus of any size (LCCC: millions of dialogues) takes bounded memory; a job's "
+        "questions.limit above it is lowered to it")
 
     # What a request may load (emotune.loadable): anything not listed here is refused by name
     allowed_base_models: str = Field(

@@ -5,12 +5,15 @@ Line-oriented readers report bad lines with their numbers and keep the good ones
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from emotune.errors import InvalidInput
 
@@ -87,18 +90,27 @@ def decode_bytes(data: bytes, source: str = "<input>") -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as utf8_error:
         line = body[: utf8_error.start].count(b"\n") + 1
-    if body is data:  # a UTF-8 BOM means the rest must be UTF-8
-        found = _guess_encoding(data)
-        try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError:
-            text = None
-        if text is not None and (found in _GB_FAMILY or _reads_as_common_chinese(text)):
-            return text
-    else:
-        found = "UTF-8 BOM followed by bytes that are not UTF-8"
-    raise InvalidInput(f"cannot decode as UTF-8 or GBK (looks like {found}); save the file as UTF-8",
-                       file=source, line=line)
+    if body is not data:  # a UTF-8 BOM means the rest must be UTF-8
+        raise _not_decodable("UTF-8 BOM followed by bytes that are not UTF-8", source, line)
+    return _decode_as_chinese(data, source, line)
+
+
+def _not_decodable(found: str, source: str, line: int) -> InvalidInput:
+    return InvalidInput(f"cannot decode as UTF-8 or GBK (looks like {found}); save the file as UTF-8",
+                        file=source, line=line)
+
+
+def _decode_as_chinese(data: bytes, source: str, line: int) -> str:
+    """``data`` (not UTF-8 from ``line`` on) as GB18030 when it decodes strictly and reads as Chinese, else the
+    refusal naming ``line`` (rule 3 and 4 of :func:`decode_bytes`)."""
+    found = _guess_encoding(data)
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and (found in _GB_FAMILY or _reads_as_common_chinese(text)):
+        return text
+    raise _not_decodable(found, source, line)
 
 
 def read_text(path: str | Path) -> str:
@@ -108,6 +120,266 @@ def read_text(path: str | Path) -> str:
     except FileNotFoundError:
         raise InvalidInput("file not found", file=str(path)) from None
     return decode_bytes(data, str(path))
+
+
+# A file up to this size is decoded whole (decode_bytes); a bigger one is checked in one pass and then decoded as it
+# is read, so reading it costs a window of text, not the file.
+WHOLE_FILE_BYTES = 8 * 1024 * 1024
+_BLOCK = 1024 * 1024
+
+
+@contextmanager
+def open_text(path: str | Path) -> Iterator[str | TextIO]:
+    """A user's text file decoded by :func:`decode_bytes`' rule: small files as a ``str``, bigger ones as a text
+    stream (a :class:`TextWindow` reads either), so a corpus of any size is read in bounded memory.
+
+    A big file is checked in one pass over its bytes, block by block, for rule 1 (control bytes) and rule 2
+    (UTF-8); the refusals name the same lines as :func:`decode_bytes`. A big file that is not UTF-8 is judged for
+    rule 3 on samples (its first 4 MiB and 4 MiB from its first line that is not UTF-8), then decoded as GB18030
+    as it is read; a later byte that is not GB18030 either stops the reading with its line.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        file = path.open("rb")
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidInput("file not found", file=str(path)) from None
+    with file:
+        if size <= WHOLE_FILE_BYTES:
+            yield decode_bytes(file.read(), str(path))
+            return
+        encoding = _stream_encoding(file, str(path))
+        file.seek(0)
+        with io.TextIOWrapper(file, encoding=encoding, errors="strict", newline=None) as text:
+            yield text
+
+
+def _stream_encoding(file: BinaryIO, source: str) -> str:
+    """The codec :func:`decode_bytes` would pick for this big file, found in one pass; its refusals otherwise."""
+    head = file.read(4)
+    for mark, name in _BYTE_ORDER_MARKS:
+        if head.startswith(mark):
+            raise InvalidInput(f"file is {name} (found a {name} byte-order mark); save it as UTF-8", file=source)
+    bom = head.startswith(b"\xef\xbb\xbf")
+    file.seek(3 if bom else 0)
+    newlines, carry, not_utf8 = 0, b"", None  # not_utf8: (line, byte offset of that line)
+    offset = file.tell()
+    while block := file.read(_BLOCK):
+        control = _CONTROL_BYTES.search(block)
+        if control:
+            line = newlines + block[: control.start()].count(b"\n") + 1
+            raise InvalidInput(f"file contains the control byte {control.group()!r}: UTF-16 without a byte-order "
+                               "mark, or not a text file; save it as UTF-8", file=source, line=line)
+        if not_utf8 is None:
+            data = carry + block
+            try:
+                data.decode("utf-8")
+                carry = b""
+            except UnicodeDecodeError as exc:
+                if exc.reason == "unexpected end of data":  # a character cut by the block's end
+                    carry = data[exc.start:]
+                else:
+                    before = data[: exc.start]
+                    start = offset - len(carry) + before.rfind(b"\n") + 1
+                    not_utf8 = (newlines + before.count(b"\n") + 1, start)
+        newlines += block.count(b"\n")
+        offset += len(block)
+    if not_utf8 is None and carry:
+        not_utf8 = (newlines + 1, offset - len(carry))
+    if not_utf8 is None:
+        return "utf-8-sig" if bom else "utf-8"
+    line, start = not_utf8
+    if bom:
+        raise _not_decodable("UTF-8 BOM followed by bytes that are not UTF-8", source, line)
+    file.seek(0)
+    decoder = codecs.getincrementaldecoder("gb18030")("strict")
+    try:
+        while block := file.read(_BLOCK):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        gb18030 = False
+    else:
+        gb18030 = True
+    # Rule 3 judged on samples: the first 4 MiB and 4 MiB from the first line that is not UTF-8.
+    half = WHOLE_FILE_BYTES // 2
+    file.seek(0)
+    head = file.read(min(half, start))
+    file.seek(start)
+    tail = file.read(half)
+    if file.read(1):
+        tail = tail[: tail.rfind(b"\n") + 1] or tail
+    sample = head[: head.rfind(b"\n") + 1] + tail
+    if not gb18030:
+        raise _not_decodable(_guess_encoding(sample), source, line)
+    _decode_as_chinese(sample, source, line)
+    return "gb18030"
+
+
+class TextWindow:
+    """A text read front to back through a bounded window, with line numbers: what has been read is dropped.
+
+    Built on a ``str`` (read in place) or a text stream (read 1 MiB at a time). JSON values are decoded one at a
+    time where they start, so an array of millions of items costs one item and a block of text, and errors name
+    the line (and column) in the file. (An event parser such as ijson streams too, but reports no positions: the
+    errors would lose their lines.)
+    """
+
+    def __init__(self, source: str | TextIO, source_name: str = "<input>", block: int | None = None) -> None:
+        self._stream = None if isinstance(source, str) else source
+        self.buf = source if isinstance(source, str) else ""
+        self.pos = 0
+        self.source_name, self._block = source_name, block or _BLOCK
+        self._base_line, self._base_column = 1, 0  # line and column (0-based) of buf[0]
+        self._counted, self._counted_line = 0, 1  # line of buf[_counted], counted incrementally
+
+    @property
+    def eof(self) -> bool:
+        return self._stream is None
+
+    def _fill(self) -> bool:
+        """Read one more block (dropping what has been read); False at the end of the text."""
+        if self._stream is None:
+            return False
+        try:
+            block = self._stream.read(self._block)
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"cannot decode the rest of the file ({exc.reason}); save the file as UTF-8",
+                               file=self.source_name, line=self.line()) from None
+        if not block:
+            self._stream = None
+            return False
+        if self.pos:
+            self._base_line = self.line(self.pos)
+            newline = self.buf.rfind("\n", 0, self.pos)
+            self._base_column = self.pos - newline - 1 if newline >= 0 else self._base_column + self.pos
+            self.buf, self.pos = self.buf[self.pos:], 0
+            self._counted, self._counted_line = 0, self._base_line
+        self.buf += block
+        return True
+
+    def line(self, position: int | None = None) -> int:
+        """1-based line of ``buf[position]`` (default: the reading position); positions mostly increase."""
+        position = self.pos if position is None else position
+        if position < self._counted:
+            self._counted, self._counted_line = 0, self._base_line
+        self._counted_line += self.buf.count("\n", self._counted, position)
+        self._counted = position
+        return self._counted_line
+
+    def column(self, position: int) -> int:
+        newline = self.buf.rfind("\n", 0, position)
+        return position - newline if newline >= 0 else self._base_column + position + 1
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ('' at the end), not consumed."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buf) or not self._fill():
+                return self.buf[self.pos:self.pos + 1]
+
+    def take(self, char: str) -> bool:
+        """Consume ``char`` if it is the next non-whitespace character."""
+        if self.peek() == char:
+            self.pos += 1
+            return True
+        return False
+
+    def value(self) -> Any:
+        """Decode the JSON value at the reading position (reading more text while it is cut off)."""
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                cut_off = exc.pos >= len(self.buf) - 8 or exc.msg.startswith("Unterminated string")
+                if cut_off and self._fill():
+                    continue
+                raise JSONSyntaxError(exc.msg, self.line(exc.pos), self.column(exc.pos)) from None
+            self.pos = end
+            return value
+
+    def elements(self) -> Iterator[int]:
+        """At a ``[``: yields each element's index with the reading position on it; the caller consumes the
+        element (:meth:`value`, :meth:`skip`, or deeper) before asking for the next."""
+        self.take("[")
+        if self.take("]"):
+            return
+        index = 0
+        while True:
+            self.peek()
+            yield index
+            index += 1
+            if self.take(","):
+                continue
+            if self.take("]"):
+                return
+            raise JSONSyntaxError("expected ',' or ']' between array items", self.line(), None)
+
+    def members(self) -> Iterator[str]:
+        """At a ``{``: yields each key with the reading position on its value, which the caller consumes."""
+        self.take("{")
+        if self.take("}"):
+            return
+        while True:
+            if self.peek() != '"':
+                raise JSONSyntaxError("Expecting property name enclosed in double quotes", self.line(),
+                                      self.column(self.pos))
+            key = self.value()
+            if not self.take(":"):
+                raise JSONSyntaxError("Expecting ':' delimiter", self.line(), self.column(self.pos))
+            self.peek()
+            yield key
+            if self.take(","):
+                continue
+            if self.take("}"):
+                return
+            raise JSONSyntaxError("expected ',' or '}' between object members", self.line(), None)
+
+    def skip(self) -> None:
+        """Consume the value at the reading position without building it (a huge sibling costs nothing)."""
+        start = self.peek()
+        if start == "[":
+            for _ in self.elements():
+                self.skip()
+        elif start == "{":
+            for _ in self.members():
+                self.skip()
+        else:
+            self.value()
+
+    def lines(self) -> Iterator[str]:
+        """The remaining lines (without their line ends)."""
+        if self._stream is None:
+            rest, self.pos = self.buf[self.pos:], len(self.buf)
+            yield from rest.splitlines()
+            return
+        while True:
+            newline = self.buf.find("\n", self.pos)
+            if newline < 0:
+                if self._fill():
+                    continue
+                if self.pos < len(self.buf):
+                    last, self.pos = self.buf[self.pos:], len(self.buf)
+                    yield last
+                return
+            line, self.pos = self.buf[self.pos:newline], newline + 1
+            yield line
+
+
+class JSONSyntaxError(ValueError):
+    """Broken JSON at ``line`` (and ``column`` when the decoder names one) of the file."""
+
+    def __init__(self, message: str, line: int, column: int | None) -> None:
+        self.msg, self.line, self.column = message, line, column
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        return f"broken JSON: {self.msg} (column {self.column})" if self.column else f"broken JSON: {self.msg}"
+
+
+_DECODER = json.JSONDecoder()
 
 
 def field_path(loc: tuple[str | int, ...] | list[str | int]) -> str | None:
@@ -152,9 +424,17 @@ class ReadReport:
         self.errors.extend(other.errors)
 
 
-def iter_jsonl(text: str, report: ReadReport, *, strict: bool = False) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, value)`` for each non-blank JSON line; broken lines go to ``report``."""
-    for number, line in enumerate(text.splitlines(), start=1):
+def _window(text: str | TextIO | TextWindow, report: ReadReport) -> TextWindow:
+    return text if isinstance(text, TextWindow) else TextWindow(text, report.source)
+
+
+def iter_jsonl(text: str | TextIO | TextWindow, report: ReadReport, *,
+               strict: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, value)`` for each non-blank JSON line; broken lines go to ``report``. A stream is
+    read line by line."""
+    window = _window(text, report)
+    window.peek()
+    for number, line in enumerate(window.lines(), start=window.line()):
         if not line.strip():
             continue
         try:
@@ -166,70 +446,36 @@ def iter_jsonl(text: str, report: ReadReport, *, strict: bool = False) -> Iterat
         yield number, value
 
 
-class LineIndex:
-    """Maps a character offset in ``text`` to its 1-based line number. Readers ask for increasing offsets, so
-    newlines are counted from the previous answer (in C, no per-line Python work on big corpora)."""
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._offset = 0
-        self._line = 1
-
-    def line(self, offset: int) -> int:
-        if offset < self._offset:
-            self._offset, self._line = 0, 1
-        self._line += self._text.count("\n", self._offset, offset)
-        self._offset = offset
-        return self._line
-
-
-def _skip_whitespace(text: str, position: int) -> int:
-    while position < len(text) and text[position] in " \t\r\n":
-        position += 1
-    return position
-
-
-def iter_json_array(text: str, report: ReadReport, *, strict: bool = False) -> Iterator[tuple[int, Any]]:
+def iter_json_array(text: str | TextIO | TextWindow, report: ReadReport, *,
+                    strict: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, item)`` for each element of a top-level JSON array, with the line it starts on.
 
-    ``json.load`` gives no positions; decoding element by element lets errors say where an item is. A syntax
-    error ends the reading (the rest of an array cannot be located reliably) and is reported with its line.
+    ``json.load`` gives no positions (and holds the whole document); decoding element by element through a
+    :class:`TextWindow` lets errors say where an item is and keeps one item in memory. A syntax error ends the
+    reading (the rest of an array cannot be located reliably) and is reported with its line.
     """
-    lines = LineIndex(text)
-    decoder = json.JSONDecoder()
-    position = _skip_whitespace(text, 0)
-    if not text.startswith("[", position):
-        report.fail(lines.line(position), "expected a JSON array ('[' ...)", strict=strict)
+    window = _window(text, report)
+    if window.peek() != "[":
+        report.fail(window.line(), "expected a JSON array ('[' ...)", strict=strict)
         return
-    position = _skip_whitespace(text, position + 1)
-    if text.startswith("]", position):
+    try:
+        for _ in window.elements():
+            line = window.line()
+            value = window.value()
+            report.read += 1
+            yield line, value
+    except JSONSyntaxError as exc:
+        report.fail(exc.line, f"{exc.describe()}; the rest of the file is skipped", strict=strict)
         return
-    while True:
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            report.fail(exc.lineno, f"broken JSON: {exc.msg} (column {exc.colno}); the rest of the file is skipped",
-                        strict=strict)
-            return
-        report.read += 1
-        yield lines.line(position), value
-        position = _skip_whitespace(text, end)
-        if text.startswith(",", position):
-            position = _skip_whitespace(text, position + 1)
-        elif text.startswith("]", position):
-            trailing = _skip_whitespace(text, position + 1)
-            if trailing < len(text):
-                report.fail(lines.line(trailing), "unexpected text after the closing ']'", strict=strict)
-            return
-        else:
-            report.fail(lines.line(position), "broken JSON: expected ',' or ']' between array items; "
-                        "the rest of the file is skipped", strict=strict)
-            return
+    if window.peek():
+        report.fail(window.line(), "unexpected text after the closing ']'", strict=strict)
 
 
-def iter_json_items(text: str, report: ReadReport, *, strict: bool = False) -> Iterator[tuple[int, Any]]:
+def iter_json_items(text: str | TextIO | TextWindow, report: ReadReport, *,
+                    strict: bool = False) -> Iterator[tuple[int, Any]]:
     """Items of a dataset file written either as one JSON array or as JSON Lines (told apart by the first
     character), each with its line number."""
-    if text[_skip_whitespace(text, 0):].startswith("["):
-        return iter_json_array(text, report, strict=strict)
-    return iter_jsonl(text, report, strict=strict)
+    window = _window(text, report)
+    if window.peek() == "[":
+        return iter_json_array(window, report, strict=strict)
+    return iter_jsonl(window, report, strict=strict)

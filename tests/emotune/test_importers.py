@@ -62,7 +62,7 @@ def test_lccc_tab_separated_text_and_split_object():
     assert _dialogues(toy)[4] == [("user", "求口红色号"), ("assistant", "ysl7号唇釉")]
     splits = import_questions(DATA / "lccc_splits.json")
     assert splits.questions == ["今天早上起晚了", "下班一起吃饭吗", "你学校是哪的？"]
-    assert [(e.line, e.field) for e in splits.report.errors] == [(1, "valid[1]")]
+    assert [(e.line, e.field) for e in splits.report.errors] == [(18, "valid[1]")]  # the line it is on
     lccc_all_turns = import_questions(DATA / "lccc_splits.json", all_turns=True)
     assert "被你猜中了" in lccc_all_turns.questions and "又熬夜了吧" not in lccc_all_turns.questions
 
