@@ -197,3 +197,14 @@ def test_held_out_sessions_never_trained_on(tmp_path: Path) -> None:
     assert [s.reply for s in again.held_out] == [s.reply for s in cleaned.held_out]
     records = cleaned.records("你是我。")
     assert records[0].messages[0].role == "system" and records[0].messages[-1].role == "assistant"
+
+
+def test_example_exports() -> None:
+    """The shipped examples: enough of a consistent voice to learn from, and what real exports hold."""
+    wechat = clean(read_export(REPO / "examples" / "voice" / "wechat_export"), CleaningRules(held_out_fraction=0.2))
+    rules = wechat.report.rules
+    assert rules["media"] > 0 and rules["recalled"] > 0 and rules["system"] > 0
+    assert rules["phone"] > 0 and rules["email"] > 0 and rules["session_splits"] > 0 and rules["merged"] > 0
+    assert wechat.report.train_samples >= 80 and wechat.report.held_out_samples >= 16
+    chatgpt = clean(read_export(REPO / "examples" / "voice" / "chatgpt_export.zip"))
+    assert all(s.reply.startswith("喵～") and s.reply.endswith("🐾") for s in chatgpt.train)
