@@ -1,4 +1,6 @@
-"""Uploaded files, kept in the artifact store (``files/<id>/content`` then ``files/<id>/meta.json``).
+"""Uploaded files, kept in the artifact store (``files/<id>/content`` then ``files/<id>/meta.json``, then the
+newest-first index entries ``files/index/all/<inverted ms>-<id>`` and ``files/index/<purpose>/...`` that make a page
+of the listing one ``list(start_after=...)`` plus that page's metadata reads).
 
 The metadata is written last, so a crash mid-upload leaves no file that looks complete. Content is checked by
 purpose before anything is stored: a bad upload is refused with the line and field at fault. A ``fine-tune`` file
@@ -11,6 +13,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import BinaryIO, Literal
 
 from pydantic import BaseModel
@@ -19,6 +22,7 @@ from emotune.chat_check import check_chat_jsonl
 from emotune.errors import InvalidInput, NotFound
 from emotune.preference import check_preference_jsonl, looks_like_preference
 from emotune.store.base import ArtifactStore
+from emotune.store.keys import named_by, newest_first
 from emotune.styles import parse_styles
 from emotune.textio import decode_bytes
 
@@ -67,7 +71,13 @@ class FileService:
                           filename=filename, purpose=purpose, emotune=summary)
         self.store.put_stream(self._key(meta.id, "content"), stream, size)
         self.store.put_text(self._key(meta.id, "meta.json"), meta.model_dump_json())
+        for key in self._index_keys(meta):
+            self.store.put_bytes(key, b"")
         return meta
+
+    def _index_keys(self, meta: FileObject) -> list[str]:
+        name = newest_first(datetime.fromtimestamp(meta.created_at, UTC), meta.id)
+        return [f"{self.prefix}/index/all/{name}", f"{self.prefix}/index/{meta.purpose}/{name}"]
 
     @staticmethod
     def _check(filename: str, purpose: str, text: str) -> dict:
@@ -101,15 +111,52 @@ class FileService:
         return self.store.get_bytes(self._key(file_id, "content"))
 
     def list(self, purpose: str | None = None) -> list[FileObject]:
-        files = [
-            FileObject.model_validate_json(self.store.get_bytes(info.key))
-            for info in self.store.list(f"{self.prefix}/")
-            if info.key.endswith("/meta.json")
-        ]
-        files = [f for f in files if purpose is None or f.purpose == purpose]
-        return sorted(files, key=lambda f: f.created_at, reverse=True)
+        """Every file, newest first (reads them all: tests and tools; the API pages with :meth:`page`)."""
+        files, after = [], None
+        while True:
+            batch, more = self.page(purpose, after, 1000)
+            files += batch
+            if not more:
+                return files
+            after = batch[-1].id
+
+    def page(self, purpose: str | None = None, after: str | None = None,
+             limit: int = 10000) -> tuple[list[FileObject], bool]:
+        """Files newest first (of one ``purpose``, or all): up to ``limit`` after file ``after`` and whether more
+        follow; reads ``limit + 1`` index entries and ``limit`` metadata objects, however many files there are."""
+        if purpose is not None and purpose not in PURPOSES:
+            return [], False
+        self._ensure_index()
+        start_after = ""
+        if after:
+            try:
+                start_after = self._index_keys(self.get(after))[0 if purpose is None else 1]
+            except NotFound:
+                return [], False
+        files: list[FileObject] = []
+        for info in self.store.list(f"{self.prefix}/index/{purpose or 'all'}/", start_after=start_after):
+            if len(files) == limit:
+                return files, True
+            try:
+                files.append(self.get(named_by(info.key)))
+            except NotFound:  # deleted meanwhile
+                continue
+        return files, False
+
+    def _ensure_index(self) -> None:
+        """Files uploaded before the index existed get their entries once (a marker says it was done)."""
+        marker = f"{self.prefix}/index/built"
+        if self.store.exists(marker):
+            return
+        for info in self.store.list(f"{self.prefix}/file-"):
+            if info.key.endswith("/meta.json"):
+                for key in self._index_keys(FileObject.model_validate_json(self.store.get_bytes(info.key))):
+                    self.store.put_bytes(key, b"")
+        self.store.put_bytes(marker, b"")
 
     def delete(self, file_id: str) -> None:
-        self.get(file_id)
+        meta = self.get(file_id)
         self.store.delete(self._key(file_id, "meta.json"))  # invisible first, then the bytes
+        for key in self._index_keys(meta):
+            self.store.delete(key)
         self.store.delete(self._key(file_id, "content"))

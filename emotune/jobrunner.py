@@ -24,6 +24,7 @@ import copy
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from emotune.errors import Cancelled, EmotuneError
@@ -214,8 +215,17 @@ class JobRunner:
     """Runs the jobs of one ``kind``; see the module docstring for ownership (leases) and its public methods."""
 
     def __init__(self, jobs: JobStore, kind: str, handler: Handler, max_concurrent: int = 1, *,
-                 lease_seconds: float = 15.0, owner: str | None = None) -> None:
+                 lease_seconds: float = 15.0, owner: str | None = None,
+                 events_retention_days: float | None = None) -> None:
         self.jobs, self.kind, self.handler = jobs, kind, handler
+        if events_retention_days is None:
+            from emotune.settings import Settings
+
+            events_retention_days = Settings().job_events_retention_days
+        #: Finished jobs' events older than this are deleted by a sweep every ``expire_every`` s (0: kept).
+        self.events_retention = timedelta(days=events_retention_days)
+        self.expire_every = 3600.0
+        self._expirer: asyncio.Task[None] | None = None
         self.max_concurrent = max_concurrent
         self.owner = owner or default_owner()
         self.leases = leases_for(jobs, lease_seconds=lease_seconds, owner=self.owner, kind=kind)
@@ -256,7 +266,23 @@ class JobRunner:
         adopted = await self.resume_unfinished()
         if self._scanner is None and not self._shutting_down:
             self._scanner = asyncio.create_task(self._adopt_loop(), name=f"adopt-{self.kind}")
+        if self._expirer is None and self.events_retention and not self._shutting_down:
+            self._expirer = asyncio.create_task(self._expire_loop(), name=f"expire-{self.kind}")
         return adopted
+
+    async def _expire_loop(self) -> None:
+        """Every ``expire_every`` s, delete the events of this kind's jobs finished over the retention ago. Every
+        replica sweeps (deleting is idempotent); a sweep lists the statuses of this kind, not their events."""
+        while not self._shutting_down:
+            try:
+                expired = await asyncio.to_thread(self.jobs.expire_events, self.kind, self.events_retention)
+                if expired:
+                    log.info("expired finished jobs' events", kind=self.kind, jobs=expired)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store is unreachable for a moment: next period
+                log.warning("expiring job events failed", kind=self.kind, error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.expire_every)
 
     async def resume_unfinished(self) -> list[str]:
         """Adopt unfinished jobs of this kind that are claimable now, oldest first, up to the free slots.
@@ -316,9 +342,10 @@ class JobRunner:
         finish recording (a few store writes): cut short, its final state could be written with its lease left
         behind."""
         self._shutting_down = True
-        if self._scanner is not None:
-            self._scanner.cancel()
-            await asyncio.gather(self._scanner, return_exceptions=True)
+        for loop in (self._scanner, self._expirer):
+            if loop is not None:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
         tasks = list(self._tasks.values())
         for job_id, task in list(self._tasks.items()):
             if job_id not in self._recording:

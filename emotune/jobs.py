@@ -8,6 +8,8 @@ Layout under the prefix (default ``jobs``), chosen so that each read touches onl
   rewriting the status the runner owns;
 - ``events/<job_id>/<seq:010d>.json``  one object per event (S3 has no append); zero-padded so key order is
   seq order and a watcher lists only keys after its offset;
+- ``index/<kind>/<inverted ms>-<job_id>``  an empty object per job, newest first in key order: a page of jobs is
+  one listing after the previous page's last entry plus a read of that page's statuses (:meth:`JobStore.page`);
 - ``leases/<job_id>/...``  which process owns the job (``emotune.leases``; a copy of the cancel marker lives
   there too, so the owner sees it in the listing it makes to renew its lease).
 
@@ -33,7 +35,7 @@ import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +44,7 @@ from pydantic import BaseModel, Field
 from emotune.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from emotune.leases import CANCEL_MARKER, Held, LeaseLost, lease_prefix
 from emotune.store.base import ArtifactStore, ConditionFailed
+from emotune.store.keys import named_by, newest_first
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Key of the lease inside a status object (conditional-write stores only); not a JobRecord field.
@@ -130,6 +133,12 @@ class JobStore:
     def _event_key(self, job_id: str, seq: int) -> str:
         return f"{self._events_prefix(job_id)}{seq:010d}.json"
 
+    def _index_prefix(self, kind: str) -> str:
+        return f"{self.prefix}/index/{validate_job_id(kind)}/"
+
+    def _index_key(self, record: JobRecord) -> str:
+        return self._index_prefix(record.kind) + newest_first(record.created_at, record.job_id)
+
     # jobs
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> JobRecord:
         job_id = validate_job_id(job_id or f"{kind}-{uuid.uuid4().hex[:16]}")
@@ -140,12 +149,14 @@ class JobStore:
             except ConditionFailed:
                 raise AlreadyExists(f"job {job_id} already exists", job_id=job_id) from None
             self.append(job_id, "state", JobState.QUEUED.value, state=JobState.QUEUED.value)
+            self.store.put_bytes(self._index_key(record), b"")  # only the one creator gets here
             return record
         with self._lock:
             if self.store.exists(self._status_key(job_id)):
                 raise AlreadyExists(f"job {job_id} already exists", job_id=job_id)
             self.append(job_id, "state", JobState.QUEUED.value, state=JobState.QUEUED.value)
             self._save(record)
+            self.store.put_bytes(self._index_key(record), b"")
         return record
 
     def _save(self, record: JobRecord) -> None:
@@ -270,6 +281,47 @@ class JobStore:
         records.sort(key=lambda r: r.created_at, reverse=True)
         return records[:limit] if limit else records
 
+    def page(self, kind: str, after: str | None = None, limit: int = 20) -> tuple[list[JobRecord], bool]:
+        """Jobs of ``kind``, newest first: the ``limit`` after job ``after`` and whether more follow. Reads one
+        listing of the index (``limit + 1`` entries) and ``limit`` statuses, however many jobs there are."""
+        self._ensure_index(kind)
+        start_after = ""
+        if after:
+            try:
+                start_after = self._index_key(self._load(after))
+            except (NotFound, InvalidInput):
+                return [], False
+        records: list[JobRecord] = []
+        for info in self.store.list(self._index_prefix(kind), start_after=start_after):
+            if len(records) == limit:
+                return records, True
+            try:
+                records.append(self.get(named_by(info.key)))
+            except NotFound:  # deleted by hand
+                continue
+        return records, False
+
+    def _ensure_index(self, kind: str) -> None:
+        """Jobs created before the index existed get their entries once (a marker says it was done)."""
+        marker = f"{self.prefix}/index/built-{validate_job_id(kind)}"
+        if self.store.exists(marker):
+            return
+        for record in self.list(kind):
+            self.store.put_bytes(self._index_key(record), b"")
+        self.store.put_bytes(marker, b"")
+
+    def expire_events(self, kind: str, older_than: timedelta) -> int:
+        """Delete the events of finished jobs of ``kind`` that ended more than ``older_than`` ago (the operator's
+        EMOTUNE_JOB_EVENTS_RETENTION_DAYS); the job's status and outputs stay. Returns the number of jobs."""
+        cutoff, expired = utcnow() - older_than, 0
+        for record in self.list(kind):
+            if record.state.terminal and record.updated_at < cutoff:
+                if self.store.delete_prefix(self._events_prefix(record.job_id)):
+                    expired += 1
+                with self._lock:
+                    self._next_seq.pop(record.job_id, None)
+        return expired
+
     # events
     def _allocate_seq(self, job_id: str) -> int:
         with self._lock:
@@ -303,6 +355,49 @@ class JobStore:
         for info in self.store.list(self._events_prefix(job_id), start_after=start_after):
             events.append(JobEvent.model_validate_json(self.store.get_bytes(info.key)))
         return events
+
+    def _any_after(self, job_id: str, seq: int) -> int | None:
+        """The seq of the first event after ``seq`` (one listing request, whatever the log's length)."""
+        start_after = self._event_key(job_id, seq) if seq > 0 else ""
+        for info in self.store.list(self._events_prefix(job_id), start_after=start_after):
+            return _seq_of(info.key)
+        return None
+
+    def last_seq(self, job_id: str) -> int:
+        """The newest event's seq (0: none), found by a galloping then binary search of one-key listings:
+        O(log n) requests, never a listing of the whole log."""
+        if self._any_after(job_id, 0) is None:
+            return 0
+        low, high = 0, 1  # an event after low; none known after high yet
+        while self._any_after(job_id, high) is not None:
+            low, high = high, high * 2
+        while high - low > 1:  # invariant: an event after low, none after high
+            middle = (low + high) // 2
+            if self._any_after(job_id, middle) is None:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    def events_page(self, job_id: str, before: int | None = None, limit: int = 20) -> tuple[list[JobEvent], bool]:
+        """Events newest first (as OpenAI lists them): up to ``limit`` with seq < ``before`` (default: from the
+        newest) and whether older ones remain; reads one page of keys, not the log."""
+        upper = (before - 1) if before else self.last_seq(job_id)
+        if upper < 1:
+            return [], False
+        start = max(0, upper - limit)
+        events = []
+        for info in self.store.list(self._events_prefix(job_id), start_after=self._event_key(job_id, start)
+                                    if start else ""):
+            if _seq_of(info.key) > upper:
+                break
+            events.append(JobEvent.model_validate_json(self.store.get_bytes(info.key)))
+        older = start > 0 and self._first_seq(job_id) <= start
+        return events[::-1], older
+
+    def _first_seq(self, job_id: str) -> int:
+        first = self._any_after(job_id, 0)
+        return first if first is not None else 1 << 62
 
     def event_count(self, job_id: str) -> int:
         keys = [info.key for info in self.store.list(self._events_prefix(job_id))]

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     import_max_zip_member_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="largest file read out of a zip archive (a ChatGPT export's "
         "conversations.json), by its declared and its actual size: a bigger one (a zip bomb) is refused unread")
+    job_events_retention_days: float = Field(
+        0.0, ge=0, description="delete a finished job's events this many days after it ended (a sweep in every "
+        "service's job runner, hourly); its status, result and outputs stay. 0 keeps events for ever")
     import_max_questions: int = Field(
         50_000, ge=1, description="most seed questions (and as many dialogues) one import keeps; reading stops "
         "there, so importing a corpus of any size (LCCC: millions of dialogues) takes bounded memory; a job's "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from emotune.errors import InvalidInput
 
@@ -40,3 +41,18 @@ def validate_key(key: str, *, prefix: bool = False) -> str:
     if problem:
         raise InvalidInput(f"object key {key!r} {problem}", field="key")
     return key
+
+
+# Newest-first index entries: a listing in key order (the only order S3 lists in) reads the newest first, and a
+# page after a given entry is one ``list(start_after=...)``, never a read of everything.
+_INVERTED_MS = 10**13
+
+
+def newest_first(created_at: datetime, name: str) -> str:
+    """``<inverted milliseconds:013d>-<name>``: later times sort first; ties by name."""
+    return f"{_INVERTED_MS - int(created_at.timestamp() * 1000):013d}-{name}"
+
+
+def named_by(index_key: str) -> str:
+    """The name a :func:`newest_first` entry (or a key ending in one) was made for."""
+    return index_key.rsplit("/", 1)[-1].split("-", 1)[1]

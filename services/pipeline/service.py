@@ -164,12 +164,8 @@ class PipelineService:
         return to_openai(await asyncio.to_thread(self._get, job_id))
 
     async def list(self, after: str | None, limit: int) -> ListPage:
-        records = await asyncio.to_thread(self.jobs.list, KIND)
-        if after:
-            ids = [r.job_id for r in records]
-            records = records[ids.index(after) + 1:] if after in ids else []
-        page = records[:limit]
-        return ListPage(data=[to_openai(r) for r in page], has_more=len(records) > limit)
+        page, more = await asyncio.to_thread(self.jobs.page, KIND, after, limit)  # one page read, not all jobs
+        return ListPage(data=[to_openai(r) for r in page], has_more=more)
 
     async def cancel(self, job_id: str) -> FineTuningJob:
         record = await asyncio.to_thread(self._get, job_id)
@@ -181,12 +177,14 @@ class PipelineService:
 
     async def events(self, job_id: str, after: str | None, limit: int) -> ListPage:
         await asyncio.to_thread(self._get, job_id)
-        events = list(reversed(await asyncio.to_thread(self.jobs.events, job_id)))  # newest first, as OpenAI
-        if after:
-            seq = int(after.rsplit("-", 1)[-1]) if after.rsplit("-", 1)[-1].isdigit() else 0
-            events = [e for e in events if e.seq < seq]
-        page = events[:limit]
-        return ListPage(data=[_event_out(job_id, e) for e in page], has_more=len(events) > limit)
+        before = None
+        if after:  # an event id ends in its seq; an unreadable one lists nothing, as before
+            before = int(after.rsplit("-", 1)[-1]) if after.rsplit("-", 1)[-1].isdigit() else 0
+            if before < 1:
+                return ListPage(data=[], has_more=False)
+        # newest first, as OpenAI; one page of keys read, not the whole log
+        page, more = await asyncio.to_thread(self.jobs.events_page, job_id, before, limit)
+        return ListPage(data=[_event_out(job_id, e) for e in page], has_more=more)
 
     async def checkpoints(self, job_id: str, limit: int) -> ListPage:
         record = await asyncio.to_thread(self._get, job_id)

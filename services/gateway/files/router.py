@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from emotune.files import FileObject, FileService
@@ -26,8 +26,12 @@ async def upload(request: Request, file: Annotated[UploadFile, File()], purpose:
 
 
 @router.get("", response_model=ListPage)
-async def list_files(request: Request, purpose: str | None = None) -> ListPage:
-    return ListPage(data=await asyncio.to_thread(_files(request).list, purpose))
+async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
+                     limit: int = Query(10000, ge=1, le=10000)) -> ListPage:
+    """OpenAI's listing, newest first: ``after`` a file id, ``limit`` files a page (OpenAI's default and maximum,
+    10000); only that page is read from the store."""
+    files, more = await asyncio.to_thread(_files(request).page, purpose, after, limit)
+    return ListPage(data=files, has_more=more)
 
 
 @router.get("/{file_id}", response_model=FileObject)

@@ -79,6 +79,36 @@ async def test_files_are_shared_by_every_gateway_and_bad_uploads_name_the_line(r
         await two.files.retrieve(styles.id)
 
 
+async def test_files_jobs_and_events_are_listed_in_pages_the_openai_client_follows(replicas) -> None:
+    """``after`` + ``limit`` with ``has_more`` (OpenAI's shape), newest first; the client's auto-pagination walks
+    them (each page one listing of the store: tests/emotune/test_listing_pages.py)."""
+    one, two = replicas
+    uploaded = []
+    for i in range(3):
+        uploaded.append((await one.files.create(file=(f"s{i}.yaml", STYLES.encode()), purpose="emotune-styles")).id)
+        await asyncio.sleep(1.01)  # created_at is in seconds
+    first = await two.files.list(limit=2)
+    assert [f.id for f in first.data] == uploaded[:0:-1] and first.has_more
+    assert [f.id async for f in two.files.list(limit=2)] == uploaded[::-1]
+    assert [f.id async for f in two.files.list(purpose="fine-tune")] == []
+
+    jobs = []
+    for _ in range(3):
+        jobs.append((await one.fine_tuning.jobs.create(
+            model="smollm2-135m", training_file=uploaded[0],
+            extra_body={"emotune": {"generation": {"questions": {"questions": ["How are you?"]}}}})).id)
+    page = await two.fine_tuning.jobs.list(limit=2)
+    assert [j.id for j in page.data] == jobs[:0:-1] and page.has_more
+    assert [j.id async for j in two.fine_tuning.jobs.list(limit=2)] == jobs[::-1]
+
+    await _settled(two, jobs[0])
+    events = [e.id async for e in two.fine_tuning.jobs.list_events(jobs[0], limit=2)]
+    everything = [e.id for e in (await one.fine_tuning.jobs.list_events(jobs[0], limit=100)).data]
+    assert events == everything and len(events) > 2
+    newest = await one.fine_tuning.jobs.list_events(jobs[0], limit=2)
+    assert [e.id for e in newest.data] == everything[:2] and newest.has_more
+
+
 async def test_a_job_is_one_job_through_either_gateway(replicas) -> None:
     one, two = replicas
     styles = await one.files.create(file=("styles.yaml", STYLES.encode()), purpose="emotune-styles")
