@@ -17,6 +17,7 @@ SUBCOMMANDS = [
     ("serve", "services.inference.cli"),
     ("gateway", "services.gateway.cli"),
     ("local", "emotune.local.cli"),
+    ("voice", "emotune.voice.cli"),
 ]
 
 for name, module in SUBCOMMANDS:

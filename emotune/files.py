@@ -26,8 +26,8 @@ from emotune.store.keys import named_by, newest_first
 from emotune.styles import parse_styles
 from emotune.textio import decode_bytes
 
-Purpose = Literal["fine-tune", "emotune-styles", "emotune-questions"]
-PURPOSES: tuple[str, ...] = ("fine-tune", "emotune-styles", "emotune-questions")
+Purpose = Literal["fine-tune", "emotune-styles", "emotune-questions", "emotune-voice"]
+PURPOSES: tuple[str, ...] = ("fine-tune", "emotune-styles", "emotune-questions", "emotune-voice")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # the default of the gateway's EMOTUNE_GATEWAY_MAX_UPLOAD_BYTES
 
 
@@ -65,7 +65,10 @@ class FileService:
         if size > self.max_bytes:
             raise InvalidInput(f"file is {size} bytes, over the {self.max_bytes} byte limit", field="file")
         stream.seek(0)
-        summary = self._check(filename, purpose, decode_bytes(stream.read(), filename))
+        if purpose == "emotune-voice":  # a chat export: a zip, a CSV or JSON (docs/voice.md)
+            summary = self._check_voice(filename, stream.read())
+        else:
+            summary = self._check(filename, purpose, decode_bytes(stream.read(), filename))
         stream.seek(0)
         meta = FileObject(id=f"file-{uuid.uuid4().hex[:24]}", bytes=size, created_at=int(time.time()),
                           filename=filename, purpose=purpose, emotune=summary)
@@ -78,6 +81,19 @@ class FileService:
     def _index_keys(self, meta: FileObject) -> list[str]:
         name = newest_first(datetime.fromtimestamp(meta.created_at, UTC), meta.id)
         return [f"{self.prefix}/index/all/{name}", f"{self.prefix}/index/{meta.purpose}/{name}"]
+
+    @staticmethod
+    def _check_voice(filename: str, content: bytes) -> dict:
+        """A chat export read and cleaned with the default rules: a bad one is refused naming file, row and field;
+        one with bad rows is accepted, and the summary says how many."""
+        from emotune.voice.cleaning import clean
+        from emotune.voice.sources import read_export
+
+        export = read_export(data=content, filename=filename)
+        report = clean(export).report
+        return {"format": export.source, "conversations": report.conversations, "messages": report.messages,
+                "voice_messages": report.voice_messages, "samples": report.train_samples + report.held_out_samples,
+                "bad_rows": report.error_count}
 
     @staticmethod
     def _check(filename: str, purpose: str, text: str) -> dict:

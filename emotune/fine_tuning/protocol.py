@@ -147,7 +147,28 @@ class EvaluationOptions(_Options):
                                  "samples); none: every trained model is marked promoted. Never fails the job.")
 
 
+class VoiceOptions(_Options):
+    """A voice job (``docs/voice.md``): ``training_file`` is a chat export uploaded with purpose
+    ``emotune-voice``; its person's own replies are the training data."""
+
+    source: Literal["auto", "wechat-json", "wechat-csv", "chatgpt"] = "auto"
+    speaker: str = Field("", max_length=128, description="whose voice: a WeChat speaker ('me', the default, or a "
+                         "name), or ChatGPT's 'assistant' (default) / 'user'")
+    system_prompt: str = Field("", max_length=2000, description="the serving trigger (<model>:voice) the samples "
+                               "are trained with; empty: a one-line default")
+    context_turns: int = Field(4, ge=1, le=32, description="earlier turns a sample keeps as context")
+    session_gap_minutes: float = Field(60.0, gt=0, description="a new session after a longer silence")
+    min_chars: int = Field(2, ge=1)
+    max_chars: int = Field(200, ge=1)
+    max_repeats: int = Field(3, ge=1, description="one reply text kept at most this many times")
+    personal_data: Literal["mask", "drop"] = "mask"
+    held_out_fraction: float = Field(0.2, ge=0, lt=1, description="sessions held out for the evaluation")
+    held_out_samples: int = Field(16, ge=0, description="held-out replies evaluated (0 = skip; the gate needs 12)")
+    max_tokens: int = Field(64, ge=8, le=1024, description="reply length limit in the evaluation")
+
+
 class EmotuneOptions(_Options):
+    voice: VoiceOptions | None = None
     styles_file: str | None = None
     styles_yaml: str | None = None
     styles: list[str] = Field(default_factory=list, description="subset of the document's styles (empty = all)")

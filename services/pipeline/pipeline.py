@@ -25,6 +25,7 @@ from emotune.fine_tuning.protocol import (
     GenerationOptions,
     TeacherOptions,
     TrainingOptions,
+    VoiceOptions,
 )
 from emotune.formats import parse_dataset
 from emotune.grpc.client import open_channel, to_domain_error
@@ -50,8 +51,11 @@ from emotune.v1 import (
     validator_pb2,
     validator_pb2_grpc,
 )
+from emotune.voice.job import VOICE_STYLE
+from emotune.voice.job import prepare as prepare_voice
 from services.pipeline.evaluation import StyleEvaluator
 from services.pipeline.pairs import build_pairs
+from services.pipeline.voice_eval import VoiceEvaluator
 
 log = get_logger(__name__)
 
@@ -142,6 +146,7 @@ class Pipeline:
             "training": jobs_pb2_grpc.JobsStub(channels.trainer),
         }
         self.evaluator = StyleEvaluator(self.inference, self.validator)
+        self.voice_evaluator = VoiceEvaluator(self.inference, self.validator)
 
     # ------------------------------------------------------------------ the job
     async def run(self, ctx: JobContext) -> dict[str, Any]:
@@ -152,6 +157,11 @@ class Pipeline:
         selected = (options.styles if options and options.styles else styles.names) if styles else []
 
         files = await run.once("validating_files", lambda: self._validate_files(request, styles, selected))
+        voice = files.get("voice")  # a voice job (docs/voice.md): the export's cleaning report, held-out sessions
+        if voice and "validating_files" not in run.checkpoint.get("voice_reported", []):
+            for line in voice["report_lines"]:
+                ctx.emit("log", f"voice: {line}", stage="validating_files")
+            run.checkpoint["voice_reported"] = ["validating_files"]
         kept: dict[str, int] | None = None  # kept training samples per style (unknown for a given dataset)
         if files.get("training_dataset"):
             dataset = files["training_dataset"]
@@ -188,9 +198,24 @@ class Pipeline:
             inference_pb2.StyleTrigger(style=name, system_prompt=styles.get(name).serving_prompt)
             for name in selected
         ]
+        if voice:
+            triggers = [inference_pb2.StyleTrigger(style=VOICE_STYLE, system_prompt=voice["trigger"])]
         await run.once("serving", lambda: self._load(model_id, request.model, trained, triggers))
         evaluation = {}
-        if styles and options and options.evaluation.questions_per_style and files.get("held_out"):
+        voice_options = options.voice if options and options.voice else VoiceOptions()
+        if voice and voice_options.held_out_samples and voice["held_out"]:
+            evaluation = await run.once("evaluation", lambda: self.voice_evaluator.evaluate(
+                voice["held_out"][:voice_options.held_out_samples], voice["probe_references"], voice["trigger"],
+                base_model=request.model, tuned_model=model_id, max_tokens=voice_options.max_tokens,
+                seed=request.seed or 0, train_samples=voice["train_samples"],
+                progress=lambda done, total: ctx.progress(done, total, f"evaluation: {done}/{total} replies",
+                                                        every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation")))
+            if options and options.evaluation.gate == "none":
+                evaluation = {**evaluation, "promoted": True,
+                              "verdict": f"promoted without a gate (gate: none); {evaluation['verdict']}"}
+            ctx.emit("log", f"evaluation: {evaluation['verdict']}", stage="evaluation",
+                     promoted=evaluation["promoted"])
+        elif styles and options and options.evaluation.questions_per_style and files.get("held_out"):
             evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
                 styles, selected, files["held_out"], base_model=request.model,
                 tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
@@ -206,7 +231,7 @@ class Pipeline:
                      promoted=evaluation["promoted"])
         return {
             "fine_tuned_model": model_id, "dataset": dataset, "training": trained,
-            "evaluation": evaluation, "styles": selected,
+            "evaluation": evaluation, "styles": [VOICE_STYLE] if voice else selected,
         }
 
     # ------------------------------------------------------------------ stages
@@ -228,6 +253,11 @@ class Pipeline:
             styles.get(name)  # unknown style names fail here, naming the field
         if styles is not None:
             result["styles_yaml"] = dump_styles(styles)
+        if request.training_file and (request.emotune and request.emotune.voice
+                                      or self.files.get(request.training_file).purpose == "emotune-voice"):
+            dataset, voice = await asyncio.to_thread(self._import_voice, request)
+            result.update(training_dataset=dataset, voice=voice)
+            return result
         if request.training_file:
             result["training_dataset"] = await asyncio.to_thread(self._import_training_file, request)
             return result
@@ -272,6 +302,24 @@ class Pipeline:
         publish_artifact(self.store, key, {RECORDS_FILE: dumps_records(records).encode("utf-8")},
                          {"kind": "dataset", "source_file": meta.id, "records": len(records)})
         return key
+
+    def _import_voice(self, request: CreateFineTuningJob) -> tuple[str, dict[str, Any]]:
+        """A chat export (purpose emotune-voice) read, cleaned and split by session (``emotune.voice``): the
+        person's replies with their context as a dataset artifact, and the held-out sessions for the evaluation."""
+        meta = self.files.get(request.training_file)
+        if meta.purpose != "emotune-voice":
+            raise InvalidInput(f"a voice job trains on a chat export uploaded with purpose 'emotune-voice'; file "
+                               f"{meta.id} has purpose {meta.purpose!r}", field="training_file")
+        data = prepare_voice(self.files.content(meta.id), meta.filename,
+                             request.emotune.voice if request.emotune else None,
+                             seed=request.seed or 0)
+        if not data.records:
+            raise InvalidInput("no training samples left after cleaning: " + "; ".join(data.report.lines()),
+                               file=meta.filename)
+        key = f"datasets/{meta.id}-voice-{request.seed or 0}"
+        publish_artifact(self.store, key, {RECORDS_FILE: dumps_records(data.records).encode("utf-8")},
+                         {"kind": "dataset", "source_file": meta.id, "records": len(data.records), "voice": True})
+        return key, data.summary()
 
     async def _pairs(self, ctx: JobContext, request: CreateFineTuningJob, kept_dataset: str) -> dict[str, Any]:
         """Preference pairs for DPO from the kept teacher answers (``services.pipeline.pairs``)."""

@@ -258,3 +258,36 @@ def test_a_preference_file_trains_a_dpo_model_that_answers(stack: LocalStack) ->
     assert report["training"]["method"] == "dpo" and "rewards" in report["plots"]
     http = httpx.Client(base_url=f"{stack.gateway_url}/v1", headers={"Authorization": f"Bearer {stack.api_key}"})
     assert http.get(f"/fine_tuning/jobs/{job.id}/plots/rewards.png").content.startswith(b"\x89PNG")
+
+
+def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack) -> None:
+    """The voice job with the official client (issue 25): upload the export zip (purpose emotune-voice), create
+    the job naming it, follow it to succeeded (import + cleaning, training, serving, the voice evaluation) and chat
+    with the result as <model>:voice. A broken export is refused at upload naming file, row and field."""
+    client = _client(stack)
+    export = Path(__file__).resolve().parents[3] / "examples" / "voice" / "chatgpt_export.zip"
+    uploaded = client.files.create(file=("chatgpt_export.zip", export.read_bytes()), purpose="emotune-voice")
+    assert uploaded.model_extra["emotune"]["format"] == "chatgpt"
+    with pytest.raises(openai.BadRequestError, match=r"bad\.csv:3: CreateTime"):
+        client.files.create(file=("bad.csv", "IsSender,CreateTime,StrContent\n0,1700000000,在吗\n1,later,在\n"
+                                  .encode()), purpose="emotune-voice")
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=uploaded.id, suffix="voice", seed=3,
+        hyperparameters={"n_epochs": 1, "batch_size": 2},
+        extra_body={"emotune": {"voice": {"speaker": "assistant", "held_out_fraction": 0.2, "held_out_samples": 3,
+                                          "max_tokens": 16},
+                                "training": {"max_steps": 3, "max_length": 128},
+                                "evaluation": {"gate": "none"}}})
+    job = _wait(client, job.id, timeout=900)
+    assert job.status == "succeeded", job.error
+    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=500).data]
+    assert any(m.startswith("voice: samples:") for m in events)
+    report = client.get(f"/fine_tuning/jobs/{job.id}/report", cast_to=object)
+    evaluation = report["evaluation"]
+    assert evaluation["kind"] == "voice" and [r["config"] for r in evaluation["table"]] == ["base", "tuned", "real"]
+    sample = evaluation["samples"][0]
+    assert sample["real"].startswith("喵～") and sample["tuned"] and sample["base"]
+    assert f"{job.fine_tuned_model}:voice" in {m.id for m in client.models.list().data}
+    reply = client.chat.completions.create(model=f"{job.fine_tuned_model}:voice", max_tokens=12,
+                                           messages=[{"role": "user", "content": "推荐一本书"}])
+    assert reply.choices[0].message.content.strip()

@@ -1,0 +1,24 @@
+"""The voice evaluation as text (the CLI and the local job print it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emotune.voice.job import VOICE_STYLE
+
+
+def format_voice_table(evaluation: dict[str, Any]) -> str:
+    """The voice evaluation as text: score per configuration, then the paired test."""
+    lines = [f"{'':<8}{'model':<40}{'voice score':>12}{'closer to voice':>17}{'chars':>8}"]
+    for row in evaluation.get("table", []):
+        lines.append(f"{row['config']:<8}{row['model']:<40}{row['voice_score']:>+12.4f}"
+                     f"{row['voice_accuracy']:>17.0%}{row['mean_chars']:>8.1f}")
+    verdict = (evaluation.get("verdicts") or {}).get(VOICE_STYLE)
+    if verdict:
+        retention = verdict.get("retention")
+        lines.append(f"tuned - base: mean {verdict['mean_lift']:+.4f} (95% CI {verdict['ci_low']:+.4f}.."
+                     f"{verdict['ci_high']:+.4f}), tuned closer on {verdict['wins']} of {verdict['questions']}, "
+                     f"p={verdict['p_value']:.3g}" + (f"; {retention:.0%} of the way from base to the real replies"
+                                                      if retention is not None else ""))
+    lines.append(evaluation.get("verdict", ""))
+    return "\n".join(lines)
