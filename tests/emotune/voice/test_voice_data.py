@@ -208,3 +208,23 @@ def test_example_exports() -> None:
     assert wechat.report.train_samples >= 80 and wechat.report.held_out_samples >= 16
     chatgpt = clean(read_export(REPO / "examples" / "voice" / "chatgpt_export.zip"))
     assert all(s.reply.startswith("喵～") and s.reply.endswith("🐾") for s in chatgpt.train)
+
+
+def test_voice_job_data_and_probe_styles() -> None:
+    """What the pipeline takes from an export: records with the trigger, held-out contexts, the probe's styles."""
+    from emotune.styles import parse_styles
+    from emotune.voice.job import DEFAULT_TRIGGER, prepare, probe_styles_yaml
+    from emotune.voice.report import format_voice_table
+
+    data = prepare(None, "wechat", path=str(REPO / "examples" / "voice" / "wechat_export"), seed=7)
+    assert data.records[0].messages[0].content == DEFAULT_TRIGGER and data.records[0].style == "voice"
+    assert data.held_out and data.held_out[0]["context"][0]["role"] == "user"
+    assert not {r.meta["session"] for r in data.records} & {s["session"] for s in data.held_out}
+    styles = parse_styles(probe_styles_yaml(data.probe_references, data.trigger), "probe")
+    assert styles.names == ["voice", "assistant"] and len(styles.get("voice").reference_texts) == 48
+    table = format_voice_table({"table": [{"config": "base", "model": "b", "voice_score": -0.01,
+                                           "voice_accuracy": 0.2, "mean_chars": 80.0}],
+                                "verdicts": {"voice": {"mean_lift": 0.03, "ci_low": 0.01, "ci_high": 0.05, "wins": 12,
+                                                       "questions": 16, "p_value": 0.004, "retention": 0.6}},
+                                "verdict": "promoted"})
+    assert "p=0.004" in table and "60% of the way" in table
