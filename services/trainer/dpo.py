@@ -40,12 +40,10 @@ from services.trainer.data import split_records
 from services.trainer.hf_backend import (
     Emit,
     _EventCallback,
-    best_checkpoint,
-    checkpoint_step,
     cpu_has_native_bf16,
-    eval_losses,
     latest_checkpoint,
     load_model,
+    run_trainer,
 )
 from services.trainer.spec import TrainingSpec, spec_warnings
 
@@ -233,7 +231,7 @@ def train(spec: TrainingSpec, prepared: PreparedPairs, base_dir: Path, work_dir:
           threads: int = 0, cpu_bf16: bool = False) -> dict[str, Any]:
     """Train (resuming from the latest checkpoint in ``work_dir`` if any); return the run's metrics."""
     import torch
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     set_seed(spec.seed)
     if threads:
@@ -256,21 +254,9 @@ def train(spec: TrainingSpec, prepared: PreparedPairs, base_dir: Path, work_dir:
     trainer = trainer_class()(model=model, ref_model=None, args=args, train_dataset=_dataset(prepared.train),
                               eval_dataset=_dataset(prepared.eval) if has_eval else None, processing_class=tokenizer,
                               data_collator=collator, callbacks=[events])
-    trainer.remove_callback(PrinterCallback)
-    if resume_from:
-        emit("log", f"resuming from {resume_from.name}", step=checkpoint_step(resume_from))
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    best = best_checkpoint(checkpoints)
-    losses = eval_losses(checkpoints)
-    return {
-        "global_step": trainer.state.global_step, "train_loss": output.training_loss,
-        "best_checkpoint": best.name if best else None,
-        "best_step": checkpoint_step(best) if best else None,
-        "best_eval_loss": losses.get(best) if best else None,
-        "trained_tokens": events.trained_tokens_total, "log_history": trainer.state.log_history,
-        "reference_logps_s": events.reference_seconds(started), "collapse_warning": events.collapse.warned,
-        **prepared.summary,
-    }
+    summary = run_trainer(trainer, resume_from, checkpoints, emit, events)
+    return {**summary, "reference_logps_s": events.reference_seconds(started),
+            "collapse_warning": events.collapse.warned, **prepared.summary}
 
 
 class CollapseWatch:

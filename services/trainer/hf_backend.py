@@ -161,7 +161,7 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
     """Train (resuming from the latest checkpoint in ``work_dir`` if any); return the run's metrics.
     ``cpu_bf16``: bf16 autocast on the CPU when it has native bf16 (the LoRA weights stay fp32)."""
     import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(spec.seed)  # before the LoRA weights are initialised: the same spec trains the same adapter
     if threads:
@@ -191,6 +191,16 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
     trainer = Trainer(model=model, args=args, train_dataset=_BlockDataset(prepared.train_blocks),
                       eval_dataset=_BlockDataset(prepared.eval_blocks) if has_eval else None,
                       data_collator=collator, callbacks=[events])
+    return run_trainer(trainer, resume_from, checkpoints, emit, events) | prepared.summary
+
+
+def run_trainer(trainer: Any, resume_from: Path | None, checkpoints: Path, emit: Emit,
+                events: _EventCallback) -> dict[str, Any]:
+    """Train a transformers ``Trainer`` (resuming from a checkpoint if given) and summarise: steps, loss, the best
+    checkpoint by held-out loss, the tokens trained on (counted by ``events``). Shared by the supervised and the
+    DPO paths."""
+    from transformers import PrinterCallback
+
     trainer.remove_callback(PrinterCallback)
     if resume_from:
         emit("log", f"resuming from {resume_from.name}", step=checkpoint_step(resume_from))
@@ -203,7 +213,6 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
         "best_step": checkpoint_step(best) if best else None,
         "best_eval_loss": losses.get(best) if best else None,
         "trained_tokens": events.trained_tokens_total, "log_history": trainer.state.log_history,
-        **prepared.summary,
     }
 
 
