@@ -20,5 +20,9 @@ def build(settings: InferenceSettings, store: ArtifactStore) -> ServiceParts:
                         describe=lambda: {"models": [m.id for m in service.registry.list()]})
 
 
-if __name__ == "__main__":
+def main() -> None:
     run_service("inference", InferenceSettings, build, DEFAULT_METRICS_PORT)
+
+
+if __name__ == "__main__":
+    main()

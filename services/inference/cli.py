@@ -45,7 +45,7 @@ def run() -> None:
     """Start the service in the foreground (same as ``python -m services.inference``)."""
     from services.inference.__main__ import main
 
-    asyncio.run(main())
+    main()
 
 
 @app.command()
