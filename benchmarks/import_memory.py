@@ -4,7 +4,7 @@ LCCC as published is a JSON list of millions of word-segmented dialogues. Loadin
 times its size (every dialogue becomes Python lists and strings at once); emotune's importer reads it through a
 window, one dialogue at a time (``emotune.textio.TextWindow``), and keeps at most EMOTUNE_IMPORT_MAX_QUESTIONS
 questions and as many dialogues. Each measurement runs in its own Python process and reports that process's peak
-RSS (``ru_maxrss``), on the same generated file:
+RSS (``VmHWM``; ``ru_maxrss`` would also count the parent's memory copied at fork), on the same generated file:
 
 1. baseline: ``json.load`` of the whole file (what reading it whole costs before any question is taken);
 2. emotune: ``import_questions`` of the same file (its openings are all different: it stops at the question cap);
@@ -54,8 +54,9 @@ def write_lccc(path: Path, dialogues: int, openings: int | None, seed: int = 0) 
 def peak_mb(code: str) -> tuple[float, float, dict]:
     """Run ``code`` in a fresh interpreter; (peak RSS in MB, seconds, what it printed as JSON)."""
     child = textwrap.dedent(code) + textwrap.dedent("""
-        import resource as _resource, json as _json
-        print(_json.dumps({"peak_kb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss, **out}))
+        import json as _json
+        _peak = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+        print(_json.dumps({"peak_kb": _peak, **out}))
     """)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, check=True)
