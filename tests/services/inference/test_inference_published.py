@@ -104,8 +104,12 @@ async def test_a_published_fine_tune_survives_a_restart_and_reaches_every_replic
         target = f"ipv4:{first.address},{second.address}"
         async with grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
             stub = inference_pb2_grpc.InferenceStub(channel)
-            replies = await asyncio.gather(*(reply(stub, f"ft-demo:{STYLES[i % 2].style}") for i in range(20)))
-            assert all(replies)
+            # Ten rounds of two: round robin picks among the connections already up, and the second one comes up
+            # a moment after the first (20 requests sent at once could all go to the first).
+            replies = []
+            for _ in range(10):
+                replies += await asyncio.gather(*(reply(stub, f"ft-demo:{style.style}") for style in STYLES))
+            assert len(replies) == 20 and all(replies)
             assert (await listing(first))["ft-demo"].loaded and (await listing(second))["ft-demo"].loaded
 
             deleted = await stub.UnloadModel(inference_pb2.UnloadModelRequest(model_id="ft-demo", forget=True))
