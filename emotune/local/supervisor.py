@@ -1,6 +1,6 @@
 """The embedded default: every service as a local process on loopback, a local-directory store, CPU engines.
 
-``LocalStack`` starts the services in dependency order, waits for each to be healthy (gRPC health / HTTP
+``LocalStack`` starts the services together, waits for each to be healthy (gRPC health / HTTP
 readiness), writes pid files and logs under the state directory, and stops them gracefully (SIGTERM, then
 SIGKILL after a grace period). The same environment variables a container would get configure each process.
 """
@@ -201,7 +201,14 @@ class LocalStack:
             return None
 
     def start(self, on_status=lambda name, status: None) -> None:
+        """Start every service that is not running at once, then wait for each to be healthy.
+
+        The services find each other lazily (gRPC channels connect on first call, the gateway's readiness waits
+        for the inference service), so none needs another to be up before it starts: starting them together lets
+        one load its models while another imports torch, instead of one after the other.
+        """
         env = self.environment()
+        started: list[tuple[LocalService, subprocess.Popen]] = []
         for service in self.services():
             if self.running_pid(service.name) and service.healthy():
                 on_status(service.name, "already running")
@@ -216,6 +223,8 @@ class LocalStack:
             self._processes[service.name] = process
             self._pid_file(service.name).write_text(str(process.pid))
             on_status(service.name, "starting")
+            started.append((service, process))
+        for service, process in started:
             self._wait_healthy(service, process)
             on_status(service.name, "healthy")
 
