@@ -1,6 +1,10 @@
 """Uploaded files, kept in the artifact store (``files/<id>/content`` then ``files/<id>/meta.json``, then the
 newest-first index entries ``files/index/all/<inverted ms>-<id>`` and ``files/index/<purpose>/...`` that make a page
-of the listing one ``list(start_after=...)`` plus that page's metadata reads).
+of the listing one ``list(start_after=...)`` plus that page's metadata reads, and the same two per owner project,
+``files/index/projects/<project>/{all,<purpose>}/...``).
+
+A file belongs to the project that uploaded it (``project`` in its metadata; none: uploaded before projects, the
+default project's). Every read takes an optional ``project``: another project's file is "No such File object".
 
 The metadata is written last, so a crash mid-upload leaves no file that looks complete. Content is checked by
 purpose before anything is stored: a bad upload is refused with the line and field at fault. A ``fine-tune`` file
@@ -21,6 +25,7 @@ from pydantic import BaseModel
 from emotune.chat_check import check_chat_jsonl
 from emotune.errors import InvalidInput, NotFound
 from emotune.preference import check_preference_jsonl, looks_like_preference
+from emotune.projects import owner_of, validate_project
 from emotune.store.base import ArtifactStore
 from emotune.store.keys import named_by, newest_first
 from emotune.styles import parse_styles
@@ -42,6 +47,8 @@ class FileObject(BaseModel):
     status_details: str | None = None
     # ext: what the check found (examples / styles / questions)
     emotune: dict = {}
+    # ext: the project that uploaded it (None: uploaded before projects existed, the default project's)
+    project: str | None = None
 
 
 class FileService:
@@ -53,14 +60,16 @@ class FileService:
             raise NotFound(f"No such File object: {file_id}", param="file_id")
         return f"{self.prefix}/{file_id}/{name}"
 
-    def create(self, filename: str, purpose: str, content: bytes) -> FileObject:
-        return self.upload(filename, purpose, io.BytesIO(content))
+    def create(self, filename: str, purpose: str, content: bytes, project: str | None = None) -> FileObject:
+        return self.upload(filename, purpose, io.BytesIO(content), project)
 
-    def upload(self, filename: str, purpose: str, stream: BinaryIO) -> FileObject:
+    def upload(self, filename: str, purpose: str, stream: BinaryIO, project: str | None = None) -> FileObject:
         """Check and store a seekable stream (the gateway's multipart parser spools an upload to a temporary file,
         on disk beyond 1 MiB): the check reads it once, then it is streamed to the store (multipart on S3)."""
         if purpose not in PURPOSES:
             raise InvalidInput(f"purpose must be one of {', '.join(PURPOSES)}", field="purpose")
+        if project is not None:
+            validate_project(project)
         size = stream.seek(0, io.SEEK_END)
         if size > self.max_bytes:
             raise InvalidInput(f"file is {size} bytes, over the {self.max_bytes} byte limit", field="file")
@@ -71,16 +80,24 @@ class FileService:
             summary = self._check(filename, purpose, decode_bytes(stream.read(), filename))
         stream.seek(0)
         meta = FileObject(id=f"file-{uuid.uuid4().hex[:24]}", bytes=size, created_at=int(time.time()),
-                          filename=filename, purpose=purpose, emotune=summary)
+                          filename=filename, purpose=purpose, emotune=summary, project=project)
         self.store.put_stream(self._key(meta.id, "content"), stream, size)
         self.store.put_text(self._key(meta.id, "meta.json"), meta.model_dump_json())
         for key in self._index_keys(meta):
             self.store.put_bytes(key, b"")
         return meta
 
+    def _index_folder(self, purpose: str | None, project: str | None) -> str:
+        """Where a listing of ``purpose`` (None: all) of ``project`` (None: every project) reads."""
+        scope = f"projects/{project}/" if project is not None else ""
+        return f"{self.prefix}/index/{scope}{purpose or 'all'}/"
+
     def _index_keys(self, meta: FileObject) -> list[str]:
+        """[all, purpose] of every project, then [all, purpose] of the file's project."""
         name = newest_first(datetime.fromtimestamp(meta.created_at, UTC), meta.id)
-        return [f"{self.prefix}/index/all/{name}", f"{self.prefix}/index/{meta.purpose}/{name}"]
+        owner = owner_of(meta.project)
+        return [self._index_folder(purpose, project) + name
+                for project in (None, owner) for purpose in (None, meta.purpose)]
 
     @staticmethod
     def _check_voice(filename: str, content: bytes) -> dict:
@@ -116,41 +133,50 @@ class FileService:
             raise InvalidInput("the questions file is empty", file=filename)
         return {"lines": len(lines)}
 
-    def get(self, file_id: str) -> FileObject:
+    def get(self, file_id: str, project: str | None = None) -> FileObject:
+        """The file's metadata; with ``project``, only if that project owns it (else, as OpenAI, not found)."""
         try:
-            return FileObject.model_validate_json(self.store.get_bytes(self._key(file_id, "meta.json")))
+            meta = FileObject.model_validate_json(self.store.get_bytes(self._key(file_id, "meta.json")))
         except NotFound:
-            raise NotFound(f"No such File object: {file_id}", param="file_id") from None
+            meta = None
+        if meta is None or project is not None and owner_of(meta.project) != project:
+            raise NotFound(f"No such File object: {file_id}", param="file_id")
+        return meta
 
-    def content(self, file_id: str) -> bytes:
-        self.get(file_id)
+    def content(self, file_id: str, project: str | None = None) -> bytes:
+        self.get(file_id, project)
         return self.store.get_bytes(self._key(file_id, "content"))
 
-    def list(self, purpose: str | None = None) -> list[FileObject]:
-        """Every file, newest first (reads them all: tests and tools; the API pages with :meth:`page`)."""
+    def list(self, purpose: str | None = None, project: str | None = None) -> list[FileObject]:
+        """Every file (of ``project``), newest first (reads them all: tests and tools; the API pages with
+        :meth:`page`)."""
         files, after = [], None
         while True:
-            batch, more = self.page(purpose, after, 1000)
+            batch, more = self.page(purpose, after, 1000, project)
             files += batch
             if not more:
                 return files
             after = batch[-1].id
 
-    def page(self, purpose: str | None = None, after: str | None = None,
-             limit: int = 10000) -> tuple[list[FileObject], bool]:
-        """Files newest first (of one ``purpose``, or all): up to ``limit`` after file ``after`` and whether more
-        follow; reads ``limit + 1`` index entries and ``limit`` metadata objects, however many files there are."""
+    def page(self, purpose: str | None = None, after: str | None = None, limit: int = 10000,
+             project: str | None = None) -> tuple[list[FileObject], bool]:
+        """Files newest first (of one ``purpose``, or all; of one ``project``, or every one): up to ``limit``
+        after file ``after`` and whether more follow; reads ``limit + 1`` index entries and ``limit`` metadata
+        objects, however many files there are (other projects' files are in other folders of the index)."""
         if purpose is not None and purpose not in PURPOSES:
             return [], False
+        if project is not None:
+            validate_project(project)
         self._ensure_index()
         start_after = ""
         if after:
             try:
-                start_after = self._index_keys(self.get(after))[0 if purpose is None else 1]
+                start_after = self._index_keys(self.get(after, project))[
+                    (0 if purpose is None else 1) + (0 if project is None else 2)]
             except NotFound:
                 return [], False
         files: list[FileObject] = []
-        for info in self.store.list(f"{self.prefix}/index/{purpose or 'all'}/", start_after=start_after):
+        for info in self.store.list(self._index_folder(purpose, project), start_after=start_after):
             if len(files) == limit:
                 return files, True
             try:
@@ -160,8 +186,9 @@ class FileService:
         return files, False
 
     def _ensure_index(self) -> None:
-        """Files uploaded before the index existed get their entries once (a marker says it was done)."""
-        marker = f"{self.prefix}/index/built"
+        """Files uploaded before the index (or its per-project part) existed get their entries once (a marker
+        says it was done)."""
+        marker = f"{self.prefix}/index/built-projects"
         if self.store.exists(marker):
             return
         for info in self.store.list(f"{self.prefix}/file-"):
@@ -170,8 +197,8 @@ class FileService:
                     self.store.put_bytes(key, b"")
         self.store.put_bytes(marker, b"")
 
-    def delete(self, file_id: str) -> None:
-        meta = self.get(file_id)
+    def delete(self, file_id: str, project: str | None = None) -> None:
+        meta = self.get(file_id, project)
         self.store.delete(self._key(file_id, "meta.json"))  # invisible first, then the bytes
         for key in self._index_keys(meta):
             self.store.delete(key)

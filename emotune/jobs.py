@@ -207,8 +207,11 @@ class JobStore:
         record.cancel_requested = self.cancel_requested(job_id)
         return record
 
-    def _load(self, job_id: str) -> JobRecord:
+    def load(self, job_id: str) -> JobRecord:
         """The stored record without the cancel flag (one request instead of two)."""
+        return self._load(job_id)
+
+    def _load(self, job_id: str) -> JobRecord:
         try:
             raw = self.store.get_bytes(self._status_key(job_id))
         except NotFound:
@@ -281,24 +284,37 @@ class JobStore:
         records.sort(key=lambda r: r.created_at, reverse=True)
         return records[:limit] if limit else records
 
-    def page(self, kind: str, after: str | None = None, limit: int = 20) -> tuple[list[JobRecord], bool]:
+    def page(self, kind: str, after: str | None = None, limit: int = 20,
+             where: Callable[[JobRecord], bool] | None = None) -> tuple[list[JobRecord], bool]:
         """Jobs of ``kind``, newest first: the ``limit`` after job ``after`` and whether more follow. Reads one
-        listing of the index (``limit + 1`` entries) and ``limit`` statuses, however many jobs there are."""
+        listing of the index (``limit + 1`` entries) and ``limit`` statuses, however many jobs there are.
+
+        ``where``: only the jobs it accepts (e.g. one project's; ``after`` must then be one of them); the statuses
+        of the jobs it refuses between them are read too."""
         self._ensure_index(kind)
         start_after = ""
         if after:
             try:
-                start_after = self._index_key(self._load(after))
+                first = self._load(after)
             except (NotFound, InvalidInput):
                 return [], False
+            if where is not None and not where(first):
+                return [], False
+            start_after = self._index_key(first)
         records: list[JobRecord] = []
         for info in self.store.list(self._index_prefix(kind), start_after=start_after):
-            if len(records) == limit:
+            if len(records) == limit and where is None:
                 return records, True
             try:
-                records.append(self.get(named_by(info.key)))
+                record = self._load(named_by(info.key))
             except NotFound:  # deleted by hand
                 continue
+            if where is not None and not where(record):
+                continue
+            if len(records) == limit:
+                return records, True
+            record.cancel_requested = self.cancel_requested(record.job_id)
+            records.append(record)
         return records, False
 
     def _ensure_index(self, kind: str) -> None:

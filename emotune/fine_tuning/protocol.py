@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 Status = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -190,6 +191,23 @@ class CreateFineTuningJob(BaseModel):
     integrations: list[dict[str, Any]] | None = None
     method: Method | None = None
     emotune: EmotuneOptions | None = None
+    # The owner project, set by the gateway from the caller's API key (a client's value is replaced); None: the
+    # default project, left out of the stored request so that its jobs read as they did before projects.
+    project: SkipJsonSchema[str | None] = None
+
+    @model_serializer(mode="wrap")
+    def _without_default_project(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("project") is None:
+            data.pop("project", None)
+        return data
+
+    @property
+    def files(self) -> list[str]:
+        """Every file id the request names."""
+        questions = self.emotune.generation.questions.file if self.emotune and self.emotune.generation else None
+        return [file_id for file_id in (self.training_file, self.validation_file,
+                                        self.emotune.styles_file if self.emotune else None, questions) if file_id]
 
     @property
     def training_method(self) -> Method:

@@ -1,5 +1,5 @@
-"""What every gateway route can reach: settings, API keys, the concurrency limit and the upstream services
-(``request.app.state.gateway``)."""
+"""What every gateway route can reach: settings, API keys, the concurrency limit, the upstream services and who
+owns which model (``request.app.state.gateway``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from services.gateway.auth import ApiKeys
 from services.gateway.config import GatewaySettings
 from services.gateway.limits import ConcurrencyLimit
+from services.gateway.owners import ModelDirectory
 from services.gateway.upstream import Channels, InferenceClient
 
 
@@ -21,12 +22,14 @@ class GatewayContext:
     limiter: ConcurrencyLimit = field(init=False)
     channels: Channels = field(init=False)
     inference: InferenceClient = field(init=False)
+    models: ModelDirectory = field(init=False)
 
     def __post_init__(self) -> None:
-        self.api_keys = ApiKeys(self.settings.api_keys())
+        self.api_keys = ApiKeys(self.settings.key_grants())
         self.limiter = ConcurrencyLimit(self.settings.gateway_max_concurrent, self.settings.gateway_retry_after_seconds)
         self.channels = Channels(self.settings)
         self.inference = InferenceClient(self.channels)
+        self.models = ModelDirectory(self.inference, self.settings)
 
 
 def gateway_context(request: Request) -> GatewayContext:

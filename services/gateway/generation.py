@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from emotune.v1 import inference_pb2
 from services.gateway import metrics
+from services.gateway.auth import Caller
 from services.gateway.context import GatewayContext
 from services.gateway.errors import OpenAIError
 from services.gateway.sse import ClientGone, EventStream, event, unless_disconnected
@@ -136,6 +137,7 @@ class GenerationServing(ABC, Generic[Body]):
         self.settings = context.settings
         self.inference = context.inference
         self.limiter = context.limiter
+        self.models = context.models
 
     @abstractmethod
     def upstream_request(self, body: Body, request_id: str) -> inference_pb2.ChatRequest:
@@ -170,10 +172,11 @@ class GenerationServing(ABC, Generic[Body]):
             presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
             logprobs=logprobs, top_logprobs=top_logprobs, json_schema=json_schema)
 
-    async def create(self, body: Body, request: Request) -> Response:
+    async def create(self, body: Body, request: Request, caller: Caller) -> Response:
         received = time.perf_counter()
         completion_id = f"{self.id_prefix}{uuid.uuid4().hex}"
         upstream = self.upstream_request(body, completion_id)
+        await self.models.check(caller, body.model)  # another project's fine-tune: 404 model_not_found
         self.limiter.enter()
         call: ChatCall | None = None
         try:

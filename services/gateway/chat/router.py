@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.gateway.auth import CallerDep
 from services.gateway.chat.protocol import ChatCompletionRequest
 from services.gateway.chat.serving import ChatServing
 from services.gateway.context import Context
@@ -13,5 +14,6 @@ router = APIRouter(prefix="/v1/chat", tags=["chat"])
 
 
 @router.post("/completions", response_model=None)
-async def create_chat_completion(body: ChatCompletionRequest, request: Request, context: Context) -> Response:
-    return await ChatServing(context).create(body, request)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, context: Context,
+                                 caller: CallerDep) -> Response:
+    return await ChatServing(context).create(body, request, caller)

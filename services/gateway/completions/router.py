@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.gateway.auth import CallerDep
 from services.gateway.completions.protocol import CompletionRequest
 from services.gateway.completions.serving import CompletionServing
 from services.gateway.context import Context
@@ -13,5 +14,6 @@ router = APIRouter(prefix="/v1", tags=["completions"])
 
 
 @router.post("/completions", response_model=None)
-async def create_completion(body: CompletionRequest, request: Request, context: Context) -> Response:
-    return await CompletionServing(context).create(body, request)
+async def create_completion(body: CompletionRequest, request: Request, context: Context,
+                            caller: CallerDep) -> Response:
+    return await CompletionServing(context).create(body, request, caller)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from emotune.store import open_store
 from emotune.v1 import pipeline_pb2_grpc
 from services.gateway.feature import Feature
 from services.gateway.fine_tuning.router import router
@@ -17,7 +18,8 @@ from services.gateway.fine_tuning.serving import FineTuningClient
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     channel = app.state.gateway.channels.get("pipeline")
-    app.state.fine_tuning = FineTuningClient(pipeline_pb2_grpc.PipelineStub(channel))
+    app.state.fine_tuning = FineTuningClient(pipeline_pb2_grpc.PipelineStub(channel),
+                                             open_store(app.state.gateway.settings))
     yield
 
 

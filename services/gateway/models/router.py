@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from services.gateway.auth import CallerDep
 from services.gateway.context import Context
 from services.gateway.models.protocol import ModelCard, ModelDeleted, ModelList
 from services.gateway.models.serving import ModelsServing
@@ -15,8 +16,9 @@ from services.gateway.models.serving import ModelsServing
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _serving(context: Context, request: Request) -> ModelsServing:
-    return ModelsServing(context.inference, getattr(request.app.state, "model_store", None))
+def _serving(context: Context, request: Request, caller: CallerDep) -> ModelsServing:
+    """Base models are everyone's; a fine-tune is only its project's (another project's answers 404)."""
+    return ModelsServing(context.inference, getattr(request.app.state, "model_store", None), context.models, caller)
 
 
 Serving = Annotated[ModelsServing, Depends(_serving)]

@@ -10,8 +10,10 @@ from emotune.errors import NotFound
 from emotune.store.artifacts import open_file, read_file, read_manifest
 from emotune.store.base import ArtifactStore
 from emotune.v1 import inference_pb2
+from services.gateway.auth import Caller
 from services.gateway.errors import OpenAIError
 from services.gateway.models.protocol import ModelCard, ModelDeleted, ModelDetails, ModelList, StyleInfo
+from services.gateway.owners import ModelDirectory, not_found
 from services.gateway.upstream import InferenceClient
 
 
@@ -48,28 +50,29 @@ def gguf_artifact(details: ModelDetails) -> str | None:
 
 
 class ModelsServing:
-    def __init__(self, inference: InferenceClient, store: ArtifactStore | None = None) -> None:
-        self.inference, self.store = inference, store
+    def __init__(self, inference: InferenceClient, store: ArtifactStore | None, directory: ModelDirectory,
+                 caller: Caller) -> None:
+        self.inference, self.store, self.directory, self.caller = inference, store, directory, caller
 
     async def list(self) -> ModelList:
-        listing = await self.inference.list_models()
-        return ModelList(data=model_cards(list(listing.models)))
+        """The base models and the caller's project's fine-tunes (an admin's: every project's)."""
+        models = await self.directory.visible(self.caller, await self.directory.listing())
+        return ModelList(data=model_cards(models))
 
     async def retrieve(self, model_id: str) -> ModelCard:
         for card in (await self.list()).data:
             if card.id == model_id:
                 return card
-        raise OpenAIError(404, f"The model `{model_id}` does not exist or is not served.", param="model",
-                          code="model_not_found")
+        raise not_found(model_id)
 
     async def delete(self, model_id: str, delete_artifacts: bool) -> ModelDeleted:
+        await self.retrieve(model_id)  # another project's fine-tune: 404, as one that does not exist
         if ":" in model_id:
             parent = model_id.partition(":")[0]
             raise OpenAIError(400, f"`{model_id}` is a style of `{parent}`: delete the model `{parent}`",
                               param="model", code="invalid_model")
         if not await self.inference.forget(model_id, delete_artifacts):
-            raise OpenAIError(404, f"The model `{model_id}` does not exist or is not served.", param="model",
-                              code="model_not_found")
+            raise not_found(model_id)
         return ModelDeleted(id=model_id, deleted=True)
 
     async def gguf_file(self, model_id: str, name: str) -> tuple[int, AsyncIterator[bytes]]:

@@ -10,10 +10,11 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import SecretStr, ValidationError
 
 from services.gateway.app import load_features
-from services.gateway.auth import ApiKeys
+from services.gateway.auth import ApiKeys, Caller
 from services.gateway.config import GatewaySettings
 from services.gateway.feature import Feature
 from tests.services.gateway.conftest import start_gateway
+from tests.services.gateway.test_tenants import ACME, ADMIN, BETA, FLAT, PROJECTS_TOML
 
 
 def test_keys_come_from_the_variable_and_the_file(tmp_path):
@@ -24,6 +25,27 @@ def test_keys_come_from_the_variable_and_the_file(tmp_path):
     keys = ApiKeys(settings.api_keys())
     assert keys.accepts("sk-from-file-2") and keys.accepts("sk-env-1")
     assert not keys.accepts("sk-env") and not keys.accepts("sk-env-1 ") and not keys.accepts("")
+
+
+def test_the_projects_file_maps_keys_to_projects_and_never_shows_a_key(tmp_path) -> None:
+    path = tmp_path / "projects.toml"
+    path.write_text(PROJECTS_TOML, encoding="utf-8")
+    keys = ApiKeys(GatewaySettings(gateway_api_keys=SecretStr(FLAT), gateway_projects_file=path).key_grants())
+    assert keys.identify(ACME) == Caller("acme") and keys.identify(BETA) == Caller("beta")
+    assert keys.identify(ADMIN) == Caller("ops", admin=True) and keys.identify(FLAT) == Caller("default")
+    assert keys.identify("sk-acme-key") is None and keys.identify("") is None
+    assert Caller("ops", admin=True).sees("acme") and not Caller("beta").sees("acme")
+    assert Caller("default").sees(None) and not Caller("acme").sees(None)  # stored before projects: default's
+
+    for text, problem in ((f'[projects.acme]\nkeys = ["{ACME}"]\n[projects.beta]\nkeys = ["{ACME}"]\n',
+                           "two projects"),
+                          ('[projects."../x"]\nkeys = ["sk-secret-value"]\n', "project name"),
+                          ('[projects.acme]\nkeys = "sk-secret-value"\n', "takes keys"),
+                          ('[projects.acme]\nkeys = ["sk-secret-value"]\nadmin = "yes"\n', "takes keys")):
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=problem) as info:
+            GatewaySettings(gateway_projects_file=path).key_grants()
+        assert ACME not in str(info.value) and "sk-secret-value" not in str(info.value)
 
 
 def test_production_refuses_to_start_without_real_keys():

@@ -1,0 +1,98 @@
+"""Which project owns what the gateway serves.
+
+- A fine-tuning job: the ``project`` of its stored request (none: the default project).
+- A fine-tuned model: the project of the job that trained it. A published fine-tune serves the artifacts its job
+  wrote under ``models/<job id>/`` (the pipeline's layout; the GGUF export relies on it too); one whose job is
+  not found belongs to the default project.
+- A base model (anything not published): nobody; every project may use it.
+
+:class:`ModelDirectory` answers "may this caller use that model?" for chat and completions without listing the
+models on every request: a listing younger than a few seconds is trusted for the models it contains, a model it
+does not contain is looked up in a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from functools import cached_property
+
+from emotune.errors import InvalidInput, NotFound
+from emotune.jobs import JobRecord, JobStore
+from emotune.projects import DEFAULT_PROJECT, owner_of
+from emotune.settings import Settings
+from emotune.store import open_store
+from emotune.v1 import inference_pb2
+from services.gateway.auth import Caller
+from services.gateway.errors import OpenAIError
+from services.gateway.upstream import InferenceClient
+
+LISTING_MAX_AGE_SECONDS = 5.0
+
+
+def job_owner(record: JobRecord) -> str:
+    return owner_of(record.spec.get("request", {}).get("project"))
+
+
+def training_job(model: inference_pb2.ModelInfo) -> str | None:
+    """The job whose outputs a published fine-tune serves (``models/<job id>/adapter`` ...)."""
+    parts = (model.adapter_artifact or model.artifact).split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "models" else None
+
+
+def not_found(model_id: str) -> OpenAIError:
+    return OpenAIError(404, f"The model `{model_id}` does not exist or is not served.", param="model",
+                       code="model_not_found")
+
+
+class ModelDirectory:
+    def __init__(self, inference: InferenceClient, settings: Settings) -> None:
+        self.inference, self.settings = inference, settings
+        self._listing: tuple[float, dict[str, inference_pb2.ModelInfo]] | None = None
+        self._job_owners: dict[str, str] = {}  # a job's project never changes
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        """Made on first use (an S3 store is probed then); only read here."""
+        return JobStore(open_store(self.settings))
+
+    async def listing(self) -> list[inference_pb2.ModelInfo]:
+        """A fresh listing (kept for :meth:`check`)."""
+        models = list((await self.inference.list_models()).models)
+        self._listing = (time.monotonic(), {model.id: model for model in models})
+        return models
+
+    async def owner(self, model: inference_pb2.ModelInfo) -> str | None:
+        """The project owning ``model``; None for a base model (shared)."""
+        if not model.published:
+            return None
+        job_id = training_job(model)
+        if job_id is None:
+            return DEFAULT_PROJECT
+        if job_id not in self._job_owners:
+            try:
+                owner = job_owner(await asyncio.to_thread(self.jobs.load, job_id))
+            except (NotFound, InvalidInput):
+                owner = DEFAULT_PROJECT
+            self._job_owners[job_id] = owner
+        return self._job_owners[job_id]
+
+    async def visible(self, caller: Caller, models: list[inference_pb2.ModelInfo]) -> list[inference_pb2.ModelInfo]:
+        if caller.admin:
+            return models
+        owners = await asyncio.gather(*(self.owner(model) for model in models))
+        return [model for model, owner in zip(models, owners, strict=True) if owner is None or caller.sees(owner)]
+
+    async def check(self, caller: Caller, name: str) -> None:
+        """404 model_not_found when ``name`` (``<model>`` or ``<model>:<style>``) is another project's
+        fine-tune. A name in no listing is left to inference (it answers its own 404)."""
+        if caller.admin:
+            return
+        model_id = name.partition(":")[0]  # as inference resolves a name
+        listed = self._listing[1] if self._listing and time.monotonic() - self._listing[0] < \
+            LISTING_MAX_AGE_SECONDS else {}
+        model = listed.get(model_id)
+        if model is None:
+            model = next((m for m in await self.listing() if m.id == model_id), None)
+        if model is not None and not await self.visible(caller, [model]):
+            raise not_found(name)
