@@ -27,6 +27,9 @@ class TrainerSettings(Settings):
     trainer_xtuner_device: str = Field(
         "auto", description="'auto' (cuda when present), 'cuda' or 'cpu' (fp32 LoRA, tests/CI only)"
     )
+    trainer_max_restarts: int = Field(
+        0, ge=0, le=10, description="hf backend: times a failed training run (one process, or a torchrun group "
+        "whose rank died) is started again, each resuming from its last checkpoint; 0 = the job fails at once")
     trainer_stop_grace_seconds: float = Field(10.0, gt=0, description="SIGTERM -> SIGKILL wait on cancel")
 
     @property

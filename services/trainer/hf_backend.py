@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from transformers import TrainerCallback
 
 from emotune.chat_template import ChatFormat
 from services.trainer.data import Block, BlockCollator, encode_records, pack, single_blocks, split_records
-from services.trainer.spec import TrainingSpec, spec_warnings
+from services.trainer.spec import TrainingSpec, per_process_batch, spec_warnings
 
 Emit = Callable[..., None]
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -164,6 +165,12 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
     from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(spec.seed)  # before the LoRA weights are initialised: the same spec trains the same adapter
+    world = world_size()
+    if world != spec.processes:
+        raise ValueError(f"the spec asks for {spec.processes} processes but this run has {world} (WORLD_SIZE)")
+    if world > 1 and not torch.cuda.is_available():
+        threads = threads or max(1, (os.cpu_count() or 1) // world)  # torchrun sets OMP_NUM_THREADS=1
+        _load_indexed_cpu_locations()
     if threads:
         torch.set_num_threads(threads)
     checkpoints = work_dir / "checkpoints"
@@ -177,21 +184,69 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
                              is not None else prepared.fmt.end_token_id, spec.packing)
     has_eval = bool(prepared.eval_blocks)
     every = spec.eval_every_steps or max(1, prepared.total_steps // 10)
+    per_device, accumulation = per_process_batch(spec.batch_size, spec.grad_accumulation, world)
+    if world > 1:
+        emit("log", f"{world} processes ({spec.strategy}): per-device batch {per_device} x accumulation "
+             f"{accumulation} x {world} = global batch {per_device * accumulation * world}", processes=world,
+             strategy=spec.strategy, per_device_batch=per_device, grad_accumulation=accumulation)
     args = TrainingArguments(
-        output_dir=str(checkpoints), per_device_train_batch_size=spec.batch_size,
-        per_device_eval_batch_size=spec.batch_size, gradient_accumulation_steps=spec.grad_accumulation,
+        output_dir=str(checkpoints), per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device, gradient_accumulation_steps=accumulation,
         learning_rate=spec.learning_rate, max_steps=prepared.total_steps, lr_scheduler_type="cosine",
         warmup_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
         eval_strategy="steps" if has_eval else "no", eval_steps=every if has_eval else None,
         save_strategy="steps", save_steps=every, save_total_limit=None, seed=spec.seed, data_seed=spec.seed,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=cuda or cpu_autocast, use_cpu=not cuda, save_safetensors=True,
+        **distributed_arguments(spec.strategy, world, cuda),
     )
     events = _EventCallback(spec, prepared, collator, checkpoints, emit)
     trainer = Trainer(model=model, args=args, train_dataset=_BlockDataset(prepared.train_blocks),
                       eval_dataset=_BlockDataset(prepared.eval_blocks) if has_eval else None,
                       data_collator=collator, callbacks=[events])
     return run_trainer(trainer, resume_from, checkpoints, emit, events) | prepared.summary
+
+
+def _load_indexed_cpu_locations() -> None:
+    """Resuming a multi-process CPU run: transformers loads the optimizer state with ``map_location=args.device``,
+    which is ``cpu:0`` there, and torch's own CPU deserializer accepts only ``"cpu"`` ("don't know how to restore
+    data location ... (tagged with cpu:0)"). This teaches torch.load that ``cpu:N`` is the CPU."""
+    import torch
+
+    torch.serialization.register_package(
+        11, lambda _obj: None, lambda obj, location: obj if location.startswith("cpu:") else None)
+
+
+def world_size() -> int:
+    """Processes of this run (torchrun's ``WORLD_SIZE``; 1 when started directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_arguments(strategy: str, world: int, cuda: bool) -> dict[str, Any]:
+    """``TrainingArguments`` for a ``world``-process run: DDP over NCCL (GPU) or gloo (CPU), torch FSDP, or
+    DeepSpeed ZeRO-2/3 (each GPU only, :func:`services.trainer.spec.check_devices` refuses them on CPU)."""
+    if world == 1:
+        return {}
+    common = {"ddp_backend": "nccl" if cuda else "gloo", "ddp_find_unused_parameters": False}
+    if strategy == "fsdp":
+        # use_orig_params: LoRA mixes frozen and trained weights in one wrapped unit; the layers to wrap are
+        # the model's own _no_split_modules (its decoder layer class).
+        return common | {"fsdp": "full_shard auto_wrap", "fsdp_config": {"use_orig_params": True}}
+    if strategy in ("zero2", "zero3"):
+        return common | {"deepspeed": deepspeed_config(int(strategy[-1]))}
+    return common
+
+
+def deepspeed_config(stage: int) -> dict[str, Any]:
+    """A DeepSpeed ZeRO config for transformers' integration ("auto": filled from the TrainingArguments)."""
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True,
+                            "reduce_bucket_size": "auto"}
+    if stage == 3:
+        zero |= {"stage3_prefetch_bucket_size": "auto", "stage3_param_persistence_threshold": "auto",
+                 "stage3_gather_16bit_weights_on_model_save": True}  # the saved adapter is whole, not shards
+    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
+            "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto"}
 
 
 def run_trainer(trainer: Any, resume_from: Path | None, checkpoints: Path, emit: Emit,
@@ -259,6 +314,8 @@ class _EventCallback(TrainerCallback):
                       train_loss=_last_train_loss(state))
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return  # rank 0 saves, prunes and reports checkpoints; the others only add their RNG state
         kept = prune_checkpoints(self.checkpoints, self.spec.keep_best_checkpoints)
         path = self.checkpoints / f"{CHECKPOINT_PREFIX}{state.global_step}"
         losses = eval_losses(self.checkpoints)

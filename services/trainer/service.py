@@ -28,8 +28,9 @@ from emotune.store.base import ArtifactStore
 from services.trainer import export, metrics
 from services.trainer.config import TrainerSettings
 from services.trainer.data import check_dataset, fetch_dataset, read_records
+from services.trainer.distrun import failure_reason, torchrun_argv
 from services.trainer.process import ProcessFailed, run_process
-from services.trainer.spec import TrainingSpec
+from services.trainer.spec import TrainingSpec, check_devices, local_devices
 from services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
 
 JOB_KIND = "training"
@@ -47,6 +48,7 @@ class TrainerService:
         """Validate ``request`` (shaped like the TrainingSpec proto) and queue the job; errors name the field."""
         spec = TrainingSpec.parse(request, "TrainingSpec")
         check_base_model(spec.base_model, self.settings, "base_model")
+        self.check_devices(spec)
         job_id = f"{JOB_KIND}-{uuid.uuid4().hex[:16]}"
         if spec.resume_job_id:
             raise FailedPrecondition("an unfinished training job resumes by itself when the trainer restarts; "
@@ -70,6 +72,7 @@ class TrainerService:
     # ------------------------------------------------------------------ the job
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         spec = TrainingSpec.parse(ctx.spec, "spec")
+        self.check_devices(spec)  # this replica may have fewer GPUs than the one that accepted the job
         work = self.settings.work_root / ctx.job_id
         data, general = await asyncio.to_thread(self._inputs, spec, work)
         base_dir = await asyncio.to_thread(resolve_base_model, check_base_model(spec.base_model, self.settings,
@@ -98,6 +101,14 @@ class TrainerService:
         await asyncio.to_thread(self._cleanup, spec, work)
         return result
 
+    def check_devices(self, spec: TrainingSpec) -> None:
+        """Refuse a spec this node cannot run (more processes than GPUs, DeepSpeed/FSDP without CUDA), and one
+        whose planned memory per GPU exceeds the GPUs' (:mod:`services.trainer.memory`; on CPU it only warns)."""
+        device, count = local_devices()
+        if spec.backend == "xtuner" and self.settings.trainer_xtuner_device != "auto":
+            device = self.settings.trainer_xtuner_device
+        check_devices(spec, device, count)
+
     def _inputs(self, spec: TrainingSpec, work: Path) -> tuple[Path, Path | None]:
         data = work / "data" / "records.jsonl"
         if not data.is_file():
@@ -114,19 +125,35 @@ class TrainerService:
         spec_file = work / "spec.json"
         spec_file.write_text(spec.model_dump_json(), encoding="utf-8")
         python = str(self.settings.trainer_python or sys.executable)
-        argv = [python, "-m", "services.trainer.worker", "--spec", str(spec_file), "--base-model", str(base_dir),
-                "--data", str(data), "--work-dir", str(work), "--threads", str(self.settings.trainer_threads)]
+        args = ["--spec", str(spec_file), "--base-model", str(base_dir), "--data", str(data), "--work-dir", str(work),
+                "--threads", str(self.settings.trainer_threads)]
         if general is not None:
-            argv += ["--general", str(general)]
+            args += ["--general", str(general)]
         if self.settings.trainer_cpu_bf16:
-            argv.append("--cpu-bf16")
+            args.append("--cpu-bf16")
         if spec.styles_yaml and spec.eval_prompts:
-            argv += ["--validator-addr", self.settings.validator_addr]
-        try:
-            await run_process(argv, relay.worker_line, cwd=_repo_root(), grace_seconds=self.settings.
-                              trainer_stop_grace_seconds, what="training worker")
-        except ProcessFailed as exc:
-            raise ProcessFailed(relay.error or exc.message) from None
+            args += ["--validator-addr", self.settings.validator_addr]
+        if spec.processes > 1:  # torchrun: rank 0 reports and saves; a resume is a rerun, as for one process
+            argv = torchrun_argv(python, spec.processes, "services.trainer.worker", args)
+            what = f"training worker (torchrun, {spec.processes} processes, {spec.strategy})"
+        else:
+            argv, what = [python, "-m", "services.trainer.worker", *args], "training worker"
+        for attempt in range(self.settings.trainer_max_restarts + 1):
+            relay.error = None
+            try:
+                await run_process(argv, relay.worker_line, cwd=_repo_root(), grace_seconds=self.settings.
+                                  trainer_stop_grace_seconds, what=what)
+                break
+            except ProcessFailed as exc:
+                reason = failure_reason(exc.message)  # torchrun's report: which rank failed first, and how
+                message = relay.error or exc.message
+                if reason:
+                    message = f"{relay.error} ({what}, first failure: {reason})" if relay.error else \
+                        f"{what} failed: {reason}"
+                if attempt == self.settings.trainer_max_restarts:
+                    raise ProcessFailed(message) from None
+                relay.ctx.emit("log", f"{message}; starting it again ({attempt + 1} of "
+                               f"{self.settings.trainer_max_restarts}), from the last checkpoint", level="warning")
         return json.loads((work / OUTPUT_DIR / "run.json").read_text(encoding="utf-8"))
 
     def _finish(self, spec: TrainingSpec, spec_dict: dict[str, Any], base_dir: Path, data: Path, work: Path,

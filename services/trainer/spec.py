@@ -1,6 +1,9 @@
 """The training job spec: one spec for both backends, validated up front (errors name the field).
 
-It mirrors ``emotune.v1.TrainingSpec``; proto zeros mean "the default". Warnings about a spec that is likely to
+It mirrors ``emotune.v1.TrainingSpec``; proto zeros mean "the default". A multi-process run (``processes`` > 1)
+keeps the global batch of one process: ``batch_size x grad_accumulation`` samples per optimizer step, split over
+the processes (:func:`per_process_batch`). Combinations no engine supports are refused here, naming the field;
+the ones that depend on the machine (how many GPUs) by :func:`check_devices`. Warnings about a spec that is likely to
 overfit or to under-train (seed 000 trained thousands of iterations on a small set) come from :func:`warnings`.
 """
 
@@ -63,6 +66,11 @@ class TrainingSpec(BaseModel):
         "supervised", description="supervised: next-token loss on the replies; dpo: preference pairs (records "
         "with a rejected reply), DPO + NLL on the chosen reply, reference = the base with the adapter disabled")
     dpo: DpoSpec = Field(default_factory=DpoSpec)
+    processes: int = Field(1, ge=1, le=64, description="training processes on this node (one per GPU; torchrun / "
+                           "XTuner's NPROC_PER_NODE); the global batch stays batch_size x grad_accumulation")
+    strategy: Literal["ddp", "zero2", "zero3", "fsdp"] = Field(
+        "ddp", description="how processes > 1 share the work: ddp (replicated weights), zero2 / zero3 (DeepSpeed "
+        "ZeRO: optimizer+gradients / also weights sharded), fsdp (torch FSDP, hf backend)")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:
@@ -79,6 +87,7 @@ class TrainingSpec(BaseModel):
 
             if not torch.cuda.is_available():
                 raise ValueError(f"quantization {self.quantization!r} needs CUDA (bitsandbytes); use 'none' on CPU")
+        _check_strategy(self)
         return self
 
     @classmethod
@@ -89,6 +98,75 @@ class TrainingSpec(BaseModel):
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or None
             raise InvalidInput(err["msg"], file=source, field=field) from None
+        except InvalidInput as exc:  # a refused combination (_check_strategy): say where it came from
+            raise InvalidInput(exc.reason, file=source, field=exc.field) from None
+
+
+def _refuse(field: str, message: str) -> None:
+    raise InvalidInput(message, field=field)  # not a ValueError: pydantic lets it through with its field name
+
+
+def _check_strategy(spec: TrainingSpec) -> None:
+    """Combinations refused whatever the machine (the device-dependent ones: :func:`check_devices`)."""
+    if spec.processes > 1 and spec.method == "dpo":
+        _refuse("processes", "method 'dpo' runs in one process (processes: 1)")
+    if spec.strategy == "zero3" and spec.quantization != "none":
+        _refuse("strategy", f"strategy 'zero3' shards the weights, which a {spec.quantization} (bitsandbytes) model "
+                "cannot be: use 'zero2' (or 'ddp') with quantization, or quantization 'none' with zero3")
+    if spec.backend == "xtuner" and spec.strategy == "fsdp":
+        _refuse("strategy", "the xtuner backend runs ddp, zero2 or zero3 (its launcher has no FSDP); "
+                "use backend 'hf' for fsdp")
+    if spec.backend == "hf" and spec.strategy == "fsdp" and spec.quantization != "none":
+        _refuse("strategy", "strategy 'fsdp' with a bitsandbytes model is not wired on the hf backend; "
+                "use 'ddp' or 'zero2'")
+    per_process_batch(spec.batch_size, spec.grad_accumulation, spec.processes)
+
+
+def per_process_batch(batch_size: int, grad_accumulation: int, processes: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) for ``processes`` so that per-device x accumulation x processes
+    equals ``batch_size x grad_accumulation`` (the global batch of one process); the per-device batch stays as
+    large as it can (at most ``batch_size``). Refused when the global batch does not split evenly."""
+    import math
+
+    total = batch_size * grad_accumulation
+    if total % processes:
+        _refuse("processes", f"the global batch batch_size x grad_accumulation = {total} does not split over "
+                f"{processes} processes; make it a multiple of {processes}")
+    share = total // processes
+    per_device = math.gcd(batch_size, share)
+    return per_device, share // per_device
+
+
+def check_devices(spec: TrainingSpec, device: str, devices: int) -> None:
+    """Refuse what this machine cannot run: ``device`` is "cuda" or "cpu", ``devices`` the GPUs it has (cuda).
+
+    GPU: at most one process per GPU. CPU (tests, CI): only the hf backend with ddp over gloo runs there;
+    DeepSpeed and FSDP need CUDA."""
+    if spec.processes == 1:
+        return
+    if device == "cuda":
+        if spec.processes > devices:
+            _refuse("processes", f"processes={spec.processes} but this node has {devices} GPU(s): one process "
+                    "per GPU")
+        if spec.backend == "hf" and spec.strategy in ("zero2", "zero3"):
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                _refuse("strategy", f"strategy {spec.strategy!r} on the hf backend needs the deepspeed package in "
+                        "the trainer image; use 'ddp' or 'fsdp', or backend 'xtuner'")
+        return
+    if spec.backend != "hf":
+        _refuse("processes", "a multi-process xtuner run needs CUDA (XTuner's launcher with NCCL); use processes 1 "
+                "or backend 'hf' on CPU")
+    if spec.strategy != "ddp":
+        _refuse("strategy", f"strategy {spec.strategy!r} needs CUDA; on CPU several processes run 'ddp' (gloo)")
+
+
+def local_devices() -> tuple[str, int]:
+    """("cuda", GPU count) where CUDA is present, else ("cpu", 0)."""
+    import torch
+
+    return ("cuda", torch.cuda.device_count()) if torch.cuda.is_available() else ("cpu", 0)
 
 
 def spec_warnings(spec: TrainingSpec, train_samples: int, optimizer_steps: int) -> list[str]:

@@ -24,6 +24,11 @@ SCORE_TIMEOUT_SECONDS = 600
 
 
 def emit(type: str, message: str = "", **data: Any) -> None:
+    rank = os.environ.get("RANK", "0")
+    if rank != "0":  # a multi-process run reports from rank 0; another rank says only why it failed
+        if type != "error":
+            return
+        message = f"rank {rank}: {message}"
     line = json.dumps({"type": type, "message": message, "data": data}, ensure_ascii=False, default=str)
     sys.stdout.write(EVENT_PREFIX + line + "\n")
     sys.stdout.flush()
@@ -62,6 +67,8 @@ def run(spec_path: Path, base_dir: Path, data_path: Path, general_path: Path | N
     else:
         prepared = hf_backend.prepare(spec, fmt, records, general, emit)
         metrics = hf_backend.train(spec, prepared, base_dir, work_dir, emit, threads, cpu_bf16)
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 picks, merges and writes the output
     best = work_dir / "checkpoints" / metrics["best_checkpoint"]
     if validator_addr and spec.styles_yaml and spec.eval_prompts:
         best = pick_by_style_score(spec, fmt, base_dir, work_dir / "checkpoints", records, validator_addr, metrics)
