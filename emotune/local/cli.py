@@ -69,7 +69,9 @@ def demo(
                                        help="held-out questions per style for the evaluation (the gate needs 12)"),
     epochs: int = typer.Option(DemoOptions.epochs, help="training epochs"),
     method: str = typer.Option(DemoOptions.method, help="supervised (learn the kept teacher answers) or dpo "
-                                                        "(prefer them over the base model's trigger-only reply)"),
+                                                        "(prefer them over a rejected reply, --pairs-rejected)"),
+    pairs_rejected: str = typer.Option(DemoOptions.pairs_rejected, help="dpo: the rejected reply — other_style "
+                                       "(another style's answer to the question) or base_model (trigger only)"),
     best_of: int = typer.Option(0, help="teacher candidates per question (best-of-N; 0 = 3 offline, 1 with "
                                         "ZhipuAI)"),
     learning_rate: float = typer.Option(0.0, help="0 = the method's default for this teacher"),
@@ -88,7 +90,7 @@ def demo(
             overrides["learning_rate"] = learning_rate
         outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions.for_teacher(
             base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
-            epochs=epochs, seed=seed, method=method, **overrides), console)
+            epochs=epochs, seed=seed, method=method, pairs_rejected=pairs_rejected, **overrides), console)
     except BaseException:
         if exit_after:
             stack.stop()

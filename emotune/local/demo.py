@@ -60,9 +60,11 @@ class DemoOptions:
     marker_hits: int | None = None
     # Best-of-N: candidates the teacher writes per question and style; the validator keeps the best that passes.
     best_of: int = 1
-    # "supervised": learn the kept teacher answers; "dpo": prefer them to the base model's trigger-only reply
+    # "supervised": learn the kept teacher answers; "dpo": prefer them to a rejected reply (pairs_rejected)
     # (+ an NLL term on the chosen side), the pairs built by the pipeline.
     method: str = "supervised"
+    # dpo: the rejected side of each pair (emotune.training.pairs_rejected).
+    pairs_rejected: str = "other_style"
     suffix: str = "demo"
     offline: bool = True  # the teacher is the packaged 1.5B (no ZhipuAI key)
     seed: int = 7
@@ -99,7 +101,7 @@ def submit_job(client: OpenAI, options: DemoOptions):
                            "best_of": options.best_of},
             "validation": {"marker_hits": options.marker_hits},
             "training": {"max_steps": options.max_steps, "learning_rate": options.learning_rate,
-                         "eval_fraction": options.eval_fraction},
+                         "eval_fraction": options.eval_fraction, "pairs_rejected": options.pairs_rejected},
             "evaluation": {"questions_per_style": options.eval_questions},
         }},
     )

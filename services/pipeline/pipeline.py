@@ -328,6 +328,7 @@ class Pipeline:
         slots = (await self.inference.ListModels(inference_pb2.ListModelsRequest())).max_concurrency
         pairs, report = await build_pairs(
             self.inference, kept, request.model, max_tokens=PAIR_MAX_TOKENS, seed=request.seed or 0, slots=slots,
+            rejected_source=request.emotune.training.pairs_rejected,
             progress=lambda done, total: ctx.progress(done, total, f"pairs: {done}/{total} base-model replies",
                                                       every_s=EVALUATION_PROGRESS_SECONDS, stage="pairs"))
         best_of = request.emotune.generation.best_of if request.emotune and request.emotune.generation else 1
