@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 from emotune.fine_tuning.report import format_table
-from emotune.jobfollow import ProgressLines
+from emotune.jobfollow import ProgressLines, format_duration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -176,7 +176,7 @@ def follow(client: OpenAI, job_id: str, console: Console, timeout_s: float):  # 
                 data = event.data or {}
                 stage = data.get("stage", "")
                 if _is_transition(event.message, data):
-                    progress.console.print(f"  {event.message}")
+                    progress.console.print(_transition_line(event.message, data))
                 if "done" in data and "total" in data:
                     progress.update(bar, description=stage or "progress", completed=data["done"],
                                     total=data["total"])
@@ -202,7 +202,7 @@ def _follow_plain(client: OpenAI, job_id: str, console: Console, timeout_s: floa
         for event in _new_events(client, job_id, seen):
             data = event.data or {}
             if _is_transition(event.message, data):
-                say(f"  {event.message}")
+                say(_transition_line(event.message, data))
             if "done" in data and "total" in data:
                 loss = data.get("loss", data.get("train_loss"))
                 lines.update(data.get("stage") or data.get("phase") or "progress", data["done"], data["total"],
@@ -221,6 +221,12 @@ def _new_events(client: OpenAI, job_id: str, seen: set[str]) -> list:
     fresh = [event for event in reversed(events) if event.id not in seen]
     seen.update(event.id for event in fresh)
     return fresh
+
+
+def _transition_line(message: str, data: dict) -> str:
+    """``  datagen succeeded (4m37s)``: a stage's end says how long it took."""
+    took = f" ({format_duration(data['seconds'])})" if isinstance(data.get("seconds"), int | float) else ""
+    return f"  {message}{took}"
 
 
 def _is_transition(message: str, data: dict) -> bool:

@@ -420,7 +420,7 @@ class _Run:
             self._last_save = time.monotonic()
 
     def _enter(self, stage: str) -> dict[str, Any]:
-        state = self.checkpoint["stages"].setdefault(stage, {"status": "running"})
+        state = self.checkpoint["stages"].setdefault(stage, {"status": "running", "started_at": time.time()})
         self.checkpoint["stage"] = stage
         if state.get("status") != "succeeded":
             self.ctx.emit("stage", f"{stage} started" if "job_id" not in state else f"{stage} resumed",
@@ -430,7 +430,9 @@ class _Run:
 
     def _done(self, stage: str, state: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         state.update(status="succeeded", result=result)
-        self.ctx.emit("stage", f"{stage} succeeded", stage=stage)
+        # Wall time since the stage first started (across restarts): where a job's time goes.
+        seconds = round(time.time() - state["started_at"], 1) if "started_at" in state else None
+        self.ctx.emit("stage", f"{stage} succeeded", stage=stage, **({"seconds": seconds} if seconds else {}))
         self._save(force=True)
         return result
 
