@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 import uuid
@@ -29,6 +30,7 @@ from services.trainer import export, metrics
 from services.trainer.config import TrainerSettings
 from services.trainer.data import check_dataset, fetch_dataset, read_records
 from services.trainer.distrun import failure_reason, torchrun_argv
+from services.trainer.memory import GIB, Shape, plan_spec
 from services.trainer.process import ProcessFailed, run_process
 from services.trainer.spec import TrainingSpec, check_devices, local_devices
 from services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
@@ -77,6 +79,7 @@ class TrainerService:
         data, general = await asyncio.to_thread(self._inputs, spec, work)
         base_dir = await asyncio.to_thread(resolve_base_model, check_base_model(spec.base_model, self.settings,
                                                                                 "base_model"), self.settings.cache_dir)
+        self._check_memory(spec, base_dir, ctx)
         await asyncio.to_thread(self._restore_checkpoint, spec, work)
         relay = _Relay(ctx, self, spec)
         if spec.backend == "hf":
@@ -102,12 +105,40 @@ class TrainerService:
         return result
 
     def check_devices(self, spec: TrainingSpec) -> None:
-        """Refuse a spec this node cannot run (more processes than GPUs, DeepSpeed/FSDP without CUDA), and one
-        whose planned memory per GPU exceeds the GPUs' (:mod:`services.trainer.memory`; on CPU it only warns)."""
+        """Refuse a spec this node cannot run (more processes than GPUs, DeepSpeed/FSDP without CUDA)."""
+        check_devices(spec, *self._devices(spec))
+
+    def _devices(self, spec: TrainingSpec) -> tuple[str, int]:
         device, count = local_devices()
         if spec.backend == "xtuner" and self.settings.trainer_xtuner_device != "auto":
             device = self.settings.trainer_xtuner_device
-        check_devices(spec, device, count)
+        return device, count
+
+    def _check_memory(self, spec: TrainingSpec, base_dir: Path, ctx: JobContext) -> None:
+        """The memory planner's estimate per GPU, in the job's events; a run that cannot fit the smallest GPU it
+        would use is refused before it starts (on CPU, only a warning above the machine's memory)."""
+        try:
+            planned = plan_spec(spec, Shape.from_model_dir(base_dir))
+        except (OSError, KeyError, ValueError) as exc:  # a config.json the planner cannot read: no estimate
+            ctx.emit("log", f"no memory estimate for {base_dir.name}: {type(exc).__name__}: {exc}", level="warning")
+            return
+        device, count = self._devices(spec)
+        ctx.emit("log", f"memory plan: {planned.describe()}", planned_bytes=int(planned.per_gpu))
+        if device == "cuda" and count:
+            import torch
+
+            available = min(torch.cuda.get_device_properties(i).total_memory for i in range(spec.processes))
+            if planned.per_gpu > available:
+                raise FailedPrecondition(
+                    f"the run needs about {planned.per_gpu / GIB:.1f} GiB per GPU but the GPU has "
+                    f"{available / GIB:.1f} GiB: use quantization '4bit', more processes with strategy 'zero3' "
+                    "(or 'zero2'), a smaller max_length or batch_size", field="processes",
+                    planned_gib=round(planned.per_gpu / GIB, 1))
+        elif device == "cpu":
+            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if planned.per_gpu * spec.processes > physical:
+                ctx.emit("log", f"the run may need about {planned.per_gpu * spec.processes / GIB:.1f} GiB, more "
+                         f"than this machine's {physical / GIB:.1f} GiB", level="warning")
 
     def _inputs(self, spec: TrainingSpec, work: Path) -> tuple[Path, Path | None]:
         data = work / "data" / "records.jsonl"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emotune.errors import FailedPrecondition
-from services.trainer.spec import TrainingSpec
+from services.trainer.spec import TrainingSpec, per_process_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(__file__).with_name("xtuner_launch.py")
@@ -209,10 +209,11 @@ def render_config(spec: TrainingSpec, *, base_dir: Path, train_file: Path, devic
     ``device="cpu"``: fp32 LoRA, ``OptimWrapper``, no quantization (what runs in CI)."""
     gpu = device == "cuda"
     quantization = spec.quantization if gpu else "none"
+    per_device, accumulation = per_process_batch(spec.batch_size, spec.grad_accumulation, spec.processes)
     return _CONFIG.format(
         base_dir=str(base_dir), train_file=str(train_file), prompt_template=prompt_template,
-        max_length=spec.max_length, packing=spec.packing, batch_size=spec.batch_size,
-        grad_accumulation=spec.grad_accumulation, max_epochs=max(1, round(spec.epochs)),
+        max_length=spec.max_length, packing=spec.packing, batch_size=per_device,
+        grad_accumulation=accumulation, max_epochs=max(1, round(spec.epochs)),
         max_iters=spec.max_steps or None, learning_rate=spec.learning_rate, save_steps=save_steps,
         keep=spec.keep_best_checkpoints, system=system or "", eval_prompts=list(spec.eval_prompts),
         torch_dtype="torch.float16" if gpu else "torch.float32", quantization=_QLORA[quantization],
@@ -243,6 +244,25 @@ def xtuner_python(venv: Path | None) -> Path:
 
 def launcher_argv(python: Path, module: str, *args: str) -> list[str]:
     return [str(python), str(LAUNCHER), module, *args]
+
+
+def train_command(python: Path, spec: TrainingSpec, config: Path, work_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The ``xtuner.tools.train`` command and its extra environment.
+
+    One process: the tool itself. ``processes`` > 1: what ``NPROC_PER_NODE=N xtuner train CFG --deepspeed
+    deepspeed_zero2`` runs (XTuner's CLI turns NPROC_PER_NODE into ``torchrun --nproc-per-node N
+    xtuner/tools/train.py ... --launcher pytorch``), with torchrun itself started through the launcher too (it dies
+    with the service) and each rank through it (shims, exit status kept): ``--deepspeed deepspeed_zero2|zero3``
+    picks XTuner's bundled DeepSpeed config, ``ddp`` runs mmengine's plain DDP."""
+    tool = ["xtuner.tools.train", str(config), "--work-dir", str(work_dir)]
+    if spec.processes == 1:
+        return launcher_argv(python, *tool), {}
+    tool += ["--launcher", "pytorch"]
+    if spec.strategy in ("zero2", "zero3"):
+        tool += ["--deepspeed", f"deepspeed_{spec.strategy}"]
+    argv = launcher_argv(python, "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc-per-node",
+                         str(spec.processes), str(LAUNCHER), *tool)
+    return argv, {"NPROC_PER_NODE": str(spec.processes), "NNODES": "1"}
 
 
 _ITER = re.compile(r"Iter\(train\)\s*\[\s*(\d+)/(\d+)\]")
@@ -354,8 +374,9 @@ async def run_xtuner(settings: Any, spec: TrainingSpec, base_dir: Path, data: Pa
 
     grace = settings.trainer_stop_grace_seconds
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    await run_process(launcher_argv(python, "xtuner.tools.train", str(config), "--work-dir", str(xt_work)),
-                      on_line, env=env, grace_seconds=grace, what="xtuner train")
+    argv, launch_env = train_command(python, spec, config, xt_work)
+    what = "xtuner train" + (f" ({spec.processes} processes, {spec.strategy})" if spec.processes > 1 else "")
+    await run_process(argv, on_line, env=env | launch_env, grace_seconds=grace, what=what)
     checkpoint = last_checkpoint(xt_work)
     if checkpoint is None:
         raise FailedPrecondition(f"XTuner finished without a checkpoint in {xt_work}")

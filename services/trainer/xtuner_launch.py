@@ -1,7 +1,8 @@
 """Run an XTuner tool inside the XTuner virtualenv with the CPU shims applied first.
 
 Usage: ``<xtuner-venv>/bin/python xtuner_launch.py xtuner.tools.train CFG --work-dir D`` (or
-``xtuner.tools.model_converters.pth_to_hf`` / ``.merge``). Never the ``xtuner`` CLI: it ignores a failing tool's
+``xtuner.tools.model_converters.pth_to_hf`` / ``.merge``; or ``torch.distributed.run ... xtuner_launch.py
+xtuner.tools.train CFG ... --launcher pytorch [--deepspeed deepspeed_zero2]`` for several processes). Never the ``xtuner`` CLI: it ignores a failing tool's
 exit status. Standalone on purpose (no emotune import): it runs under XTuner's own Python stack.
 
 Shims, each a no-op where the real thing exists (GPU images):
@@ -53,8 +54,9 @@ def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit("usage: xtuner_launch.py <xtuner module> [args...]")
     module = sys.argv[1]
-    if not module.startswith("xtuner.tools."):
-        raise SystemExit(f"refusing to run {module!r}: only xtuner.tools.* modules")
+    if not module.startswith("xtuner.tools.") and module != "torch.distributed.run":
+        raise SystemExit(f"refusing to run {module!r}: only xtuner.tools.* modules (and torchrun, which starts "
+                         "one of them per process)")
     die_with_parent()
     apply_shims()
     refuse_remote_code()
