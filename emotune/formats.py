@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from emotune.errors import InvalidInput
 from emotune.records import Message, Provenance, Record, dumps_records, record_id
-from emotune.textio import ReadReport, field_path, iter_json_items
+from emotune.textio import ItemError, ReadReport, field_path, iter_json_items
 
 DatasetFormat = Literal["emotune", "xtuner", "alpaca", "sharegpt", "openai"]
 DATASET_FORMATS: tuple[str, ...] = get_args(DatasetFormat)
@@ -54,12 +54,6 @@ SHAREGPT_ROLE_CONTENT = ShareGPTTags(role_tag="role", content_tag="content", use
                                      assistant_tag="assistant", system_tag="system")
 
 
-class _ItemError(ValueError):
-    """A problem inside one dataset item; ``field`` is its path, e.g. ``conversation[1].output``."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass
@@ -111,22 +105,22 @@ def _text(value: Any, field: str, *, required: bool = True) -> str:
         return ""
     if not isinstance(value, str):
         found = "nothing" if value is None else type(value).__name__
-        raise _ItemError(f"expected text, found {found}", field)
+        raise ItemError(f"expected text, found {found}", field)
     if required and not value.strip():
-        raise _ItemError("is empty", field)
+        raise ItemError("is empty", field)
     return value
 
 
 def _list(value: Any, field: str) -> list[Any]:
     if not isinstance(value, list):
         found = "nothing" if value is None else type(value).__name__
-        raise _ItemError(f"expected a list, found {found}", field)
+        raise ItemError(f"expected a list, found {found}", field)
     return value
 
 
 def _object(value: Any, field: str | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _ItemError(f"expected a JSON object, found {type(value).__name__}", field)
+        raise ItemError(f"expected a JSON object, found {type(value).__name__}", field)
     return value
 
 
@@ -151,7 +145,7 @@ def _messages_from_xtuner(item: dict[str, Any]) -> tuple[list[Message], str | No
     style_name = None
     turns = _list(item.get("conversation"), "conversation")
     if not turns:
-        raise _ItemError("has no turns", "conversation")
+        raise ItemError("has no turns", "conversation")
     for index, raw in enumerate(turns):
         where = f"conversation[{index}]"
         turn = _object(raw, where)
@@ -193,14 +187,14 @@ def _messages_from_alpaca(item: dict[str, Any]) -> tuple[list[Message], None]:
     for index, pair in enumerate(_list(history, "history")):
         where = f"history[{index}]"
         if not (isinstance(pair, list) and len(pair) == 2):
-            raise _ItemError("expected a [user, assistant] pair", where)
+            raise ItemError("expected a [user, assistant] pair", where)
         messages.append(Message(role="user", content=_text(pair[0], f"{where}[0]")))
         messages.append(Message(role="assistant", content=_text(pair[1], f"{where}[1]")))
     instruction = _text(item.get("instruction"), "instruction", required=False)
     query = _text(item.get("input"), "input", required=False)
     user = "\n".join(part for part in (instruction, query) if part.strip())
     if not user:
-        raise _ItemError("instruction and input are both empty", "instruction")
+        raise ItemError("instruction and input are both empty", "instruction")
     messages.append(Message(role="user", content=user))
     messages.append(Message(role="assistant", content=_text(item.get("output"), "output")))
     return messages, None
@@ -242,10 +236,10 @@ def _messages_from_sharegpt(item: dict[str, Any], tags: ShareGPTTags) -> tuple[l
         tag = entry.get(tags.role_tag)
         if tag not in roles:
             known = ", ".join(repr(t) for t in roles)
-            raise _ItemError(f"unknown role {tag!r} (expected one of {known})", f"{where}.{tags.role_tag}")
+            raise ItemError(f"unknown role {tag!r} (expected one of {known})", f"{where}.{tags.role_tag}")
         role = roles[tag]
         if role == "system" and index != 0:
-            raise _ItemError("a system message is only allowed first", f"{where}.{tags.role_tag}")
+            raise ItemError("a system message is only allowed first", f"{where}.{tags.role_tag}")
         messages.append(Message(role=role, content=_text(entry.get(tags.content_tag), f"{where}.{tags.content_tag}")))
     return messages, None
 
@@ -269,7 +263,7 @@ def _openai_content(content: Any, field: str) -> str:
         for index, part in enumerate(content):
             entry = _object(part, f"{field}[{index}]")
             if entry.get("type") != "text":
-                raise _ItemError(f"only text parts can be imported, found {entry.get('type')!r}",
+                raise ItemError(f"only text parts can be imported, found {entry.get('type')!r}",
                                  f"{field}[{index}].type")
             texts.append(_text(entry.get("text"), f"{field}[{index}].text"))
         content = "".join(texts)
@@ -284,10 +278,10 @@ def _messages_from_openai(item: dict[str, Any]) -> tuple[list[Message], None]:
         entry = _object(raw, where)
         role = entry.get("role")
         if role not in ("system", "user", "assistant"):
-            raise _ItemError(f"unsupported role {role!r} (tool calls cannot be imported)", f"{where}.role")
+            raise ItemError(f"unsupported role {role!r} (tool calls cannot be imported)", f"{where}.role")
         messages.append(Message(role=role, content=_openai_content(entry.get("content"), f"{where}.content")))
     if not messages:
-        raise _ItemError("has no messages", "messages")
+        raise ItemError("has no messages", "messages")
     return messages, None
 
 
@@ -351,7 +345,7 @@ def from_format(item: Any, fmt: DatasetFormat, *, style: str | None = None, sour
         identity = json.dumps([[m.role, m.content] for m in messages], ensure_ascii=False)
         return Record(id=entry.get("id") or record_id(style, identity), style=style, messages=messages,
                       provenance=Provenance(teacher="import", source=source), meta={})
-    except _ItemError as exc:
+    except ItemError as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -37,6 +37,7 @@ from typing import Any, Literal, TextIO, get_args
 from emotune.errors import InvalidInput
 from emotune.records import Message
 from emotune.textio import (
+    ItemError,
     JSONSyntaxError,
     ReadReport,
     TextWindow,
@@ -119,10 +120,6 @@ class _Collector:
                                  capped=self.capped_by and self.full)
 
 
-class _ItemError(ValueError):
-    def __init__(self, message: str, field_name: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field_name
 
 
 def _indexed(index: int, field_name: str | None) -> str:
@@ -260,7 +257,7 @@ def _parse_path(field_path: str) -> list[str]:
 
 def _resolve(value: Any, parts: list[str], where: str = "") -> Iterator[tuple[str, Any]]:
     """``(location, value)`` pairs at a dotted path; ``*`` fans out over a list, a number indexes one. Where the
-    path does not fit, the value is an :class:`_ItemError`, so one bad element does not hide its siblings."""
+    path does not fit, the value is an :class:`ItemError`, so one bad element does not hide its siblings."""
     if not parts:
         yield where, value
         return
@@ -270,15 +267,15 @@ def _resolve(value: Any, parts: list[str], where: str = "") -> Iterator[tuple[st
             for index, element in enumerate(value):
                 yield from _resolve(element, rest, f"{where}[{index}]")
         elif not part.isdigit():
-            yield where, _ItemError(f"found a list where the path expects a key {part!r} (use * or an index)")
+            yield where, ItemError(f"found a list where the path expects a key {part!r} (use * or an index)")
         elif int(part) >= len(value):
-            yield f"{where}[{part}]", _ItemError(f"list has {len(value)} element(s), no index {part}")
+            yield f"{where}[{part}]", ItemError(f"list has {len(value)} element(s), no index {part}")
         else:
             yield from _resolve(value[int(part)], rest, f"{where}[{part}]")
     elif not isinstance(value, dict):
-        yield where, _ItemError(f"found {type(value).__name__} where the path expects an object")
+        yield where, ItemError(f"found {type(value).__name__} where the path expects an object")
     elif part not in value:
-        yield f"{where}.{part}".lstrip("."), _ItemError("field missing")
+        yield f"{where}.{part}".lstrip("."), ItemError("field missing")
     else:
         yield from _resolve(value[part], rest, f"{where}.{part}".lstrip("."))
 
@@ -297,7 +294,7 @@ def _stream_resolve(text: TextWindow, parts: list[str], where: str = "") -> Iter
             yield from _stream_resolve(text, rest, f"{where}[{index}]")
     elif start == "[" and not part.isdigit():
         text.skip()
-        yield line, where, _ItemError(f"found a list where the path expects a key {part!r} (use * or an index)")
+        yield line, where, ItemError(f"found a list where the path expects a key {part!r} (use * or an index)")
     elif start == "[":
         count = 0
         for index in text.elements():
@@ -307,7 +304,7 @@ def _stream_resolve(text: TextWindow, parts: list[str], where: str = "") -> Iter
             else:
                 text.skip()
         if int(part) >= count:
-            yield line, f"{where}[{part}]", _ItemError(f"list has {count} element(s), no index {part}")
+            yield line, f"{where}[{part}]", ItemError(f"list has {count} element(s), no index {part}")
     elif start == "{":
         found = False
         for key in text.members():
@@ -317,17 +314,17 @@ def _stream_resolve(text: TextWindow, parts: list[str], where: str = "") -> Iter
             else:
                 text.skip()
         if not found:
-            yield line, f"{where}.{part}".lstrip("."), _ItemError("field missing")
+            yield line, f"{where}.{part}".lstrip("."), ItemError("field missing")
     else:
         value = text.value()
-        yield line, where, _ItemError(f"found {type(value).__name__} where the path expects an object")
+        yield line, where, ItemError(f"found {type(value).__name__} where the path expects an object")
 
 
 def _question_found(collector: _Collector, found: Any, where: str, line: int, *, strict: bool) -> None:
     if isinstance(found, str):
         collector.question(found, line, where or None, strict=strict)
     else:
-        message = str(found) if isinstance(found, _ItemError) else (
+        message = str(found) if isinstance(found, ItemError) else (
             f"expected text, found {'nothing' if found is None else type(found).__name__}")
         collector.report.fail(line, message, where or None, strict=strict)
 
@@ -371,8 +368,8 @@ def _import_json(text: TextWindow, collector: _Collector, *, strict: bool, field
 # ------------------------------------------------------------------------------------------------ chatgpt
 
 
-def _chatgpt_turn(message: dict[str, Any]) -> tuple[str, str] | None:
-    """(role, visible text) of a user/assistant message; ``None`` for hidden, system, tool, non-text ones."""
+def chatgpt_role(message: dict[str, Any]) -> str | None:
+    """``user`` / ``assistant`` for a message shown in the chat; ``None`` for hidden, system and tool ones."""
     role = (message.get("author") or {}).get("role")
     metadata = message.get("metadata") or {}
     if role not in ("user", "assistant"):
@@ -381,6 +378,14 @@ def _chatgpt_turn(message: dict[str, Any]) -> tuple[str, str] | None:
         return None
     if message.get("recipient", "all") != "all":  # the assistant calling a tool (browser, python, ...)
         return None
+    return role
+
+
+def _chatgpt_turn(message: dict[str, Any]) -> tuple[str, str] | None:
+    """(role, visible text) of a user/assistant message; ``None`` for hidden, system, tool, non-text ones."""
+    role = chatgpt_role(message)
+    if role is None:
+        return None
     content = message.get("content") or {}
     if content.get("content_type") not in ("text", "multimodal_text"):
         return None
@@ -388,25 +393,25 @@ def _chatgpt_turn(message: dict[str, Any]) -> tuple[str, str] | None:
     return (role, text) if text else None
 
 
-def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+def chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
     """Messages from the root to ``current_node`` (the branch the user last saw), oldest first."""
     mapping = conversation.get("mapping")
     if not isinstance(mapping, dict) or not mapping:
-        raise _ItemError("expected an object of nodes", "mapping")
+        raise ItemError("expected an object of nodes", "mapping")
     node_id = conversation.get("current_node")
     if node_id not in mapping:
-        raise _ItemError(f"node {node_id!r} is not in mapping", "current_node")
+        raise ItemError(f"node {node_id!r} is not in mapping", "current_node")
     path: list[dict[str, Any]] = []
     seen: set[str] = set()
     while node_id is not None:
         if node_id in seen:
-            raise _ItemError(f"parent links loop at node {node_id!r}", f"mapping.{node_id}.parent")
+            raise ItemError(f"parent links loop at node {node_id!r}", f"mapping.{node_id}.parent")
         if node_id not in mapping:
-            raise _ItemError(f"parent node {node_id!r} is missing", "mapping")
+            raise ItemError(f"parent node {node_id!r} is missing", "mapping")
         seen.add(node_id)
         node = mapping[node_id]
         if not isinstance(node, dict):
-            raise _ItemError("expected a node object", f"mapping.{node_id}")
+            raise ItemError("expected a node object", f"mapping.{node_id}")
         if isinstance(node.get("message"), dict):
             path.append(node["message"])
         node_id = node.get("parent")
@@ -417,9 +422,9 @@ def _import_chatgpt(text: TextWindow, collector: _Collector, *, strict: bool, al
     for index, (line, conversation) in enumerate(iter_json_array(text, collector.report, strict=strict)):
         try:
             if not isinstance(conversation, dict):
-                raise _ItemError(f"expected a conversation object, found {type(conversation).__name__}")
-            path = _chatgpt_path(conversation)
-        except _ItemError as exc:
+                raise ItemError(f"expected a conversation object, found {type(conversation).__name__}")
+            path = chatgpt_path(conversation)
+        except ItemError as exc:
             collector.report.fail(line, str(exc), _indexed(index, exc.field), strict=strict)
             continue
         dialogue = _dialogue(turn for turn in map(_chatgpt_turn, path) if turn)
@@ -479,25 +484,25 @@ _WECHAT_MEDIA = re.compile(r"^\[(图片|语音|视频|动画表情|表情|文件
 def _wechat_turns(item: Any) -> list[tuple[str, str]]:
     entry = item if isinstance(item, dict) else None
     if entry is None:
-        raise _ItemError(f"expected a conversation object, found {type(item).__name__}")
+        raise ItemError(f"expected a conversation object, found {type(item).__name__}")
     key = "conversations" if "conversations" in entry else "messages"
     messages = entry.get(key)
     if not isinstance(messages, list):
-        raise _ItemError("expected a list of messages", key)
+        raise ItemError("expected a list of messages", key)
     turns = []
     for index, message in enumerate(messages):
         where = f"{key}[{index}]"
         if not isinstance(message, dict):
-            raise _ItemError("expected a message object", where)
+            raise ItemError("expected a message object", where)
         role_key, content_key = ("role", "content") if "role" in message else ("from", "value")
         role = message.get(role_key)
         if role == "system":
             continue
         if role not in _WECHAT_ROLES:
-            raise _ItemError(f"unknown role {role!r} (expected user/assistant)", f"{where}.{role_key}")
+            raise ItemError(f"unknown role {role!r} (expected user/assistant)", f"{where}.{role_key}")
         content = message.get(content_key)
         if not isinstance(content, str):
-            raise _ItemError("expected text", f"{where}.{content_key}")
+            raise ItemError("expected text", f"{where}.{content_key}")
         if not _WECHAT_MEDIA.match(content.strip()):
             turns.append((_WECHAT_ROLES[role], content))
     return turns
@@ -509,7 +514,7 @@ def _import_wechat(text: TextWindow, collector: _Collector, *, strict: bool, all
     for index, (line, item) in enumerate(iter_json_array(text, report, strict=strict)):
         try:
             dialogue = _dialogue(_wechat_turns(item))
-        except _ItemError as exc:
+        except ItemError as exc:
             report.fail(line, str(exc), _indexed(index, exc.field), strict=strict)
             continue
         _take(collector, dialogue, line, all_turns=all_turns, strict=strict, file=source)

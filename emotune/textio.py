@@ -387,6 +387,15 @@ def field_path(loc: tuple[str | int, ...] | list[str | int]) -> str | None:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
 
 
+class ItemError(ValueError):
+    """A problem inside one item of an input file (a dataset record, a conversation, a CSV row); ``field`` is
+    its path inside the item, e.g. ``conversation[1].output``. Readers turn it into a :class:`LineError`."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass
 class LineError:
     file: str

@@ -35,7 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from emotune.errors import InvalidInput
-from emotune.textio import LineError, ReadReport, decode_bytes, iter_json_array
+from emotune.importers import chatgpt_path, chatgpt_role
+from emotune.textio import ItemError, LineError, ReadReport, decode_bytes, iter_json_array
 
 VoiceSource = Literal["auto", "wechat-json", "wechat-csv", "chatgpt"]
 VOICE_SOURCES: tuple[str, ...] = ("auto", "wechat-json", "wechat-csv", "chatgpt")
@@ -230,17 +231,17 @@ def _wechat_csv(entry: _Entry, report: ReadReport, speaker: str) -> Iterator[Con
         try:
             content = row.get(columns["text"])
             if content is None:
-                raise _RowError("the row has fewer fields than the header", columns["text"])
+                raise ItemError("the row has fewer fields than the header", columns["text"])
             raw_time = row.get(columns["time"]) or ""
             try:
                 time = parse_time(raw_time)
             except ValueError as exc:
-                raise _RowError(str(exc), columns["time"]) from None
+                raise ItemError(str(exc), columns["time"]) from None
             name = (row.get(columns["name"]) or "").strip() if columns["name"] else ""
             if columns["sender"]:
                 flag = (row.get(columns["sender"]) or "").strip()
                 if flag not in ("0", "1", "True", "False", "true", "false"):
-                    raise _RowError(f"sender flag {flag!r} is not 0/1", columns["sender"])
+                    raise ItemError(f"sender flag {flag!r} is not 0/1", columns["sender"])
                 mine = flag in ("1", "True", "true")
             else:
                 mine = False
@@ -249,7 +250,7 @@ def _wechat_csv(entry: _Entry, report: ReadReport, speaker: str) -> Iterator[Con
             kind = _CSV_TYPES.get(type_value, "media" if type_value and type_value not in _CSV_TYPES else "text")
             if kind == "text":
                 kind = _kind_of_text(content)
-        except _RowError as exc:
+        except ItemError as exc:
             report.fail(row_number, str(exc), exc.field, file=entry.name)
             continue
         talker = (row.get(columns["talker"]) or "").strip() if columns["talker"] else ""
@@ -261,23 +262,14 @@ def _wechat_csv(entry: _Entry, report: ReadReport, speaker: str) -> Iterator[Con
         yield Conversation(talker, messages)
 
 
-class _RowError(ValueError):
-    def __init__(self, message: str, field_name: str | None) -> None:
-        super().__init__(message)
-        self.field = field_name
 
 
 # ---------------------------------------------------------------------------------------------------- chatgpt
 
 def _chatgpt_message(message: dict[str, Any]) -> tuple[str, str, Kind, float | None] | None:
     """(role, text, kind, time) of a user/assistant message; None for hidden, system and tool ones."""
-    role = (message.get("author") or {}).get("role")
-    metadata = message.get("metadata") or {}
-    if role not in ("user", "assistant"):
-        return None
-    if metadata.get("is_visually_hidden_from_conversation") or metadata.get("is_user_system_message"):
-        return None
-    if message.get("recipient", "all") != "all":
+    role = chatgpt_role(message)
+    if role is None:
         return None
     content = message.get("content") or {}
     created = message.get("create_time")
@@ -291,25 +283,6 @@ def _chatgpt_message(message: dict[str, Any]) -> tuple[str, str, Kind, float | N
     return role, text, "text", created
 
 
-def _chatgpt_path(conversation: dict[str, Any]) -> list[dict[str, Any]]:
-    mapping = conversation.get("mapping")
-    if not isinstance(mapping, dict) or not mapping:
-        raise _RowError("expected an object of nodes", "mapping")
-    node_id = conversation.get("current_node")
-    if node_id not in mapping:
-        raise _RowError(f"node {node_id!r} is not in mapping", "current_node")
-    path, seen = [], set()
-    while node_id is not None:
-        if node_id in seen or node_id not in mapping:
-            raise _RowError(f"parent link to {node_id!r} loops or is missing", "mapping")
-        seen.add(node_id)
-        node = mapping[node_id]
-        if not isinstance(node, dict):
-            raise _RowError("expected a node object", f"mapping.{node_id}")
-        if isinstance(node.get("message"), dict):
-            path.append(node["message"])
-        node_id = node.get("parent")
-    return path[::-1]
 
 
 def _chatgpt(entry: _Entry, report: ReadReport, speaker: str) -> Iterator[Conversation]:
@@ -318,9 +291,9 @@ def _chatgpt(entry: _Entry, report: ReadReport, speaker: str) -> Iterator[Conver
     for index, (line, conversation) in enumerate(iter_json_array(text, file_report)):
         try:
             if not isinstance(conversation, dict):
-                raise _RowError(f"expected a conversation object, found {type(conversation).__name__}", None)
-            path = _chatgpt_path(conversation)
-        except _RowError as exc:
+                raise ItemError(f"expected a conversation object, found {type(conversation).__name__}")
+            path = chatgpt_path(conversation)
+        except ItemError as exc:
             file_report.fail(line, str(exc), f"[{index}].{exc.field}" if exc.field else f"[{index}]")
             continue
         messages = []
