@@ -216,8 +216,12 @@ class JobRunner:
 
     def __init__(self, jobs: JobStore, kind: str, handler: Handler, max_concurrent: int = 1, *,
                  lease_seconds: float = 15.0, owner: str | None = None,
-                 events_retention_days: float | None = None) -> None:
+                 events_retention_days: float | None = None, share_queue: bool = False) -> None:
         self.jobs, self.kind, self.handler = jobs, kind, handler
+        #: With the adopt loop running (``start``), a job submitted while every slot here is busy is released at
+        #: once instead of waiting for this process's slot: whichever replica has a free slot first adopts it
+        #: (several trainers, one per GPU node).
+        self.share_queue = share_queue
         if events_retention_days is None:
             from emotune.settings import Settings
 
@@ -256,6 +260,12 @@ class JobRunner:
         held = await self.leases.claim(record.job_id, (0, ()), created_at=created_at)
         if held is None:  # only when creating took longer than a lease: another process adopted it first
             log.warning("new job was claimed by another process", job_id=record.job_id, owner=self.owner)
+            return record
+        if self.share_queue and self._scanner is not None and len(self._tasks) >= self.max_concurrent:
+            # released: adoptable at once by any replica's adopt loop (this one's included, once a slot frees)
+            await self.leases.io(self.leases.release, held)
+            self.jobs.disown(held)  # status writes of this job are the adopter's
+            log.info("job queued for the first free replica", job_id=record.job_id, owner=self.owner)
             return record
         self._schedule(record, resumed=False, held=held)
         return record

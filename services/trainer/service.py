@@ -43,8 +43,9 @@ class TrainerService:
     def __init__(self, settings: TrainerSettings, store: ArtifactStore) -> None:
         self.settings, self.store = settings, store
         self.jobs = JobStore(store)
+        # share_queue: a run submitted to a busy replica goes to the first replica with a free slot (one per node)
         self.runner = JobRunner(self.jobs, JOB_KIND, self.run, max_concurrent=settings.trainer_max_jobs,
-                                lease_seconds=settings.job_lease_seconds)
+                                lease_seconds=settings.job_lease_seconds, share_queue=True)
 
     async def start(self, request: dict[str, Any]) -> JobRecord:
         """Validate ``request`` (shaped like the TrainingSpec proto) and queue the job; errors name the field."""
@@ -74,12 +75,13 @@ class TrainerService:
     # ------------------------------------------------------------------ the job
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         spec = TrainingSpec.parse(ctx.spec, "spec")
+        ctx.emit("log", f"training on {self.runner.owner}", owner=self.runner.owner)  # which replica (node) runs it
         self.check_devices(spec)  # this replica may have fewer GPUs than the one that accepted the job
         work = self.settings.work_root / ctx.job_id
         data, general = await asyncio.to_thread(self._inputs, spec, work)
         base_dir = await asyncio.to_thread(resolve_base_model, check_base_model(spec.base_model, self.settings,
                                                                                 "base_model"), self.settings.cache_dir)
-        self._check_memory(spec, base_dir, ctx)
+        await asyncio.to_thread(self._check_memory, spec, base_dir, ctx)
         await asyncio.to_thread(self._restore_checkpoint, spec, work)
         relay = _Relay(ctx, self, spec)
         if spec.backend == "hf":
@@ -106,7 +108,8 @@ class TrainerService:
 
     def check_devices(self, spec: TrainingSpec) -> None:
         """Refuse a spec this node cannot run (more processes than GPUs, DeepSpeed/FSDP without CUDA)."""
-        check_devices(spec, *self._devices(spec))
+        if spec.processes > 1:  # (one process runs anywhere: no torch import on the request path)
+            check_devices(spec, *self._devices(spec))
 
     def _devices(self, spec: TrainingSpec) -> tuple[str, int]:
         device, count = local_devices()

@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _start_service(tmp_path: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "EMOTUNE_STORE_PATH": str(tmp_path / "store"), "EMOTUNE_TRAINER_WORK_DIR":
+def _start_service(tmp_path: Path, port: int, log: Path, store: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "EMOTUNE_STORE_PATH": str(store or tmp_path / "store"), "EMOTUNE_TRAINER_WORK_DIR":
            str(tmp_path / "work"), "EMOTUNE_TRAINER_ADDR": f"127.0.0.1:{port}",
            "EMOTUNE_METRICS_PORT": str(free_port()), "HF_HUB_OFFLINE": "1",
            "EMOTUNE_JOB_LEASE_SECONDS": "3"}  # a killed process's job is taken over after one lease
