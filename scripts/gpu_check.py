@@ -5,6 +5,8 @@ peft, accelerate, sentence-transformers preinstalled; no network; at most 64 MiB
 
 - ``hf-lora-bf16``: the trainer's hf backend (``services.trainer.hf_backend``), LoRA in bf16 on CUDA for a few
   steps; the loss must go down. ``hf-qlora-4bit``: the same in 4-bit QLoRA when bitsandbytes is importable.
+- ``hf-ddp-2proc`` / ``hf-fsdp-2proc``: with 2 or more GPUs, the hf worker under ``torchrun --nproc-per-node 2``
+  as the service starts it for ``processes: 2`` (DDP over NCCL; FSDP); skipped, saying so, with fewer.
 - ``generate``: the transformers engine loads the merged export (base + that adapter, emotune's chat files
   written in) and its model generates greedily on the device from the engine's own prompt ids, until one of the
   engine's stop ids: the reply must end by itself, not at the token limit.
@@ -131,6 +133,43 @@ def check_lora(base_dir: Path, work_dir: Path, steps: int, quantization: str = "
     return Outcome(name, went_down and used_gpu, detail), run["merged"]
 
 
+def check_multiprocess(base_dir: Path, work_dir: Path, steps: int, strategy: str = "ddp",
+                       processes: int = 2) -> Outcome:
+    """The trainer's multi-process path: the hf worker under ``torchrun --nproc-per-node 2`` (what the service
+    starts for ``processes: 2``), DDP over NCCL or FSDP on CUDA (gloo DDP on CPU); passes when it exits 0, rank 0
+    reports the split global batch, the loss goes down and the output is complete."""
+    import subprocess
+
+    from emotune.records import dumps_records
+    from services.trainer.distrun import failure_reason, torchrun_argv
+    from services.trainer.spec import TrainingSpec
+    from services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec = TrainingSpec(dataset_artifact="gpu-check", lora={"r": 8, "alpha": 16, "dropout": 0.0}, max_length=96,
+                        packing=False, max_steps=steps, batch_size=4, learning_rate=2e-3, eval_fraction=0.0, seed=3,
+                        processes=processes, strategy=strategy, gguf_quantization="none")
+    (work_dir / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
+    (work_dir / "records.jsonl").write_text(dumps_records(gentle_records(TUNED)), encoding="utf-8")
+    args = ["--spec", str(work_dir / "spec.json"), "--base-model", str(base_dir), "--data",
+            str(work_dir / "records.jsonl"), "--work-dir", str(work_dir)]
+    done = subprocess.run(torchrun_argv(sys.executable, processes, "services.trainer.worker", args), cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    output = done.stdout + done.stderr
+    events = [json.loads(line[len(EVENT_PREFIX):]) for line in done.stdout.splitlines()
+              if line.startswith(EVENT_PREFIX)]
+    losses = [e["data"]["loss"] for e in events if e["type"] == "progress"]
+    split = next((e["message"] for e in events if f"{processes} processes ({strategy})" in e["message"]), None)
+    name = f"hf-{strategy}-{processes}proc"
+    if done.returncode != 0:
+        errors = [e["message"] for e in events if e["type"] == "error"]
+        return Outcome(name, False, f"exit {done.returncode}: {(errors or [failure_reason(output) or output[-300:]])[0]}")
+    passed = bool(losses) and losses[-1] < losses[0] and split is not None and \
+        (work_dir / OUTPUT_DIR / COMPLETE).is_file()
+    return Outcome(name, passed, f"{len(losses)} steps, {split}, loss {losses[0] if losses else None} -> "
+                   f"{losses[-1] if losses else None}" + ("" if passed else "; loss did not go down or no output"))
+
+
 def check_generation(model_dir: Path, device: str, max_new_tokens: int = 64) -> Outcome:
     """The transformers engine's model and prompt for the exported ``model_dir``, generating greedily on
     ``device`` until one of the engine's stop ids; passes when the reply ends by itself."""
@@ -199,6 +238,8 @@ def run_checks(base_dir: Path, embedder_dir: Path | None, work_dir: Path, device
                report: Callable[[Outcome], None]) -> list[Outcome]:
     """Every check in order (each printed as soon as it ends); a later check that needs an earlier one's output
     is skipped when that failed."""
+    import torch
+
     outcomes: list[Outcome] = []
 
     def record(outcome: Outcome) -> None:
@@ -218,6 +259,13 @@ def run_checks(base_dir: Path, embedder_dir: Path | None, work_dir: Path, device
                        "4-bit QLoRA needs CUDA"))
     else:
         record(timed("hf-qlora-4bit", lambda: check_lora(base_dir, work_dir / "qlora", steps, "4bit")[0]))
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    for strategy in ("ddp", "fsdp"):
+        name = f"hf-{strategy}-2proc"
+        if gpus >= 2:
+            record(timed(name, lambda s=strategy: check_multiprocess(base_dir, work_dir / s, steps, s)))
+        else:
+            record(Outcome(name, None, f"needs 2 CUDA devices, this host has {gpus}"))
     if merged:
         record(timed("generate", lambda: check_generation(merged[0], device)))
     else:

@@ -181,9 +181,8 @@ class TrainerService:
             except ProcessFailed as exc:
                 reason = failure_reason(exc.message)  # torchrun's report: which rank failed first, and how
                 message = relay.error or exc.message
-                if reason:
-                    message = f"{relay.error} ({what}, first failure: {reason})" if relay.error else \
-                        f"{what} failed: {reason}"
+                if reason:  # the first failure leads; what rank 0 then reported follows
+                    message = f"{what} failed: {reason}" + (f"; rank 0 reported: {relay.error}" if relay.error else "")
                 if attempt == self.settings.trainer_max_restarts:
                     raise ProcessFailed(message) from None
                 relay.ctx.emit("log", f"{message}; starting it again ({attempt + 1} of "

