@@ -165,9 +165,10 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
     from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(spec.seed)  # before the LoRA weights are initialised: the same spec trains the same adapter
-    world = world_size()
-    if world != spec.processes:
-        raise ValueError(f"the spec asks for {spec.processes} processes but this run has {world} (WORLD_SIZE)")
+    world = world_size()  # processes x nodes (services.trainer.nodejob: several nodes)
+    if world % spec.processes:
+        raise ValueError(f"the spec asks for {spec.processes} processes per node but this run has {world} "
+                         "(WORLD_SIZE)")
     if world > 1 and not torch.cuda.is_available():
         threads = threads or max(1, (os.cpu_count() or 1) // world)  # torchrun sets OMP_NUM_THREADS=1
         _load_indexed_cpu_locations()

@@ -78,7 +78,7 @@ class TrainerService:
         ctx.emit("log", f"training on {self.runner.owner}", owner=self.runner.owner)  # which replica (node) runs it
         self.check_devices(spec)  # this replica may have fewer GPUs than the one that accepted the job
         work = self.settings.work_root / ctx.job_id
-        data, general = await asyncio.to_thread(self._inputs, spec, work)
+        data, general = await asyncio.to_thread(self.fetch_inputs, spec, work)
         base_dir = await asyncio.to_thread(resolve_base_model, check_base_model(spec.base_model, self.settings,
                                                                                 "base_model"), self.settings.cache_dir)
         await asyncio.to_thread(self._check_memory, spec, base_dir, ctx)
@@ -93,7 +93,7 @@ class TrainerService:
         await ctx.flush()  # checkpoint uploads still queued finish before the export (and the clean-up after it)
         ctx.raise_if_cancelled()
         ctx.emit("log", "exporting: chat-template files, parity check, publish")
-        result = await asyncio.to_thread(self._finish, spec, ctx.spec, base_dir, data, work, run)
+        result = await asyncio.to_thread(self.export_run, spec, ctx.spec, base_dir, data, work, run)
         for name in ("adapter", "merged", "report", "gguf"):
             if name + "_artifact" in result:
                 ctx.emit("artifact", f"published {result[name + '_artifact']}", kind=name,
@@ -143,7 +143,7 @@ class TrainerService:
                 ctx.emit("log", f"the run may need about {planned.per_gpu * spec.processes / GIB:.1f} GiB, more "
                          f"than this machine's {physical / GIB:.1f} GiB", level="warning")
 
-    def _inputs(self, spec: TrainingSpec, work: Path) -> tuple[Path, Path | None]:
+    def fetch_inputs(self, spec: TrainingSpec, work: Path) -> tuple[Path, Path | None]:
         data = work / "data" / "records.jsonl"
         if not data.is_file():
             _write_atomic(data, fetch_dataset(self.store, spec.dataset_artifact))
@@ -154,11 +154,11 @@ class TrainerService:
                 _write_atomic(general, fetch_dataset(self.store, spec.mix_dataset_artifact, "mix_dataset_artifact"))
         return data, general
 
-    async def _run_hf(self, spec: TrainingSpec, base_dir: Path, data: Path, general: Path | None, work: Path,
-                      relay: _Relay) -> dict[str, Any]:
+    def worker_args(self, spec: TrainingSpec, base_dir: Path, data: Path, general: Path | None,
+                    work: Path) -> list[str]:
+        """``services.trainer.worker``'s arguments for a run in ``work`` (writes the spec file there)."""
         spec_file = work / "spec.json"
         spec_file.write_text(spec.model_dump_json(), encoding="utf-8")
-        python = str(self.settings.trainer_python or sys.executable)
         args = ["--spec", str(spec_file), "--base-model", str(base_dir), "--data", str(data), "--work-dir", str(work),
                 "--threads", str(self.settings.trainer_threads)]
         if general is not None:
@@ -167,6 +167,12 @@ class TrainerService:
             args.append("--cpu-bf16")
         if spec.styles_yaml and spec.eval_prompts:
             args += ["--validator-addr", self.settings.validator_addr]
+        return args
+
+    async def _run_hf(self, spec: TrainingSpec, base_dir: Path, data: Path, general: Path | None, work: Path,
+                      relay: _Relay) -> dict[str, Any]:
+        python = str(self.settings.trainer_python or sys.executable)
+        args = self.worker_args(spec, base_dir, data, general, work)
         if spec.processes > 1:  # torchrun: rank 0 reports and saves; a resume is a rerun, as for one process
             argv = torchrun_argv(python, spec.processes, "services.trainer.worker", args)
             what = f"training worker (torchrun, {spec.processes} processes, {spec.strategy})"
@@ -189,7 +195,7 @@ class TrainerService:
                                f"{self.settings.trainer_max_restarts}), from the last checkpoint", level="warning")
         return json.loads((work / OUTPUT_DIR / "run.json").read_text(encoding="utf-8"))
 
-    def _finish(self, spec: TrainingSpec, spec_dict: dict[str, Any], base_dir: Path, data: Path, work: Path,
+    def export_run(self, spec: TrainingSpec, spec_dict: dict[str, Any], base_dir: Path, data: Path, work: Path,
                 run: dict[str, Any]) -> dict[str, Any]:
         from emotune.chat_template import ChatFormat
 

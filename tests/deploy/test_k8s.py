@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
 from tests.deploy.deploykit import (
     K8S,
@@ -40,11 +41,26 @@ def kubernetes_validate(manifests: str) -> str:
     return output
 
 
+#: Custom resources kubernetes-validate has no schema for. What it can check of them is checked: each pod
+#: template, as a v1 PodTemplate; the rest by test_the_pytorchjob_overlay_runs_one_run_over_two_nodes.
+CUSTOM_KINDS = {("kubeflow.org/v1", "PyTorchJob")}
+
+
+def pod_templates_of(custom: dict) -> list[dict]:
+    """A PyTorchJob's pod templates as v1 PodTemplate objects (which kubernetes-validate knows)."""
+    return [{"apiVersion": "v1", "kind": "PodTemplate",
+             "metadata": {"name": f"{custom['metadata']['name']}-{replica.lower()}"}, "template": spec["template"]}
+            for replica, spec in custom["spec"]["pytorchReplicaSpecs"].items()]
+
+
 @pytest.mark.parametrize("overlay", k8s_overlays())
 def test_overlay_renders_and_validates_strictly(overlay):
     rendered = run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)]).stdout
-    output = kubernetes_validate(rendered)
-    assert output.count("passed for resource") >= 20, output
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    custom = [doc for doc in docs if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS]
+    known = [doc for doc in docs if doc not in custom] + [t for doc in custom for t in pod_templates_of(doc)]
+    output = kubernetes_validate(yaml.safe_dump_all(known))
+    assert output.count("passed for resource") >= 20 + 2 * len(custom), output
 
 
 def test_validation_fails_on_unknown_fields_and_unknown_kinds():
@@ -57,7 +73,54 @@ def test_validation_fails_on_unknown_fields_and_unknown_kinds():
 
 
 def test_overlays_exist():
-    assert {"gpu", "gpu-vllm", "cpu"} <= set(k8s_overlays())
+    assert {"gpu", "gpu-vllm", "gpu-multi", "gpu-pytorchjob", "cpu"} <= set(k8s_overlays())
+
+
+def test_the_multi_node_overlay_runs_one_trainer_per_gpu_node(rendered_k8s):
+    """gpu-multi is the gpu overlay with the trainer scaled out: at least two replicas, never two on one node,
+    each with a model cache of its own (the shared claim is ReadWriteOnce); nothing else changes."""
+    gpu, multi = workloads(rendered_k8s["gpu"]), workloads(rendered_k8s["gpu-multi"])
+    assert {name for name in gpu if gpu[name] != multi[name]} == {"trainer"}
+    trainer = by_kind(rendered_k8s["gpu-multi"], "Deployment")["trainer"]
+    assert trainer["spec"]["replicas"] >= 2
+    pod = trainer["spec"]["template"]["spec"]
+    (rule,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert rule["topologyKey"] == "kubernetes.io/hostname"
+    assert rule["labelSelector"]["matchLabels"] == trainer["spec"]["selector"]["matchLabels"]
+    cache = next(v for v in pod["volumes"] if v["name"] == "cache")
+    assert "persistentVolumeClaim" not in cache and cache["ephemeral"]["volumeClaimTemplate"]
+
+
+def test_the_pytorchjob_overlay_runs_one_run_over_two_nodes(rendered_k8s):
+    """gpu-pytorchjob adds one PyTorchJob: a master and a worker pod on different GPU nodes, each running the
+    trainer's node entry on a spec the trainer accepts, with as many GPUs as the spec's processes per node."""
+    from services.trainer.spec import TrainingSpec
+
+    docs = rendered_k8s["gpu-pytorchjob"]
+    (job,) = [doc for doc in docs if doc["kind"] == "PyTorchJob"]
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert {name: r["replicas"] for name, r in replicas.items()} == {"Master": 1, "Worker": 1}
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 0
+    spec_doc = by_kind(docs, "ConfigMap")["big-train-spec"]["data"]["spec.yaml"]
+    spec = TrainingSpec.parse(yaml.safe_load(spec_doc), "big-train-spec")
+    assert spec.backend == "hf" and spec.processes > 1
+    for name, replica in replicas.items():
+        assert replica["restartPolicy"] == "Never"
+        pod = replica["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["name"] == "pytorch", name  # the container the training operator configures
+        assert container["command"][:3] == ["python", "-m", "services.trainer.nodejob"]
+        assert container["image"] == "emotune/trainer-gpu:0.1.0", container["image"]
+        gpus = {container["resources"][k]["nvidia.com/gpu"] for k in ("requests", "limits")}
+        assert gpus == {str(spec.processes)} == {job["spec"]["nprocPerNode"]}, name
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        (rule,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert rule["topologyKey"] == "kubernetes.io/hostname"
+        labels = replica["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "emotune"  # MinIO lets it in
+        peers = by_kind(docs, "NetworkPolicy")["big-run-peers"]["spec"]
+        assert peers["podSelector"]["matchLabels"].items() <= labels.items()  # the nodes reach each other
+    assert (K8S.parent / "services" / "trainer" / "nodejob.py").is_file()
 
 
 def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):

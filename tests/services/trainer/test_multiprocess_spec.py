@@ -181,3 +181,19 @@ def test_plan_of_a_spec_uses_its_per_process_batch_and_backend():
 def test_the_docs_table_is_the_generated_one():
     docs = (Path(__file__).resolve().parents[3] / "docs" / "trainer.md").read_text(encoding="utf-8")
     assert table() in docs, "regenerate with: python -m services.trainer.memory --table"
+
+
+def test_a_pytorchjob_node_joins_the_master_with_torchrun():
+    from services.trainer.distrun import Nodes
+
+    operator_env = {"PET_NNODES": "2", "PET_NODE_RANK": "1", "PET_MASTER_ADDR": "big-run-master-0",
+                    "PET_MASTER_PORT": "23456", "WORLD_SIZE": "2", "RANK": "1"}
+    nodes = Nodes.from_env(operator_env)
+    assert nodes == Nodes(2, 1, "big-run-master-0", 23456)
+    assert Nodes.from_env({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "m", "MASTER_PORT": "1"}) == \
+        Nodes(2, 0, "m", 1)  # an operator without nprocPerNode: the pod-level variables
+    with pytest.raises(KeyError, match="PyTorchJob"):
+        Nodes.from_env({})
+    args = get_args_parser().parse_args(torchrun_argv("py", 8, "services.trainer.worker", ["--spec", "s"], nodes)[3:])
+    assert (args.nnodes, args.node_rank, args.master_addr, args.master_port, args.nproc_per_node, args.standalone) \
+        == ("2", 1, "big-run-master-0", 23456, "8", False)
