@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # emotune's GPU code, run for real on a lent CUDA host in one call (checks: scripts/gpu_check.py):
-# the hf trainer backend's LoRA in bf16 (and 4-bit QLoRA when bitsandbytes is there), generation of the merged
+# the hf trainer backend's LoRA in bf16 (and 4-bit QLoRA when bitsandbytes is there), the multi-process case
+# (the hf worker under torchrun --nproc-per-node 2, DDP and FSDP; with >= 2 GPUs, else "SKIP ... needs 2 CUDA
+# devices"), generation of the merged
 # export on CUDA with the engine's prompt and stop ids (the reply must end by itself), the sentence-transformers
 # embedder. One line per check, then "N passed, M failed". Without CUDA it prints "... skipped" and exits 0.
 #
