@@ -55,9 +55,12 @@ def test_what_the_machine_can_run_passes():
     check_devices(_spec(processes=4), "cpu", 0)  # CPU processes are not devices: oversubscribing only slows
 
 
-def test_proto_zeros_mean_one_process_ddp():
+def test_proto_zeros_mean_one_process_ddp_and_the_fields_travel():
     spec = TrainingSpec.parse(spec_from_proto(trainer_pb2.TrainingSpec(dataset_artifact="d")))
     assert (spec.processes, spec.strategy) == (1, "ddp")
+    sent = trainer_pb2.TrainingSpec(dataset_artifact="d", backend="xtuner", processes=4, strategy="zero3")
+    spec = TrainingSpec.parse(spec_from_proto(sent))
+    assert (spec.processes, spec.strategy) == (4, "zero3")
 
 
 @pytest.mark.parametrize(("batch", "accumulation", "processes", "expected"), [
