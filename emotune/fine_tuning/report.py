@@ -69,8 +69,8 @@ def format_table(evaluation: dict[str, Any]) -> str:
     classifiers = sorted({r["classifier"] for r in evaluation.get("table", []) if r.get("classifier")})
     if classifiers:
         lines.append(f"accuracy: the share read as the style by {', '.join(classifiers)}; sense: the judge's "
-                     "probability that a reply is a sensible answer (0 for one repeating itself); on-topic: share; "
-                     "loops: share repeating itself or cut at the token limit")
+                     "probability that a reply is a sensible answer (0 for one repeating itself or the question); "
+                     "on-topic: share; loops: share repeating itself or the question, or cut at the token limit")
     lines += instrument_lines(evaluation.get("instruments"))
     verdicts = evaluation.get("verdicts", {})
     if verdicts:

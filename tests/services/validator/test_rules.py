@@ -101,7 +101,7 @@ def test_good_samples_pass_every_rule(styles, good_records):
 def test_each_rule_kind_in_the_samples_gets_its_reason(styles, bad_records, expected_reasons):
     # Reasons given outside the text rules: embeddings, and the sense checks (test_sense.py).
     embedding_reasons = {"low_similarity", "off_style", "near_duplicate", "unknown_style", "empty", "loop", "copy",
-                         "off_topic", "nonsense"}
+                         "echo", "off_topic", "nonsense"}
     for record in bad_records:
         expected = expected_reasons[record.id] - embedding_reasons
         if record.style not in styles.names or not expected:

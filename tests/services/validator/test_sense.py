@@ -1,8 +1,9 @@
-"""The sense checks on hand-written cases: a loop, a few-shot copy, an off-topic reply, good replies."""
+"""The sense checks on hand-written cases: a loop, a few-shot copy, a parroted question, an off-topic reply,
+good replies."""
 
 import pytest
 
-from services.validator.sense import SENSE_THRESHOLDS, longest_shared_run, loop_share, relevance
+from services.validator.sense import SENSE_THRESHOLDS, echo_share, longest_shared_run, loop_share, relevance
 
 FEW_SHOT = ["第八版？你这方案都能出连续剧了🙄 下次先让老板把需求写成三句话再动手，省得你当人肉打印机。",
             "好家伙！你这是要把体重秤压成分子料理？🏋️ 夜宵先戒了，明天跟我去跑两公里。"]
@@ -27,6 +28,18 @@ def test_a_pasted_few_shot_answer_is_a_copy_and_a_catchphrase_is_not():
     for reply in GOOD.values():  # they share 好家伙 / 你这 with the few-shot answers, nothing longer
         assert longest_shared_run(reply, FEW_SHOT)[0] < SENSE_THRESHOLDS.copy_chars
     assert longest_shared_run("好家伙！", ["好 家 伙"]) == (3, "好家伙")  # punctuation and spaces ignored
+
+
+def test_a_parroted_question_is_an_echo_and_a_rhetorical_quote_is_not():
+    threshold, minimum = SENSE_THRESHOLDS.echo_share, SENSE_THRESHOLDS.echo_min_letters
+    # the tuned 0.5B's whole answer, and a teacher reply that opens with the question word for word
+    assert echo_share("爸爸生病住院了，我好担心", "爸爸生病住院了，我好担心。", minimum) == 1.0
+    assert echo_share("好无聊啊，陪我聊会儿天吧", "好无聊啊，陪我聊会儿天吧！你呢？我陪你聊聊天。", minimum) >= threshold
+    # a roast that quotes the complaint back is style, not an echo (0.62 of the question)
+    quoted = echo_share("下周要搬家，东西多得收拾不完", "东西多得收拾不完？你这是搬家还是搬仓库🙄 三年没碰过的直接扔。", minimum)
+    assert 0.5 < quoted < threshold
+    assert all(echo_share(q, r, minimum) < threshold for q, r in GOOD.items())
+    assert echo_share("你好呀", "你好呀！今天过得怎么样？", minimum) is None  # a greeting is too short to judge
 
 
 @pytest.mark.slow
