@@ -82,8 +82,8 @@ def demo(
     """The main job: start everything, fine-tune two styles end to end, print the evaluation."""
     started = time.monotonic()
     stack = _stack(state_dir, port_offset, base_model, ui)
-    _start(stack)
     try:
+        _start(stack)
         client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
         overrides = {"best_of": best_of} if best_of else {}
         if learning_rate:

@@ -186,8 +186,8 @@ def local(export: Path = typer.Argument(..., exists=True),
 
     started = time.monotonic()
     stack = LocalStack(state_dir, base_model=base_model, port_offset=port_offset, with_ui=ui)
-    stack.start(lambda name, status: console.print(f"  {name:<10} {status}"))
     try:
+        stack.start(lambda name, status: console.print(f"  {name:<10} {status}"))
         client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
         outcome = run_voice(client, stack.gateway_url, stack.api_key, _options(
             export, base_model=base_model, speaker=speaker, source=source, context_turns=context_turns,
