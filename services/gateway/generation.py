@@ -25,6 +25,7 @@ from services.gateway import metrics
 from services.gateway.auth import Caller
 from services.gateway.context import GatewayContext
 from services.gateway.errors import OpenAIError
+from services.gateway.owners import upstream_error
 from services.gateway.sse import ClientGone, EventStream, event, unless_disconnected
 from services.gateway.upstream import ChatCall
 
@@ -176,12 +177,15 @@ class GenerationServing(ABC, Generic[Body]):
         received = time.perf_counter()
         completion_id = f"{self.id_prefix}{uuid.uuid4().hex}"
         upstream = self.upstream_request(body, completion_id)
-        await self.models.check(caller, body.model)  # another project's fine-tune: 404 model_not_found
+        known = await self.models.check(caller, body.model)  # another project's fine-tune: 404 model_not_found
         self.limiter.enter()
         call: ChatCall | None = None
         try:
             call = self.inference.chat(upstream)
-            first = await unless_disconnected(request, call.next())
+            try:
+                first = await unless_disconnected(request, call.next())
+            except OpenAIError as exc:
+                raise upstream_error(known, body.model, exc) from None
             if body.stream:
                 stream_call = call
 

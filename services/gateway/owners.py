@@ -7,8 +7,12 @@
 - A base model (anything not published): nobody; every project may use it.
 
 :class:`ModelDirectory` answers "may this caller use that model?" for chat and completions without listing the
-models on every request: a listing younger than a few seconds is trusted for the models it contains, a model it
-does not contain is looked up in a fresh one.
+models on every request: a listing younger than a few seconds is trusted for the models it contains; for a name it
+does not contain, the one published record of that name is read from the store (``served/<id>.json``, the record
+inference itself reads to serve it). An unknown name thus costs one store read, as in inference, never a listing
+of every model (fuzzed or random names would otherwise make inference read every published record per request).
+Absences are not cached: a name published after it was asked for must be checked when it is asked for again (a
+cached absence would let another project use a fine-tune published within the cache's lifetime).
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ import asyncio
 import time
 from functools import cached_property
 
-from emotune.errors import InvalidInput, NotFound
+from emotune.errors import CorruptArtifact, InvalidInput, NotFound
 from emotune.jobs import JobRecord, JobStore
 from emotune.projects import DEFAULT_PROJECT, owner_of
 from emotune.settings import Settings
 from emotune.store import open_store
+from emotune.store.base import ArtifactStore
 from emotune.v1 import inference_pb2
 from services.gateway.auth import Caller
 from services.gateway.errors import OpenAIError
 from services.gateway.upstream import InferenceClient
+from services.inference import published
 
 LISTING_MAX_AGE_SECONDS = 5.0
 
@@ -52,15 +58,34 @@ class ModelDirectory:
         self._job_owners: dict[str, str] = {}  # a job's project never changes
 
     @cached_property
+    def store(self) -> ArtifactStore:
+        """Made on first use (an S3 store is probed then); only read here (jobs, published records)."""
+        return open_store(self.settings)
+
+    @cached_property
     def jobs(self) -> JobStore:
-        """Made on first use (an S3 store is probed then); only read here."""
-        return JobStore(open_store(self.settings))
+        return JobStore(self.store)
 
     async def listing(self) -> list[inference_pb2.ModelInfo]:
         """A fresh listing (kept for :meth:`check`)."""
         models = list((await self.inference.list_models()).models)
         self._listing = (time.monotonic(), {model.id: model for model in models})
         return models
+
+    async def published_model(self, model_id: str) -> inference_pb2.ModelInfo | None:
+        """The published model ``model_id`` as a listing would show its ownership, from its record; None when no
+        record of that name exists (a base model, or nothing: inference answers its own 404). A record that cannot
+        be read answers 404: its owner is unknown."""
+        try:
+            record = await asyncio.to_thread(published.read, self.store, model_id)
+        except InvalidInput:  # no valid store key: no record can have that name
+            return None
+        except CorruptArtifact:
+            raise not_found(model_id) from None
+        if record is None:
+            return None
+        return inference_pb2.ModelInfo(id=record.id, published=True, artifact=record.artifact,
+                                       adapter_artifact=record.adapter_artifact)
 
     async def owner(self, model: inference_pb2.ModelInfo) -> str | None:
         """The project owning ``model``; None for a base model (shared)."""
@@ -83,16 +108,27 @@ class ModelDirectory:
         owners = await asyncio.gather(*(self.owner(model) for model in models))
         return [model for model, owner in zip(models, owners, strict=True) if owner is None or caller.sees(owner)]
 
-    async def check(self, caller: Caller, name: str) -> None:
+    async def check(self, caller: Caller, name: str) -> bool:
         """404 model_not_found when ``name`` (``<model>`` or ``<model>:<style>``) is another project's
-        fine-tune. A name in no listing is left to inference (it answers its own 404)."""
+        fine-tune. A name neither listed nor published is left to inference (it answers its own 404). Returns
+        whether the model is known here to be the caller's to use (then inference's own errors about it may be
+        shown in full: see :func:`upstream_error`)."""
         if caller.admin:
-            return
+            return True
         model_id = name.partition(":")[0]  # as inference resolves a name
         listed = self._listing[1] if self._listing and time.monotonic() - self._listing[0] < \
             LISTING_MAX_AGE_SECONDS else {}
         model = listed.get(model_id)
         if model is None:
-            model = next((m for m in await self.listing() if m.id == model_id), None)
+            model = await self.published_model(model_id)
         if model is not None and not await self.visible(caller, [model]):
             raise not_found(name)
+        return model is not None
+
+
+def upstream_error(known: bool, name: str, error: OpenAIError) -> OpenAIError:
+    """Inference's 404 for a model it does not serve lists the models loaded on that replica (other projects'
+    fine-tunes among them): for a model not known to be the caller's, the plain 404 instead."""
+    if not known and error.status == 404 and error.code == "model_not_found":
+        return not_found(name)
+    return error

@@ -190,3 +190,34 @@ async def test_flat_keys_are_the_default_project_and_unknown_keys_are_refused(st
         with pytest.raises(openai.AuthenticationError):
             await nobody.files.list()
 
+
+
+async def test_unknown_model_names_cost_no_listing_and_name_no_loaded_model(clients, stack, monkeypatch) -> None:
+    """A name the gateway has not seen listed is checked by reading its one published record, not by listing every
+    model (which reads every published record); inference's 404 names the models loaded on its replica (other
+    projects' fine-tunes among them), so a project's key gets the plain 404."""
+    _, beta, admin = clients
+    directory = stack.server.config.app.state.gateway.models
+    listings = 0
+    list_models = directory.inference.list_models
+
+    async def counted(*args, **kwargs):
+        nonlocal listings
+        listings += 1
+        return await list_models(*args, **kwargs)
+
+    monkeypatch.setattr(directory.inference, "list_models", counted)
+    for n in range(8):
+        name = f"ft-no-such-model-{n}"
+        body = await _not_found(beta.chat.completions.create(model=name, max_tokens=2,
+                                                             messages=[{"role": "user", "content": "Hi"}]), name)
+        assert body == {"message": f"The model `{name}` does not exist or is not served.", "type":
+                        "invalid_request_error", "param": "model", "code": "model_not_found"}
+    await _not_found(beta.completions.create(model="ft-no-such-model-x", prompt="Hi", max_tokens=2), "no-such")
+    assert listings == 0
+    body = await _not_found(admin.chat.completions.create(model="ft-no-such-model-0", max_tokens=2,
+                                                          messages=[{"role": "user", "content": "Hi"}]), "no-such")
+    assert MODEL in body["message"]  # an admin still gets inference's details
+    # a base model's unknown style keeps inference's hint (the model is the caller's to use)
+    await _not_found(beta.chat.completions.create(model=f"{MODEL}:no-such-style", max_tokens=2,
+                                                  messages=[{"role": "user", "content": "Hi"}]), "style")
