@@ -126,8 +126,14 @@ class S3Store(ArtifactStore):
         return store
 
     def _ensure_bucket(self, region: str) -> None:
+        """Create the bucket if it is missing. Services starting together on a new bucket race here: the losers'
+        create answers BucketAlreadyOwnedByYou (the bucket is there, ours), which is success."""
         if not self._call("", lambda: self.client.bucket_exists(self.bucket)):
-            self._call("", lambda: self.client.make_bucket(self.bucket, location=region))
+            try:
+                self._call("", lambda: self.client.make_bucket(self.bucket, location=region))
+            except Unavailable as exc:
+                if exc.details.get("code") != "BucketAlreadyOwnedByYou":
+                    raise
 
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key} at {self.endpoint}"
