@@ -77,7 +77,7 @@ class ModelDirectory:
         record of that name exists (a base model, or nothing: inference answers its own 404). A record that cannot
         be read answers 404: its owner is unknown."""
         try:
-            record = await asyncio.to_thread(published.read, self.store, model_id)
+            record = await asyncio.to_thread(lambda: published.read(self.store, model_id))  # store made off the loop
         except InvalidInput:  # no valid store key: no record can have that name
             return None
         except CorruptArtifact:
@@ -96,7 +96,7 @@ class ModelDirectory:
             return DEFAULT_PROJECT
         if job_id not in self._job_owners:
             try:
-                owner = job_owner(await asyncio.to_thread(self.jobs.load, job_id))
+                owner = job_owner(await asyncio.to_thread(lambda: self.jobs.load(job_id)))
             except (NotFound, InvalidInput):
                 owner = DEFAULT_PROJECT
             self._job_owners[job_id] = owner

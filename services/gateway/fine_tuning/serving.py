@@ -60,7 +60,7 @@ class FineTuningClient:
         if caller.admin:
             return
         try:
-            record = await asyncio.to_thread(self.jobs.load, job_id)
+            record = await asyncio.to_thread(lambda: self.jobs.load(job_id))  # made (S3: probed) off the loop
         except NotFound:
             return  # the pipeline answers its 404
         if not caller.sees(job_owner(record)):
@@ -93,8 +93,8 @@ class FineTuningClient:
                                                                                               limit=limit))
             return ListPage.model_validate_json(reply.json)
         # One project's page from the store's index, then each job as the pipeline shows it.
-        records, more = await asyncio.to_thread(self.jobs.page, KIND, after, limit,
-                                                lambda record: caller.sees(job_owner(record)))
+        records, more = await asyncio.to_thread(
+            lambda: self.jobs.page(KIND, after, limit, lambda record: caller.sees(job_owner(record))))
         jobs = await asyncio.gather(*(self._retrieve(record.job_id) for record in records))
         return ListPage(data=list(jobs), has_more=more)
 
