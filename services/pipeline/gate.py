@@ -13,8 +13,9 @@ text). The comparison is paired by question: ``d_i = tuned_i - base_i``.
 - **Sense**: the tuned model must not make less sense than the base model with the trigger: per question, the
   judge's probability that the reply is a sensible answer (else 1 for an on-topic reply, 0 for an off-topic one;
   0 for a reply that repeats itself or the question), and a one-sided Wilcoxon test that tuned is *below*
-  base; and it must loop (repeat itself or the question, or hit the token limit) no more often than the base
-  model. A student that took the
+  base; and it must repeat itself or the question no more often than the base model does (a reply merely cut at
+  the token limit does not count here: the base model's long numbered lists hit it half the time, which would
+  excuse a student looping on 6 of 16 questions). A student that took the
   teacher's style words and lost its sense is not promoted.
 - **Retention** (reported): how much of the full prompt's effect the trigger alone now carries,
   ``(tuned - base) / (prompt - base)``, and a paired test of whether the tuned model is significantly *below* the
@@ -101,6 +102,8 @@ class StyleVerdict:
     p_sense_worse: float | None = None  # H1: tuned makes less sense than base
     loops_tuned: int | None = None  # replies that repeat themselves or the question, or hit the token limit
     loops_base: int | None = None
+    repeats_tuned: int | None = None  # replies that repeat themselves or the question (what the gate compares)
+    repeats_base: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Scores rounded to 4 decimals; p-values to 3 significant digits (4 decimals would show p=4.6e-05 as 0)."""
@@ -163,16 +166,18 @@ def judge_style(style: str, tuned: list[float], base: list[float], prompt: list[
             raise ValueError("tuned and base sense must be aligned by question")
         ts, bs = (np.array([r.value for r in replies]) for replies in (tuned_sense, base_sense))
         loops_tuned, loops_base = sum(r.loops for r in tuned_sense), sum(r.loops for r in base_sense)
+        repeats_tuned, repeats_base = sum(r.repeats for r in tuned_sense), sum(r.repeats for r in base_sense)
         p_worse = _one_sided_p(bs - ts)
         sense = {"sense_tuned": float(ts.mean()), "sense_base": float(bs.mean()), "p_sense_worse": p_worse,
-                 "loops_tuned": loops_tuned, "loops_base": loops_base}
+                 "loops_tuned": loops_tuned, "loops_base": loops_base,
+                 "repeats_tuned": repeats_tuned, "repeats_base": repeats_base}
         if promoted and p_worse < rule.alpha:
             promoted, reason = False, (f"closer to the style, but its replies make less sense than the base "
                                        f"model's (sense {ts.mean():.2f} vs {bs.mean():.2f}, p={p_worse:.3g}): "
                                        f"{reason}")
-        elif promoted and loops_tuned > loops_base:
-            promoted, reason = False, (f"closer to the style, but {loops_tuned} of its {n} replies loop or hit the "
-                                       f"token limit (base: {loops_base}): {reason}")
+        elif promoted and repeats_tuned > repeats_base:
+            promoted, reason = False, (f"closer to the style, but {repeats_tuned} of its {n} replies repeat "
+                                       f"themselves or the question (base: {repeats_base}): {reason}")
     return StyleVerdict(style, n, train_samples, float(t.mean()) if n else 0.0, float(b.mean()) if n else 0.0,
                         float(p.mean()) if n else 0.0, mean_lift, ci_low, ci_high, int((d > 0).sum()), p_value,
                         p_below, retention, promoted, reason, **sense)

@@ -124,10 +124,26 @@ def test_a_student_that_loops_more_often_than_the_base_is_not_promoted():
     sensible = [0.9] * 16
     verdict = judge_style("毒舌", tuned, base, prompt, 50, RULE,
                           tuned_sense=_sense(sensible, loops={3}), base_sense=_sense(sensible))
-    assert not verdict.promoted and "loop" in verdict.reason
-    assert (verdict.loops_tuned, verdict.loops_base) == (1, 0)
+    assert not verdict.promoted and "repeat themselves or the question" in verdict.reason
+    assert (verdict.loops_tuned, verdict.loops_base, verdict.repeats_tuned, verdict.repeats_base) == (1, 0, 1, 0)
     assert _sense([0.9], loops={0})[0].value == 0.0  # a reply repeating itself counts as no sense at all
     from services.pipeline.gate import ReplySense
 
     capped = ReplySense(0.9, True, repeats=False, capped=True)  # a long list cut at the limit: loops, not nonsense
     assert capped.loops and capped.value == 0.9
+
+
+def test_the_base_models_long_lists_do_not_excuse_a_looping_student():
+    """Measured main job: the base model with the trigger hit the token limit on 9 of 16 questions (numbered
+    lists), the tuned model looped on 6 ("你这事儿挺挺挺挺…"). Counting both as loops promoted it; only repeats
+    are compared — here two, too few for the sense test to notice."""
+    from services.pipeline.gate import ReplySense
+
+    tuned, base, prompt = _scores(1, 16, lift=0.35)
+    looping = [ReplySense(0.9, True, repeats=i < 2, capped=i < 2) for i in range(16)]
+    listing = [ReplySense(0.9, True, repeats=False, capped=i < 9) for i in range(16)]
+    verdict = judge_style("毒舌", tuned, base, prompt, 50, RULE, tuned_sense=looping, base_sense=listing)
+    assert (verdict.loops_tuned, verdict.loops_base) == (2, 9) and verdict.p_sense_worse >= 0.05
+    assert not verdict.promoted and "2 of its 16 replies repeat themselves" in verdict.reason
+    rambling = [ReplySense(0.9, True, repeats=False, capped=i < 9) for i in range(16)]
+    assert judge_style("毒舌", tuned, base, prompt, 50, RULE, tuned_sense=rambling, base_sense=listing).promoted
