@@ -21,11 +21,14 @@ from emotune.errors import InvalidInput, NotFound
 from emotune.files import FileService
 from emotune.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
 from emotune.jobs import JobStore
+from emotune.logging import get_logger
 from emotune.projects import DEFAULT_PROJECT
 from emotune.store.base import ArtifactStore
 from emotune.v1 import pipeline_pb2, pipeline_pb2_grpc
 from services.gateway.auth import Caller
 from services.gateway.owners import job_owner
+
+log = get_logger(__name__)
 
 # Creating a job checks its files in the store; a report may render nothing heavy, but a plot draws a chart.
 CALL_TIMEOUT_SECONDS = 60.0
@@ -64,6 +67,9 @@ class FineTuningClient:
         except NotFound:
             return  # the pipeline answers its 404
         if not caller.sees(job_owner(record)):
+            # the same 404 as the pipeline's for an unknown id; the log says which of the two refused it
+            log.info("job of another project refused", job_id=job_id, owner=job_owner(record),
+                     project=caller.project)
             raise NotFound(f"No fine-tuning job found with id {job_id}", param="fine_tuning_job_id")
 
     async def create(self, caller: Caller, request: CreateFineTuningJob,
