@@ -123,8 +123,10 @@ class JobContext:
     """
 
     def __init__(self, jobs: JobStore, record: JobRecord, resumed: bool,
-                 lease_check: Callable[[], None] | None = None) -> None:
+                 lease_check: Callable[[], None] | None = None, *, generation: int = 1) -> None:
         self.jobs, self.job_id, self.spec, self.resumed = jobs, record.job_id, record.spec, resumed
+        #: This owner's lease generation (1 for the creator, +1 per takeover): see :meth:`outputs`.
+        self.generation = generation
         self.checkpoint: dict[str, Any] = dict(record.checkpoint)
         self._rate_origin: tuple[float, int] | None = None
         self._last_progress = float("-inf")
@@ -200,6 +202,12 @@ class JobContext:
         # A copy as of now: the handler goes on changing its dicts while the write waits its turn.
         self._write(self.jobs.update, self.job_id, checkpoint=copy.deepcopy(self.checkpoint))
 
+    def outputs(self, root: str) -> str:
+        """Where this owner writes the job's outputs under ``root``: ``<root>/<job id>/<job id>-g<generation>``
+        (:func:`owner_outputs`). Each owner of a job has its own keys, so an old owner's late write after a takeover
+        never lands on the new owner's; the job's result names the keys of the owner that recorded it."""
+        return owner_outputs(root, self.job_id, self.generation)
+
     def cancel_requested(self) -> bool:
         return self.jobs.cancel_requested(self.job_id)
 
@@ -209,6 +217,14 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
+
+
+def owner_outputs(root: str, job_id: str, generation: int) -> str:
+    """The key prefix of the outputs that generation ``generation`` of job ``job_id``'s owners writes under
+    ``root``: ``<root>/<job id>/<job id>-g<generation>``. The job's folder holds every owner's outputs (the gateway
+    finds a model's job as the second path segment of ``models/<job id>/...``); the last segment still names the
+    job, as services that name a product after it expect (the trainer names a model after it)."""
+    return f"{root.rstrip('/')}/{job_id}/{job_id}-g{generation}"
 
 
 class JobRunner:
@@ -560,7 +576,7 @@ class JobRunner:
                     await asyncio.to_thread(self.jobs.append, job_id, "log", "resumed after restart")
                 running_since = time.monotonic()
                 JOBS_RUNNING.labels(self.kind).inc()
-                ctx = JobContext(self.jobs, current, resumed, held.check)
+                ctx = JobContext(self.jobs, current, resumed, held.check, generation=held.generation)
                 try:
                     result = await self.handler(ctx)
                     await ctx.flush()  # a failed event write fails the job, as it did when it was written inline

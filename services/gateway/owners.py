@@ -2,8 +2,9 @@
 
 - A fine-tuning job: the ``project`` of its stored request (none: the default project).
 - A fine-tuned model: the project of the job that trained it. A published fine-tune serves the artifacts its job
-  wrote under ``models/<job id>/`` (the pipeline's layout; the GGUF export relies on it too); one whose job is
-  not found belongs to the default project.
+  wrote under ``models/<job id>/`` (the pipeline's layout: ``models/<job id>/<job id>-g<N>/adapter`` since each
+  owner of a job writes under its own lease generation, ``models/<job id>/adapter`` before; the GGUF export sits
+  beside the adapter); one whose job is not found belongs to the default project.
 - A base model (anything not published): nobody; every project may use it.
 
 :class:`ModelDirectory` answers "may this caller use that model?" for chat and completions without listing the
@@ -41,7 +42,8 @@ def job_owner(record: JobRecord) -> str:
 
 
 def training_job(model: inference_pb2.ModelInfo) -> str | None:
-    """The job whose outputs a published fine-tune serves (``models/<job id>/adapter`` ...)."""
+    """The job whose outputs a published fine-tune serves (``models/<job id>/<job id>-g<N>/adapter``, or
+    ``models/<job id>/adapter`` as jobs wrote before outputs were kept per owner generation)."""
     parts = (model.adapter_artifact or model.artifact).split("/")
     return parts[1] if len(parts) > 2 and parts[0] == "models" else None
 

@@ -128,8 +128,12 @@ def validation_styles(styles_yaml: str, marker_hits: int | None) -> str:
 
 
 def fine_tuned_model_id(base_model: str, suffix: str | None, job_id: str) -> str:
-    """No ':' inside: ``<model>:<style>`` stays unambiguous for fine-tuned models too."""
-    return f"ft-{base_model}-{suffix or 'emotune'}-{job_id[-8:]}".replace(":", "-")
+    """``ft-<base>-<suffix>-<the job id's random part>``: as unique as the job id (96 bits for ``ftjob-<24 hex>``;
+    it once kept only 8 hex digits, and two jobs of different projects could get one id: the second publish then
+    served the first project's name with the second's model). No ':' inside: ``<model>:<style>`` stays
+    unambiguous for fine-tuned models too."""
+    unique = job_id.removeprefix("ftjob-")
+    return f"ft-{base_model}-{suffix or 'emotune'}-{unique}".replace(":", "-")
 
 
 class Pipeline:
@@ -167,12 +171,12 @@ class Pipeline:
             dataset = files["training_dataset"]
         else:
             generated = await run.remote(
-                "datagen", self.job_stubs["datagen"], f"datasets/{ctx.job_id}",
+                "datagen", self.job_stubs["datagen"], ctx.outputs("datasets"),
                 lambda prefix: self.datagen.StartGeneration(self._generation_spec(
                     prefix, request, styles, selected, files["train_questions"])),
             )
             validated = await run.remote(
-                "validation", self.job_stubs["validation"], f"validated/{ctx.job_id}",
+                "validation", self.job_stubs["validation"], ctx.outputs("validated"),
                 lambda prefix: self.validator.StartValidation(validator_pb2.ValidationSpec(
                     dataset_artifact=_artifact_key(generated, "dataset"),
                     styles_yaml=validation_styles(files["styles_yaml"], options.validation.marker_hits),
@@ -189,11 +193,14 @@ class Pipeline:
                 paired = await run.once("pairs", lambda: self._pairs(ctx, request, dataset))
                 dataset = paired["dataset"]
         trained = await run.remote(
-            "training", self.job_stubs["training"], f"models/{ctx.job_id}",
+            "training", self.job_stubs["training"], ctx.outputs("models"),
             lambda prefix: self.trainer.StartTraining(self._training_spec(prefix, request, dataset)),
             on_event=run.collect_checkpoint,
         )
-        model_id = fine_tuned_model_id(request.model, request.suffix, ctx.job_id)
+        # A job served before its id scheme changed keeps the id it was served under.
+        served = run.checkpoint["stages"].get("serving", {})
+        model_id = (served.get("result", {}).get("model_id") if served.get("status") == "succeeded" else None) \
+            or fine_tuned_model_id(request.model, request.suffix, ctx.job_id)
         triggers = [
             inference_pb2.StyleTrigger(style=name, system_prompt=styles.get(name).serving_prompt)
             for name in selected
@@ -334,7 +341,7 @@ class Pipeline:
         best_of = request.emotune.generation.best_of if request.emotune and request.emotune.generation else 1
         for line in report.lines(best_of):
             ctx.emit("log", line, stage="pairs")
-        key = f"pairs/{ctx.job_id}"
+        key = ctx.outputs("pairs")
         await asyncio.to_thread(publish_artifact, self.store, key,
                                 {RECORDS_FILE: dumps_records(pairs).encode("utf-8")},
                                 {"kind": "dataset", "pairs": len(pairs), "source_dataset": kept_dataset})
@@ -452,7 +459,9 @@ class _Run:
     async def remote(self, stage: str, jobs: jobs_pb2_grpc.JobsStub, output_prefix: str,
                      start: Callable[[str], Awaitable[jobs_pb2.JobRef]],
                      on_event: Callable[[str, jobs_pb2.Event], None] | None = None) -> dict[str, Any]:
-        """Run a stage as a job of another service writing under ``output_prefix`` (unique to this pipeline job).
+        """Run a stage as a job of another service writing under ``output_prefix`` (unique to this owner of this
+        pipeline job: ``ctx.outputs``; a sub-job an old owner started late writes under its own prefix, and the
+        result recorded is the followed sub-job's).
 
         The prefix is saved before the sub-job is started: if this process dies between the start and saving the
         sub-job's id, the next owner finds that sub-job by its prefix and re-attaches instead of starting a second.

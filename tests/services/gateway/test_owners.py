@@ -49,3 +49,23 @@ async def test_a_name_published_after_it_was_asked_for_is_checked_again(tmp_path
     assert await directory.check(acme, model) is True
     assert await directory.check(Caller("ops", admin=True), model) is True
     assert inference.listings == 1  # only the explicit one
+
+
+async def test_a_model_trained_under_its_owners_generation_belongs_to_its_jobs_project(tmp_path) -> None:
+    """The pipeline's layout since item 5 of issue 29: each owner of a job writes under
+    ``models/<job id>/<job id>-g<N>/``; the model is still its job's project's, and its GGUF export is found beside
+    its adapter. The layout before it (``models/<job id>/adapter``) reads as before."""
+    from emotune.jobrunner import owner_outputs
+    from services.gateway.models.protocol import ModelDetails
+    from services.gateway.models.serving import gguf_artifact
+    from services.gateway.owners import training_job
+
+    store = LocalStore(tmp_path / "store")
+    directory = ModelDirectory(Inference(store), GatewaySettings(store_path=tmp_path / "store"))
+    job = JobStore(store).create("fine_tuning", {"request": {"project": "acme"}})
+    for adapter in (f"{owner_outputs('models', job.job_id, 2)}/adapter", f"models/{job.job_id}/adapter"):
+        model = inference_pb2.ModelInfo(id="ft-x", published=True, adapter_artifact=adapter)
+        assert training_job(model) == job.job_id
+        assert await directory.owner(model) == "acme"
+        details = ModelDetails(engine="llamacpp", base_model="base", artifact="", adapter_artifact=adapter, styles=[])
+        assert gguf_artifact(details) == adapter.removesuffix("/adapter") + "/gguf"
