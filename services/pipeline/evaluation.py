@@ -25,7 +25,15 @@ from typing import Any
 from emotune.fine_tuning.report import CONFIGS
 from emotune.styles import StylesDocument, dump_styles
 from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
-from services.pipeline.gate import GateRule, ReplySense, judge_style, reply_sense, sense_columns, summarize
+from services.pipeline.gate import (
+    GateRule,
+    ReplySense,
+    judge_style,
+    reply_reading,
+    reply_sense,
+    sense_columns,
+    summarize,
+)
 
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
@@ -98,6 +106,7 @@ class StyleEvaluator:
         samples: dict[str, dict[str, dict[str, str]]] = {}  # style -> question -> config -> reply
         lifts: dict[tuple[str, str], list[float]] = {}
         sense: dict[tuple[str, str], list[ReplySense]] = {}
+        readings: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
         async def answer(model: str, messages: list[inference_pb2.ChatMessage]) -> str:
             return (await answer_capped(model, messages))[0]
@@ -146,6 +155,8 @@ class StyleEvaluator:
             scored, scored_thirds = await score(style, replies, questions), await score(style, thirds)
             lifts[style, config] = [s.style_lift for s in scored.scores]
             sense[style, config] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered)]
+            readings[style, config] = [reply_reading(text, s, read)
+                                       for text, s, read in zip(replies, scored.scores, sense[style, config])]
             return {
                 "style": style, "config": config, "model": models[config],
                 "style_score": round(scored.style_score, 4),
@@ -186,4 +197,7 @@ class StyleEvaluator:
         measured = await self.validator.Instruments(validator_pb2.InstrumentsRequest())
         return {"table": rows, "instruments": json.loads(measured.measurement_json or "null"),
                 "samples": {style: list(shown.values()) for style, shown in samples.items()},
+                "all_samples": {style: [{"question": question, **{config: readings[style, config][i]
+                                                                   for config in CONFIGS}}
+                                        for i, question in enumerate(questions)] for style in selected},
                 "verdicts": verdicts, "promoted": promoted, "verdict": verdict, "questions": questions}

@@ -71,6 +71,12 @@ def reply_sense(score: Any, capped: bool) -> ReplySense:
                       "loop" in score.reasons or "echo" in score.reasons, capped)
 
 
+def reply_reading(text: str, score: Any, read: ReplySense) -> dict[str, Any]:
+    """One evaluated reply as the report keeps it, so that a reader can check the table against the replies."""
+    return {"reply": text, "read_as": score.predicted_style, "sense": read.sense, "on_topic": read.on_topic,
+            "loops": read.loops, "reasons": list(score.reasons)}
+
+
 def sense_columns(replies: Sequence[ReplySense]) -> dict[str, float | None]:
     """The evaluation table's sense columns for one configuration."""
     if not replies:

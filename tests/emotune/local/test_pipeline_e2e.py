@@ -169,6 +169,13 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
     assert all(isinstance(r["turn3_score"], float) for r in table)  # every configuration held a 3-turn dialogue
     assert set(report["evaluation"]["verdicts"]) == {"cheerful", "grumpy"}
     assert all(len(shown) == 2 for shown in report["evaluation"]["samples"].values())
+    every = report["evaluation"]["all_samples"]  # every reply of every configuration, with how it was read
+    assert set(every) == {"cheerful", "grumpy"}
+    for rows in every.values():
+        assert [row["question"] for row in rows] == report["evaluation"]["questions"]
+        readings = [row[config] for row in rows for config in ("base_trigger", "base_prompt", "tuned_trigger")]
+        assert all(isinstance(r["reply"], str) and r["read_as"] in {"cheerful", "grumpy"}
+                   and isinstance(r["loops"], bool) for r in readings)
     assert report["loss_curve"]
 
     with pytest.raises(openai.NotFoundError):
