@@ -30,9 +30,11 @@ exists-then-write: see ``docs/jobs.md``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -49,6 +51,9 @@ from emotune.store.keys import named_by, newest_first
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Key of the lease inside a status object (conditional-write stores only); not a JobRecord field.
 LEASE_FIELD = "lease"
+# A status read that finds nothing while its key is listed is tried again (Swift: see JobStore._read_status).
+STATUS_READ_ATTEMPTS = 4
+STATUS_REREAD_SECONDS = 0.05
 _CAS_RETRIES = 50
 
 
@@ -212,11 +217,31 @@ class JobStore:
         return self._load(job_id)
 
     def _load(self, job_id: str) -> JobRecord:
+        key = self._status_key(job_id)
         try:
-            raw = self.store.get_bytes(self._status_key(job_id))
+            raw = self._read_status(key, listed=False)
         except NotFound:
             raise NotFound(f"job {job_id!r} not found", job_id=job_id) from None
         return JobRecord.model_validate_json(raw)
+
+    def _read_status(self, key: str, listed: bool) -> bytes:
+        """A status object's bytes. A read that finds no object while the object is being overwritten is read again:
+        OpenStack Swift (the timed fallback's store) opens an object by listing its files and then opening the
+        newest, and an overwrite that lands in between deletes that file: the GET answers 404 (NoSuchKey) for an
+        object that exists (swift/obj/diskfile.py, ``DiskFile.open``; the takeover e2e test's "No fine-tuning job
+        found" under load). So a 404 is believed only once the key is not listed either (``listed``: it just was);
+        an id that never existed costs one listing more, no wait."""
+        for attempt in range(STATUS_READ_ATTEMPTS):
+            try:
+                return self.store.get_bytes(key)
+            except NotFound:
+                if attempt == STATUS_READ_ATTEMPTS - 1:
+                    raise
+                if not listed and not any(info.key == key for info in itertools.islice(self.store.list(key), 1)):
+                    raise
+                listed = False  # listed once: listed again before the next try
+                time.sleep(STATUS_REREAD_SECONDS * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.store.exists(self._cancel_key(job_id))
@@ -275,7 +300,7 @@ class JobStore:
         records = []
         for info in list(self.store.list(status_prefix)):
             try:
-                record = JobRecord.model_validate_json(self.store.get_bytes(info.key))
+                record = JobRecord.model_validate_json(self._read_status(info.key, listed=True))
             except NotFound:  # deleted while listing
                 continue
             if kind is None or record.kind == kind:

@@ -50,7 +50,7 @@ class Trainer(trainer_pb2_grpc.TrainerServicer):
         self.first_call, self.second_call = asyncio.Event(), asyncio.Event()
         self.let_first_through, self.late_published = asyncio.Event(), asyncio.Event()
 
-    async def StartTraining(self, request, context):  # noqa: N802 (gRPC's name)
+    async def StartTraining(self, request, context):
         spec = MessageToDict(request, preserving_proto_field_name=True)
         self.prefixes.append(spec["output_prefix"])
         late = len(self.prefixes) == 1
@@ -78,7 +78,7 @@ class Inference(inference_pb2_grpc.InferenceServicer):
     def __init__(self) -> None:
         self.loaded: list[tuple[str, str]] = []
 
-    async def LoadModel(self, request, context):  # noqa: N802 (gRPC's name)
+    async def LoadModel(self, request, context):
         self.loaded.append((request.model_id, request.adapter_artifact))
         return inference_pb2.ModelInfo(id=request.model_id, adapter_artifact=request.adapter_artifact)
 
