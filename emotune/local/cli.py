@@ -74,6 +74,8 @@ def demo(
                                        "(another style's answer to the question) or base_model (trigger only)"),
     best_of: int = typer.Option(0, help="teacher candidates per question (best-of-N; 0 = 3 offline, 1 with "
                                         "ZhipuAI)"),
+    answers_per_question: int = typer.Option(DemoOptions.answers_per_question, help="teacher answers kept per "
+                                             "question and style (every passing one; times --best-of candidates)"),
     learning_rate: float = typer.Option(0.0, help="0 = the method's default for this teacher"),
     seed: int = typer.Option(7, help="the job's seed (held-out split, sampling, LoRA initialisation)"),
     exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
@@ -90,7 +92,8 @@ def demo(
             overrides["learning_rate"] = learning_rate
         outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions.for_teacher(
             base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
-            epochs=epochs, seed=seed, method=method, pairs_rejected=pairs_rejected, **overrides), console)
+            epochs=epochs, seed=seed, method=method, pairs_rejected=pairs_rejected,
+            answers_per_question=answers_per_question, **overrides), console)
     except BaseException:
         if exit_after:
             stack.stop()

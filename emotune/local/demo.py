@@ -60,6 +60,9 @@ class DemoOptions:
     marker_hits: int | None = None
     # Best-of-N: candidates the teacher writes per question and style; the validator keeps the best that passes.
     best_of: int = 1
+    # Answers kept per question and style (generation.variants_per_question): the teacher writes this many
+    # (times best_of) and the validator keeps every one that passes, not only the best.
+    answers_per_question: int = 1
     # "supervised": learn the kept teacher answers; "dpo": prefer them to a rejected reply (pairs_rejected)
     # (+ an NLL term on the chosen side), the pairs built by the pipeline.
     method: str = "supervised"
@@ -98,7 +101,7 @@ def submit_job(client: OpenAI, options: DemoOptions):
         extra_body={"emotune": {
             "styles": list(options.styles),
             "generation": {"questions": {"file": questions.id, "limit": options.questions_per_style},
-                           "best_of": options.best_of},
+                           "best_of": options.best_of, "variants_per_question": options.answers_per_question},
             "validation": {"marker_hits": options.marker_hits},
             "training": {"max_steps": options.max_steps, "learning_rate": options.learning_rate,
                          "eval_fraction": options.eval_fraction, "pairs_rejected": options.pairs_rejected},
@@ -124,7 +127,7 @@ def run_demo(client: OpenAI, gateway_url: str, api_key: str, options: DemoOption
         return {"job": job, "report": None}
     report = httpx.get(f"{gateway_url}/v1/fine_tuning/jobs/{job.id}/report",
                        headers={"Authorization": f"Bearer {api_key}"}, timeout=30).json()
-    print_kept(report.get("validation") or {}, console, options.best_of)
+    print_kept(report.get("validation") or {}, console, options.best_of, options.answers_per_question)
     evaluation = report.get("evaluation") or {}
     console.rule("style evaluation (held-out questions)")
     console.print(format_table(evaluation), markup=False, highlight=False)
@@ -143,7 +146,7 @@ def run_demo(client: OpenAI, gateway_url: str, api_key: str, options: DemoOption
     return {"job": job, "report": report}
 
 
-def print_kept(validation: dict, console: Console, best_of: int = 1) -> None:
+def print_kept(validation: dict, console: Console, best_of: int = 1, answers_per_question: int = 1) -> None:
     """What the validator kept of the teacher's replies, per style, and the commonest reasons it dropped any
     (with best-of-N: per question, and the candidates that passed but lost to a better one are not "dropped")."""
     styles = validation.get("styles") or {}
@@ -155,7 +158,8 @@ def print_kept(validation: dict, console: Console, best_of: int = 1) -> None:
         reasons = ", ".join(f"{reason} {int(n)}" for reason, n in sorted(failed.items(), key=lambda item: -item[1])[:3])
         kept, total = int(info.get("kept", 0)), int(info.get("total", 0))
         what = f"kept {kept} of {total} generated replies ({info.get('kept_share', 0):.0%})" if best_of == 1 else \
-            f"kept an answer for {kept} of {total // best_of} questions (the best passing of {best_of} candidates each)"
+            f"kept {kept} answers for {total // best_of // answers_per_question} questions (the best passing " \
+            f"{answers_per_question} of {best_of * answers_per_question} candidates each)"
         console.print(f"{name}: {what}" + (f"; candidates dropped for {reasons}" if reasons else ""),
                       markup=False, highlight=False)
 
