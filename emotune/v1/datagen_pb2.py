@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from emotune.v1 import jobs_pb2 as emotune_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65motune/v1/datagen.proto\x12\nemotune.v1\x1a\x15\x65motune/v1/jobs.proto\"\x8d\x02\n\rTeacherConfig\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x17\n\x0b\x61pi_key_env\x18\x04 \x01(\tB\x02\x18\x01\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12\x1b\n\x13requests_per_second\x18\x06 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12\x18\n\x0bmax_retries\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\t \x01(\x05\x12\x15\n\rprompt_format\x18\n \x01(\t\x12\x0c\n\x04name\x18\x0b \x01(\tB\x0e\n\x0c_max_retries\"l\n\x0eQuestionSource\x12\x14\n\x0c\x61rtifact_key\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x12\n\nfield_path\x18\x03 \x01(\t\x12\x11\n\tquestions\x18\x04 \x03(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"\xfe\x01\n\x0eGenerationSpec\x12\x13\n\x0bstyles_yaml\x18\x01 \x01(\t\x12\x13\n\x0bstyle_names\x18\x02 \x03(\t\x12-\n\tquestions\x18\x03 \x01(\x0b\x32\x1a.emotune.v1.QuestionSource\x12*\n\x07teacher\x18\x04 \x01(\x0b\x32\x19.emotune.v1.TeacherConfig\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x1d\n\x15variants_per_question\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x15\n\routput_prefix\x18\x08 \x01(\t\x12\x15\n\rresume_job_id\x18\t \x01(\t2L\n\x07\x44\x61tagen\x12\x41\n\x0fStartGeneration\x12\x1a.emotune.v1.GenerationSpec\x1a\x12.emotune.v1.JobRefb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65motune/v1/datagen.proto\x12\nemotune.v1\x1a\x15\x65motune/v1/jobs.proto\"\xa4\x02\n\rTeacherConfig\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x17\n\x0b\x61pi_key_env\x18\x04 \x01(\tB\x02\x18\x01\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12\x1b\n\x13requests_per_second\x18\x06 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12\x18\n\x0bmax_retries\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\t \x01(\x05\x12\x15\n\rprompt_format\x18\n \x01(\t\x12\x0c\n\x04name\x18\x0b \x01(\t\x12\x15\n\rstudent_model\x18\x0c \x01(\tB\x0e\n\x0c_max_retries\"l\n\x0eQuestionSource\x12\x14\n\x0c\x61rtifact_key\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x12\n\nfield_path\x18\x03 \x01(\t\x12\x11\n\tquestions\x18\x04 \x03(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"\xfe\x01\n\x0eGenerationSpec\x12\x13\n\x0bstyles_yaml\x18\x01 \x01(\t\x12\x13\n\x0bstyle_names\x18\x02 \x03(\t\x12-\n\tquestions\x18\x03 \x01(\x0b\x32\x1a.emotune.v1.QuestionSource\x12*\n\x07teacher\x18\x04 \x01(\x0b\x32\x19.emotune.v1.TeacherConfig\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x1d\n\x15variants_per_question\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x15\n\routput_prefix\x18\x08 \x01(\t\x12\x15\n\rresume_job_id\x18\t \x01(\t2L\n\x07\x44\x61tagen\x12\x41\n\x0fStartGeneration\x12\x1a.emotune.v1.GenerationSpec\x1a\x12.emotune.v1.JobRefb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEACHERCONFIG'].fields_by_name['api_key_env']._loaded_options = None
   _globals['_TEACHERCONFIG'].fields_by_name['api_key_env']._serialized_options = b'\030\001'
   _globals['_TEACHERCONFIG']._serialized_start=64
-  _globals['_TEACHERCONFIG']._serialized_end=333
-  _globals['_QUESTIONSOURCE']._serialized_start=335
-  _globals['_QUESTIONSOURCE']._serialized_end=443
-  _globals['_GENERATIONSPEC']._serialized_start=446
-  _globals['_GENERATIONSPEC']._serialized_end=700
-  _globals['_DATAGEN']._serialized_start=702
-  _globals['_DATAGEN']._serialized_end=778
+  _globals['_TEACHERCONFIG']._serialized_end=356
+  _globals['_QUESTIONSOURCE']._serialized_start=358
+  _globals['_QUESTIONSOURCE']._serialized_end=466
+  _globals['_GENERATIONSPEC']._serialized_start=469
+  _globals['_GENERATIONSPEC']._serialized_end=723
+  _globals['_DATAGEN']._serialized_start=725
+  _globals['_DATAGEN']._serialized_end=801
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TeacherConfig(_message.Message):
-    __slots__ = ("provider", "base_url", "model", "api_key_env", "max_concurrency", "requests_per_second", "timeout_seconds", "max_retries", "max_tokens", "prompt_format", "name")
+    __slots__ = ("provider", "base_url", "model", "api_key_env", "max_concurrency", "requests_per_second", "timeout_seconds", "max_retries", "max_tokens", "prompt_format", "name", "student_model")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class TeacherConfig(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_MODEL_FIELD_NUMBER: _ClassVar[int]
     provider: str
     base_url: str
     model: str
@@ -31,7 +32,8 @@ class TeacherConfig(_message.Message):
     max_tokens: int
     prompt_format: str
     name: str
-    def __init__(self, provider: _Optional[str] = ..., base_url: _Optional[str] = ..., model: _Optional[str] = ..., api_key_env: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_format: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    student_model: str
+    def __init__(self, provider: _Optional[str] = ..., base_url: _Optional[str] = ..., model: _Optional[str] = ..., api_key_env: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_format: _Optional[str] = ..., name: _Optional[str] = ..., student_model: _Optional[str] = ...) -> None: ...
 
 class QuestionSource(_message.Message):
     __slots__ = ("artifact_key", "format", "field_path", "questions", "limit")

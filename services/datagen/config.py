@@ -8,7 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.settings import Settings
 from services.datagen.teachers import PromptFormat
 
@@ -35,7 +34,7 @@ class TeacherProfile(BaseModel):
 
     provider: Provider = "openai"
     base_url: str = Field("", description="OpenAI-compatible endpoint; '' for ZhipuAI = the SDK's endpoint")
-    model: str = Field(min_length=1)
+    model: str = Field("", description="'' = the job's base model (the student teaches itself; 'default' only)")
     api_key_env: str = Field("", pattern=ENV_NAME, description="variable (or /run/secrets file) of the datagen "
                              "process holding the key; '' = none (ZhipuAI: ZHIPUAI_API_KEY)")
     max_concurrency: int = Field(0, ge=0, description="in-flight requests of one job (0 = the provider cap)")
@@ -52,12 +51,14 @@ class TeacherProfile(BaseModel):
 
 
 class DatagenSettings(Settings):
-    # The teacher used when a job names none: emotune's own gateway serving the local base model (offline).
+    # The teacher used when a job names none: emotune's own gateway serving a local model (offline); with no model
+    # set, the job's own base model (context distillation).
     datagen_teacher_provider: Provider = Field("openai", description="default teacher protocol")
     datagen_teacher_base_url: str = Field(
         "http://127.0.0.1:8000/v1", description="default teacher endpoint (emotune's gateway, OpenAI-compatible)"
     )
-    datagen_teacher_model: str = Field(DEFAULT_BASE_MODEL, description="default teacher model id")
+    datagen_teacher_model: str = Field(
+        "", description="default teacher model id ('' = the job's base model: the student teaches itself)")
     datagen_teacher_api_key_env: str = Field(
         "", description="name of the env var holding the default teacher's API key ('' = endpoint needs none)"
     )
@@ -104,10 +105,12 @@ class DatagenSettings(Settings):
     @field_validator("datagen_teachers")
     @classmethod
     def _names(cls, teachers: dict[str, TeacherProfile]) -> dict[str, TeacherProfile]:
-        for name in teachers:
+        for name, profile in teachers.items():
             if name == DEFAULT_TEACHER or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
                 raise ValueError(f"teacher name {name!r}: letters, digits, '_.-' and not {DEFAULT_TEACHER!r} (set "
                                  "that one with EMOTUNE_DATAGEN_TEACHER_*)")
+            if not profile.model:
+                raise ValueError(f"teacher {name!r} needs a model")
         return teachers
 
     def teachers(self) -> dict[str, TeacherProfile]:

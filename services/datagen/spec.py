@@ -183,7 +183,8 @@ def prepare_spec(request: dict[str, Any], settings: DatagenSettings, output_pref
         "name": name,
         "provider": provider,
         "base_url": profile.base_url if profile else teacher["base_url"],
-        "model": teacher.get("model") or (profile.model if profile else ""),
+        # A named teacher without a model of its own teaches with the job's base model (context distillation).
+        "model": teacher.get("model") or ((profile.model or teacher.get("student_model", "")) if profile else ""),
         "max_concurrency": min(teacher.get("max_concurrency") or cap, cap),
         "requests_per_second": _lowest_limit(teacher.get("requests_per_second", 0.0),
                                              profile.requests_per_second if profile else 0.0),
@@ -194,6 +195,9 @@ def prepare_spec(request: dict[str, Any], settings: DatagenSettings, output_pref
         "stop": teacher.get("stop") or (profile and profile.stop) or settings.datagen_teacher_stop,
         "prompt_format": teacher.get("prompt_format") or (profile.prompt_format if profile else "chat"),
     }
+    if not data["teacher"]["model"]:
+        raise InvalidInput(f"teacher {name or 'of the request'!r} has no model: give teacher.model (a job's pipeline "
+                           "sends its base model), or set EMOTUNE_DATAGEN_TEACHER_MODEL", field="teacher.model")
     if provider == "openai" and not data["teacher"]["base_url"]:
         raise InvalidInput(f"teacher {name!r} has no base_url in the service's settings", field="teacher.name")
     if provider == "zhipuai" and data["teacher"]["prompt_format"] != "chat":

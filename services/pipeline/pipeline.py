@@ -102,16 +102,17 @@ def teacher_config(base_model: str, options: TeacherOptions | None,
                    zhipuai_available: bool) -> datagen_pb2.TeacherConfig:
     """The job's teacher, one of datagen's named teachers (datagen refuses unknown names and, unless its operator
     allows them, URLs of the job's own); when the job names none: ZhipuAI if a key is configured, else datagen's
-    "default" teacher (emotune's own gateway) answering with the job's base model few-shot — no network, no key
-    from the user."""
+    "default" teacher (emotune's own gateway, no network, no key from the user) with the model its operator set —
+    the embedded stack's packaged 1.5B — or, where none is set, the job's base model few-shot. The job's base model
+    travels as ``student_model``, never as ``model``: that would override the operator's teacher."""
     if options is not None:
         return datagen_pb2.TeacherConfig(
             name=options.name, provider=options.provider, base_url=options.base_url, model=options.model,
-            max_concurrency=options.max_concurrency,
+            max_concurrency=options.max_concurrency, student_model=base_model,
         )
     if zhipuai_available:
-        return datagen_pb2.TeacherConfig(name="zhipuai")
-    return datagen_pb2.TeacherConfig(name="default", model=base_model)
+        return datagen_pb2.TeacherConfig(name="zhipuai", student_model=base_model)
+    return datagen_pb2.TeacherConfig(name="default", student_model=base_model)
 
 
 def validation_styles(styles_yaml: str, marker_hits: int | None) -> str:

@@ -36,7 +36,7 @@ def test_the_few_shot_becomes_a_chat_log_ending_with_the_reply_label():
 
 
 def test_the_prompt_format_is_part_of_the_spec():
-    settings = DatagenSettings(datagen_teacher_prompt_format="completion", datagen_teachers={
+    settings = DatagenSettings(datagen_teacher_prompt_format="completion", datagen_teacher_model="base", datagen_teachers={
         "api": TeacherProfile(base_url="https://api.example.com/v1", model="m")})
     request = {"styles_yaml": STYLES_YAML, "questions": {"questions": ["hi"]}}
     assert prepare_spec(request, settings, "datasets/a").teacher.prompt_format == "completion"
