@@ -128,7 +128,7 @@ class JobContext:
         #: This owner's lease generation (1 for the creator, +1 per takeover): see :meth:`outputs`.
         self.generation = generation
         self.checkpoint: dict[str, Any] = dict(record.checkpoint)
-        self._rate_origin: tuple[float, int] | None = None
+        self._rate_origins: dict[Any, tuple[float, int]] = {}  # per phase (the event's ``stage``)
         self._last_progress = float("-inf")
         # Raises LeaseLost once this process no longer holds the job (a clock read, no I/O); checked when a write
         # is made and again right before the writer thread performs it.
@@ -176,7 +176,8 @@ class JobContext:
         self._write(self.jobs.append, self.job_id, type, message, **copy.deepcopy(data))
 
     def progress(self, done: int, total: int, message: str = "", *, every_s: float = 0.0, **data: Any) -> None:
-        """A progress event with rate and ETA measured from the first report of this process.
+        """A progress event with rate and ETA measured from the first report of this process for this phase
+        (``stage`` in ``data``: a job that embeds, then asks a judge, counts each from zero).
 
         Measuring from the first report (not from zero) keeps the ETA honest after a resume, when ``done``
         already includes work a previous process did. ``every_s``: report at most that often (the last report,
@@ -184,12 +185,13 @@ class JobContext:
         and a line in the job's event list.
         """
         now = time.monotonic()
-        if self._rate_origin is None:
-            self._rate_origin = (now, done)
+        phase = data.get("stage")
+        if phase not in self._rate_origins:
+            self._rate_origins[phase] = (now, done)
         elif done < total and now - self._last_progress < every_s:
             return
         self._last_progress = now
-        started, done_at_start = self._rate_origin
+        started, done_at_start = self._rate_origins[phase]
         elapsed, advanced = now - started, done - done_at_start
         rate = advanced / elapsed if elapsed > 0 and advanced > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else None

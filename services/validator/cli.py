@@ -69,7 +69,8 @@ def run(
         with _progress() as progress:
             task = progress.add_task(f"embedding ({model.name})", total=len(records))
             files = core.validate(records, read_report, styles_doc, model, thresholds,
-                                 on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+                                 on_progress=lambda done, total, phase: progress.update(
+                                     task, completed=done, total=total, description=f"{phase} ({model.name})"))
     except EmotuneError as exc:
         raise _fail(exc) from None
     out.mkdir(parents=True, exist_ok=True)

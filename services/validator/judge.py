@@ -15,7 +15,7 @@ judgement costs one prompt evaluation and one decoded token.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -87,12 +87,20 @@ class Judge:
         total = sum(mass)
         return [m / total for m in mass] if total > 0 else [1 / len(answers)] * len(answers)
 
-    def _map(self, calls: list[tuple[list[dict[str, str]], Sequence[str]]]) -> list[list[float]]:
+    def _map(self, calls: list[tuple[list[dict[str, str]], Sequence[str]]],
+             on_answer: Callable[[int], None] | None = None) -> list[list[float]]:
+        """The calls ``concurrency`` at a time; ``on_answer(answered)`` in this thread after each answer in order
+        (progress; it may raise to stop: the calls not yet started are then cancelled)."""
+        answers: list[list[float]] = []
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda call: self._answer(*call), calls))
+            for answer in pool.map(lambda call: self._answer(*call), calls):
+                answers.append(answer)
+                if on_answer is not None:
+                    on_answer(len(answers))
+        return answers
 
-    def styles(self, questions: Sequence[str], replies: Sequence[str],
-               names: Sequence[str]) -> list[dict[str, float]]:
+    def styles(self, questions: Sequence[str], replies: Sequence[str], names: Sequence[str],
+               on_answer: Callable[[int], None] | None = None) -> list[dict[str, float]]:
         """For each reply, the probability of each style (by name) as the judge reads it."""
         if not 2 <= len(names) <= len(_LETTERS):
             raise InvalidInput(f"the judge tells apart 2 to {len(_LETTERS)} styles, not {len(names)}",
@@ -101,9 +109,10 @@ class Judge:
         options = "\n".join(f"{letter}. {name}" for letter, name in zip(letters, names))
         calls = [([{"role": "user", "content": STYLE_QUESTION.format(question=q, reply=r, options=options)}],
                   letters) for q, r in zip(questions, replies, strict=True)]
-        return [dict(zip(names, probabilities)) for probabilities in self._map(calls)]
+        return [dict(zip(names, probabilities)) for probabilities in self._map(calls, on_answer)]
 
-    def sense(self, questions: Sequence[str], replies: Sequence[str]) -> list[float]:
+    def sense(self, questions: Sequence[str], replies: Sequence[str],
+              on_answer: Callable[[int], None] | None = None) -> list[float]:
         """For each reply, the probability that it is a sensible answer to its question."""
         calls = [(_sense_messages(q, r), SENSE_ANSWERS) for q, r in zip(questions, replies, strict=True)]
-        return [probabilities[0] for probabilities in self._map(calls)]
+        return [probabilities[0] for probabilities in self._map(calls, on_answer)]

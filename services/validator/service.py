@@ -270,15 +270,16 @@ class _JobProgress:
             raise Cancelled("validator shutting down")
         self.ctx.raise_if_cancelled()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, phase: str) -> None:
         if self.stopping.is_set():
             raise Cancelled("validator shutting down")
         now = time.monotonic()
-        if done < total and now - self._last < PROGRESS_EVERY_SECONDS:
+        if 0 < done < total and now - self._last < PROGRESS_EVERY_SECONDS:
             return
         self._last = now
         self.check()
-        self.ctx.progress(done, total, f"embedded {done}/{total}", stage="embedding")
+        what = "embedded" if phase == "embedding" else "judged"
+        self.ctx.progress(done, total, f"{what} {done}/{total}", stage=phase)
 
 
 def _result(prefix: str, report: dict[str, Any]) -> dict[str, Any]:

