@@ -156,20 +156,20 @@ def test_drift_check_catches_an_unknown_variable():
 
 
 def test_deployments_default_to_the_default_base_model(rendered_compose, rendered_k8s):
-    """Where compose and k8s name a base model by default (the model inference preloads, datagen's teacher, the
-    train-run spec) it is ``emotune.basemodels.DEFAULT_BASE_MODEL``, and every image that serves or trains it
-    ships its packaged weights (the offline-models extra)."""
+    """Where compose and k8s name a base model by default (the model inference preloads, the train-run spec) it is
+    ``emotune.basemodels.DEFAULT_BASE_MODEL``, and every image that serves or trains it ships its packaged weights
+    (the offline-models extra). Datagen's default teacher names none: it teaches with each job's own base model."""
     targets = set()
     for variant, config in rendered_compose.items():
         services = config["services"]
         assert services["inference"]["environment"]["EMOTUNE_INFERENCE_PRELOAD"] == DEFAULT_BASE_MODEL, variant
-        assert services["datagen"]["environment"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == DEFAULT_BASE_MODEL, variant
+        assert services["datagen"]["environment"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == "", variant
         targets |= {services[name]["build"]["target"] for name in ("inference", "trainer")}
     for overlay, docs in rendered_k8s.items():
         pods = workloads(docs)
         env = {name: container_env(pods[name]["containers"][0], docs) for name in ("inference", "datagen")}
         assert env["inference"]["EMOTUNE_INFERENCE_PRELOAD"] == DEFAULT_BASE_MODEL, overlay
-        assert env["datagen"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == DEFAULT_BASE_MODEL, overlay
+        assert env["datagen"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == "", overlay
         spec = yaml.safe_load(by_kind(docs, "ConfigMap")["train-spec"]["data"]["spec.yaml"])
         assert spec["base_model"] == DEFAULT_BASE_MODEL, overlay
         targets |= {pods[name]["containers"][0]["image"].split(":")[0].removeprefix("emotune/")
