@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from emotune.textio import ReadReport, field_path, iter_jsonl
 
 Role = Literal["system", "user", "assistant"]
+RECORDS_FILE = "records.jsonl"  # a dataset artifact's records (its other files: failures.jsonl, stats.json)
 
 
 class Message(BaseModel):

@@ -170,6 +170,11 @@ class VoiceOptions(_Options):
     held_out_fraction: float = Field(0.2, ge=0, lt=1, description="sessions held out for the evaluation")
     held_out_samples: int = Field(16, ge=0, description="held-out replies evaluated (0 = skip; the gate needs 12)")
     max_tokens: int = Field(64, ge=8, le=1024, description="reply length limit in the evaluation")
+    context_teacher: TeacherOptions | None = Field(
+        None, description="seed 003's step, off by default: this teacher (as emotune.generation.teacher; {} = the "
+        "operator's default) writes the other side's opening lines before each training sample so that a fragment "
+        "cut from a longer chat reads coherently; the person's words are never changed, a sample it writes no good "
+        "opening for is trained on as it was")
 
 
 class EmotuneOptions(_Options):

@@ -50,7 +50,7 @@ class QuestionSource(_message.Message):
     def __init__(self, artifact_key: _Optional[str] = ..., format: _Optional[str] = ..., field_path: _Optional[str] = ..., questions: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class GenerationSpec(_message.Message):
-    __slots__ = ("styles_yaml", "style_names", "questions", "teacher", "mode", "variants_per_question", "seed", "output_prefix", "resume_job_id")
+    __slots__ = ("styles_yaml", "style_names", "questions", "teacher", "mode", "variants_per_question", "seed", "output_prefix", "resume_job_id", "samples_artifact")
     STYLES_YAML_FIELD_NUMBER: _ClassVar[int]
     STYLE_NAMES_FIELD_NUMBER: _ClassVar[int]
     QUESTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class GenerationSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     RESUME_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     styles_yaml: str
     style_names: _containers.RepeatedScalarFieldContainer[str]
     questions: QuestionSource
@@ -69,4 +70,5 @@ class GenerationSpec(_message.Message):
     seed: int
     output_prefix: str
     resume_job_id: str
-    def __init__(self, styles_yaml: _Optional[str] = ..., style_names: _Optional[_Iterable[str]] = ..., questions: _Optional[_Union[QuestionSource, _Mapping]] = ..., teacher: _Optional[_Union[TeacherConfig, _Mapping]] = ..., mode: _Optional[str] = ..., variants_per_question: _Optional[int] = ..., seed: _Optional[int] = ..., output_prefix: _Optional[str] = ..., resume_job_id: _Optional[str] = ...) -> None: ...
+    samples_artifact: str
+    def __init__(self, styles_yaml: _Optional[str] = ..., style_names: _Optional[_Iterable[str]] = ..., questions: _Optional[_Union[QuestionSource, _Mapping]] = ..., teacher: _Optional[_Union[TeacherConfig, _Mapping]] = ..., mode: _Optional[str] = ..., variants_per_question: _Optional[int] = ..., seed: _Optional[int] = ..., output_prefix: _Optional[str] = ..., resume_job_id: _Optional[str] = ..., samples_artifact: _Optional[str] = ...) -> None: ...

@@ -31,6 +31,9 @@ Source = typer.Option("auto", "--source", help="auto, wechat-json, wechat-csv or
 ContextTurns = typer.Option(4, "--context-turns", help="earlier turns a sample keeps as context")
 SessionGap = typer.Option(60.0, "--session-gap-minutes", help="a new session after a longer silence")
 PersonalData = typer.Option("mask", "--personal-data", help="mask (default) or drop messages with personal data")
+Openings = typer.Option(None, "--openings", metavar="TEACHER",
+                        help="seed 003's step, off when absent: this named teacher ('default': the stack's) writes "
+                             "the other side's opening before each training sample; your words are never changed")
 
 
 @dataclass
@@ -50,6 +53,7 @@ class VoiceRunOptions:
     max_steps: int = 0
     max_length: int = 256
     max_tokens: int = 64
+    openings: str | None = None  # the named teacher that writes openings (docs/voice.md); None: off
     seed: int = 7
     suffix: str = "voice"
     gate: str = "beat_base"
@@ -60,7 +64,8 @@ class VoiceRunOptions:
         return {"source": self.source, "speaker": self.speaker, "context_turns": self.context_turns,
                 "session_gap_minutes": self.session_gap_minutes, "personal_data": self.personal_data,
                 "held_out_fraction": self.held_out_fraction, "held_out_samples": self.held_out_samples,
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens,
+                **({"context_teacher": {"name": self.openings}} if self.openings is not None else {})}
 
 
 def export_upload(path: Path) -> tuple[str, bytes]:
@@ -159,14 +164,15 @@ def submit(export: Path = typer.Argument(..., exists=True), gateway: str = typer
            api_key_file: Path = typer.Option(Path("var/api-key"), "--api-key-file"),
            model: str = typer.Option(DEFAULT_BASE_MODEL, "--model"), speaker: str = Speaker,
            source: str = Source, context_turns: int = ContextTurns, session_gap_minutes: float = SessionGap,
-           personal_data: str = PersonalData, epochs: int = typer.Option(3, "--epochs"),
-           seed: int = typer.Option(7, "--seed")) -> None:
+           personal_data: str = PersonalData, openings: str | None = Openings,
+           epochs: int = typer.Option(3, "--epochs"), seed: int = typer.Option(7, "--seed")) -> None:
     """Upload an export to a running gateway, fine-tune on the voice, print the evaluation."""
     api_key = api_key_file.read_text().strip()
     client = OpenAI(base_url=f"{gateway}/v1", api_key=api_key, max_retries=2, timeout=600)
     outcome = run_voice(client, gateway, api_key, _options(
         export, base_model=model, speaker=speaker, source=source, context_turns=context_turns,
-        session_gap_minutes=session_gap_minutes, personal_data=personal_data, epochs=epochs, seed=seed))
+        session_gap_minutes=session_gap_minutes, personal_data=personal_data, openings=openings, epochs=epochs,
+        seed=seed))
     if outcome["job"].status != "succeeded":
         raise typer.Exit(1)
 
@@ -178,6 +184,7 @@ def local(export: Path = typer.Argument(..., exists=True),
           base_model: str = typer.Option(DEFAULT_BASE_MODEL, "--base-model", envvar="EMOTUNE_BASE_MODEL"),
           speaker: str = Speaker, source: str = Source, context_turns: int = ContextTurns,
           session_gap_minutes: float = SessionGap, personal_data: str = PersonalData,
+          openings: str | None = Openings,
           epochs: int = typer.Option(3, "--epochs"), seed: int = typer.Option(7, "--seed"),
           exit_after: bool = typer.Option(False, "--exit", help="stop the services when the job is done"),
           ui: bool = typer.Option(False, help="also start the Streamlit UI")) -> None:
@@ -191,7 +198,8 @@ def local(export: Path = typer.Argument(..., exists=True),
         client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
         outcome = run_voice(client, stack.gateway_url, stack.api_key, _options(
             export, base_model=base_model, speaker=speaker, source=source, context_turns=context_turns,
-            session_gap_minutes=session_gap_minutes, personal_data=personal_data, epochs=epochs, seed=seed))
+            session_gap_minutes=session_gap_minutes, personal_data=personal_data, openings=openings, epochs=epochs,
+            seed=seed))
     except BaseException:
         if exit_after:
             stack.stop()

@@ -12,21 +12,30 @@ import hashlib
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from emotune.errors import Cancelled, EmotuneError, FailedPrecondition, NotFound
 from emotune.jobrunner import JobContext
 from emotune.logging import get_logger
-from emotune.records import Message, Provenance, Record, dumps_records
-from emotune.store.artifacts import ArtifactManifest, publish_artifact, read_manifest
+from emotune.records import RECORDS_FILE, Message, Provenance, Record, dumps_records, parse_records
+from emotune.store.artifacts import ArtifactManifest, publish_artifact, read_file, read_manifest
 from emotune.store.base import ArtifactStore
 from emotune.styles import StylesDocument
 from services.datagen import metrics
 from services.datagen.config import DatagenSettings
 from services.datagen.limits import ProviderLimits, RetryPolicy, TeacherCaller
-from services.datagen.plan import PROMPT_VERSION, Plan, WorkItem, build_plan, parse_dialogue
+from services.datagen.plan import (
+    PROMPT_VERSION,
+    Plan,
+    WorkItem,
+    build_plan,
+    fragment_of,
+    parse_dialogue,
+    parse_opening,
+    with_opening,
+)
 from services.datagen.postprocess import PostProcessor
 from services.datagen.questions import load_questions
 from services.datagen.shards import Failure, Outcome, ShardWriter, read_shards
@@ -50,13 +59,18 @@ class DatagenDeps:
 def plan_job(spec: GenerationSpec, store: ArtifactStore) -> tuple[StylesDocument, Plan, list[str]]:
     """The job's styles, plan, and the unreadable lines of its question file (as messages)."""
     doc = spec.styles()
+    samples: list[Record] = []
     if spec.mode == "combinatorial":
         questions, dialogues, source, errors = [], [], "combinatorial", []
+    elif spec.mode == "context":
+        text = read_file(store, spec.samples_artifact, RECORDS_FILE).decode("utf-8")
+        samples, _ = parse_records(text, f"{spec.samples_artifact}/{RECORDS_FILE}", strict=True)
+        questions, dialogues, source, errors = [], [], spec.samples_artifact, []
     else:
         loaded = load_questions(store, spec.questions)
         questions, dialogues, source, errors = loaded.questions, loaded.dialogues, loaded.source, loaded.errors
     plan = build_plan(doc, spec.style_names, spec.mode, questions=questions, dialogues=dialogues,
-                      variants=spec.variants_per_question, seed=spec.seed, source=source)
+                      variants=spec.variants_per_question, seed=spec.seed, source=source, samples=samples)
     return doc, plan, [str(e) for e in errors]
 
 
@@ -184,11 +198,11 @@ class GenerationJob:
     async def _sample(self, item: WorkItem) -> Outcome:
         style = self.styles[item.style]
         try:
-            # Stop strings end single replies only: a multi-turn dialogue is JSON spanning lines.
+            # Stop strings end single replies only: a dialogue or an opening is JSON spanning lines.
             answer = await self.caller.ask(item.prompt, temperature=style.temperature,
                                            max_tokens=self.spec.teacher.max_tokens,
-                                           stop=() if item.expects_dialogue else self.spec.teacher.stop,
-                                           parse=parse_dialogue if item.expects_dialogue else None)
+                                           stop=self.spec.teacher.stop if item.expects == "reply" else (),
+                                           parse=self._parser(item))
         except TeacherError as exc:
             if exc.kind is FailureKind.FATAL:
                 raise FailedPrecondition(
@@ -205,7 +219,9 @@ class GenerationJob:
             applied.extend(r for r in rules if r not in applied)
             return cleaned
 
-        if item.expects_dialogue:
+        if item.expects == "opening":  # the person's words are theirs: no post-processing
+            reply_messages = with_opening(answer.parsed, fragment_of(item.sample))
+        elif item.expects == "dialogue":
             reply_messages = [Message(role=m.role, content=clean(m.content) if m.role == "assistant" else m.content)
                               for m in answer.parsed]
         else:
@@ -226,6 +242,15 @@ class GenerationJob:
                         provenance=provenance, meta={"mode": item.mode, "variant": item.variant, **item.meta})
         return Outcome(id=item.id, style=item.style, record=record)
 
+    @staticmethod
+    def _parser(item: WorkItem) -> Callable[[str], Any] | None:
+        if item.expects == "dialogue":
+            return parse_dialogue
+        if item.expects == "opening":
+            fragment = fragment_of(item.sample)
+            return lambda text: parse_opening(text, fragment)
+        return None
+
     def _failure(self, item: WorkItem, reason: str, kind: str, message: str, *, status: int | None = None,
                  code: str = "", attempts: int = 0, retry_reasons: list[str] | None = None) -> Outcome:
         failure = Failure(id=item.id, style=item.style, mode=item.mode, variant=item.variant, source=item.source,
@@ -245,6 +270,8 @@ class GenerationJob:
                 records.append(outcome.record)
             else:
                 failures.append(outcome.failure)
+                if item.sample is not None:  # mode context: a sample the teacher wrote no opening for stays as it was
+                    records.append(item.sample)
         stats = dataset_stats(self.spec, plan, records, failures)
         files = {
             "records.jsonl": dumps_records(records).encode("utf-8"),

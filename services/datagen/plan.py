@@ -1,6 +1,6 @@
 """What to ask the teacher: the work items of a job, each with a stable id, in a fixed order.
 
-Three modes:
+Four modes:
 - ``single``: seed question -> styled answer. The teacher sees the style's system prompt and its few-shot turns
   as real chat turns (so a plain base model behind a chat template continues the pattern too).
 - ``multi``: a seed question or a dialogue fragment (WeChat / ChatGPT export) -> a coherent dialogue of 2-3 more
@@ -8,6 +8,11 @@ Three modes:
 - ``combinatorial``: recipients x scenes x styles (seed 002), minus the pairs the compatibility filter excludes,
   with a random reference sentence and a random extra instruction per item for variety. The *training* input is
   a natural request ("帮我给妈妈写一条春节祝福"), never the generation prompt (seed 002 explains why).
+
+- ``context``: a voice job's samples (a person's real replies with the messages before them, ``docs/voice.md``) ->
+  the same samples with a short opening by the other side, written by the teacher, so that a fragment cut out of a
+  longer chat reads coherently (seed 003's step). The teacher writes only the opening: every message of the
+  sample, the person's replies above all, stays as it was.
 
 Randomness comes from ``Random(f"{seed}:{item_id}")``: the same job plans the same items with the same prompts,
 which is what makes a resumed run equal to an uninterrupted one.
@@ -22,14 +27,15 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from emotune.records import Message, record_id
+from emotune.records import Message, Record, record_id
 from emotune.styles import Style, StylesDocument
 from services.datagen.teachers import FailureKind, TeacherError
 
-Mode = Literal["single", "multi", "combinatorial"]
-MODES: tuple[str, ...] = ("single", "multi", "combinatorial")
+Mode = Literal["single", "multi", "combinatorial", "context"]
+MODES: tuple[str, ...] = get_args(Mode)
+Expects = Literal["reply", "dialogue", "opening"]
 
 # Generation prompts by language (styles declare theirs; anything but zh uses en).
 MULTI_TURN_TASK = {
@@ -54,6 +60,28 @@ MULTI_FROM_FRAGMENT = {
     "en": "Here is an incomplete chat fragment; make its opening coherent, then continue it for 2 to 3 rounds:\n"
           "{fragment}",
 }
+CONTEXT_TASK = {
+    "zh": (
+        "下面是从一段更长的聊天里截出来的片段，开头缺了前文，读起来可能没头没尾。「我」的话一个字都不能改。\n"
+        "请写出片段之前「对方」说的 1 到 2 句话，让这段聊天读起来自然、连贯：\n"
+        "1. 不要改写、重复或续写片段里的任何一句，只写片段之前对方的话；\n"
+        "2. 像真人聊天那样简短、口语；\n"
+        "3. 只输出一个 JSON 字符串列表，例如 [\"在吗\", \"周末有空不\"]，不要输出任何其他内容。\n\n"
+        "片段：\n{fragment}"
+    ),
+    "en": (
+        "Below is a fragment cut out of a longer chat: its start is missing, so it may read out of the blue. Do not "
+        "change a word of what \"me\" says.\n"
+        "Write the 1 or 2 lines \"them\" said just before the fragment, so that the chat reads naturally:\n"
+        "1. Do not rewrite, repeat or continue any line of the fragment; write only their lines before it.\n"
+        "2. Short and casual, as people chat.\n"
+        "3. Output only a JSON list of strings, e.g. [\"hey\", \"free this weekend?\"], nothing else.\n\n"
+        "Fragment:\n{fragment}"
+    ),
+}
+CONTEXT_SPEAKERS = {"zh": {"user": "对方", "assistant": "我"}, "en": {"user": "them", "assistant": "me"}}
+OPENING_MAX_LINES = 2
+OPENING_MAX_CHARS = 60  # per line: an opening is a chat message, not a story
 STYLE_EXAMPLES = {"zh": "风格示例：", "en": "Style examples:"}
 COMBINATORIAL_TASK = {
     "zh": (
@@ -83,7 +111,7 @@ NATURAL_REQUESTS = {
 }
 
 PROMPT_VERSION = "datagen-v1-" + hashlib.sha256(json.dumps(
-    [MULTI_TURN_TASK, MULTI_FROM_QUESTION, MULTI_FROM_FRAGMENT, STYLE_EXAMPLES, COMBINATORIAL_TASK,
+    [MULTI_TURN_TASK, MULTI_FROM_QUESTION, MULTI_FROM_FRAGMENT, CONTEXT_TASK, CONTEXT_SPEAKERS, STYLE_EXAMPLES, COMBINATORIAL_TASK,
      COMBINATORIAL_REFERENCE, NATURAL_REQUESTS], ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -101,9 +129,11 @@ class WorkItem:
     prompt: list[dict[str, str]]
     # The training conversation before the teacher's reply (system + user), for single/combinatorial.
     context: list[Message]
-    expects_dialogue: bool = False
+    expects: Expects = "reply"
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # mode context: the sample the teacher writes an opening for (published as it is when it writes none)
+    sample: Record | None = None
 
 
 @dataclass
@@ -157,7 +187,25 @@ def _multi(style: Style, opening: str | list[Message], variant: int, source: str
               {"role": "user", "content": _lang(style, MULTI_TURN_TASK).format(task=task)}]
     context = [Message(role="system", content=style.serving_prompt)]
     return WorkItem(record_id(style.name, identity, "multi", variant), style.name, "multi", variant, prompt,
-                    context, expects_dialogue=True, source=source, meta=meta)
+                    context, expects="dialogue", source=source, meta=meta)
+
+
+def fragment_of(sample: Record) -> list[Message]:
+    """What a context item's teacher reads and leaves as it is: the sample without its system message."""
+    return [m for m in sample.messages if m.role != "system"]
+
+
+def _context(style: Style, sample: Record, source: str) -> WorkItem:
+    fragment = fragment_of(sample)
+    speakers = _lang(style, CONTEXT_SPEAKERS)
+    colon = "：" if style.language == "zh" else ": "
+    lines = "\n".join(f"{speakers[m.role]}{colon}{m.content}" for m in fragment)
+    prompt = [{"role": "user", "content": _lang(style, CONTEXT_TASK).format(fragment=lines)}]
+    system = [m for m in sample.messages if m.role == "system"][:1]
+    return WorkItem(record_id(style.name, sample.id, "context"), style.name, "context", 0, prompt,
+                    system or [Message(role="system", content=style.serving_prompt)], expects="opening",
+                    source=sample.provenance.source or source, meta={**sample.meta, "source_record": sample.id},
+                    sample=sample)
 
 
 def _combinatorial(doc: StylesDocument, style: Style, seed: int, variants: int) -> tuple[list[WorkItem], int]:
@@ -193,7 +241,8 @@ def _combinatorial(doc: StylesDocument, style: Style, seed: int, variants: int) 
 
 
 def build_plan(doc: StylesDocument, style_names: list[str], mode: str, *, questions: list[str],
-               dialogues: list[list[Message]], variants: int, seed: int, source: str) -> Plan:
+               dialogues: list[list[Message]], variants: int, seed: int, source: str,
+               samples: list[Record] = ()) -> Plan:
     """Every work item of a job, deduplicated by id, in a deterministic order (style, then input, variant)."""
     styles = [doc.get(name) for name in style_names] if style_names else list(doc.styles)
     items: list[WorkItem] = []
@@ -203,6 +252,8 @@ def build_plan(doc: StylesDocument, style_names: list[str], mode: str, *, questi
             style_items, excluded = _combinatorial(doc, style, seed, variants)
             if excluded:
                 skipped[style.name]["incompatible"] += excluded
+        elif mode == "context":
+            style_items = [_context(style, sample, source) for sample in samples if sample.style in (None, style.name)]
         elif mode == "multi":
             openings: list[str | list[Message]] = list(dialogues) if dialogues else list(questions)
             style_items = [_multi(style, o, v, source) for o in openings for v in range(variants)]
@@ -249,3 +300,47 @@ def parse_dialogue(text: str) -> list[Message]:
     if any(not m.content for m in messages):
         raise bad("a message is empty")
     return messages
+
+
+def parse_opening(text: str, fragment: list[Message]) -> list[str]:
+    """The opening lines a context prompt asked for (1-2 short strings, none copied from the fragment); anything
+    else is a retryable ``malformed_output``."""
+
+    def bad(why: str) -> TeacherError:
+        return TeacherError("malformed_output", f"{why}: {text[:120]!r}", FailureKind.RETRYABLE)
+
+    body = _FENCE.sub("", text.strip())
+    start, end = body.find("["), body.rfind("]")
+    if start < 0 or end <= start:
+        raise bad("no JSON list in the reply")
+    try:
+        value = json.loads(body[start:end + 1])
+    except ValueError:
+        raise bad("the JSON list does not parse") from None
+    if not isinstance(value, list) or not value or not all(isinstance(line, str) for line in value):
+        raise bad("expected a non-empty list of strings")
+    lines = [line.strip() for line in value]
+    if len(lines) > OPENING_MAX_LINES or any(not line for line in lines):
+        raise bad(f"expected 1 to {OPENING_MAX_LINES} non-empty lines")
+    if any(len(line) > OPENING_MAX_CHARS for line in lines):
+        raise bad(f"a line is longer than {OPENING_MAX_CHARS} characters")
+    if any(_repeats(line, m.content) for line in lines for m in fragment):
+        raise bad("a line repeats the fragment")
+    return lines
+
+
+def _repeats(line: str, said: str) -> bool:
+    """``line`` is ``said`` or holds it, or the reverse, the shorter being at least 4 characters (so that a
+    "好" said in the fragment does not forbid every opening with 好 in it)."""
+    shorter, longer = sorted((line, said), key=len)
+    return shorter == longer or (len(shorter) >= 4 and shorter in longer)
+
+
+def with_opening(opening: list[str], fragment: list[Message]) -> list[Message]:
+    """The fragment after the other side's opening lines: one ``user`` turn (lines joined by a newline, as the
+    cleaning merges one speaker's consecutive messages), merged into the fragment's first turn when that is
+    theirs too."""
+    text = "\n".join(opening)
+    if fragment and fragment[0].role == "user":
+        return [Message(role="user", content=f"{text}\n{fragment[0].content}"), *fragment[1:]]
+    return [Message(role="user", content=text), *fragment]

@@ -95,6 +95,8 @@ class GenerationSpec(_Spec):
     variants_per_question: int = Field(1, ge=1, le=100)
     seed: int = 0
     output_prefix: str = Field(min_length=1)
+    # mode context: the dataset artifact whose samples get an opening
+    samples_artifact: str = ""
     # The job whose shards this one continues (set when submitted with resume_job_id).
     resumed_from: str = ""
 
@@ -220,7 +222,12 @@ def prepare_spec(request: dict[str, Any], settings: DatagenSettings, output_pref
     if spec.mode == "combinatorial" and doc.combinatorial is None:
         raise InvalidInput("mode 'combinatorial' needs a 'combinatorial' section (recipients, scenes) in the "
                            "styles document", file=STYLES_SOURCE, field="combinatorial")
-    if spec.mode != "combinatorial" and not (spec.questions.artifact_key or spec.questions.questions):
+    if spec.mode == "context":
+        if not spec.samples_artifact:
+            raise InvalidInput("mode 'context' needs samples_artifact: the dataset whose samples get an opening",
+                               field="samples_artifact")
+        validate_key(spec.samples_artifact)
+    elif spec.mode != "combinatorial" and not (spec.questions.artifact_key or spec.questions.questions):
         raise InvalidInput(f"mode {spec.mode!r} needs questions: an artifact_key or inline questions",
                            field="questions")
     return spec

@@ -33,7 +33,7 @@ from emotune.importers import parse_questions
 from emotune.jobrunner import JobContext
 from emotune.logging import get_logger
 from emotune.preference import parse_preference_jsonl
-from emotune.records import dumps_records, parse_records
+from emotune.records import RECORDS_FILE, dumps_records, parse_records
 from emotune.settings import Settings
 from emotune.store.artifacts import publish_artifact, read_file
 from emotune.store.base import ArtifactStore
@@ -51,7 +51,7 @@ from emotune.v1 import (
     validator_pb2,
     validator_pb2_grpc,
 )
-from emotune.voice.job import VOICE_STYLE
+from emotune.voice.job import VOICE_STYLE, probe_styles_yaml
 from emotune.voice.job import prepare as prepare_voice
 from services.pipeline.evaluation import StyleEvaluator
 from services.pipeline.pairs import build_pairs
@@ -60,7 +60,6 @@ from services.pipeline.voice_eval import VoiceEvaluator
 log = get_logger(__name__)
 
 STAGES = ("validating_files", "datagen", "validation", "pairs", "training", "serving", "evaluation")
-RECORDS_FILE = "records.jsonl"
 # The base model's rejected replies (DPO pairs): as long as a chosen reply may be, with room for its rambling.
 PAIR_MAX_TOKENS = 160
 # Save the sub-job stream offset at most this often (each save is one small store write).
@@ -170,6 +169,8 @@ class Pipeline:
         kept: dict[str, int] | None = None  # kept training samples per style (unknown for a given dataset)
         if files.get("training_dataset"):
             dataset = files["training_dataset"]
+            if voice and options.voice and options.voice.context_teacher is not None:
+                dataset = await self._voice_openings(run, request, voice, dataset, options.voice.context_teacher)
         else:
             generated = await run.remote(
                 "datagen", self.job_stubs["datagen"], ctx.outputs("datasets"),
@@ -328,6 +329,26 @@ class Pipeline:
         publish_artifact(self.store, key, {RECORDS_FILE: dumps_records(data.records).encode("utf-8")},
                          {"kind": "dataset", "source_file": meta.id, "records": len(data.records), "voice": True})
         return key, data.summary()
+
+    async def _voice_openings(self, run: _Run, request: CreateFineTuningJob, voice: dict[str, Any], samples: str,
+                              teacher: TeacherOptions) -> str:
+        """Seed 003's step for a voice job: datagen's mode ``context`` has the teacher write the other side's opening
+        before each training sample; the dataset it publishes holds every sample (unchanged where it wrote none)."""
+        fresh = run.checkpoint["stages"].get("datagen", {}).get("status") != "succeeded"
+        generated = await run.remote(
+            "datagen", self.job_stubs["datagen"], run.ctx.outputs("datasets"),
+            lambda prefix: self.datagen.StartGeneration(datagen_pb2.GenerationSpec(
+                styles_yaml=probe_styles_yaml(voice["probe_references"], voice["trigger"]), style_names=[VOICE_STYLE],
+                mode="context", samples_artifact=samples,
+                teacher=teacher_config(request.model, teacher, self.zhipuai_available),
+                seed=request.seed or 0, output_prefix=prefix)),
+        )
+        if fresh:
+            failed, total = generated.get("failures", 0), generated.get("records", 0)
+            run.ctx.emit("log", f"voice: the teacher wrote an opening for {total - failed} of {total} training "
+                         f"samples; {failed} kept as they were (the dataset's failures.jsonl says why)",
+                         stage="datagen", openings=total - failed, unchanged=failed)
+        return _artifact_key(generated, "dataset")
 
     async def _pairs(self, ctx: JobContext, request: CreateFineTuningJob, kept_dataset: str) -> dict[str, Any]:
         """Preference pairs for DPO from the kept teacher answers (``services.pipeline.pairs``)."""

@@ -22,6 +22,8 @@ from openai import OpenAI
 
 from emotune.jobs import JobStore
 from emotune.local.supervisor import LocalService, LocalStack, free_port_offset
+from emotune.records import parse_records
+from emotune.store.artifacts import read_file
 from emotune.store.s3 import S3Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -271,10 +273,11 @@ def test_a_preference_file_trains_a_dpo_model_that_answers(stack: LocalStack) ->
     assert http.get(f"/fine_tuning/jobs/{job.id}/plots/rewards.png").content.startswith(b"\x89PNG")
 
 
-def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack) -> None:
+def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack, s3_server, bucket: str) -> None:
     """The voice job with the official client (issue 25): upload the export zip (purpose emotune-voice), create
-    the job naming it, follow it to succeeded (import + cleaning, training, serving, the voice evaluation) and chat
-    with the result as <model>:voice. A broken export is refused at upload naming file, row and field."""
+    the job naming it, follow it to succeeded (import + cleaning, openings by the stack's default teacher,
+    training, serving, the voice evaluation) and chat with the result as <model>:voice. A broken export is refused
+    at upload naming file, row and field."""
     client = _client(stack)
     export = Path(__file__).resolve().parents[3] / "examples" / "voice" / "chatgpt_export.zip"
     uploaded = client.files.create(file=("chatgpt_export.zip", export.read_bytes()), purpose="emotune-voice")
@@ -286,13 +289,28 @@ def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack) -> None:
         model=BASE, training_file=uploaded.id, suffix="voice", seed=3,
         hyperparameters={"n_epochs": 1, "batch_size": 2},
         extra_body={"emotune": {"voice": {"speaker": "assistant", "held_out_fraction": 0.2, "held_out_samples": 3,
-                                          "max_tokens": 16},
+                                          "max_tokens": 16, "context_teacher": {}},
                                 "training": {"max_steps": 3, "max_length": 128},
                                 "evaluation": {"gate": "none"}}})
     job = _wait(client, job.id, timeout=900)
     assert job.status == "succeeded", job.error
     events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=500).data]
     assert any(m.startswith("voice: samples:") for m in events)
+    # The teacher wrote openings (or none, where its lines were refused); the person's words are all still there.
+    openings = next(e for e in client.fine_tuning.jobs.list_events(job.id, limit=500).data
+                    if e.message.startswith("voice: the teacher wrote an opening for"))
+    assert openings.data["openings"] + openings.data["unchanged"] == 27  # the export's training samples
+    store = S3Store.from_settings(s3_server.settings(bucket))
+    datagen = next(j for j in JobStore(store).list() if j.kind == "datagen" and job.id in str(j.spec))
+    assert datagen.spec["mode"] == "context"
+    trained, _ = parse_records(read_file(store, datagen.result["dataset_artifact"], "records.jsonl").decode(),
+                               strict=True)
+    imported, _ = parse_records(read_file(store, datagen.spec["samples_artifact"], "records.jsonl").decode(),
+                                strict=True)
+    replies = [[m.content for m in r.messages if m.role == "assistant"] for r in imported]
+    assert [[m.content for m in r.messages if m.role == "assistant"] for r in trained] == replies
+    assert sum(r.messages[1].content != i.messages[1].content for r, i in zip(trained, imported, strict=True)) \
+        == openings.data["openings"]
     report = client.get(f"/fine_tuning/jobs/{job.id}/report", cast_to=object)
     evaluation = report["evaluation"]
     assert evaluation["kind"] == "voice" and [r["config"] for r in evaluation["table"]] == ["base", "tuned", "real"]

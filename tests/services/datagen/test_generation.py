@@ -303,3 +303,62 @@ async def test_stop_strings_end_single_replies_but_not_dialogues(tmp_path, teach
     records, failures, _ = _dataset(service, (await _finish(service, dialogue.job_id)).result["dataset_artifact"])
     assert not failures and [m.content for m in records[0].messages[1:]] == ["周末一起去爬山吗", "好呀~"]
     assert sent_stops == [["\n"], None]
+
+
+def _voice_samples(service: DatagenService) -> str:
+    """A voice job's training samples as the pipeline publishes them: the trigger, the context, the reply."""
+    from emotune.records import Message, Record, dumps_records
+    from emotune.store.artifacts import publish_artifact
+
+    def sample(index: int, *turns: tuple[str, str]) -> Record:
+        return Record(id=f"voice-{index:05d}", style="voice", meta={"session": index},
+                      messages=[Message(role="system", content="像我平时聊天那样回复。"),
+                                *(Message(role=role, content=text) for role, text in turns)])
+
+    samples = [sample(0, ("user", "那就这么定了"), ("assistant", "好嘞 冲鸭")),
+               sample(1, ("assistant", "救命 我又迟到了"), ("user", "哈哈哈哈"), ("assistant", "别笑了 绝了")),
+               sample(2, ("user", "几点到"), ("assistant", "马上马上～"))]
+    publish_artifact(service.store, "datasets/export-voice-0",
+                     {"records.jsonl": dumps_records(samples).encode()}, {"kind": "dataset", "voice": True})
+    return "datasets/export-voice-0"
+
+
+async def test_context_mode_writes_only_the_other_sides_opening(service, teacher, teacher_cfg):
+    """Seed 003's step for a voice job: the teacher adds what the other side said before a fragment; every word of
+    the sample stays as it was, and a sample the teacher writes no good opening for is published unchanged."""
+    from emotune.voice.job import probe_styles_yaml
+
+    def opening(body):
+        task = body["messages"][-1]["content"]
+        if "几点到" in task:
+            return '["几点到"]'  # repeats the fragment: refused every time
+        return '["周六去不去爬山？"]' if "那就这么定了" in task else '```json\n["你人呢", "都等你半小时了"]\n```'
+
+    teacher.responder = opening
+    record = await service.start({"styles_yaml": probe_styles_yaml(["好嘞"], "像我平时聊天那样回复。"),
+                                  "style_names": ["voice"], "mode": "context",
+                                  "samples_artifact": _voice_samples(service),
+                                  "teacher": {**teacher_cfg, "max_retries": 1}})
+    job = await _finish(service, record.job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    records, failures, stats = _dataset(service, job.result["dataset_artifact"])
+    by_source = {r.meta.get("source_record", r.id): r for r in records}
+    assert len(records) == 3 and [f["reason"] for f in failures] == ["malformed_output"]
+    assert "repeats the fragment" in failures[0]["message"]
+    assert [(m.role, m.content) for m in by_source["voice-00000"].messages] == [
+        ("system", "像我平时聊天那样回复。"), ("user", "周六去不去爬山？\n那就这么定了"), ("assistant", "好嘞 冲鸭")]
+    assert [(m.role, m.content) for m in by_source["voice-00001"].messages] == [
+        ("system", "像我平时聊天那样回复。"), ("user", "你人呢\n都等你半小时了"), ("assistant", "救命 我又迟到了"),
+        ("user", "哈哈哈哈"), ("assistant", "别笑了 绝了")]
+    assert by_source["voice-00002"].messages[1].content == "几点到"  # kept as it was
+    assert by_source["voice-00001"].meta == {"session": 1, "source_record": "voice-00001", "mode": "context",
+                                             "variant": 0}
+    prompt = next(c.prompt_text for c in teacher.calls if "救命" in c.prompt_text)
+    assert "我：救命 我又迟到了\n对方：哈哈哈哈\n我：别笑了 绝了" in prompt and "像我平时聊天" not in prompt
+    assert stats["failure_reasons"] == {"malformed_output": 1}
+
+
+async def test_context_mode_needs_the_samples(service, teacher_cfg, styles_yaml):
+    with pytest.raises(InvalidInput) as error:
+        await service.start({"styles_yaml": styles_yaml, "mode": "context", "teacher": teacher_cfg})
+    assert error.value.details["field"] == "samples_artifact"

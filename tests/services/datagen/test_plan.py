@@ -6,7 +6,7 @@ import pytest
 
 from emotune.records import Message
 from emotune.styles import parse_styles
-from services.datagen.plan import build_plan, parse_dialogue
+from services.datagen.plan import build_plan, parse_dialogue, parse_opening, with_opening
 from services.datagen.teachers import TeacherError
 
 
@@ -61,7 +61,7 @@ def test_combinatorial_randomness_is_seeded(blessings_yaml):
 def test_multi_turn_from_dialogue_fragments(styles_yaml):
     fragment = [Message(role="user", content="在吗"), Message(role="assistant", content="在")]
     plan = _plan(styles_yaml, "multi", ["ignored when dialogues exist"], dialogues=[fragment])
-    assert plan.total == 2 and all(i.expects_dialogue for i in plan.items)
+    assert plan.total == 2 and all(i.expects == "dialogue" for i in plan.items)
     assert '"content": "在吗"' in plan.items[0].prompt[-1]["content"]
     assert "风格示例" in plan.items[0].prompt[0]["content"]  # few-shot folded into the system prompt
     from_question = _plan(styles_yaml, "multi", ["周末去哪玩"])
@@ -88,3 +88,53 @@ def test_parse_dialogue_rejects_as_retryable(text):
     with pytest.raises(TeacherError) as info:
         parse_dialogue(text)
     assert info.value.reason == "malformed_output" and info.value.retryable
+
+
+FRAGMENT = [Message(role="assistant", content="救命 我又迟到了"), Message(role="user", content="好"),
+            Message(role="assistant", content="别笑了 绝了")]
+
+
+@pytest.mark.parametrize("text, lines", [
+    ('["你人呢", "都等你半小时了"]', ["你人呢", "都等你半小时了"]),
+    ('好的：\n```json\n[" 在吗 "]\n```', ["在吗"]),
+    ('["好不好嘛"]', ["好不好嘛"]),  # the fragment's "好" is too short to count as a copy
+])
+def test_an_opening_is_one_or_two_short_lines_of_the_other_side(text, lines):
+    assert parse_opening(text, FRAGMENT) == lines
+
+
+@pytest.mark.parametrize("text, why", [
+    ("你人呢", "no JSON list"),
+    ('[{"role": "user", "content": "在吗"}]', "list of strings"),
+    ("[]", "list of strings"),
+    ('["在吗", "人呢", "说话"]', "1 to 2"),
+    ('["在吗", ""]', "1 to 2"),
+    ('["' + "很长" * 31 + '"]', "longer than 60"),
+    ('["你是不是又迟到了", "救命 我又迟到了"]', "repeats the fragment"),
+    ('["笑死 别笑了 绝了 哈哈"]', "repeats the fragment"),
+])
+def test_an_opening_that_is_not_one_is_retried(text, why):
+    with pytest.raises(TeacherError) as error:
+        parse_opening(text, FRAGMENT)
+    assert error.value.reason == "malformed_output" and why in error.value.message
+
+
+def test_the_opening_goes_before_the_fragment_and_joins_the_other_sides_first_turn():
+    assert with_opening(["你人呢"], FRAGMENT) == [Message(role="user", content="你人呢"), *FRAGMENT]
+    theirs_first = [Message(role="user", content="几点到"), Message(role="assistant", content="马上")]
+    assert with_opening(["在吗", "晚上吃饭"], theirs_first) == [
+        Message(role="user", content="在吗\n晚上吃饭\n几点到"), theirs_first[1]]
+
+
+def test_context_items_read_the_fragment_as_a_chat_and_keep_the_samples_trigger():
+    from emotune.records import Record
+    from emotune.voice.job import probe_styles_yaml
+
+    sample = Record(id="voice-00001", style="voice", messages=[Message(role="system", content="像我平时聊天那样回复。"),
+                                                               *FRAGMENT])
+    plan = build_plan(parse_styles(probe_styles_yaml(["好嘞"], "像我平时聊天那样回复。")), ["voice"], "context",
+                      questions=[], dialogues=[], variants=3, seed=0, source="datasets/x", samples=[sample, sample])
+    assert plan.total == 1 and plan.skipped == {"voice": {"duplicate": 1}}  # one item per sample, not per variant
+    item = plan.items[0]
+    assert item.expects == "opening" and item.sample is sample and item.context == sample.messages[:1]
+    assert "我：救命 我又迟到了\n对方：好\n我：别笑了 绝了" in item.prompt[-1]["content"]
