@@ -43,7 +43,7 @@ class CleaningRules:
     max_chars: int = 200
     max_repeats: int = 3
     personal_data: PersonalData = "mask"
-    held_out_fraction: float = 0.15
+    held_out_fraction: float = 0.2  # as emotune.fine_tuning.protocol.VoiceOptions
     seed: int = 0
 
 
@@ -144,7 +144,6 @@ class CleanedVoice:
     train: list[VoiceSample]
     held_out: list[VoiceSample]
     report: CleaningReport
-    kept_replies: list[str]  # the person's kept training replies (the voice probe's positives)
 
     def records(self, system_prompt: str | None, style: str = "voice") -> list[Record]:
         return [Record(id=f"voice-{index:05d}", style=style, messages=sample.messages(system_prompt),
@@ -266,4 +265,4 @@ def clean(export: ImportedExport, rules: CleaningRules = CleaningRules()) -> Cle
                   "min_chars": rules.min_chars, "max_chars": rules.max_chars, "max_repeats": rules.max_repeats,
                   "personal_data": rules.personal_data, "held_out_fraction": rules.held_out_fraction},
     )
-    return CleanedVoice(train, held_out, report, [s.reply for s in train])
+    return CleanedVoice(train, held_out, report)

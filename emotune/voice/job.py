@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from emotune.fine_tuning.protocol import VoiceOptions
 from emotune.records import Record
 from emotune.voice.cleaning import CleaningReport, CleaningRules, clean
 from emotune.voice.sources import read_export
@@ -17,8 +18,9 @@ VOICE_STYLE = "voice"  # the served style id: <fine_tuned_model>:voice
 ASSISTANT_STYLE = "assistant"
 # The trigger names no persona: the fine-tune has to carry the voice, not the prompt.
 DEFAULT_TRIGGER = "像我平时聊天那样回复。"
-PROBE_REFERENCES = 48  # kept replies the probe's voice side is built from
-# What a generic assistant says (the probe's other side): polite, complete, explaining, in lists.
+PROBE_REFERENCES = 48  # training samples the probe is built from: the person's replies, the base model's
+# The probe's other side when no contrast from the base model is at hand (a job checkpointed before it was):
+# what a generic assistant says, polite, complete, explaining, in lists.
 GENERIC_ASSISTANT_REPLIES = [
     "您好！很高兴为您提供帮助。请问有什么可以为您做的吗？",
     "这是一个很好的问题。以下是一些建议：1. 保持规律作息；2. 适当运动；3. 均衡饮食。",
@@ -40,9 +42,9 @@ GENERIC_ASSISTANT_REPLIES = [
 
 
 def rules_from(options: Any | None, seed: int) -> CleaningRules:
-    """:class:`CleaningRules` from a job's ``emotune.voice`` options (None: the defaults)."""
-    if options is None:
-        return CleaningRules(seed=seed)
+    """:class:`CleaningRules` from a job's ``emotune.voice`` options (None: the API's defaults, as a job that
+    names no options gets them)."""
+    options = options if options is not None else VoiceOptions()
     return CleaningRules(context_turns=options.context_turns, session_gap_minutes=options.session_gap_minutes,
                          min_chars=options.min_chars, max_chars=options.max_chars, max_repeats=options.max_repeats,
                          personal_data=options.personal_data, held_out_fraction=options.held_out_fraction,
@@ -54,14 +56,15 @@ class VoiceData:
     records: list[Record]
     held_out: list[dict[str, Any]]  # {"session", "context": [{"role", "content"}], "reply"}
     report: CleaningReport
-    probe_references: list[str]
+    probe_references: list[str]  # the person's replies to probe_contexts
+    probe_contexts: list[list[dict[str, str]]]  # training contexts the base model answers for the probe's contrast
     trigger: str
 
     def summary(self) -> dict[str, Any]:
         """What the pipeline keeps in its checkpoint (JSON)."""
         return {"report": vars(self.report), "report_lines": self.report.lines(), "held_out": self.held_out,
-                "probe_references": self.probe_references, "trigger": self.trigger,
-                "train_samples": len(self.records)}
+                "probe_references": self.probe_references, "probe_contexts": self.probe_contexts,
+                "trigger": self.trigger, "train_samples": len(self.records)}
 
 
 def prepare(content: bytes | None, filename: str, options: Any | None = None, seed: int = 0,
@@ -74,18 +77,22 @@ def prepare(content: bytes | None, filename: str, options: Any | None = None, se
     records = cleaned.records(trigger, style=VOICE_STYLE)
     held_out = [{"session": s.session, "reply": s.reply,
                  "context": [m.model_dump() for m in s.messages(None)[:-1]]} for s in cleaned.held_out]
-    replies = list(dict.fromkeys(cleaned.kept_replies))
-    random.Random(seed).shuffle(replies)
-    return VoiceData(records, held_out, cleaned.report, replies[:PROBE_REFERENCES], trigger)
+    probe = list({s.reply: s for s in cleaned.train}.values())  # one sample per distinct reply
+    random.Random(seed).shuffle(probe)
+    probe = probe[:PROBE_REFERENCES]
+    return VoiceData(records, held_out, cleaned.report, [s.reply for s in probe],
+                     [[m.model_dump() for m in s.messages(None)[:-1]] for s in probe], trigger)
 
 
-def probe_styles_yaml(references: list[str], trigger: str) -> str:
-    """Two styles for the validator's ``Score``: the person's kept replies and generic assistant replies. A reply's
-    ``style_margin`` for ``voice`` (its similarity to the person's replies minus to the assistant's) is its voice
-    score: a nearest-centroid probe on the embeddings."""
+def probe_styles_yaml(references: list[str], trigger: str, contrast: list[str] | None = None) -> str:
+    """Two styles for the validator's ``Score``: the person's replies (``voice``) and ``contrast`` — the base
+    model's replies to the same training contexts (``assistant``; generic assistant replies when None). A reply's
+    ``style_margin`` for ``voice`` (its similarity to the person's replies minus to the contrast's) is its voice
+    score: a nearest-centroid probe on the embeddings. Contrasting replies to the *same* contexts, in the export's
+    own language, leaves the manner to decide, not the topic or the language."""
     loose = {"min": 1, "max": 4000}
     return yaml.safe_dump({"styles": [
         {"name": VOICE_STYLE, "system_prompt": trigger, "reference_texts": references, "length": loose},
         {"name": ASSISTANT_STYLE, "system_prompt": "You are a helpful assistant.",
-         "reference_texts": GENERIC_ASSISTANT_REPLIES, "length": loose},
+         "reference_texts": contrast or GENERIC_ASSISTANT_REPLIES, "length": loose},
     ]}, allow_unicode=True, sort_keys=False)

@@ -20,5 +20,11 @@ def format_voice_table(evaluation: dict[str, Any]) -> str:
                      f"{verdict['ci_high']:+.4f}), tuned closer on {verdict['wins']} of {verdict['questions']}, "
                      f"p={verdict['p_value']:.3g}" + (f"; {retention:.0%} of the way from base to the real replies"
                                                       if retention is not None else ""))
+    probe = evaluation.get("probe")
+    if probe:
+        lines.append(f"probe ({evaluation.get('classifier')}): on held-out replies it reads "
+                     f"{probe['real_read_as_voice']:.0%} of the person's as the voice and "
+                     f"{probe['base_read_as_not']:.0%} of the base model's as not (balanced accuracy "
+                     f"{probe['balanced_accuracy']:.0%})")
     lines.append(evaluation.get("verdict", ""))
     return "\n".join(lines)

@@ -189,13 +189,16 @@ def judge_style(style: str, tuned: list[float], base: list[float], prompt: list[
                         p_below, retention, promoted, reason, **sense)
 
 
-def summarize(verdicts: list[StyleVerdict]) -> tuple[bool, str]:
-    """(promoted, the verdict in words): promoted only if every style is."""
+RETENTION_WORDS = "the trigger carries {:.0%} of the full prompt's effect"
+
+
+def summarize(verdicts: list[StyleVerdict], retention_words: str = RETENTION_WORDS) -> tuple[bool, str]:
+    """(promoted, the verdict in words): promoted only if every style is. ``retention_words`` says what the
+    retention is a share of (the voice gate's reference is the person, not a full prompt)."""
     promoted = bool(verdicts) and all(v.promoted for v in verdicts)
     lines = []
     for v in verdicts:
-        carried = f"; the trigger carries {v.retention:.0%} of the full prompt's effect" \
-            if v.retention is not None else ""
+        carried = "; " + retention_words.format(v.retention) if v.retention is not None else ""
         lines.append(f"{v.style}: {'promoted' if v.promoted else 'not promoted'}: {v.reason}{carried}")
     head = "promoted" if promoted else "not promoted"
     return promoted, f"{head} — " + "; ".join(lines) if lines else "not promoted — no style was evaluated"

@@ -59,6 +59,9 @@ from services.pipeline.voice_eval import VoiceEvaluator
 
 log = get_logger(__name__)
 
+# An opening is optional: a teacher that writes none usable in two tries leaves the sample as it was, instead of
+# backing off for a minute per sample (datagen's default for answers, which a job cannot do without).
+OPENING_RETRIES = 1
 STAGES = ("validating_files", "datagen", "validation", "pairs", "training", "serving", "evaluation")
 # The base model's rejected replies (DPO pairs): as long as a chosen reply may be, with room for its rambling.
 PAIR_MAX_TOKENS = 160
@@ -215,7 +218,8 @@ class Pipeline:
         if voice and voice_options.held_out_samples and voice["held_out"]:
             evaluation = await run.once("evaluation", lambda: self.voice_evaluator.evaluate(
                 voice["held_out"][:voice_options.held_out_samples], voice["probe_references"], voice["trigger"],
-                base_model=request.model, tuned_model=model_id, max_tokens=voice_options.max_tokens,
+                base_model=request.model, tuned_model=model_id, probe_contexts=voice.get("probe_contexts"),
+                max_tokens=voice_options.max_tokens,
                 seed=request.seed or 0, train_samples=voice["train_samples"],
                 progress=lambda done, total: ctx.progress(done, total, f"evaluation: {done}/{total} replies",
                                                         every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation")))
@@ -335,12 +339,13 @@ class Pipeline:
         """Seed 003's step for a voice job: datagen's mode ``context`` has the teacher write the other side's opening
         before each training sample; the dataset it publishes holds every sample (unchanged where it wrote none)."""
         fresh = run.checkpoint["stages"].get("datagen", {}).get("status") != "succeeded"
+        openings_teacher = teacher_config(request.model, teacher, self.zhipuai_available)
+        openings_teacher.max_retries = OPENING_RETRIES
         generated = await run.remote(
             "datagen", self.job_stubs["datagen"], run.ctx.outputs("datasets"),
             lambda prefix: self.datagen.StartGeneration(datagen_pb2.GenerationSpec(
                 styles_yaml=probe_styles_yaml(voice["probe_references"], voice["trigger"]), style_names=[VOICE_STYLE],
-                mode="context", samples_artifact=samples,
-                teacher=teacher_config(request.model, teacher, self.zhipuai_available),
+                mode="context", samples_artifact=samples, teacher=openings_teacher,
                 seed=request.seed or 0, output_prefix=prefix)),
         )
         if fresh:

@@ -3,10 +3,12 @@ closer to the person's voice than the base model's?
 
 For each held-out reply of the person, the base model and the tuned model answer the same context (the serving
 trigger + the earlier turns), with the same seed. The validator's ``Score`` rates every reply against two
-reference sets: the person's kept training replies and generic assistant replies; a reply's **voice score** is its
-``style_margin`` for the voice (mean similarity to the person's replies minus to the assistant's) — a
-nearest-centroid probe on the embeddings. The person's real held-out replies are scored the same way (the
-``real`` row: where the person is). The gate is the style gate's paired test (:func:`gate.judge_style`): tuned vs
+reference sets built on the same training contexts: the person's replies, and the base model's own replies to
+those contexts (the manner the fine-tune has to leave). A reply's **voice score** is its ``style_margin`` for the
+voice (mean similarity to the person's replies minus to the base model's) — a nearest-centroid probe on the
+embeddings. The person's real held-out replies are scored the same way (the ``real`` row: where the person is);
+the probe's accuracy on held-out replies (real ones read as the voice, the base model's as not) is reported, so a
+probe that cannot tell the two apart shows. The gate is the style gate's paired test (:func:`gate.judge_style`): tuned vs
 base question by question, one-sided Wilcoxon, p < 0.05, with enough held-out replies and training samples;
 ``retention`` is the share of the way from the base model to the real replies that the tuned model covers.
 """
@@ -19,7 +21,7 @@ from statistics import fmean
 from typing import Any
 
 from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
-from emotune.voice.job import VOICE_STYLE, probe_styles_yaml
+from emotune.voice.job import GENERIC_ASSISTANT_REPLIES, VOICE_STYLE, probe_styles_yaml
 from services.pipeline.gate import GateRule, judge_style, summarize
 
 # The voice score is a difference of two cosine means (a few hundredths apart): no margin, the test alone.
@@ -40,28 +42,33 @@ class VoiceEvaluator:
         return "".join([chunk.text async for chunk in self.inference.Chat(request)]).strip()
 
     async def evaluate(self, held_out: list[dict[str, Any]], references: list[str], trigger: str, *,
-                       base_model: str, tuned_model: str, max_tokens: int = 64, seed: int = 0,
-                       train_samples: int | None = None, progress: Callable[[int, int], None] | None = None,
+                       base_model: str, tuned_model: str, probe_contexts: list[list[dict[str, str]]] | None = None,
+                       max_tokens: int = 64, seed: int = 0, train_samples: int | None = None,
+                       progress: Callable[[int, int], None] | None = None,
                        rule: GateRule = VOICE_RULE) -> dict[str, Any]:
+        """``references`` are the person's replies to ``probe_contexts`` (training contexts); without contexts (a
+        job checkpointed before they were kept) the probe's other side is generic assistant replies."""
         served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
         slots = asyncio.Semaphore(max(1, served.max_concurrency))
-        total, done = 2 * len(held_out), 0
+        contexts = probe_contexts or []
+        total, done = 2 * len(held_out) + len(contexts), 0
 
-        async def answer(model: str, sample: dict[str, Any]) -> str:
+        async def answer(model: str, context: list[dict[str, str]]) -> str:
             nonlocal done
             async with slots:
-                reply = await self._reply(model, [{"role": "system", "content": trigger}, *sample["context"]],
-                                          max_tokens, seed)
+                reply = await self._reply(model, [{"role": "system", "content": trigger}, *context], max_tokens, seed)
             done += 1
             if progress:
                 progress(done, total)
             return reply
 
+        # One model at a time (llama.cpp): the base model's contrast and held-out replies, then the tuned model's.
+        contrast = [r for r in await asyncio.gather(*(answer(base_model, c) for c in contexts)) if r]
         replies: dict[str, list[str]] = {}
-        for config, model in (("base", base_model), ("tuned", tuned_model)):  # one model at a time (llama.cpp)
-            replies[config] = list(await asyncio.gather(*(answer(model, s) for s in held_out)))
+        for config, model in (("base", base_model), ("tuned", tuned_model)):
+            replies[config] = list(await asyncio.gather(*(answer(model, s["context"]) for s in held_out)))
         replies["real"] = [s["reply"] for s in held_out]
-        styles_yaml = probe_styles_yaml(references, trigger)
+        styles_yaml = probe_styles_yaml(references, trigger, contrast or None)
         scores: dict[str, list[float]] = {}
         rows = []
         for config in CONFIGS:
@@ -74,12 +81,22 @@ class VoiceEvaluator:
                          "voice_accuracy": round(scored.style_accuracy, 4),
                          "mean_chars": round(fmean(len(r) for r in replies[config]), 1) if replies[config] else 0.0})
         verdict = judge_style(VOICE_STYLE, scores["tuned"], scores["base"], scores["real"], train_samples, rule)
-        promoted, words = summarize([verdict])
+        promoted, words = summarize([verdict], "{:.0%} of the way from the base model to the person's real replies")
+        read_as_voice = {row["config"]: row["voice_accuracy"] for row in rows}
         samples = [{"context": s["context"], "real": s["reply"], "base": replies["base"][i],
                     "tuned": replies["tuned"][i],
                     "scores": {c: round(scores[c][i], 4) for c in CONFIGS}}
                    for i, s in enumerate(held_out)]
         return {"kind": "voice", "table": rows, "verdicts": {VOICE_STYLE: verdict.to_json()},
                 "promoted": promoted, "verdict": words.replace("closer to the style", "closer to the voice"),
-                "samples": samples[:SHOWN_SAMPLES], "all_samples": samples, "classifier": "centroid probe"}
+                "samples": samples[:SHOWN_SAMPLES], "all_samples": samples,
+                "classifier": "centroid probe: the person's replies vs " + (
+                    "the base model's replies to the same training contexts" if contrast
+                    else "generic assistant replies"),
+                "probe": {"voice_references": len(references), "contrast_references": len(contrast)
+                          or len(GENERIC_ASSISTANT_REPLIES),
+                          # held-out: the person's real replies read as the voice, the base model's read as not
+                          "real_read_as_voice": read_as_voice["real"], "base_read_as_not": round(
+                              1 - read_as_voice["base"], 4),
+                          "balanced_accuracy": round((read_as_voice["real"] + 1 - read_as_voice["base"]) / 2, 4)}}
 

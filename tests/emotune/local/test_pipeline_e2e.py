@@ -299,7 +299,6 @@ def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack, s3_server, buc
     # The teacher wrote openings (or none, where its lines were refused); the person's words are all still there.
     openings = next(e for e in client.fine_tuning.jobs.list_events(job.id, limit=500).data
                     if e.message.startswith("voice: the teacher wrote an opening for"))
-    assert openings.data["openings"] + openings.data["unchanged"] == 27  # the export's training samples
     store = S3Store.from_settings(s3_server.settings(bucket))
     datagen = next(j for j in JobStore(store).list() if j.kind == "datagen" and job.id in str(j.spec))
     assert datagen.spec["mode"] == "context"
@@ -307,6 +306,7 @@ def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack, s3_server, buc
                                strict=True)
     imported, _ = parse_records(read_file(store, datagen.spec["samples_artifact"], "records.jsonl").decode(),
                                 strict=True)
+    assert openings.data["openings"] + openings.data["unchanged"] == len(imported) == 27  # seed 3's split
     replies = [[m.content for m in r.messages if m.role == "assistant"] for r in imported]
     assert [[m.content for m in r.messages if m.role == "assistant"] for r in trained] == replies
     assert sum(r.messages[1].content != i.messages[1].content for r, i in zip(trained, imported, strict=True)) \
@@ -314,6 +314,9 @@ def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack, s3_server, buc
     report = client.get(f"/fine_tuning/jobs/{job.id}/report", cast_to=object)
     evaluation = report["evaluation"]
     assert evaluation["kind"] == "voice" and [r["config"] for r in evaluation["table"]] == ["base", "tuned", "real"]
+    # The probe contrasts the person's replies with the base model's to the same training contexts.
+    assert evaluation["classifier"].endswith("the base model's replies to the same training contexts")
+    assert 0 < evaluation["probe"]["contrast_references"] <= 27 and evaluation["probe"]["voice_references"] == 27
     sample = evaluation["samples"][0]
     assert sample["real"].startswith("喵～") and sample["tuned"] and sample["base"]
     assert f"{job.fine_tuned_model}:voice" in {m.id for m in client.models.list().data}

@@ -222,9 +222,21 @@ def test_voice_job_data_and_probe_styles() -> None:
     assert not {r.meta["session"] for r in data.records} & {s["session"] for s in data.held_out}
     styles = parse_styles(probe_styles_yaml(data.probe_references, data.trigger), "probe")
     assert styles.names == ["voice", "assistant"] and len(styles.get("voice").reference_texts) == 48
+    # The probe's contexts are training contexts whose person's reply is the reference: the base model answers them
+    # for the contrast (same contexts, same language), and none is held out.
+    by_reply = {r.messages[-1].content: [m.model_dump() for m in r.messages[1:-1]] for r in data.records}
+    assert len(data.probe_contexts) == 48
+    assert all(by_reply[reply] == context for reply, context in zip(data.probe_references, data.probe_contexts,
+                                                                    strict=True))
+    contrasted = parse_styles(probe_styles_yaml(data.probe_references, data.trigger, ["好的，以下是建议。"]), "probe")
+    assert contrasted.get("assistant").reference_texts == ["好的，以下是建议。"]
     table = format_voice_table({"table": [{"config": "base", "model": "b", "voice_score": -0.01,
                                            "voice_accuracy": 0.2, "mean_chars": 80.0}],
                                 "verdicts": {"voice": {"mean_lift": 0.03, "ci_low": 0.01, "ci_high": 0.05, "wins": 12,
                                                        "questions": 16, "p_value": 0.004, "retention": 0.6}},
-                                "verdict": "promoted"})
+                                "classifier": "centroid probe", "verdict": "promoted",
+                                "probe": {"real_read_as_voice": 0.9, "base_read_as_not": 0.75,
+                                          "balanced_accuracy": 0.825}})
     assert "p=0.004" in table and "60% of the way" in table
+    assert "reads 90% of the person's as the voice and 75% of the base model's as not (balanced accuracy 82%)" \
+        in table
