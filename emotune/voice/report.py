@@ -9,10 +9,12 @@ from emotune.voice.job import VOICE_STYLE
 
 def format_voice_table(evaluation: dict[str, Any]) -> str:
     """The voice evaluation as text: score per configuration, then the paired test."""
-    lines = [f"{'':<8}{'model':<40}{'voice score':>12}{'closer to voice':>17}{'chars':>8}"]
+    lines = [f"{'':<8}{'model':<40}{'voice score':>12}{'read as voice':>14}{'sense':>7}{'loops':>7}{'chars':>7}"]
     for row in evaluation.get("table", []):
+        sense, loops = row.get("sense"), row.get("loops")
         lines.append(f"{row['config']:<8}{row['model']:<40}{row['voice_score']:>+12.4f}"
-                     f"{row['voice_accuracy']:>17.0%}{row['mean_chars']:>8.1f}")
+                     f"{row['voice_accuracy']:>14.0%}{'-' if sense is None else f'{sense:.2f}':>7}"
+                     f"{'-' if loops is None else f'{loops:.0%}':>7}{row['mean_chars']:>7.1f}")
     verdict = (evaluation.get("verdicts") or {}).get(VOICE_STYLE)
     if verdict:
         retention = verdict.get("retention")

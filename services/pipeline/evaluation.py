@@ -38,6 +38,18 @@ from services.pipeline.gate import (
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
 SCORE_WITH_JUDGE_DEADLINE_S = 900.0
+
+
+async def evaluation_reply(inference: inference_pb2_grpc.InferenceStub, model: str,
+                           messages: list[inference_pb2.ChatMessage], max_tokens: int, seed: int) -> tuple[str, bool]:
+    """An evaluated model's reply (the sampling every evaluation uses), and whether it was cut at the token limit."""
+    request = inference_pb2.ChatRequest(
+        model=model, messages=messages,
+        sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=seed),
+        whole_reply=True,
+    )
+    chunks = [chunk async for chunk in inference.Chat(request)]
+    return "".join(c.text for c in chunks).strip(), any(c.finish_reason == "length" for c in chunks)
 DIALOGUES = 4  # held-out questions per style continued to a 3-turn dialogue (persona retention)
 # The user's 2nd and 3rd turns of a retention dialogue: neutral, so they pull towards no style.
 FOLLOW_UPS = {
@@ -76,17 +88,6 @@ class StyleEvaluator:
     def __init__(self, inference: inference_pb2_grpc.InferenceStub, validator: validator_pb2_grpc.ValidatorStub):
         self.inference, self.validator = inference, validator
 
-    async def _reply(self, model: str, messages: list[inference_pb2.ChatMessage], max_tokens: int,
-                     seed: int) -> tuple[str, bool]:
-        """The reply, and whether it was cut at the token limit."""
-        request = inference_pb2.ChatRequest(
-            model=model, messages=messages,
-            sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=seed),
-            whole_reply=True,
-        )
-        chunks = [chunk async for chunk in self.inference.Chat(request)]
-        return "".join(c.text for c in chunks).strip(), any(c.finish_reason == "length" for c in chunks)
-
     async def evaluate(
         self, styles: StylesDocument, selected: list[str], questions: list[str], *,
         base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
@@ -114,7 +115,7 @@ class StyleEvaluator:
         async def answer_capped(model: str, messages: list[inference_pb2.ChatMessage]) -> tuple[str, bool]:
             nonlocal done
             async with slots:
-                reply = await self._reply(model, messages, max_tokens, seed)
+                reply = await evaluation_reply(self.inference, model, messages, max_tokens, seed)
             done += 1
             if progress:
                 progress(done, total)

@@ -317,6 +317,9 @@ def test_a_voice_job_from_a_chatgpt_export_zip(stack: LocalStack, s3_server, buc
     # The probe contrasts the person's replies with the base model's to the same training contexts.
     assert evaluation["classifier"].endswith("the base model's replies to the same training contexts")
     assert 0 < evaluation["probe"]["contrast_references"] <= 27 and evaluation["probe"]["voice_references"] == 27
+    # Sense is read as in the style evaluation (the judge against the other side's last turn), the person's too.
+    assert all(row["sense"] is not None and row["loops"] is not None for row in evaluation["table"])
+    assert evaluation["verdicts"]["voice"]["sense_tuned"] is not None
     sample = evaluation["samples"][0]
     assert sample["real"].startswith("喵～") and sample["tuned"] and sample["base"]
     assert f"{job.fine_tuned_model}:voice" in {m.id for m in client.models.list().data}
