@@ -210,6 +210,16 @@ class JobContext:
         never lands on the new owner's; the job's result names the keys of the owner that recorded it."""
         return owner_outputs(root, self.job_id, self.generation)
 
+    def owned(self, prefix: str) -> str:
+        """Where this owner writes outputs it was asked to write under ``prefix`` (a stage service's sub-job,
+        given its ``output_prefix``): :func:`owner_prefix` of this owner's generation."""
+        return owner_prefix(prefix, self.generation)
+
+    def earlier_owned(self, prefix: str) -> list[str]:
+        """Where this job's earlier owners wrote under ``prefix``, newest first (finished work a new owner may
+        reuse: checkpoints, complete outputs); empty for the creator."""
+        return [owner_prefix(prefix, generation) for generation in range(self.generation - 1, 0, -1)]
+
     def cancel_requested(self) -> bool:
         return self.jobs.cancel_requested(self.job_id)
 
@@ -227,6 +237,16 @@ def owner_outputs(root: str, job_id: str, generation: int) -> str:
     finds a model's job as the second path segment of ``models/<job id>/...``); the last segment still names the
     job, as services that name a product after it expect (the trainer names a model after it)."""
     return f"{root.rstrip('/')}/{job_id}/{job_id}-g{generation}"
+
+
+def owner_prefix(prefix: str, generation: int) -> str:
+    """Where generation ``generation`` of a job's owners writes the outputs it was asked to write under ``prefix``
+    (a stage service's ``output_prefix``): ``prefix`` itself for the creator (generation 1, the keys such a job
+    always wrote, which the CLI and the docs name) and ``<prefix>/g<generation>`` for each owner after a takeover,
+    so an old owner's late upload never lands on the keys of the owner that took the job over. The job's result
+    names the keys its recording owner wrote; readers follow the result."""
+    prefix = prefix.rstrip("/")
+    return prefix if generation <= 1 else f"{prefix}/g{generation}"
 
 
 class JobRunner:

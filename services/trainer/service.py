@@ -4,6 +4,14 @@ A job: fetch the dataset (and the optional general set) into the job's work dir,
 the backend in its own process (events relayed as they come; each checkpoint also uploaded to the store so
 another host can resume), then export + parity check + publish (:mod:`services.trainer.export`). A job whose
 process died resumes from its last checkpoint when the service restarts. No transport code here.
+
+Each owner of a job (its lease generation: 1 for the creator, one more per takeover) writes under its own prefix,
+``JobContext.owned(output_prefix)``: ``output_prefix`` itself for the creator, ``<output_prefix>/g<N>`` after a
+takeover. A new owner resumes from the newest checkpoint any owner published (its own or an earlier one's) and
+publishes its checkpoints and artifacts under its own prefix; the job's result names them. So an upload of an old
+owner still under way after a takeover (the export runs in a thread the task's cancellation does not stop) lands
+under the old owner's prefix, never on the new owner's keys. The model's name stays the last segment of
+``output_prefix``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emotune.basemodels import packaged_gguf, resolve_base_model
-from emotune.errors import EmotuneError, FailedPrecondition
+from emotune.errors import CorruptArtifact, EmotuneError, FailedPrecondition, NotFound
 from emotune.jobrunner import JobContext, JobRunner
 from emotune.jobs import JobRecord, JobStore
 from emotune.llamacpp import LlamaCpp
@@ -82,8 +90,10 @@ class TrainerService:
         base_dir = await asyncio.to_thread(resolve_base_model, check_base_model(spec.base_model, self.settings,
                                                                                 "base_model"), self.settings.cache_dir)
         await asyncio.to_thread(self._check_memory, spec, base_dir, ctx)
-        await asyncio.to_thread(self._restore_checkpoint, spec, work)
-        relay = _Relay(ctx, self, spec)
+        prefix = ctx.owned(spec.output_prefix)  # this owner's keys (see the module docstring)
+        owners = [prefix, *ctx.earlier_owned(spec.output_prefix)]  # every owner's so far, this one's first
+        await asyncio.to_thread(self._restore_checkpoint, spec, work, owners)
+        relay = _Relay(ctx, self, spec, prefix)
         if spec.backend == "hf":
             run = await self._run_hf(spec, base_dir, data, general, work, relay)
         else:
@@ -93,7 +103,7 @@ class TrainerService:
         await ctx.flush()  # checkpoint uploads still queued finish before the export (and the clean-up after it)
         ctx.raise_if_cancelled()
         ctx.emit("log", "exporting: chat-template files, parity check, publish")
-        result = await asyncio.to_thread(self.export_run, spec, ctx.spec, base_dir, data, work, run)
+        result = await asyncio.to_thread(self.export_run, spec, ctx.spec, base_dir, data, work, run, prefix)
         for name in ("adapter", "merged", "report", "gguf"):
             if name + "_artifact" in result:
                 ctx.emit("artifact", f"published {result[name + '_artifact']}", kind=name,
@@ -103,7 +113,7 @@ class TrainerService:
                 ctx.emit("log", f"GGUF export {outcome}: {result['gguf'][outcome]}", level="warning")
         for warning in result["serving_warnings"]:
             ctx.emit("log", warning, level="warning")
-        await asyncio.to_thread(self._cleanup, spec, work)
+        await asyncio.to_thread(self._cleanup, owners, work)
         return result
 
     def check_devices(self, spec: TrainingSpec) -> None:
@@ -196,7 +206,9 @@ class TrainerService:
         return json.loads((work / OUTPUT_DIR / "run.json").read_text(encoding="utf-8"))
 
     def export_run(self, spec: TrainingSpec, spec_dict: dict[str, Any], base_dir: Path, data: Path, work: Path,
-                run: dict[str, Any]) -> dict[str, Any]:
+                   run: dict[str, Any], prefix: str | None = None) -> dict[str, Any]:
+        """Export and publish under ``prefix`` (this owner's, default ``output_prefix``); the model is named after
+        ``output_prefix``'s last segment whoever publishes it."""
         from emotune.chat_template import ChatFormat
 
         fmt = ChatFormat.from_pretrained(base_dir, spec.chat_template or None)
@@ -204,7 +216,7 @@ class TrainerService:
         conversations = export.parity_conversations(records, spec.eval_prompts)
         model_name = spec.output_prefix.rstrip("/").rsplit("/", 1)[-1]
         gguf, skipped = self._gguf_export(spec, base_dir)
-        result = export.finish(self.store, spec.output_prefix, work / OUTPUT_DIR, fmt, spec_dict, run,
+        result = export.finish(self.store, prefix or spec.output_prefix, work / OUTPUT_DIR, fmt, spec_dict, run,
                                conversations, model_name, gguf)
         return {**result, "gguf": {"skipped": skipped}} if skipped else result
 
@@ -223,9 +235,10 @@ class TrainerService:
                                  spec.gguf_quantization), ""
 
     # ------------------------------------------------------------------ checkpoints in the store
-    def upload_checkpoint(self, spec: TrainingSpec, path: Path, data: dict[str, Any], kept: list[str]) -> str:
-        """Publish one checkpoint (another host resumes from it) and drop the store copies no longer kept."""
-        prefix = f"{spec.output_prefix}/checkpoints"
+    def upload_checkpoint(self, owned: str, path: Path, data: dict[str, Any], kept: list[str]) -> str:
+        """Publish one checkpoint under this owner's prefix ``owned`` (another host resumes from it) and drop this
+        owner's store copies no longer kept."""
+        prefix = f"{owned}/checkpoints"
         key = f"{prefix}/{path.name}"
         files = {p.name: p for p in path.iterdir() if p.is_file()}
         publish_artifact(self.store, key, files, {"kind": "checkpoint", **data})
@@ -234,29 +247,40 @@ class TrainerService:
                 delete_artifact(self.store, manifest.key_prefix)
         return key
 
-    def _restore_checkpoint(self, spec: TrainingSpec, work: Path) -> None:
-        """On a fresh host the work dir is empty: fetch the newest checkpoint the job published."""
+    def _restore_checkpoint(self, spec: TrainingSpec, work: Path, owners: list[str]) -> None:
+        """On a fresh host the work dir is empty: fetch the newest checkpoint any owner of the job published under
+        its prefix (``owners``: this owner's first, then the earlier ones'; the higher step wins, a tie goes to the
+        later owner). One that vanishes or fails its byte check while it is read (an old owner still pruning or
+        uploading its own) is skipped for the next newest."""
         checkpoints = work / "checkpoints"
         if spec.backend != "hf" or (work / OUTPUT_DIR / COMPLETE).is_file() or any(checkpoints.glob("checkpoint-*")):
             return
-        published = list_artifacts(self.store, f"{spec.output_prefix}/checkpoints/")
-        if not published:
+        published = [(int(m.key_prefix.rsplit("-", 1)[-1]), -rank, m.key_prefix)
+                     for rank, owned in enumerate(owners) for m in list_artifacts(self.store, f"{owned}/checkpoints/")]
+        for _step, _rank, key in sorted(published, reverse=True):
+            target = checkpoints / key.rsplit("/", 1)[-1]
+            try:
+                download_artifact(self.store, key, target)
+            except (NotFound, CorruptArtifact) as exc:
+                shutil.rmtree(target, ignore_errors=True)  # never resume from half a checkpoint
+                log.warning("published checkpoint unreadable; trying an older one", key=key, error=exc.message)
+                continue
+            log.info("restored checkpoint from the store", key=key)
             return
-        newest = max(published, key=lambda m: int(m.key_prefix.rsplit("-", 1)[-1]))
-        download_artifact(self.store, newest.key_prefix, checkpoints / newest.key_prefix.rsplit("/", 1)[-1])
-        log.info("restored checkpoint from the store", key=newest.key_prefix)
 
-    def _cleanup(self, spec: TrainingSpec, work: Path) -> None:
-        for manifest in list_artifacts(self.store, f"{spec.output_prefix}/checkpoints/"):
-            delete_artifact(self.store, manifest.key_prefix)
+    def _cleanup(self, owners: list[str], work: Path) -> None:
+        """The job is done: drop the checkpoints every owner published (``owners``: their prefixes)."""
+        for owned in owners:
+            for manifest in list_artifacts(self.store, f"{owned}/checkpoints/"):
+                delete_artifact(self.store, manifest.key_prefix)
         shutil.rmtree(work, ignore_errors=True)
 
 
 class _Relay:
     """Worker output -> job events (checkpoint events also upload the checkpoint)."""
 
-    def __init__(self, ctx: JobContext, service: TrainerService, spec: TrainingSpec) -> None:
-        self.ctx, self.service, self.spec = ctx, service, spec
+    def __init__(self, ctx: JobContext, service: TrainerService, spec: TrainingSpec, owned: str) -> None:
+        self.ctx, self.service, self.spec, self.owned = ctx, service, spec, owned
         self.error: str | None = None
 
     def worker_line(self, line: str) -> None:
@@ -284,7 +308,7 @@ class _Relay:
     def _publish_checkpoint(self, message: str, data: dict[str, Any]) -> None:
         try:
             data = {**data, "artifact": self.service.upload_checkpoint(
-                self.spec, Path(data.pop("path")), data, data.get("kept", []))}
+                self.owned, Path(data.pop("path")), data, data.get("kept", []))}
         except (EmotuneError, OSError) as exc:  # the local checkpoint still allows resuming here
             log.warning("checkpoint upload failed", error=str(exc))
         self.ctx.emit("checkpoint", message, **data)

@@ -196,19 +196,25 @@ class Validator:
         return spec
 
     async def run_job(self, ctx: JobContext) -> dict[str, Any]:
+        """Publishes under this owner's prefix (``ctx.owned``: ``output_prefix`` for the job's creator,
+        ``<output_prefix>/g<N>`` for the owner of generation N after a takeover), so an old owner's publish still
+        under way (the pass runs in a thread its task's cancellation does not stop) never lands on this owner's
+        keys; the result names the prefix published."""
         spec = ValidationSpec.model_validate(ctx.spec)
-        prefix = (spec.output_prefix or f"validations/{ctx.job_id}").rstrip("/")
-        return await asyncio.to_thread(self._run_job, ctx, spec, prefix)
+        given = (spec.output_prefix or f"validations/{ctx.job_id}").rstrip("/")
+        return await asyncio.to_thread(self._run_job, ctx, spec, ctx.owned(given), ctx.earlier_owned(given))
 
-    def _run_job(self, ctx: JobContext, spec: ValidationSpec, prefix: str) -> dict[str, Any]:
-        try:
-            done = read_manifest(self.store, f"{prefix}/report")
-        except NotFound:
-            done = None
-        if done is not None:  # a previous process published everything and died before finishing the job
-            ctx.emit("log", "outputs already published; finishing")
+    def _run_job(self, ctx: JobContext, spec: ValidationSpec, prefix: str, earlier: list[str]) -> dict[str, Any]:
+        for owned in (prefix, *earlier):
+            try:
+                done = read_manifest(self.store, f"{owned}/report")
+            except NotFound:
+                continue
+            # An owner (this one or an earlier one) published everything (the report last) and died before
+            # finishing the job: its outputs are complete and published artifacts are immutable, so they stand.
+            ctx.emit("log", "outputs already published; finishing", prefix=owned)
             report = json.loads(read_file(self.store, done.key_prefix, REPORT_FILE))
-            return _result(prefix, report)
+            return _result(owned, report)
 
         styles = parse_styles(spec.styles_yaml, source="styles_yaml")
         records, read_report = load_from_store(self.store, spec.dataset_artifact)
