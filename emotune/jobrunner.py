@@ -239,6 +239,16 @@ def owner_outputs(root: str, job_id: str, generation: int) -> str:
     return f"{root.rstrip('/')}/{job_id}/{job_id}-g{generation}"
 
 
+def outputs_owner(key: str) -> tuple[str, int] | None:
+    """The job and owner generation whose :func:`owner_outputs` hold ``key`` (``<root>/<job id>/<job id>-g<N>/...``:
+    ``(job id, N)``), or None for a key of another layout (a job's from before that layout, an operator's)."""
+    parts = key.split("/")
+    if len(parts) < 3 or not parts[2].startswith(f"{parts[1]}-g"):
+        return None
+    generation = parts[2][len(parts[1]) + 2:]
+    return (parts[1], int(generation)) if generation.isdigit() else None
+
+
 def owner_prefix(prefix: str, generation: int) -> str:
     """Where generation ``generation`` of a job's owners writes the outputs it was asked to write under ``prefix``
     (a stage service's ``output_prefix``): ``prefix`` itself for the creator (generation 1, the keys such a job
