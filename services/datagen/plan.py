@@ -27,6 +27,7 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any, Literal, get_args
 
 from emotune.records import Message, Record, record_id
@@ -329,11 +330,20 @@ def parse_opening(text: str, fragment: list[Message]) -> list[str]:
     return lines
 
 
+def _letters(text: str) -> str:
+    """Letters and digits only: punctuation, emoji and spaces do not make a copy new ("存一下！" is "存一下")."""
+    return "".join(ch for ch in text if ch.isalnum())
+
+
 def _repeats(line: str, said: str) -> bool:
-    """``line`` is ``said`` or holds it, or the reverse, the shorter being at least 4 characters (so that a
-    "好" said in the fragment does not forbid every opening with 好 in it)."""
-    shorter, longer = sorted((line, said), key=len)
-    return shorter == longer or (len(shorter) >= 4 and shorter in longer)
+    """``line`` copies ``said``: letter for letter, or they share a run of at least 4 characters that is most
+    (60%) of ``line`` or all of ``said``. So a "好" said in the fragment does not forbid every opening with 好 in
+    it, "你是不是又迟到了" may lead to "救命 我又迟到了", but "今天一定早睡！" may not lead to "知道啦～ 今天一定早睡🐶"."""
+    mine, theirs = _letters(line), _letters(said)
+    if not mine or mine == theirs:
+        return mine == theirs
+    run = SequenceMatcher(None, mine, theirs, autojunk=False).find_longest_match().size
+    return run >= 4 and (run >= 0.6 * len(mine) or run == len(theirs))
 
 
 def with_opening(opening: list[str], fragment: list[Message]) -> list[Message]:

@@ -349,7 +349,7 @@ class Pipeline:
                 seed=request.seed or 0, output_prefix=prefix)),
         )
         if fresh:
-            failed, total = generated.get("failures", 0), generated.get("records", 0)
+            failed, total = int(generated.get("failures", 0)), int(generated.get("records", 0))  # JSON numbers
             run.ctx.emit("log", f"voice: the teacher wrote an opening for {total - failed} of {total} training "
                          f"samples; {failed} kept as they were (the dataset's failures.jsonl says why)",
                          stage="datagen", openings=total - failed, unchanged=failed)

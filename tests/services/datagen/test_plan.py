@@ -98,6 +98,7 @@ FRAGMENT = [Message(role="assistant", content="救命 我又迟到了"), Message
     ('["你人呢", "都等你半小时了"]', ["你人呢", "都等你半小时了"]),
     ('好的：\n```json\n[" 在吗 "]\n```', ["在吗"]),
     ('["好不好嘛"]', ["好不好嘛"]),  # the fragment's "好" is too short to count as a copy
+    ('["你是不是又迟到了"]', ["你是不是又迟到了"]),  # shares 又迟到了 with the reply, but is a question of its own
 ])
 def test_an_opening_is_one_or_two_short_lines_of_the_other_side(text, lines):
     assert parse_opening(text, FRAGMENT) == lines
@@ -112,6 +113,8 @@ def test_an_opening_is_one_or_two_short_lines_of_the_other_side(text, lines):
     ('["' + "很长" * 31 + '"]', "longer than 60"),
     ('["你是不是又迟到了", "救命 我又迟到了"]', "repeats the fragment"),
     ('["笑死 别笑了 绝了 哈哈"]', "repeats the fragment"),
+    ('["别笑了！绝了！"]', "repeats the fragment"),  # punctuation does not make a copy new
+    ('["我又迟到了吧"]', "repeats the fragment"),  # most of it is the reply's run 我又迟到了
 ])
 def test_an_opening_that_is_not_one_is_retried(text, why):
     with pytest.raises(TeacherError) as error:
