@@ -119,18 +119,28 @@ class GenerationJob:
         doc, plan, read_errors = await asyncio.to_thread(plan_job, spec, store)
         for error in read_errors[:20]:
             self.ctx.emit("log", f"skipped unreadable question: {error}")
-        try:
-            manifest = await asyncio.to_thread(read_manifest, store, spec.output_prefix)
-            return self._result(manifest)  # published before a crash: nothing left to do
-        except NotFound:
-            pass
-        outcomes, next_shard = await asyncio.to_thread(read_shards, store, spec.shards_prefix)
+        # This owner writes under its own prefix (``ctx.owned``: output_prefix for the job's creator,
+        # <output_prefix>/g<N> after a takeover), so an old owner's late shard or publish never lands on its keys.
+        self.prefix = self.ctx.owned(spec.output_prefix)
+        earlier = self.ctx.earlier_owned(spec.output_prefix)
+        for owned in (self.prefix, *earlier):
+            try:
+                manifest = await asyncio.to_thread(read_manifest, store, owned)
+                return self._result(manifest)  # published before a crash: nothing left to do
+            except NotFound:
+                pass
+        outcomes: dict[str, Outcome] = {}
+        for owned in reversed(earlier):  # what earlier owners finished is reused, the newest owner's last
+            theirs, _ = await asyncio.to_thread(read_shards, store, f"{owned}/shards")
+            outcomes.update({sample: outcome for sample, outcome in theirs.items() if outcome.finished})
+        mine, next_shard = await asyncio.to_thread(read_shards, store, f"{self.prefix}/shards")
+        outcomes.update(mine)
         pending = [item for item in plan.items if not (item.id in outcomes and outcomes[item.id].finished)]
         if self.ctx.resumed or spec.resumed_from:
             self.ctx.emit("log", f"resuming: {plan.total - len(pending)} of {plan.total} samples already done",
                           already_done=plan.total - len(pending))
         self.tally = _Tally(plan, outcomes)
-        self.writer = ShardWriter(store, spec.shards_prefix, self.settings.datagen_shard_size, next_shard)
+        self.writer = ShardWriter(store, f"{self.prefix}/shards", self.settings.datagen_shard_size, next_shard)
         self.styles = {s.name: s for s in doc.styles}
         self.outcomes = outcomes
         if pending:
@@ -282,7 +292,7 @@ class GenerationJob:
                     "records": len(records), "failures": len(failures), "styles": sorted({i.style for i in plan.items}),
                     "mode": self.spec.mode, "teacher": self.spec.teacher.provider, "model": self.spec.teacher.model,
                     "prompt_version": PROMPT_VERSION}
-        manifest = publish_artifact(self.deps.store, self.spec.output_prefix, files, metadata)
+        manifest = publish_artifact(self.deps.store, self.prefix, files, metadata)
         self.ctx.emit("artifact", f"dataset published at {manifest.key_prefix}", key=manifest.key_prefix,
                       digest=manifest.digest, records=len(records), failures=len(failures))
         return self._result(manifest)

@@ -274,6 +274,13 @@ async def test_graceful_shutdown_keeps_the_job_for_the_next_process(settings, se
     again = {c.last_user + c.messages[0]["content"] for c in teacher.calls[asked_before:]}
     done = {o.record.first_user_text + o.record.messages[0].content for o in flushed.values()}
     assert not (again & done)
+    # The restarted process is the job's second owner: it wrote under its own generation's keys (issue 29), so a
+    # late write of the first owner could not have landed on them, and it left the first owner's shards as they were.
+    prefix = f"datasets/{record.job_id}"
+    assert job.result["dataset_artifact"] == f"{prefix}/g2"
+    assert read_shards(restarted.store, f"{prefix}/shards")[0] == flushed
+    records, _, _ = _dataset(restarted, f"{prefix}/g2")
+    assert len(records) == 24 and {o.id for o in flushed.values()} <= {r.id for r in records}
 
 
 async def test_stop_strings_end_single_replies_but_not_dialogues(tmp_path, teacher, teacher_cfg, styles_yaml,
