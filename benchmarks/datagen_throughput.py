@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import openai
 
-from emotune.jobs import JobState
-from emotune.localserver import free_port
+from emotune.jobs.store import JobState
+from emotune.models.server_process import free_port
+from emotune.services.datagen.config import DatagenSettings
+from emotune.services.datagen.service import DatagenService
 from emotune.store.local import LocalStore
-from services.datagen.config import DatagenSettings
-from services.datagen.service import DatagenService
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = """\

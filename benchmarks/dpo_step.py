@@ -26,7 +26,7 @@ GENERIC = "关于“{q}”，这里有几点建议：1. 保持规律作息；2. 
 
 def _pairs(n: int) -> list:
     from benchmarks.trainer_throughput import styled_records
-    from emotune.records import Message
+    from emotune.data.records import Message
 
     out = []
     for record in styled_records(n):
@@ -58,11 +58,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
-    from emotune.basemodels import resolve_base_model
-    from emotune.chat_template import ChatFormat
+    from emotune.models.basemodels import resolve_base_model
+    from emotune.models.chat_template import ChatFormat
+    from emotune.services.trainer import dpo, hf_backend
+    from emotune.services.trainer.spec import TrainingSpec
     from emotune.settings import Settings
-    from services.trainer import dpo, hf_backend
-    from services.trainer.spec import TrainingSpec
 
     base = resolve_base_model(args.model, Settings().cache_dir)
     fmt = ChatFormat.from_pretrained(base)

@@ -2,7 +2,7 @@
 
 LCCC as published is a JSON list of millions of word-segmented dialogues. Loading such a file whole costs many
 times its size (every dialogue becomes Python lists and strings at once); emotune's importer reads it through a
-window, one dialogue at a time (``emotune.textio.TextWindow``), and keeps at most EMOTUNE_IMPORT_MAX_QUESTIONS
+window, one dialogue at a time (``emotune.data.textio.TextWindow``), and keeps at most EMOTUNE_IMPORT_MAX_QUESTIONS
 questions and as many dialogues. Each measurement runs in its own Python process and reports that process's peak
 RSS (``VmHWM``; ``ru_maxrss`` would also count the parent's memory copied at fork), on the same generated file:
 
@@ -74,20 +74,20 @@ def main() -> None:
         write_lccc(repeating, args.dialogues, 20_000)
         size = corpus.stat().st_size / 1e6
         print(f"LCCC-shaped corpus: {args.dialogues} dialogues, {size:.1f} MB")
-        interpreter, _, _ = peak_mb("import emotune.importers\nout = {}")
+        interpreter, _, _ = peak_mb("import emotune.data.importers\nout = {}")
         load, load_s, _ = peak_mb(f"""
             import json
             with open({str(corpus)!r}, encoding="utf-8") as f:
                 out = {{"dialogues": len(json.load(f))}}
         """)
         importer = """
-            from emotune.importers import import_questions
+            from emotune.data.importers import import_questions
             r = import_questions({path!r})
             out = {{"read": r.report.read, "questions": len(r.questions), "dialogues": len(r.dialogues)}}
         """
         capped, capped_s, capped_out = peak_mb(importer.format(path=str(corpus)))
         whole, whole_s, whole_out = peak_mb(importer.format(path=str(repeating)))
-    print(f"python + emotune.importers alone: {interpreter:6.0f} MB")
+    print(f"python + emotune.data.importers alone: {interpreter:6.0f} MB")
     print(f"{'':44} {'peak RSS':>9} {'x file':>7} {'time':>7}")
     rows = [
         ("baseline: json.load of the whole file", load, load_s, f"{args.dialogues} dialogues in memory"),

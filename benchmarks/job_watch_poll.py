@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from emotune.jobs import JobEvent, JobStore
+from emotune.jobs.store import JobEvent, JobStore
 from emotune.settings import Settings
 from emotune.store.base import ArtifactStore
 from emotune.store.local import LocalStore

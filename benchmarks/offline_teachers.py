@@ -33,14 +33,14 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL, QWEN_SAMPLING, packaged_gguf
-from emotune.llamacpp import LlamaCpp, LlamaServer
+from emotune.data.styles import StylesDocument, load_styles
+from emotune.models.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL, QWEN_SAMPLING, packaged_gguf
+from emotune.models.llamacpp import LlamaCpp, LlamaServer
+from emotune.services.validator.embedders import load_embedder
+from emotune.services.validator.judge import Judge
+from emotune.services.validator.scoring import StyleIndex
+from emotune.services.validator.sense import SENSE_THRESHOLDS, longest_shared_run, loop_share, relevance
 from emotune.settings import Settings
-from emotune.styles import StylesDocument, load_styles
-from services.validator.embedders import load_embedder
-from services.validator.judge import Judge
-from services.validator.scoring import StyleIndex
-from services.validator.sense import SENSE_THRESHOLDS, longest_shared_run, loop_share, relevance
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 96

@@ -1,7 +1,7 @@
 """Serving speed: the CPU engines side by side, and the gateway (HTTP, OpenAI API) vs straight gRPC.
 
-Every server runs as its own process on loopback (``python -m services.inference`` / ``python -m
-services.gateway`` exactly as deployed, or a bare ``llama-server``); this process is only the client. One
+Every server runs as its own process on loopback (``python -m emotune.services.inference`` / ``python -m
+emotune.services.gateway`` exactly as deployed, or a bare ``llama-server``); this process is only the client. One
 configuration runs at a time (two on the same cores would slow each other), all on the same model, prompts and
 greedy decoding, one stream at a time (``EMOTUNE_INFERENCE_MAX_CONCURRENCY=1``, one llama.cpp slot).
 
@@ -41,9 +41,9 @@ import grpc
 import httpx
 
 from emotune.grpc.probe import check
-from emotune.localserver import free_port
+from emotune.models.server_process import free_port
+from emotune.services.inference.engines.served import event_lines
 from emotune.v1 import inference_pb2, inference_pb2_grpc
-from services.inference.engines.served import event_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-benchmark-serving-latency"
@@ -69,7 +69,7 @@ def servers(model: str, engine: str = "llamacpp", gateway: bool = True) -> Itera
                "EMOTUNE_STORE_PATH": tmp, "EMOTUNE_GATEWAY_PORT": str(http_port),
                "EMOTUNE_GATEWAY_API_KEYS": API_KEY, "EMOTUNE_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"}
         names = ("inference", "gateway") if gateway else ("inference",)
-        procs = [subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env)
+        procs = [subprocess.Popen([sys.executable, "-m", f"emotune.services.{name}"], cwd=ROOT, env=env)
                  for name in names]
         try:
             deadline = time.monotonic() + 600
@@ -91,9 +91,9 @@ def raw_llama_server(model: str) -> Iterator[tuple[str, Callable[[str], list[int
     it (emotune's template, one slot, default context and threads).
 
     Yields its URL and content -> emotune's prompt ids for that one user message."""
-    from emotune.basemodels import packaged_gguf, resolve_base_model
-    from emotune.chat_template import ChatFormat
-    from emotune.llamacpp import LlamaCpp, LlamaServer, base_gguf
+    from emotune.models.basemodels import packaged_gguf, resolve_base_model
+    from emotune.models.chat_template import ChatFormat
+    from emotune.models.llamacpp import LlamaCpp, LlamaServer, base_gguf
     from emotune.settings import Settings
 
     cache = Settings().cache_dir

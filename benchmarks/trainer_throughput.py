@@ -7,7 +7,7 @@ Both variants train the same model (LoRA r=8 on every projection, fp32) on the s
 
 - baseline: ``transformers.Trainer`` with one sample per row, ``batch_size`` rows padded to the longest of the
   batch (``DataCollatorForSeq2Seq``), the usual LLaMA-Factory / tutorial setup;
-- candidate: emotune's path (``services.trainer.hf_backend``): samples bin-packed into ``max_length`` rows,
+- candidate: emotune's path (``emotune.services.trainer.hf_backend``): samples bin-packed into ``max_length`` rows,
   position ids restarting per sample (block-diagonal attention), no padding.
 
 Throughput = real (non-pad) tokens per second over ``--steps`` optimizer steps after one warm-up step. Each
@@ -42,7 +42,7 @@ QUESTIONS = ["今天好累啊", "又胖了5斤！", "老板又骂我了", "失�
 
 
 def styled_records(n: int, seed: int = 0) -> list:
-    from emotune.records import Message, Record, record_id
+    from emotune.data.records import Message, Record, record_id
 
     rng = random.Random(seed)
     records = []
@@ -83,12 +83,12 @@ def run_variant(variant: str, model_name: str, samples: int, steps: int, batch_s
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from emotune.basemodels import resolve_base_model
-    from emotune.chat_template import ChatFormat
+    from emotune.models.basemodels import resolve_base_model
+    from emotune.models.chat_template import ChatFormat
+    from emotune.services.trainer.data import BlockCollator, encode_records, pack
+    from emotune.services.trainer.hf_backend import load_model
+    from emotune.services.trainer.spec import TrainingSpec
     from emotune.settings import Settings
-    from services.trainer.data import BlockCollator, encode_records, pack
-    from services.trainer.hf_backend import load_model
-    from services.trainer.spec import TrainingSpec
 
     if threads:
         torch.set_num_threads(threads)
@@ -131,8 +131,8 @@ def gemma_job(samples: int, threads: int) -> dict:
     """A whole hf job on Gemma 3 270M through the worker process: wall time, steps, tokens/s."""
     import tempfile
 
-    from emotune.basemodels import resolve_base_model
-    from emotune.records import dumps_records
+    from emotune.data.records import dumps_records
+    from emotune.models.basemodels import resolve_base_model
     from emotune.settings import Settings
 
     base = resolve_base_model("gemma3-270m", Settings().cache_dir)
@@ -143,7 +143,7 @@ def gemma_job(samples: int, threads: int) -> dict:
                                                 "eval_fraction": 0.05, "learning_rate": 2e-4}))
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "services.trainer.worker", "--spec", str(work / "spec.json"),
+        proc = subprocess.run([sys.executable, "-m", "emotune.services.trainer.worker", "--spec", str(work / "spec.json"),
                                "--base-model", str(base), "--data", str(work / "records.jsonl"), "--work-dir",
                                str(work), "--threads", str(threads)], capture_output=True, text=True, check=False)
     finally:
@@ -188,7 +188,7 @@ def main() -> None:
     ratio = cand["tokens_per_s"] / max(1e-9, base["tokens_per_s"])
     print(f"  packed / baseline = {ratio:.2f}x (target >= 1.5x)")
     if args.bf16:
-        from services.trainer.hf_backend import cpu_has_native_bf16
+        from emotune.services.trainer.hf_backend import cpu_has_native_bf16
 
         bf16 = results["packed-bf16"]
         print(f"  {bf16['variant']:9s} {bf16['tokens_per_s']:8.1f} tokens/s  ({bf16['tokens_measured']} tokens in "

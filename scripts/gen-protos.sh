@@ -3,4 +3,4 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-$("$ROOT/scripts/bootstrap.sh")/bin/python}
-exec "$PY" -m emotune.protogen "$ROOT/proto" "$ROOT"
+exec "$PY" -m emotune.grpc.protogen "$ROOT/proto" "$ROOT"

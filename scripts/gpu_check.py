@@ -3,7 +3,7 @@
 No GPU has run this project's GPU code in CI, so one prepared call on a bare CUDA host (PyTorch, transformers,
 peft, accelerate, sentence-transformers preinstalled; no network; at most 64 MiB brought along) runs:
 
-- ``hf-lora-bf16``: the trainer's hf backend (``services.trainer.hf_backend``), LoRA in bf16 on CUDA for a few
+- ``hf-lora-bf16``: the trainer's hf backend (``emotune.services.trainer.hf_backend``), LoRA in bf16 on CUDA for a few
   steps; the loss must go down. ``hf-qlora-4bit``: the same in 4-bit QLoRA when bitsandbytes is importable.
 - ``hf-ddp-2proc`` / ``hf-fsdp-2proc``: with 2 or more GPUs, the hf worker under ``torchrun --nproc-per-node 2``
   as the service starts it for ``processes: 2`` (DDP over NCCL; FSDP); skipped, saying so, with fewer.
@@ -52,8 +52,8 @@ BUNDLE_BUDGET = 64 * 2**20  # what one call may bring to the GPU host, working t
 HOST_PACKAGES = ("torch", "transformers", "peft", "accelerate", "sentence-transformers")
 TINY_BASE = "tiny-smollm2"
 # Prints the top-level modules a fresh interpreter loads for the checks.
-TRACE = ("import sys, services.trainer.hf_backend, services.inference.engines.transformers_cpu, "
-         "services.validator.embedders, emotune.basemodels; print(*sorted({m.split('.')[0] for m in sys.modules}))")
+TRACE = ("import sys, emotune.services.trainer.hf_backend, emotune.services.inference.engines.transformers_cpu, "
+         "emotune.services.validator.embedders, emotune.models.basemodels; print(*sorted({m.split('.')[0] for m in sys.modules}))")
 EMBEDDER = "all-minilm-l6-v2-fp16"
 QUESTIONS = ["I failed my exam today", "My cat is sick", "I can't sleep", "Work was so long", "I miss my friends",
              "It is raining again", "I burned my dinner", "My phone broke", "I feel lonely tonight", "I lost my keys",
@@ -78,7 +78,7 @@ class Outcome:
 
 def gentle_records(questions: list[str]) -> list[Any]:
     """A small styled set (the same reply shape every time: learnt in a few steps, ending at the end token)."""
-    from emotune.records import Message, Record, record_id
+    from emotune.data.records import Message, Record, record_id
 
     return [Record(id=record_id("gentle", q), style="gentle", messages=[
         Message(role="user", content=q),
@@ -91,9 +91,9 @@ def train_lora(base_dir: Path, work_dir: Path, steps: int, quantization: str = "
     adapter and the merged model exported as the trainer exports them. Returns the run's figures."""
     import torch
 
-    from emotune.chat_template import ChatFormat, export_chat_files
-    from services.trainer import hf_backend
-    from services.trainer.spec import TrainingSpec
+    from emotune.models.chat_template import ChatFormat, export_chat_files
+    from emotune.services.trainer import hf_backend
+    from emotune.services.trainer.spec import TrainingSpec
 
     spec = TrainingSpec(dataset_artifact="gpu-check", lora={"r": 8, "alpha": 16, "dropout": 0.0},
                         quantization=quantization, max_length=96, packing=False, max_steps=steps, batch_size=4,
@@ -140,10 +140,10 @@ def check_multiprocess(base_dir: Path, work_dir: Path, steps: int, strategy: str
     reports the split global batch, the loss goes down and the output is complete."""
     import subprocess
 
-    from emotune.records import dumps_records
-    from services.trainer.distrun import failure_reason, torchrun_argv
-    from services.trainer.spec import TrainingSpec
-    from services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
+    from emotune.data.records import dumps_records
+    from emotune.services.trainer.distrun import failure_reason, torchrun_argv
+    from emotune.services.trainer.spec import TrainingSpec
+    from emotune.services.trainer.worker import COMPLETE, EVENT_PREFIX, OUTPUT_DIR
 
     work_dir.mkdir(parents=True, exist_ok=True)
     spec = TrainingSpec(dataset_artifact="gpu-check", lora={"r": 8, "alpha": 16, "dropout": 0.0}, max_length=96,
@@ -153,7 +153,7 @@ def check_multiprocess(base_dir: Path, work_dir: Path, steps: int, strategy: str
     (work_dir / "records.jsonl").write_text(dumps_records(gentle_records(TUNED)), encoding="utf-8")
     args = ["--spec", str(work_dir / "spec.json"), "--base-model", str(base_dir), "--data",
             str(work_dir / "records.jsonl"), "--work-dir", str(work_dir)]
-    done = subprocess.run(torchrun_argv(sys.executable, processes, "services.trainer.worker", args), cwd=REPO,
+    done = subprocess.run(torchrun_argv(sys.executable, processes, "emotune.services.trainer.worker", args), cwd=REPO,
                           capture_output=True, text=True, timeout=300, check=False)
     output = done.stdout + done.stderr
     events = [json.loads(line[len(EVENT_PREFIX):]) for line in done.stdout.splitlines()
@@ -175,8 +175,8 @@ def check_generation(model_dir: Path, device: str, max_new_tokens: int = 64) -> 
     ``device`` until one of the engine's stop ids; passes when the reply ends by itself."""
     import torch
 
-    from services.inference.engines.base import ModelSource
-    from services.inference.engines.transformers_cpu import TransformersEngine
+    from emotune.services.inference.engines.base import ModelSource
+    from emotune.services.inference.engines.transformers_cpu import TransformersEngine
 
     engine = TransformersEngine(max_workers=1)
     try:
@@ -203,7 +203,7 @@ def check_generation(model_dir: Path, device: str, max_new_tokens: int = 64) -> 
 def check_embedder(model_path: Path, device: str) -> Outcome:
     """The validator's sentence-transformers embedder on ``device``: a paraphrase is closer than an unrelated
     sentence."""
-    from services.validator.embedders import SentenceTransformerEmbedder
+    from emotune.services.validator.embedders import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder("gpu-check", str(model_path), device=device)
     rows = embedder.encode(["I am so tired after work today.", "Work wore me out today, I'm exhausted.",
@@ -344,8 +344,8 @@ def make_tiny_base(smollm2_dir: Path, out: Path, steps: int = 300) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from emotune.chat_template import IGNORE_INDEX, ChatFormat, export_chat_files
-    from services.trainer.data import encode_records
+    from emotune.models.chat_template import IGNORE_INDEX, ChatFormat, export_chat_files
+    from emotune.services.trainer.data import encode_records
 
     fmt = ChatFormat.from_pretrained(smollm2_dir)
     base = json.loads((smollm2_dir / "config.json").read_text(encoding="utf-8"))
@@ -385,7 +385,7 @@ def make_embedder(out: Path) -> Path:
 
     from safetensors.torch import load_file, save_file
 
-    from services.validator.embedders import PACKAGED_SENTENCE_TRANSFORMERS
+    from emotune.services.validator.embedders import PACKAGED_SENTENCE_TRANSFORMERS
 
     source = Path(PACKAGED_SENTENCE_TRANSFORMERS["all-minilm-l6-v2"]())
     shutil.copytree(source, out, ignore=shutil.ignore_patterns("*.safetensors", "README.md", ".gitattributes",
@@ -411,7 +411,7 @@ def working_tree_bytes() -> int:
 def prepare(bundle: Path, python_version: str) -> list[str]:
     """Build ``bundle`` (wheels, the tiny base, the fp16 embedder when it fits); returns what it says about it."""
 
-    from emotune.basemodels import resolve_base_model
+    from emotune.models.basemodels import resolve_base_model
     from emotune.settings import Settings
 
     shutil.rmtree(bundle, ignore_errors=True)
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("gpu-check: torch sees no CUDA device; skipped")
         return 0
-    from emotune.basemodels import PACKAGED_MODELS, resolve_base_model
+    from emotune.models.basemodels import PACKAGED_MODELS, resolve_base_model
     from emotune.settings import Settings
 
     base, embedder = bundle_paths(args.bundle)

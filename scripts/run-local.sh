@@ -18,6 +18,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -n "$VOICE" ]; then
-  exec "$VENV/bin/python" -m emotune.cli voice local "$VOICE" "${ARGS[@]}"
+  exec "$VENV/bin/python" -m emotune.cli.main voice local "$VOICE" "${ARGS[@]}"
 fi
-exec "$VENV/bin/python" -m emotune.cli local demo "${ARGS[@]}"
+exec "$VENV/bin/python" -m emotune.cli.main local demo "${ARGS[@]}"

@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${EMOTUNE_CACHE_DIR:-${EMOTUNE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emotune}}
 PYTHON=${EMOTUNE_PYTHON:-python3.11}
 REQ="$ROOT/requirements/xtuner.txt"
-STANDIN="$ROOT/services/trainer/xtuner_standins"
+STANDIN="$ROOT/emotune/services/trainer/xtuner_standins"
 # Bump when the build steps below change (the key must not move on a comment edit: a build takes ~5 min).
 BUILD_STEPS=1
 key=$( (cat "$REQ"; echo "steps=$BUILD_STEPS") | sha256sum | cut -c1-12)

@@ -39,7 +39,7 @@ def _cell(text: str, width: int) -> str:
 
 
 def instrument_lines(measurement: dict[str, Any] | None) -> list[str]:
-    """How well the instruments read replies labelled by a reader (services/validator/instruments.json)."""
+    """How well the instruments read replies labelled by a reader (emotune/services/validator/instruments.json)."""
     if not measurement:
         return ["instruments: not measured on the labelled replies for this embedder and judge"]
     counts = measurement["replies"]

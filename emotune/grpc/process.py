@@ -1,6 +1,6 @@
 """One start-up for every gRPC service process: logging, store, /metrics, server, resume, graceful stop.
 
-Each ``services/<name>/__main__.py`` only says how to build its service (:class:`ServiceParts`); the order of
+Each ``emotune/services/<name>/__main__.py`` only says how to build its service (:class:`ServiceParts`); the order of
 start-up and shutdown is the same everywhere, so a fix to it (e.g. health turning SERVING only once the service
 can answer) reaches every service.
 """
@@ -40,7 +40,7 @@ async def serve_service(name: str, settings: SettingsT,
                         build: Callable[[SettingsT, ArtifactStore], ServiceParts],
                         default_metrics_port: int) -> None:
     configure_logging(settings.log_level, settings.log_json)
-    log = get_logger(f"services.{name}")
+    log = get_logger(f"emotune.services.{name}")
     store = open_store(settings)
     parts = build(settings, store)
     metrics_port = start_metrics_server(settings.metrics_port or default_metrics_port, addr=settings.grpc_bind)
@@ -57,5 +57,5 @@ async def serve_service(name: str, settings: SettingsT,
 
 def run_service(name: str, settings_cls: Callable[[], SettingsT],
                 build: Callable[[SettingsT, ArtifactStore], ServiceParts], default_metrics_port: int) -> None:
-    """``python -m services.<name>``: serve until SIGTERM/SIGINT."""
+    """``python -m emotune.services.<name>``: serve until SIGTERM/SIGINT."""
     asyncio.run(serve_service(name, settings_cls(), build, default_metrics_port))

@@ -9,9 +9,9 @@ import typer
 from openai import OpenAI
 from rich.console import Console
 
-from emotune.basemodels import DEFAULT_BASE_MODEL
 from emotune.local.demo import DemoOptions, run_demo
 from emotune.local.supervisor import LocalStack
+from emotune.models.basemodels import DEFAULT_BASE_MODEL
 
 app = typer.Typer(help="Run every service as a local process (the embedded default).", no_args_is_help=True)
 # soft_wrap: lines are not cut at the console width. On a terminal it wraps them itself; in a file (`| tee run.log`,

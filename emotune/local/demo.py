@@ -25,9 +25,9 @@ from openai import OpenAI
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 from emotune.fine_tuning.report import format_table
-from emotune.jobfollow import ProgressLines, format_duration
+from emotune.jobs.follow import ProgressLines, format_duration
+from emotune.models.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -166,7 +166,7 @@ def print_kept(validation: dict, console: Console, best_of: int = 1, answers_per
 
 def follow(client: OpenAI, job_id: str, console: Console, timeout_s: float):  # -> openai FineTuningJob
     """Print stage transitions and the progress of each stage from the job's events until it ends: a progress bar
-    on a terminal, plain progress lines (:class:`emotune.jobfollow.ProgressLines`) when stdout is a file or a
+    on a terminal, plain progress lines (:class:`emotune.jobs.follow.ProgressLines`) when stdout is a file or a
     pipe (nohup, systemd, CI, ``docker logs``), where a bar would show nothing until the end."""
     if not console.is_terminal:
         return _follow_plain(client, job_id, console, timeout_s)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from emotune.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 from emotune.grpc.probe import check as grpc_healthy
 from emotune.logging import get_logger
+from emotune.models.basemodels import DEFAULT_BASE_MODEL, OFFLINE_TEACHER_MODEL
 from emotune.settings import Settings
 
 log = get_logger(__name__)
@@ -128,12 +128,12 @@ class LocalStack:
 
     def services(self) -> list[LocalService]:
         python = sys.executable
-        services = [LocalService(name, [python, "-m", f"services.{name}"], "grpc", self.port(port))
+        services = [LocalService(name, [python, "-m", f"emotune.services.{name}"], "grpc", self.port(port))
                     for name, port in GRPC_PORTS.items()]
-        services.append(LocalService("gateway", [python, "-m", "services.gateway"], "http", self.port(GATEWAY_PORT),
+        services.append(LocalService("gateway", [python, "-m", "emotune.services.gateway"], "http", self.port(GATEWAY_PORT),
                                      "/readyz"))
         if self.with_ui:
-            services.append(LocalService("ui", [python, "-m", "services.ui"], "http", self.port(UI_PORT),
+            services.append(LocalService("ui", [python, "-m", "emotune.services.ui"], "http", self.port(UI_PORT),
                                          "/_stcore/health"))
         return services
 
@@ -179,7 +179,7 @@ class LocalStack:
                             "EMOTUNE_INFERENCE_LLAMACPP_PROMPT_CACHE": "true",
                             "EMOTUNE_TRAINER_CPU_BF16": "true"}.items():
             env.setdefault(name, value)
-        # The stack's base model is its operator's choice: a job may name it too (emotune.loadable).
+        # The stack's base model is its operator's choice: a job may name it too (emotune.models.loadable).
         packaged = Settings.model_fields["allowed_base_models"].default.split(",")
         env.setdefault("EMOTUNE_ALLOWED_BASE_MODELS", ",".join(dict.fromkeys([*packaged, self.base_model])))
         env.update(self.extra_env)

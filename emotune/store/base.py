@@ -10,7 +10,7 @@ against both backends.
 only if the object is missing / unchanged since it was read with ``get_with_etag``, else raise
 :class:`ConditionFailed` (HTTP 412). ``conditional_writes`` says whether the store really enforces them: always on
 the local store (a lock file and an etag compare), probed once on S3 (AWS S3 and MinIO do; OpenStack Swift's
-s3api answers 501). Job creation and job ownership use them where present (``emotune.jobs``, ``emotune.leases``).
+s3api answers 501). Job creation and job ownership use them where present (``emotune.jobs.store``, ``emotune.jobs.leases``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from emotune.records import Message, Provenance, Record
+from emotune.data.records import Message, Provenance, Record
 from emotune.voice.sources import Conversation, ImportedExport, VoiceMessage, describe_errors
 
 PersonalData = Literal["mask", "drop"]

@@ -20,7 +20,7 @@ import typer
 from openai import OpenAI
 from rich.console import Console
 
-from emotune.basemodels import DEFAULT_BASE_MODEL
+from emotune.models.basemodels import DEFAULT_BASE_MODEL
 
 app = typer.Typer(help="Fine-tune on your own chat history (WeChat, ChatGPT exports).", no_args_is_help=True)
 console = Console(soft_wrap=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
+from emotune.data.records import Record
 from emotune.fine_tuning.protocol import VoiceOptions
-from emotune.records import Record
 from emotune.voice.cleaning import CleaningReport, CleaningRules, clean
 from emotune.voice.sources import read_export
 

@@ -1,5 +1,5 @@
 """Chat exports read as conversations of messages, each with its speaker, time and kind — the person's own
-replies kept (``emotune.importers`` reads the same exports only as seed questions for a teacher).
+replies kept (``emotune.data.importers`` reads the same exports only as seed questions for a teacher).
 
 Sources (``VoiceSource``):
 
@@ -34,9 +34,9 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from emotune.data.importers import chatgpt_path, chatgpt_role
+from emotune.data.textio import ItemError, LineError, ReadReport, decode_bytes, iter_json_array
 from emotune.errors import InvalidInput
-from emotune.importers import chatgpt_path, chatgpt_role
-from emotune.textio import ItemError, LineError, ReadReport, decode_bytes, iter_json_array
 
 VoiceSource = Literal["auto", "wechat-json", "wechat-csv", "chatgpt"]
 VOICE_SOURCES: tuple[str, ...] = ("auto", "wechat-json", "wechat-csv", "chatgpt")
@@ -109,7 +109,7 @@ def _entries(data: bytes | None, path: Path | None, name: str, max_member_bytes:
                 for p in sorted(path.rglob("*")) if p.is_file()]
     raw = data if data is not None else path.read_bytes()
     if raw[:4] == b"PK\x03\x04" or name.lower().endswith(".zip"):
-        from emotune.importers import read_zip_member
+        from emotune.data.importers import read_zip_member
 
         try:
             archive = zipfile.ZipFile(io.BytesIO(raw))

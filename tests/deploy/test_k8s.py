@@ -94,7 +94,7 @@ def test_the_multi_node_overlay_runs_one_trainer_per_gpu_node(rendered_k8s):
 def test_the_pytorchjob_overlay_runs_one_run_over_two_nodes(rendered_k8s):
     """gpu-pytorchjob adds one PyTorchJob: a master and a worker pod on different GPU nodes, each running the
     trainer's node entry on a spec the trainer accepts, with as many GPUs as the spec's processes per node."""
-    from services.trainer.spec import TrainingSpec
+    from emotune.services.trainer.spec import TrainingSpec
 
     docs = rendered_k8s["gpu-pytorchjob"]
     (job,) = [doc for doc in docs if doc["kind"] == "PyTorchJob"]
@@ -109,7 +109,7 @@ def test_the_pytorchjob_overlay_runs_one_run_over_two_nodes(rendered_k8s):
         pod = replica["template"]["spec"]
         (container,) = pod["containers"]
         assert container["name"] == "pytorch", name  # the container the training operator configures
-        assert container["command"][:3] == ["python", "-m", "services.trainer.nodejob"]
+        assert container["command"][:3] == ["python", "-m", "emotune.services.trainer.nodejob"]
         assert container["image"] == "emotune/trainer-gpu:0.1.0", container["image"]
         gpus = {container["resources"][k]["nvidia.com/gpu"] for k in ("requests", "limits")}
         assert gpus == {str(spec.processes)} == {job["spec"]["nprocPerNode"]}, name
@@ -120,7 +120,7 @@ def test_the_pytorchjob_overlay_runs_one_run_over_two_nodes(rendered_k8s):
         assert labels["app.kubernetes.io/part-of"] == "emotune"  # MinIO lets it in
         peers = by_kind(docs, "NetworkPolicy")["big-run-peers"]["spec"]
         assert peers["podSelector"]["matchLabels"].items() <= labels.items()  # the nodes reach each other
-    assert (K8S.parent / "services" / "trainer" / "nodejob.py").is_file()
+    assert (K8S.parent / "emotune" / "services" / "trainer" / "nodejob.py").is_file()
 
 
 def test_gpu_node_selection_only_in_the_gpu_overlay(rendered_k8s):

@@ -28,7 +28,7 @@ def serves_metrics(service: str) -> bool:
     """A service whose code starts emotune's metrics server (itself, or through the shared gRPC start-up
     ``emotune.grpc.process.run_service``) or uses prometheus_client exposes /metrics."""
     return any(marker in path.read_text(encoding="utf-8")
-               for path in (REPO / "services" / service).rglob("*.py")
+               for path in (REPO / "emotune" / "services" / service).rglob("*.py")
                for marker in ("start_metrics_server", "run_service(", "prometheus_client"))
 
 
@@ -99,14 +99,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def running_gateway(tmp_path, services):
-    """(API port, metrics port) of ``python -m services.gateway``."""
+    """(API port, metrics port) of ``python -m emotune.services.gateway``."""
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "EMOTUNE_ENV": "dev", "EMOTUNE_STORE_BACKEND": "local",
            "EMOTUNE_STORE_PATH": str(tmp_path / "store"), "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"),
            "EMOTUNE_INFERENCE_ADDR": f"127.0.0.1:{free_port()}",  # nothing listens: /metrics must work anyway
            "EMOTUNE_GATEWAY_HOST": "127.0.0.1", "EMOTUNE_GATEWAY_PORT": str(port),
            "EMOTUNE_METRICS_PORT": str(metrics_port), "EMOTUNE_GATEWAY_API_KEYS": "sk-emotune-metrics-test"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], cwd=REPO, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "emotune.services.gateway"], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=60)

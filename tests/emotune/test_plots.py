@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from emotune import plots
-from emotune.styles import load_styles
+from emotune.data.styles import load_styles
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 STYLES = ("温柔", "毒舌")
@@ -54,7 +54,7 @@ def drawn(monkeypatch) -> list[Figure]:
         return png
 
     monkeypatch.setattr(plots, "png_bytes", spy)
-    for module in ("services.validator.report",):  # imported the name itself
+    for module in ("emotune.services.validator.report",):  # imported the name itself
         monkeypatch.setattr(f"{module}.png_bytes", spy)
     return figures
 
@@ -121,10 +121,10 @@ def test_the_tofu_check_itself_tells_boxes_from_glyphs(fresh_machine):
 
 
 def _outcome():
-    from services.validator.calibration import Thresholds
-    from services.validator.rules import Reason
-    from services.validator.separability import Separability
-    from services.validator.validation import Assessment, ValidationOutcome
+    from emotune.services.validator.calibration import Thresholds
+    from emotune.services.validator.rules import Reason
+    from emotune.services.validator.separability import Separability
+    from emotune.services.validator.validation import Assessment, ValidationOutcome
 
     rng = np.random.default_rng(0)
     assessments = []
@@ -147,7 +147,7 @@ def _styles():
 
 
 def test_validator_report_plots_draw_the_style_names(fresh_machine, drawn):
-    from services.validator.report import render_plots
+    from emotune.services.validator.report import render_plots
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -160,7 +160,7 @@ def test_validator_report_plots_draw_the_style_names(fresh_machine, drawn):
 
 
 def test_loss_curve_draws_chinese(fresh_machine, drawn):
-    from services.trainer.export import loss_curve_png
+    from emotune.services.trainer.export import loss_curve_png
 
     curve = {"train": [{"step": s, "loss": 3.0 / s} for s in range(1, 21)],
              "eval": [{"step": s, "eval_loss": 3.2 / s} for s in (5, 10, 20)]}
@@ -191,7 +191,7 @@ def test_evaluation_chart_draws_the_style_names(fresh_machine, drawn):
 def test_charts_drawn_from_threads_at_once_keep_their_font(fresh_machine):
     """No global state: charts drawn concurrently in worker threads all get the CJK font."""
     from emotune.fine_tuning.report import evaluation_chart_png
-    from services.trainer.export import loss_curve_png
+    from emotune.services.trainer.export import loss_curve_png
 
     expected = evaluation_chart_png(_table())
     results: list[bytes] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emotune.basemodels import resolve_base_model
+from emotune.models.basemodels import resolve_base_model
 from emotune.settings import Settings
 from scripts import gpu_check
 from tests.deploy.deploykit import site_packages_view

@@ -1,4 +1,4 @@
-"""A service as the containers run it: ``python -m services.<name>`` in a child process on loopback ports, with its
+"""A service as the containers run it: ``python -m emotune.services.<name>`` in a child process on loopback ports, with its
 own process group (its model servers included), so a test can ``kill -9`` all of it as a crash would."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from emotune.grpc.probe import check
-from emotune.localserver import free_port
+from emotune.models.server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT, env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", f"emotune.services.{self.name}"], cwd=ROOT, env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while not check(self.address, f"emotune.v1.{self.name.capitalize()}", timeout=1.0):

@@ -1,5 +1,5 @@
 """A stage job taken over from its owner while that owner still uploads (issue 29, item 5): the scenario of
-``tests/services/trainer/test_owner_outputs.py`` and ``tests/services/validator/test_owner_outputs.py``."""
+``tests/emotune/services/trainer/test_owner_outputs.py`` and ``tests/emotune/services/validator/test_owner_outputs.py``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import threading
 from typing import Any
 
-from emotune.jobs import JobRecord, JobStore
-from tests.emotune.test_leases import until
+from emotune.jobs.store import JobRecord, JobStore
+from tests.emotune.jobs.test_leases import until
 
 
 async def take_over(old: Any, new: Any, jobs: JobStore, job_id: str, old_busy: threading.Event,

@@ -10,9 +10,9 @@ import pytest
 from emotune.errors import InvalidInput, NotFound
 from emotune.grpc.client import open_channel, to_domain_error
 from emotune.grpc.server import start_server
-from emotune.jobrunner import JobContext, JobRunner
-from emotune.jobs import JobStore
-from emotune.jobs_grpc import JobsServicer
+from emotune.jobs.runner import JobContext, JobRunner
+from emotune.jobs.servicer import JobsServicer
+from emotune.jobs.store import JobStore
 from emotune.settings import Settings
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc
 

@@ -20,9 +20,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from emotune.jobs import JobStore
+from emotune.data.records import parse_records
+from emotune.jobs.store import JobStore
 from emotune.local.supervisor import LocalService, LocalStack, free_port_offset
-from emotune.records import parse_records
 from emotune.store.artifacts import read_file
 from emotune.store.s3 import S3Store
 

@@ -212,7 +212,7 @@ def test_example_exports() -> None:
 
 def test_voice_job_data_and_probe_styles() -> None:
     """What the pipeline takes from an export: records with the trigger, held-out contexts, the probe's styles."""
-    from emotune.styles import parse_styles
+    from emotune.data.styles import parse_styles
     from emotune.voice.job import DEFAULT_TRIGGER, prepare, probe_styles_yaml
     from emotune.voice.report import format_voice_table
 
