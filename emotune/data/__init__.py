@@ -1,2 +1,3 @@
 """Data in and out: the internal record (``records``), styles, the files people bring (``importers``, ``textio``),
-OpenAI's chat and preference JSONL (``chat_jsonl``, ``preference``) and the trainers' formats (``formats``)."""
+OpenAI's chat and preference JSONL (``chat_jsonl``, ``preference``), the trainers' formats (``formats``) and the
+one reader of a dataset in the store (``datasets``)."""

@@ -8,7 +8,8 @@ Formats (``DatasetFormat``):
                  (LLaMA-Factory's alpaca layout, seed 001).
 - ``sharegpt`` - ``{"conversations": [{"from": "human", "value": ...}, ...]}`` with configurable role tags
                  (:class:`ShareGPTTags`), e.g. the ``role``/``content`` variant WeChat exports use (seed 003).
-- ``openai``   - OpenAI chat fine-tuning JSONL: ``{"messages": [{"role", "content"}, ...]}``.
+- ``openai``   - OpenAI chat fine-tuning JSONL: ``{"messages": [{"role", "content"}, ...]}``, read by the same
+                 rule as the upload checker (:class:`~emotune.data.chat_jsonl.OpenAIChatLine`).
 
 What a foreign format cannot hold is lost on export and has to be supplied on import: the record id,
 provenance and meta never survive; the style survives only with ``meta=True`` (written as top-level ``"id"`` and
@@ -28,8 +29,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
+from emotune.data.chat_jsonl import OpenAIChatLine, validation_errors
 from emotune.data.records import Message, Provenance, Record, dumps_records, record_id
-from emotune.data.textio import ItemError, ReadReport, field_path, iter_json_items
+from emotune.data.textio import ItemError, ReadReport, iter_json_items
 from emotune.errors import InvalidInput
 
 DatasetFormat = Literal["emotune", "xtuner", "alpaca", "sharegpt", "openai"]
@@ -256,33 +258,10 @@ def to_openai_chat(record: Record, *, meta: bool = False) -> dict[str, Any]:
     return _with_meta({"messages": messages}, record, meta)
 
 
-def _openai_content(content: Any, field: str) -> str:
-    """Plain text, or the text parts of a content list (``[{"type": "text", "text": ...}]``)."""
-    if isinstance(content, list):
-        texts = []
-        for index, part in enumerate(content):
-            entry = _object(part, f"{field}[{index}]")
-            if entry.get("type") != "text":
-                raise ItemError(f"only text parts can be imported, found {entry.get('type')!r}",
-                                 f"{field}[{index}].type")
-            texts.append(_text(entry.get("text"), f"{field}[{index}].text"))
-        content = "".join(texts)
-    return _text(content, field)
-
-
 def _messages_from_openai(item: dict[str, Any]) -> tuple[list[Message], None]:
-    messages: list[Message] = []
-    raw_messages = _list(item.get("messages"), "messages")
-    for index, raw in enumerate(raw_messages):
-        where = f"messages[{index}]"
-        entry = _object(raw, where)
-        role = entry.get("role")
-        if role not in ("system", "user", "assistant"):
-            raise ItemError(f"unsupported role {role!r} (tool calls cannot be imported)", f"{where}.role")
-        messages.append(Message(role=role, content=_openai_content(entry.get("content"), f"{where}.content")))
-    if not messages:
-        raise ItemError("has no messages", "messages")
-    return messages, None
+    """The messages of a chat line, by the rule the upload checker applies (:class:`OpenAIChatLine`)."""
+    line = OpenAIChatLine.model_validate(item)
+    return [Message(role=m.role, content=m.text) for m in line.messages], None
 
 
 # ------------------------------------------------------------------------------------------- whole datasets
@@ -348,8 +327,8 @@ def from_format(item: Any, fmt: DatasetFormat, *, style: str | None = None, sour
     except ItemError as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InvalidInput(err["msg"], field=field_path(err["loc"])) from None
+        message, field = validation_errors(exc)[0]
+        raise InvalidInput(message, field=field) from None
 
 
 def parse_dataset(text: str, fmt: DatasetFormat, *, source: str = "<dataset>", style: str | None = None,

@@ -6,7 +6,8 @@ OpenAI's DPO fine-tuning file has one pair per line::
      "preferred_output": [{"role": "assistant", "content": "..."}],
      "non_preferred_output": [{"role": "assistant", "content": "..."}]}
 
-:class:`OpenAIPreferenceLine` is that line as one pydantic model; :func:`check_preference_jsonl` reports every bad
+:class:`OpenAIPreferenceLine` is that line as one pydantic model (its input messages are a chat line's,
+:class:`~emotune.data.chat_jsonl.ChatMessage`: text or text parts); :func:`check_preference_jsonl` reports every bad
 line with its number and the field at fault (``input.messages[1].content``), like the chat checker
 (:mod:`emotune.data.chat_jsonl`). A pair becomes one :class:`~emotune.data.records.Record`: the prompt messages plus the
 preferred reply as ``messages``, the non-preferred reply as ``rejected``.
@@ -28,35 +29,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from emotune.data.chat_jsonl import (
     DEFAULT_MAX_TOKENS_PER_EXAMPLE,
     MAX_REPORTED_ERRORS,
+    ChatMessage,
     CheckResult,
     approx_tokens,
+    not_empty,
+    validation_errors,
 )
 from emotune.data.formats import SHAREGPT, to_sharegpt
 from emotune.data.records import Message, Provenance, Record, record_id
-from emotune.data.textio import ReadReport, field_path, iter_jsonl
+from emotune.data.textio import ReadReport, iter_jsonl
 from emotune.errors import InvalidInput
 
 PREFERENCE_KEYS = ("input", "preferred_output", "non_preferred_output")
 PairFormat = Literal["openai", "llamafactory", "xtuner"]
 PAIR_FORMATS: tuple[str, ...] = get_args(PairFormat)
-
-
-def _text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("is empty")
-    return value
-
-
-class PromptMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str
-    name: str | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _not_empty(cls, value: str) -> str:
-        return _text(value)
 
 
 class OutputMessage(BaseModel):
@@ -67,16 +53,16 @@ class OutputMessage(BaseModel):
     @field_validator("content")
     @classmethod
     def _not_empty(cls, value: str) -> str:
-        return _text(value)
+        return not_empty(value)
 
 
 class PreferenceInput(BaseModel):
     model_config = ConfigDict(extra="forbid")  # tools / parallel_tool_calls: emotune trains no tool use
-    messages: list[PromptMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)  # the same messages as a chat line's, without weights
 
     @field_validator("messages")
     @classmethod
-    def _ends_with_user(cls, messages: list[PromptMessage]) -> list[PromptMessage]:
+    def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if messages and messages[-1].role != "user":
             raise ValueError("the last input message must be the user's: both outputs answer it")
         return messages
@@ -99,7 +85,7 @@ class OpenAIPreferenceLine(BaseModel):
         return rejected
 
     def to_record(self, style: str | None = None, source: str = "") -> Record:
-        messages = [Message(role=m.role, content=m.content) for m in self.input.messages]
+        messages = [Message(role=m.role, content=m.text) for m in self.input.messages]
         chosen = Message(role="assistant", content=self.preferred_output[0].content)
         rejected = Message(role="assistant", content=self.non_preferred_output[0].content)
         identity = json.dumps([[m.role, m.content] for m in [*messages, chosen, rejected]], ensure_ascii=False)
@@ -108,7 +94,8 @@ class OpenAIPreferenceLine(BaseModel):
 
     @property
     def text(self) -> str:
-        return "".join(m.content for m in [*self.input.messages, *self.preferred_output, *self.non_preferred_output])
+        outputs = [*self.preferred_output, *self.non_preferred_output]
+        return "".join([*(m.text for m in self.input.messages), *(m.content for m in outputs)])
 
 
 def looks_like_preference(text: str) -> bool:
@@ -122,15 +109,6 @@ def looks_like_preference(text: str) -> bool:
             return False
         return isinstance(first, dict) and any(key in first for key in PREFERENCE_KEYS)
     return False
-
-
-def _errors(exc: ValidationError) -> list[tuple[str, str | None]]:
-    out = []
-    for err in exc.errors():
-        loc = err["loc"]
-        message = err["msg"].removeprefix("Value error, ")
-        out.append((message, field_path(loc)))
-    return out
 
 
 def check_preference_jsonl(text: str, source: str, *, count_tokens: Callable[[str], int] = approx_tokens,
@@ -150,7 +128,7 @@ def check_preference_jsonl(text: str, source: str, *, count_tokens: Callable[[st
         try:
             pair = OpenAIPreferenceLine.model_validate(value)
         except ValidationError as exc:
-            for message, field in _errors(exc):
+            for message, field in validation_errors(exc):
                 fail(line, message, field)
             continue
         tokens = count_tokens(pair.text)
@@ -172,7 +150,7 @@ def parse_preference_jsonl(text: str, source: str = "<preference>", *, style: st
         try:
             pair = OpenAIPreferenceLine.model_validate(value)
         except ValidationError as exc:
-            message, field = _errors(exc)[0]
+            message, field = validation_errors(exc)[0]
             raise InvalidInput(message, file=source, line=line, field=field) from None
         records.append(pair.to_record(style, f"{source}:{line}"))
     return records

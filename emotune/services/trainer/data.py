@@ -1,4 +1,4 @@
-"""Training data: dataset artifacts -> records -> held-out split + general-set mixing -> token blocks.
+"""Training data: dataset files -> records -> held-out split + general-set mixing -> token blocks.
 
 The split is a pure function of (seed, record ids), so a resumed job trains and evaluates on exactly the same
 samples. Samples longer than ``max_length`` are dropped and counted, never truncated: a truncated reply loses
@@ -13,43 +13,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emotune.data.formats import parse_dataset
+from emotune.data.datasets import read_dataset
 from emotune.data.records import Record
-from emotune.data.textio import ReadReport, decode_bytes
-from emotune.errors import InvalidInput, NotFound
+from emotune.data.textio import ReadReport
+from emotune.errors import InvalidInput
 from emotune.models.chat_template import IGNORE_INDEX, ChatFormat, EncodedSample
-from emotune.store.artifacts import read_file, read_manifest
-from emotune.store.base import ArtifactStore
-
-RECORDS_FILE = "records.jsonl"
-
-
-def check_dataset(store: ArtifactStore, key: str, field_name: str = "dataset_artifact") -> bool:
-    """Whether ``key`` is a dataset artifact (True) or a plain JSONL object (False); NotFound/InvalidInput if
-    neither, so a bad key fails at submission, not minutes later."""
-    try:
-        manifest = read_manifest(store, key)
-    except NotFound:
-        if not store.exists(key):
-            raise NotFound(f"no dataset artifact or object at {key!r}", field=field_name) from None
-        return False
-    if RECORDS_FILE not in manifest.files:
-        raise InvalidInput(f"artifact {key!r} has no {RECORDS_FILE} (files: {', '.join(sorted(manifest.files))})",
-                           field=field_name)
-    return True
-
-
-def fetch_dataset(store: ArtifactStore, key: str, field_name: str = "dataset_artifact") -> bytes:
-    """The records of a dataset artifact (its ``records.jsonl``, sha256-verified) or of a plain JSONL object."""
-    if check_dataset(store, key, field_name):
-        return read_file(store, key, RECORDS_FILE)
-    return store.get_bytes(key)
 
 
 def read_records(path: Path) -> tuple[list[Record], ReadReport]:
-    """Records of a local dataset file (emotune JSONL); bad lines are reported with their line and field."""
-    text = decode_bytes(path.read_bytes(), path.name)
-    records, report = parse_dataset(text, "emotune", source=path.name)
+    """Records of a fetched dataset file (emotune JSONL, :func:`emotune.data.datasets.fetch_dataset`), read by the
+    validator's rule; bad lines are reported with their line and field, and a file with no good line is refused."""
+    records, report = read_dataset(path.read_bytes(), path.name)
     if not records:
         detail = f": {report.errors[0].line}: {report.errors[0].message}" if report.errors else ""
         raise InvalidInput(f"no usable record in the dataset{detail}", file=path.name)

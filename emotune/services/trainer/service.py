@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from emotune.data.datasets import check_dataset, fetch_dataset
 from emotune.errors import CorruptArtifact, EmotuneError, FailedPrecondition, NotFound
 from emotune.jobs.runner import JobContext, JobRunner
 from emotune.jobs.store import JobRecord, JobStore
@@ -34,7 +35,7 @@ from emotune.models.llamacpp import LlamaCpp
 from emotune.models.loadable import check_base_model
 from emotune.services.trainer import export, metrics
 from emotune.services.trainer.config import TrainerSettings
-from emotune.services.trainer.data import check_dataset, fetch_dataset, read_records
+from emotune.services.trainer.data import read_records
 from emotune.services.trainer.distrun import failure_reason, torchrun_argv
 from emotune.services.trainer.memory import GIB, Shape, plan_spec
 from emotune.services.trainer.process import ProcessFailed, run_process

@@ -49,8 +49,8 @@ def run(
     dedup_threshold: Annotated[float | None, typer.Option(help="override the calibrated value")] = None,
 ) -> None:
     """Validate a local dataset file; write kept.jsonl, rejected.jsonl, report.json and plots to --out."""
+    from emotune.data.datasets import read_dataset
     from emotune.services.validator.config import ValidatorSettings
-    from emotune.services.validator.dataset import read_dataset
     from emotune.services.validator.service import ValidatorCore
 
     try:

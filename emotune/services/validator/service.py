@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from emotune.data.records import Record
+from emotune.data.datasets import load_dataset
+from emotune.data.records import RECORDS_FILE, Record
 from emotune.data.styles import StylesDocument, parse_styles
 from emotune.data.textio import ReadReport
 from emotune.errors import Cancelled, InvalidInput, NotFound
@@ -24,13 +25,7 @@ from emotune.models.loadable import check_embedder
 from emotune.services.validator import metrics
 from emotune.services.validator.calibration import Thresholds, calibration_for
 from emotune.services.validator.config import ValidatorSettings
-from emotune.services.validator.dataset import (
-    RECORDS_FILE,
-    REPORT_FILE,
-    OutputFiles,
-    load_from_store,
-    output_files,
-)
+from emotune.services.validator.dataset import REPORT_FILE, OutputFiles, output_files
 from emotune.services.validator.embedders import Embedder, EmbedderRegistry
 from emotune.services.validator.instruments import measured
 from emotune.services.validator.judge import Judge
@@ -217,7 +212,7 @@ class Validator:
             return _result(owned, report)
 
         styles = parse_styles(spec.styles_yaml, source="styles_yaml")
-        records, read_report = load_from_store(self.store, spec.dataset_artifact)
+        records, read_report = load_dataset(self.store, spec.dataset_artifact)
         if read_report.errors:
             ctx.emit("log", f"{len(read_report.errors)} bad line(s) in the dataset skipped",
                      first=[str(e) for e in read_report.errors[:5]])

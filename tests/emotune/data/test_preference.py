@@ -73,6 +73,8 @@ def test_pairs_become_records_that_round_trip_and_export():
                                      style="毒舌")
     record = records[0]
     assert record.is_pair and record.style == "毒舌"
+    parts = [{"role": "user", "content": [{"type": "text", "text": "好"}, {"type": "text", "text": "累"}]}]
+    assert parse_preference_jsonl(line(messages=parts), "p.jsonl")[0].messages[0].content == "好累"  # a chat message
     assert [m.role for m in record.messages] == ["system", "user", "assistant"]
     assert record.messages[-1].content == "哼，自己想办法。" and record.rejected.content == "这里有三点建议。"
     again, report = parse_records(dumps_records(records))

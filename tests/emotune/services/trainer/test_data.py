@@ -7,19 +7,16 @@ from pathlib import Path
 import pytest
 
 from emotune.data.records import Message, Record, dumps_records, record_id
-from emotune.errors import InvalidInput, NotFound
+from emotune.errors import InvalidInput
 from emotune.models.chat_template import IGNORE_INDEX, ChatFormat
 from emotune.services.trainer.data import (
     BlockCollator,
     encode_records,
-    fetch_dataset,
     pack,
     read_records,
     single_blocks,
     split_records,
 )
-from emotune.store.artifacts import publish_artifact
-from emotune.store.local import LocalStore
 from tests.emotune.services.trainer.conftest import styled_records
 
 
@@ -86,19 +83,6 @@ def test_packed_rows_compute_exactly_what_separate_samples_do(tiny_model_dir: Pa
             offset += n
     unpacked = BlockCollator(pad_id=fmt.end_token_id, packed=False)(single_blocks(samples[:3]))
     assert "attention_mask" in unpacked and "position_ids" not in unpacked
-
-
-def test_dataset_from_artifact_or_plain_object(tmp_path: Path):
-    store = LocalStore(tmp_path)
-    data = dumps_records(styled_records(3)).encode()
-    publish_artifact(store, "datasets/a", {"records.jsonl": data}, {"kind": "dataset"})
-    store.put_bytes("uploads/b.jsonl", data)
-    assert fetch_dataset(store, "datasets/a") == data == fetch_dataset(store, "uploads/b.jsonl")
-    publish_artifact(store, "datasets/c", {"other.txt": b"x"}, {})
-    with pytest.raises(InvalidInput, match="records.jsonl"):
-        fetch_dataset(store, "datasets/c")
-    with pytest.raises(NotFound):
-        fetch_dataset(store, "datasets/missing")
 
 
 def test_bad_dataset_lines_name_their_line(tmp_path: Path):
