@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from statistics import fmean
 from typing import Any
 
@@ -27,6 +27,7 @@ from emotune.fine_tuning.report import CONFIGS
 from emotune.services.pipeline.gate import (
     GateRule,
     ReplySense,
+    StyleVerdict,
     judge_style,
     reply_reading,
     reply_sense,
@@ -38,24 +39,55 @@ from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validat
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
 SCORE_WITH_JUDGE_DEADLINE_S = 900.0
-
-
-async def evaluation_reply(inference: inference_pb2_grpc.InferenceStub, model: str,
-                           messages: list[inference_pb2.ChatMessage], max_tokens: int, seed: int) -> tuple[str, bool]:
-    """An evaluated model's reply (the sampling every evaluation uses), and whether it was cut at the token limit."""
-    request = inference_pb2.ChatRequest(
-        model=model, messages=messages,
-        sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=seed),
-        whole_reply=True,
-    )
-    chunks = [chunk async for chunk in inference.Chat(request)]
-    return "".join(c.text for c in chunks).strip(), any(c.finish_reason == "length" for c in chunks)
 DIALOGUES = 4  # held-out questions per style continued to a 3-turn dialogue (persona retention)
 # The user's 2nd and 3rd turns of a retention dialogue: neutral, so they pull towards no style.
 FOLLOW_UPS = {
     "zh": ("嗯……可是我还是有点放不下。", "那你觉得我接下来具体该怎么做？"),
     "en": ("Hmm... I still can't quite let it go.", "So what exactly should I do next?"),
 }
+
+
+class EvaluationReplies:
+    """The evaluated models' replies (the sampling every evaluation uses), generated as many at once as the
+    inference service has generation slots (more would only queue there), each counted for ``progress``."""
+
+    def __init__(self, inference: inference_pb2_grpc.InferenceStub, slots: int, total: int, *, max_tokens: int,
+                 seed: int, progress: Callable[[int, int], None] | None) -> None:
+        self.inference, self.total, self.max_tokens, self.seed, self.progress = (
+            inference, total, max_tokens, seed, progress)
+        self.slots = asyncio.Semaphore(max(1, slots))
+        self.done = 0
+
+    @classmethod
+    async def open(cls, inference: inference_pb2_grpc.InferenceStub, total: int, *, max_tokens: int, seed: int,
+                   progress: Callable[[int, int], None] | None) -> EvaluationReplies:
+        """Asks the inference service how many replies it generates at once."""
+        served = await inference.ListModels(inference_pb2.ListModelsRequest())
+        return cls(inference, served.max_concurrency, total, max_tokens=max_tokens, seed=seed, progress=progress)
+
+    async def reply(self, model: str, messages: list[inference_pb2.ChatMessage]) -> tuple[str, bool]:
+        """A reply, and whether it was cut at the token limit."""
+        request = inference_pb2.ChatRequest(
+            model=model, messages=messages,
+            sampling=inference_pb2.SamplingParams(temperature=0.7, top_p=0.9, max_tokens=self.max_tokens,
+                                                  seed=self.seed),
+            whole_reply=True,
+        )
+        async with self.slots:
+            chunks = [chunk async for chunk in self.inference.Chat(request)]
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+        return "".join(c.text for c in chunks).strip(), any(c.finish_reason == "length" for c in chunks)
+
+
+async def score_replies(validator: validator_pb2_grpc.ValidatorStub, texts: list[str], style: str,
+                        styles_yaml: str, questions: Sequence[str] = ()) -> validator_pb2.ScoreResponse:
+    """With questions the validator's judge reads every reply (two model calls each, sharing the inference slots
+    with the generations still running): far past the default unary deadline."""
+    return await validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style, styles_yaml=styles_yaml,
+                                                            questions=questions),
+                                 timeout=SCORE_WITH_JUDGE_DEADLINE_S if questions else None)
 
 
 def _message(role: str, content: str) -> inference_pb2.ChatMessage:
@@ -94,111 +126,122 @@ class StyleEvaluator:
         progress: Callable[[int, int], None] | None = None, train_samples: dict[str, int] | None = None,
         rule: GateRule = DEFAULT_RULE,
     ) -> dict[str, Any]:
-        """Replies are generated as many at once as the inference service has generation slots (more would only
-        queue there). ``train_samples``: kept training samples per style (a style with too few is never
-        promoted; None when unknown)."""
+        """``train_samples``: kept training samples per style (a style with too few is never promoted; None when
+        unknown)."""
         styles_yaml = scoring_styles(styles, selected)
-        served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
-        slots = asyncio.Semaphore(max(1, served.max_concurrency))
-        models = {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model}
-        dialogues = questions[:DIALOGUES]
-        total, done = len(selected) * len(CONFIGS) * (len(questions) + 2 * len(dialogues)), 0
+        total = len(selected) * len(CONFIGS) * (len(questions) + 2 * len(questions[:DIALOGUES]))
+        generation = await EvaluationReplies.open(self.inference, total, max_tokens=max_tokens, seed=seed,
+                                                  progress=progress)
+        run = _StyleRun(generation, self.validator, styles, styles_yaml, selected, questions,
+                        {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model})
+        return await run.report(train_samples, rule)
+
+
+# One configuration's replies (and whether each was cut at the token limit), and its dialogues' third replies.
+_Generated = tuple[list[tuple[str, bool]], list[str]]
+
+
+class _StyleRun:
+    """One style evaluation: every configuration's replies for every style, their scores, and the report."""
+
+    def __init__(self, generation: EvaluationReplies, validator: validator_pb2_grpc.ValidatorStub,
+                 styles: StylesDocument, styles_yaml: str, selected: list[str], questions: list[str],
+                 models: dict[str, str]) -> None:
+        self.generation, self.validator = generation, validator
+        self.styles, self.styles_yaml, self.selected, self.questions, self.models = (
+            styles, styles_yaml, selected, questions, models)
+        self.dialogues = questions[:DIALOGUES]
+        # per (style, config), one entry per question
+        self.lifts: dict[tuple[str, str], list[float]] = {}
+        self.sense: dict[tuple[str, str], list[ReplySense]] = {}
+        self.readings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    async def report(self, train_samples: dict[str, int] | None, rule: GateRule) -> dict[str, Any]:
+        """Generates, scores, and judges every style."""
+        generated = await self._generate_all()
+        results = {key: await self._score_config(*key, *replies) for key, replies in generated.items()}
         rows: list[dict[str, Any]] = []
         samples: dict[str, dict[str, dict[str, str]]] = {}  # style -> question -> config -> reply
-        lifts: dict[tuple[str, str], list[float]] = {}
-        sense: dict[tuple[str, str], list[ReplySense]] = {}
-        readings: dict[tuple[str, str], list[dict[str, Any]]] = {}
-
-        async def answer(model: str, messages: list[inference_pb2.ChatMessage]) -> str:
-            return (await answer_capped(model, messages))[0]
-
-        async def answer_capped(model: str, messages: list[inference_pb2.ChatMessage]) -> tuple[str, bool]:
-            nonlocal done
-            async with slots:
-                reply = await evaluation_reply(self.inference, model, messages, max_tokens, seed)
-            done += 1
-            if progress:
-                progress(done, total)
-            return reply
-
-        async def third_reply(model: str, prefix: list[inference_pb2.ChatMessage], question: str, first: str,
-                              follow_ups: tuple[str, str]) -> str:
-            """The dialogue's first reply is the single-turn one already generated (same prompt, same seed)."""
-            turns = [*prefix, _message("user", question), _message("assistant", first)]
-            for follow_up in follow_ups[:-1]:
-                turns += [_message("user", follow_up), _message("assistant", await answer(model, [
-                    *turns, _message("user", follow_up)]))]
-            return await answer(model, [*turns, _message("user", follow_ups[-1])])
-
-        async def score(style: str, texts: list[str], asked: list[str] = ()) -> validator_pb2.ScoreResponse:
-            """With questions the validator's judge reads every reply (two model calls each, sharing the inference
-            slots with the generations still running): far past the default unary deadline."""
-            return await self.validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style,
-                                                                         styles_yaml=styles_yaml, questions=asked),
-                                              timeout=SCORE_WITH_JUDGE_DEADLINE_S if asked else None)
-
-        async def generate(style: str, config: str) -> tuple[list[tuple[str, bool]], list[str]]:
-            """One configuration's replies (and whether each hit the token limit), and its dialogues' third
-            replies."""
-            prefix = _prompt(config, style, styles)
-            follow_ups = FOLLOW_UPS.get(styles.get(style).language, FOLLOW_UPS["en"])
-            answered = list(await asyncio.gather(*(
-                answer_capped(models[config], [*prefix, _message("user", question)]) for question in questions)))
-            thirds = list(await asyncio.gather(*(
-                third_reply(models[config], prefix, question, first, follow_ups)
-                for question, (first, _) in zip(dialogues, answered, strict=False))))
-            return answered, thirds
-
-        async def score_config(style: str, config: str, answered: list[tuple[str, bool]],
-                               thirds: list[str]) -> tuple[dict[str, Any], list[str]]:
-            """The scores of one configuration's replies."""
-            replies = [text for text, _ in answered]
-            scored, scored_thirds = await score(style, replies, questions), await score(style, thirds)
-            lifts[style, config] = [s.style_lift for s in scored.scores]
-            sense[style, config] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered)]
-            readings[style, config] = [reply_reading(text, s, read)
-                                       for text, s, read in zip(replies, scored.scores, sense[style, config])]
-            return {
-                "style": style, "config": config, "model": models[config],
-                "style_score": round(scored.style_score, 4),
-                "similarity": round(scored.mean_similarity, 4),
-                "style_accuracy": round(scored.style_accuracy, 4),
-                "classifier": scored.classifier,
-                **sense_columns(sense[style, config]),
-                "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
-                "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
-                "turn3_score": round(scored_thirds.style_score, 4) if thirds else None,
-            }, replies
-
-        # The configurations of one model at once, so the slots stay busy through each one's last, longest
-        # replies (one configuration after the other, a slot idled at every tail). Models one after the other:
-        # llama-server does not batch a request with a LoRA adapter together with one without. Scoring comes after
-        # all generation: the judge is another model server, and two llama.cpp servers busy at once on a small
-        # machine slowed each other several-fold.
-        generated: dict[tuple[str, str], tuple[list[tuple[str, bool]], list[str]]] = {}
-        for model in dict.fromkeys(models.values()):
-            group = [(style, config) for style in selected for config in CONFIGS if models[config] == model]
-            for key, result in zip(group, await asyncio.gather(*(generate(*key) for key in group)), strict=True):
-                generated[key] = result
-        results = {key: await score_config(*key, *replies) for key, replies in generated.items()}
-        for style in selected:
+        for style in self.selected:
             for config in CONFIGS:
                 row, replies = results[style, config]
                 rows.append(row)
-                for question, text in list(zip(questions, replies))[:SHOWN_SAMPLES]:
+                for question, text in list(zip(self.questions, replies))[:SHOWN_SAMPLES]:
                     shown = samples.setdefault(style, {})
                     shown.setdefault(question, {"question": question})[config] = text
-        judged = [judge_style(style, lifts[style, "tuned_trigger"], lifts[style, "base_trigger"],
-                              lifts[style, "base_prompt"],
-                              train_samples.get(style) if train_samples is not None else None, rule,
-                              tuned_sense=sense[style, "tuned_trigger"], base_sense=sense[style, "base_trigger"])
-                  for style in selected]
+        judged = [self._judge(style, train_samples.get(style) if train_samples is not None else None, rule)
+                  for style in self.selected]
         promoted, verdict = summarize(judged)
         verdicts = {v.style: v.to_json() for v in judged}
         measured = await self.validator.Instruments(validator_pb2.InstrumentsRequest())
         return {"table": rows, "instruments": json.loads(measured.measurement_json or "null"),
                 "samples": {style: list(shown.values()) for style, shown in samples.items()},
-                "all_samples": {style: [{"question": question, **{config: readings[style, config][i]
+                "all_samples": {style: [{"question": question, **{config: self.readings[style, config][i]
                                                                    for config in CONFIGS}}
-                                        for i, question in enumerate(questions)] for style in selected},
-                "verdicts": verdicts, "promoted": promoted, "verdict": verdict, "questions": questions}
+                                        for i, question in enumerate(self.questions)] for style in self.selected},
+                "verdicts": verdicts, "promoted": promoted, "verdict": verdict, "questions": self.questions}
+
+    async def _generate_all(self) -> dict[tuple[str, str], _Generated]:
+        """Every (style, configuration)'s replies and third replies.
+
+        The configurations of one model at once, so the slots stay busy through each one's last, longest replies
+        (one configuration after the other, a slot idled at every tail). Models one after the other: llama-server
+        does not batch a request with a LoRA adapter together with one without. Scoring comes after all
+        generation: the judge is another model server, and two llama.cpp servers busy at once on a small machine
+        slowed each other several-fold.
+        """
+        generated: dict[tuple[str, str], _Generated] = {}
+        for model in dict.fromkeys(self.models.values()):
+            group = [(style, config) for style in self.selected for config in CONFIGS
+                     if self.models[config] == model]
+            results = await asyncio.gather(*(self._generate(*key) for key in group))
+            generated.update(zip(group, results, strict=True))
+        return generated
+
+    async def _generate(self, style: str, config: str) -> _Generated:
+        model, prefix = self.models[config], _prompt(config, style, self.styles)
+        follow_ups = FOLLOW_UPS.get(self.styles.get(style).language, FOLLOW_UPS["en"])
+        answered = list(await asyncio.gather(*(
+            self.generation.reply(model, [*prefix, _message("user", question)]) for question in self.questions)))
+        thirds = list(await asyncio.gather(*(
+            self._third_reply(model, prefix, question, first, follow_ups)
+            for question, (first, _) in zip(self.dialogues, answered, strict=False))))
+        return answered, thirds
+
+    async def _third_reply(self, model: str, prefix: list[inference_pb2.ChatMessage], question: str, first: str,
+                           follow_ups: tuple[str, str]) -> str:
+        """The dialogue's first reply is the single-turn one already generated (same prompt, same seed)."""
+        turns = [*prefix, _message("user", question), _message("assistant", first)]
+        for follow_up in follow_ups[:-1]:
+            turns += [_message("user", follow_up), _message("assistant", (await self.generation.reply(model, [
+                *turns, _message("user", follow_up)]))[0])]
+        return (await self.generation.reply(model, [*turns, _message("user", follow_ups[-1])]))[0]
+
+    async def _score_config(self, style: str, config: str, answered: list[tuple[str, bool]],
+                            thirds: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """The table row of one configuration's replies, and the replies."""
+        replies = [text for text, _ in answered]
+        scored = await score_replies(self.validator, replies, style, self.styles_yaml, self.questions)
+        scored_thirds = await score_replies(self.validator, thirds, style, self.styles_yaml)
+        key = style, config
+        self.lifts[key] = [s.style_lift for s in scored.scores]
+        self.sense[key] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered)]
+        self.readings[key] = [reply_reading(text, s, read)
+                              for text, s, read in zip(replies, scored.scores, self.sense[key])]
+        return {
+            "style": style, "config": config, "model": self.models[config],
+            "style_score": round(scored.style_score, 4),
+            "similarity": round(scored.mean_similarity, 4),
+            "style_accuracy": round(scored.style_accuracy, 4),
+            "classifier": scored.classifier,
+            **sense_columns(self.sense[key]),
+            "marker_score": round(fmean(s.marker_score for s in scored.scores), 4) if replies else 0.0,
+            "pass_rate": round(fmean(float(s.passed) for s in scored.scores), 4) if replies else 0.0,
+            "turn3_score": round(scored_thirds.style_score, 4) if thirds else None,
+        }, replies
+
+    def _judge(self, style: str, train_samples: int | None, rule: GateRule) -> StyleVerdict:
+        lifts, sense = self.lifts, self.sense
+        return judge_style(style, lifts[style, "tuned_trigger"], lifts[style, "base_trigger"],
+                           lifts[style, "base_prompt"], train_samples, rule,
+                           tuned_sense=sense[style, "tuned_trigger"], base_sense=sense[style, "base_trigger"])

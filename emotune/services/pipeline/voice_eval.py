@@ -23,7 +23,7 @@ from collections.abc import Callable
 from statistics import fmean
 from typing import Any
 
-from emotune.services.pipeline.evaluation import SCORE_WITH_JUDGE_DEADLINE_S, evaluation_reply
+from emotune.services.pipeline.evaluation import SHOWN_SAMPLES, EvaluationReplies, score_replies
 from emotune.services.pipeline.gate import (
     GateRule,
     ReplySense,
@@ -32,12 +32,11 @@ from emotune.services.pipeline.gate import (
     sense_columns,
     summarize,
 )
-from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
+from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2_grpc
 from emotune.voice.job import GENERIC_ASSISTANT_REPLIES, VOICE_STYLE, probe_styles_yaml
 
 # The voice score is a difference of two cosine means (a few hundredths apart): no margin, the test alone.
 VOICE_RULE = GateRule(margin=0.0)
-SHOWN_SAMPLES = 3
 CONFIGS = ("base", "tuned", "real")
 
 
@@ -52,21 +51,13 @@ class VoiceEvaluator:
                        rule: GateRule = VOICE_RULE) -> dict[str, Any]:
         """``references`` are the person's replies to ``probe_contexts`` (training contexts); without contexts (a
         job checkpointed before they were kept) the probe's other side is generic assistant replies."""
-        served = await self.inference.ListModels(inference_pb2.ListModelsRequest())
-        slots = asyncio.Semaphore(max(1, served.max_concurrency))
         contexts = probe_contexts or []
-        total, done = 2 * len(held_out) + len(contexts), 0
+        generation = await EvaluationReplies.open(self.inference, 2 * len(held_out) + len(contexts),
+                                                 max_tokens=max_tokens, seed=seed, progress=progress)
 
         async def answer(model: str, context: list[dict[str, str]]) -> tuple[str, bool]:
-            nonlocal done
-            messages = [inference_pb2.ChatMessage(role=m["role"], content=m["content"])
-                        for m in [{"role": "system", "content": trigger}, *context]]
-            async with slots:
-                reply = await evaluation_reply(self.inference, model, messages, max_tokens, seed)
-            done += 1
-            if progress:
-                progress(done, total)
-            return reply
+            return await generation.reply(model, [inference_pb2.ChatMessage(role=m["role"], content=m["content"])
+                                                 for m in [{"role": "system", "content": trigger}, *context]])
 
         # One model at a time (llama.cpp): the base model's contrast and held-out replies, then the tuned model's.
         contrast = [text for text, _ in await asyncio.gather(*(answer(base_model, c) for c in contexts)) if text]
@@ -83,9 +74,7 @@ class VoiceEvaluator:
         sense: dict[str, list[ReplySense]] = {}
         rows = []
         for config in CONFIGS:
-            scored = await self.validator.Score(validator_pb2.ScoreRequest(
-                texts=replies[config], style=VOICE_STYLE, styles_yaml=styles_yaml, questions=questions),
-                timeout=SCORE_WITH_JUDGE_DEADLINE_S)
+            scored = await score_replies(self.validator, replies[config], VOICE_STYLE, styles_yaml, questions)
             scores[config] = [s.style_margin for s in scored.scores]
             sense[config] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered[config],
                                                                                strict=True)]
