@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from emotune.jobs.servicer import JobsServicer
 from emotune.services.datagen.service import DatagenService
+from emotune.services.datagen.spec import spec_from_proto
 from emotune.v1 import datagen_pb2, datagen_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 
@@ -18,8 +18,7 @@ class DatagenServicer(datagen_pb2_grpc.DatagenServicer):
 
     async def StartGeneration(self, request: datagen_pb2.GenerationSpec,
                               context: grpc.aio.ServicerContext) -> jobs_pb2.JobRef:
-        spec = MessageToDict(request, preserving_proto_field_name=True)
-        record = await self.service.start(spec, resume_job_id=request.resume_job_id)
+        record = await self.service.start(spec_from_proto(request), resume_job_id=request.resume_job_id)
         return jobs_pb2.JobRef(job_id=record.job_id)
 
 

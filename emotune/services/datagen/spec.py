@@ -6,13 +6,14 @@ written into the stored spec, so a job resumed after a restart behaves the same 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emotune.data.importers import QUESTION_FORMATS
 from emotune.data.styles import StylesDocument, parse_styles
 from emotune.errors import FailedPrecondition, InvalidInput
+from emotune.grpc.fields import set_fields
 from emotune.services.datagen.config import (
     DEFAULT_TEACHER,
     ZHIPUAI_TEACHER,
@@ -25,6 +26,9 @@ from emotune.services.datagen.egress import check_request_url
 from emotune.services.datagen.plan import MODES
 from emotune.services.datagen.teachers import PromptFormat, resolve_api_key
 from emotune.store.keys import validate_key
+
+if TYPE_CHECKING:
+    from emotune.v1 import datagen_pb2
 
 STYLES_SOURCE = "spec.styles_yaml"
 
@@ -120,8 +124,15 @@ class GenerationSpec(_Spec):
         return parse_styles(self.styles_yaml, STYLES_SOURCE)
 
 
+def spec_from_proto(message: datagen_pb2.GenerationSpec) -> dict[str, Any]:
+    """The request :meth:`DatagenService.start` hands to :func:`prepare_spec`: the fields the sender set
+    (:func:`emotune.grpc.fields.set_fields`; ``teacher.max_retries`` is ``optional``, so an explicit 0 is kept)."""
+    return set_fields(message)
+
+
 def _without_empty(data: dict[str, Any]) -> dict[str, Any]:
-    """Proto3 sends "" / 0 for unset scalars: drop them so the defaults below apply."""
+    """An empty or zero value means unset (:mod:`emotune.grpc.fields`), in a request written by hand (the CLI's)
+    too: drop them so the defaults below apply."""
     return {k: v for k, v in data.items() if v not in ("", 0, 0.0, None, [], {})}
 
 
@@ -168,7 +179,7 @@ def _lowest_limit(*limits: float) -> float:
 
 
 def prepare_spec(request: dict[str, Any], settings: DatagenSettings, output_prefix: str) -> GenerationSpec:
-    """Validate a submitted spec (a dict shaped like the ``GenerationSpec`` proto) and fill in every default.
+    """Validate a submitted spec (:func:`spec_from_proto`'s dict, or one shaped like it) and fill in every default.
 
     Raises :class:`InvalidInput` naming the field (or the styles file line) that is wrong.
     """

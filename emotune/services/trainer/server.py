@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from emotune.jobs.servicer import JobsServicer
 from emotune.services.trainer.service import TrainerService
+from emotune.services.trainer.spec import spec_from_proto
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 
@@ -18,14 +18,6 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
                             context: grpc.aio.ServicerContext) -> jobs_pb2.JobRef:
         record = await self.service.start(spec_from_proto(request))
         return jobs_pb2.JobRef(job_id=record.job_id)
-
-
-def spec_from_proto(request: trainer_pb2.TrainingSpec) -> dict:
-    """Proto zeros/empties mean "default" (``packing`` has presence, so an explicit false is kept)."""
-    data = MessageToDict(request, preserving_proto_field_name=True)
-    if "seed" in data:
-        data["seed"] = int(data["seed"])
-    return data
 
 
 def add_servicers(service: TrainerService):

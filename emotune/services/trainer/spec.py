@@ -1,19 +1,25 @@
 """The training job spec: one spec for both backends, validated up front (errors name the field).
 
-It mirrors ``emotune.v1.TrainingSpec``; proto zeros mean "the default". A multi-process run (``processes`` > 1)
-keeps the global batch of one process: ``batch_size x grad_accumulation`` samples per optimizer step, split over
-the processes (:func:`per_process_batch`). Combinations no engine supports are refused here, naming the field;
-the ones that depend on the machine (how many GPUs) by :func:`check_devices`. Warnings about a spec that is likely to
-overfit or to under-train (seed 000 trained thousands of iterations on a small set) come from :func:`warnings`.
+It mirrors ``emotune.v1.TrainingSpec`` (:func:`spec_from_proto`: a field left at its proto zero gets the default
+here; ``packing``, ``eval_fraction`` and ``dpo.nll_weight`` are ``optional``, so an explicit false / 0 is kept).
+A multi-process run (``processes`` > 1) keeps the global batch of one process: ``batch_size x grad_accumulation``
+samples per optimizer step, split over the processes (:func:`per_process_batch`). Combinations no engine supports
+are refused here, naming the field; the ones that depend on the machine (how many GPUs) by :func:`check_devices`.
+Warnings about a spec that is likely to overfit or to under-train (seed 000 trained thousands of iterations on a
+small set) come from :func:`spec_warnings`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emotune.errors import InvalidInput
+from emotune.grpc.fields import set_fields
+
+if TYPE_CHECKING:
+    from emotune.v1 import trainer_pb2
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -100,6 +106,12 @@ class TrainingSpec(BaseModel):
             raise InvalidInput(err["msg"], file=source, field=field) from None
         except InvalidInput as exc:  # a refused combination (_check_strategy): say where it came from
             raise InvalidInput(exc.reason, file=source, field=exc.field) from None
+
+
+def spec_from_proto(message: trainer_pb2.TrainingSpec) -> dict[str, Any]:
+    """The request :meth:`TrainerService.start` validates: the fields the sender set
+    (:func:`emotune.grpc.fields.set_fields`), the shape a CLI or a test writes by hand."""
+    return set_fields(message)
 
 
 def _refuse(field: str, message: str) -> None:

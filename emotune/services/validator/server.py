@@ -9,18 +9,9 @@ from collections.abc import Callable
 import grpc
 
 from emotune.jobs.servicer import JobsServicer
-from emotune.services.validator.service import ValidationSpec, Validator
+from emotune.services.validator.service import Validator
+from emotune.services.validator.spec import spec_from_proto
 from emotune.v1 import jobs_pb2, jobs_pb2_grpc, validator_pb2, validator_pb2_grpc
-
-
-def spec_from_proto(request: validator_pb2.ValidationSpec) -> ValidationSpec:
-    """0 thresholds mean "calibrated default" (proto3 has no unset doubles); the margin is an optional field."""
-    return ValidationSpec(
-        dataset_artifact=request.dataset_artifact, styles_yaml=request.styles_yaml, embedder=request.embedder,
-        similarity_threshold=request.similarity_threshold or None, dedup_threshold=request.dedup_threshold or None,
-        off_style_margin=request.off_style_margin if request.HasField("off_style_margin") else None,
-        output_prefix=request.output_prefix, keep_per_question=request.keep_per_question,
-    )
 
 
 class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):

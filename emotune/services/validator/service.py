@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from emotune.data.datasets import load_dataset
 from emotune.data.records import RECORDS_FILE, Record
 from emotune.data.styles import StylesDocument, parse_styles
@@ -31,6 +29,7 @@ from emotune.services.validator.instruments import measured
 from emotune.services.validator.judge import Judge
 from emotune.services.validator.report import build_report, render_plots
 from emotune.services.validator.scoring import StyleIndexCache
+from emotune.services.validator.spec import ValidationSpec
 from emotune.services.validator.validation import Assessment, Progress, assess, validate_records
 from emotune.store.artifacts import ArtifactManifest, file_key, publish_artifact, read_file, read_manifest
 from emotune.store.base import ArtifactStore
@@ -41,22 +40,6 @@ log = get_logger(__name__)
 JOB_KIND = "validation"
 
 PROGRESS_EVERY_SECONDS = 1.0
-
-
-class ValidationSpec(BaseModel):
-    """A validation job's spec (the proto ``ValidationSpec``; unset thresholds = the embedder's calibrated ones)."""
-
-    model_config = ConfigDict(extra="forbid")
-    dataset_artifact: str = Field(min_length=1)
-    styles_yaml: str = Field(min_length=1)
-    embedder: str = ""
-    # Threshold on the style lift (mean cosine to the style's references minus to neutral text).
-    similarity_threshold: float | None = Field(None, ge=-2.0, le=2.0)
-    off_style_margin: float | None = Field(None, ge=-2.0, le=2.0)
-    dedup_threshold: float | None = Field(None, gt=0.0, le=1.0)
-    output_prefix: str = ""
-    # Best-of-N: the best this many passing samples per style and question (0 = all).
-    keep_per_question: int = Field(0, ge=0, le=100)
 
 
 @dataclass

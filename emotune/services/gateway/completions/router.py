@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from emotune.services.gateway.auth import CallerDep
@@ -13,7 +15,14 @@ from emotune.services.gateway.context import Context
 router = APIRouter(prefix="/v1", tags=["completions"])
 
 
+def _serving(context: Context) -> CompletionServing:
+    return CompletionServing(context)
+
+
+Serving = Annotated[CompletionServing, Depends(_serving)]
+
+
 @router.post("/completions", response_model=None)
-async def create_completion(body: CompletionRequest, request: Request, context: Context,
+async def create_completion(body: CompletionRequest, request: Request, serving: Serving,
                             caller: CallerDep) -> Response:
-    return await CompletionServing(context).create(body, request, caller)
+    return await serving.create(body, request, caller)

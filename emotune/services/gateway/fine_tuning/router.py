@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from emotune.fine_tuning.protocol import CreateFineTuningJob, FineTuningJob, ListPage
@@ -15,49 +15,53 @@ from emotune.services.gateway.fine_tuning.serving import FineTuningClient
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 
-def _service(request: Request) -> FineTuningClient:
+def _serving(request: Request) -> FineTuningClient:
+    """Built once by this feature's lifespan (``fine_tuning/__init__.py``)."""
     return request.app.state.fine_tuning
 
 
+Serving = Annotated[FineTuningClient, Depends(_serving)]
+
+
 @router.post("", response_model=FineTuningJob)
-async def create(request: Request, caller: CallerDep, body: CreateFineTuningJob,
+async def create(serving: Serving, caller: CallerDep, body: CreateFineTuningJob,
                  idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> FineTuningJob:
-    return await _service(request).create(caller, body, idempotency_key)
+    return await serving.create(caller, body, idempotency_key)
 
 
 @router.get("", response_model=ListPage)
-async def list_jobs(request: Request, caller: CallerDep, after: str | None = None,
+async def list_jobs(serving: Serving, caller: CallerDep, after: str | None = None,
                     limit: int = Query(20, ge=1, le=100)) -> ListPage:
-    return await _service(request).list(caller, after, limit)
+    return await serving.list(caller, after, limit)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob)
-async def retrieve(request: Request, caller: CallerDep, job_id: str) -> FineTuningJob:
-    return await _service(request).retrieve(caller, job_id)
+async def retrieve(serving: Serving, caller: CallerDep, job_id: str) -> FineTuningJob:
+    return await serving.retrieve(caller, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob)
-async def cancel(request: Request, caller: CallerDep, job_id: str) -> FineTuningJob:
-    return await _service(request).cancel(caller, job_id)
+async def cancel(serving: Serving, caller: CallerDep, job_id: str) -> FineTuningJob:
+    return await serving.cancel(caller, job_id)
 
 
 @router.get("/{job_id}/events", response_model=ListPage)
-async def events(request: Request, caller: CallerDep, job_id: str, after: str | None = None,
+async def events(serving: Serving, caller: CallerDep, job_id: str, after: str | None = None,
                  limit: int = Query(20, ge=1, le=1000)) -> ListPage:
-    return await _service(request).events(caller, job_id, after, limit)
+    return await serving.events(caller, job_id, after, limit)
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListPage)
-async def checkpoints(request: Request, caller: CallerDep, job_id: str,
+async def checkpoints(serving: Serving, caller: CallerDep, job_id: str,
                       limit: int = Query(10, ge=1, le=100)) -> ListPage:
-    return await _service(request).checkpoints(caller, job_id, limit)
+    return await serving.checkpoints(caller, job_id, limit)
 
 
 @router.get("/{job_id}/report")
-async def report(request: Request, caller: CallerDep, job_id: str) -> dict:
-    return await _service(request).report(caller, job_id)
+async def report(serving: Serving, caller: CallerDep, job_id: str) -> dict:
+    return await serving.report(caller, job_id)
 
 
 @router.get("/{job_id}/plots/{name}.png")
-async def plot(request: Request, caller: CallerDep, job_id: str, name: str) -> Response:
-    return Response(await _service(request).plot(caller, job_id, name), media_type="image/png")
+async def plot(serving: Serving, caller: CallerDep, job_id: str, name: str) -> Response:
+    return Response(await serving.plot(caller, job_id, name), media_type="image/png")

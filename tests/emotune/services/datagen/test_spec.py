@@ -6,11 +6,11 @@ teacher's ``model``, which overrides the operator's."""
 from __future__ import annotations
 
 import pytest
-from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 
 from emotune.errors import InvalidInput
 from emotune.fine_tuning.protocol import TeacherOptions
+from emotune.grpc.fields import set_fields
 from emotune.services.datagen.config import DatagenSettings, TeacherProfile
 from emotune.services.datagen.spec import prepare_spec
 from emotune.services.pipeline.stages import teacher_config
@@ -25,7 +25,7 @@ styles:
 def _teacher_model(settings: DatagenSettings, options: TeacherOptions | None, zhipuai: bool = False) -> str:
     """The model datagen resolves for a job on qwen2.5-0.5b, from the pipeline's request as it travels (proto ->
     dict, as datagen's server reads it)."""
-    teacher = MessageToDict(teacher_config("qwen2.5-0.5b", options, zhipuai), preserving_proto_field_name=True)
+    teacher = set_fields(teacher_config("qwen2.5-0.5b", options, zhipuai))
     request = {"styles_yaml": STYLES_YAML, "questions": {"questions": ["今天好累"]}, "teacher": teacher}
     return prepare_spec(request, settings, "datasets/a").teacher.model
 

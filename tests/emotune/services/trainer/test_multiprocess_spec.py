@@ -13,8 +13,7 @@ from emotune.errors import InvalidInput
 from emotune.services.trainer.distrun import failure_reason, torchrun_argv
 from emotune.services.trainer.hf_backend import deepspeed_config, distributed_arguments
 from emotune.services.trainer.memory import GIB, QWEN25, Shape, plan, plan_spec, table
-from emotune.services.trainer.server import spec_from_proto
-from emotune.services.trainer.spec import TrainingSpec, check_devices, per_process_batch
+from emotune.services.trainer.spec import TrainingSpec, check_devices, per_process_batch, spec_from_proto
 from emotune.services.trainer.xtuner_backend import LAUNCHER, render_config, train_command
 from emotune.v1 import trainer_pb2
 

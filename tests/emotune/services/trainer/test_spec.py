@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emotune.errors import InvalidInput
-from emotune.services.trainer.server import spec_from_proto
-from emotune.services.trainer.spec import DEFAULT_TARGETS, TrainingSpec, spec_warnings
+from emotune.services.trainer.spec import DEFAULT_TARGETS, TrainingSpec, spec_from_proto, spec_warnings
 from emotune.v1 import trainer_pb2
 
 

@@ -21,7 +21,8 @@ from emotune.data.records import dumps_records
 from emotune.jobs.runner import owner_prefix
 from emotune.jobs.store import JobState, JobStore
 from emotune.services.validator.config import ValidatorSettings
-from emotune.services.validator.service import ValidationSpec, Validator, ValidatorCore
+from emotune.services.validator.service import Validator, ValidatorCore
+from emotune.services.validator.spec import ValidationSpec
 from emotune.store.artifacts import ArtifactManifest, publish_artifact, read_manifest
 from emotune.store.s3 import S3Store
 from tests.emotune.jobs.test_job_cas import moto_endpoint, moto_settings  # noqa: F401 (the fixture)
