@@ -12,16 +12,17 @@ Targets (issue 3): >= 100 samples/s and >= 20x the sequential loop.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import openai
+import typer
 
 from emotune.jobs.store import JobState
 from emotune.models.server_process import free_port
@@ -86,27 +87,28 @@ async def datagen_job(base_url: str, questions: list[str], concurrency: int) -> 
         return job.result["records"] / elapsed, int(job.result["records"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency", type=float, default=0.2, help="teacher latency per request (s)")
-    parser.add_argument("--baseline", type=int, default=20, help="requests in the sequential loop")
-    parser.add_argument("--samples", type=int, default=1600, help="samples in the datagen job (2 styles)")
-    parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
-    proc, base_url = start_teacher(args.latency)
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__.split("\n\n")[0])
+def main(latency: Annotated[float, typer.Option(help="teacher latency per request (s)")] = 0.2,
+         baseline: Annotated[int, typer.Option(help="requests in the sequential loop")] = 20,
+         samples: Annotated[int, typer.Option(help="samples in the datagen job (2 styles)")] = 1600,
+         concurrency: int = 32) -> None:
+    proc, base_url = start_teacher(latency)
     try:
         openai.OpenAI(api_key="EMPTY", base_url=base_url).models.list()  # warm-up: imports, connection
-        baseline = sequential_loop(base_url, [f"第{i}个问题：今天怎么样" for i in range(args.baseline)])
-        rate, records = asyncio.run(datagen_job(base_url, [f"问题{i}：最近好吗" for i in range(args.samples // 2)],
-                                                args.concurrency))
+        sequential = sequential_loop(base_url, [f"第{i}个问题：今天怎么样" for i in range(baseline)])
+        rate, records = asyncio.run(datagen_job(base_url, [f"问题{i}：最近好吗" for i in range(samples // 2)],
+                                                concurrency))
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"teacher latency             {args.latency * 1000:.0f} ms per request")
-    print(f"sequential loop (seeds)     {baseline:8.1f} samples/s   ({args.baseline} requests)")
-    print(f"datagen, concurrency {args.concurrency:<3d}   {rate:8.1f} samples/s   ({records} samples, whole job)")
-    print(f"speed-up                    {rate / baseline:8.1f}x")
+    print(f"teacher latency             {latency * 1000:.0f} ms per request")
+    print(f"sequential loop (seeds)     {sequential:8.1f} samples/s   ({baseline} requests)")
+    print(f"datagen, concurrency {concurrency:<3d}   {rate:8.1f} samples/s   ({records} samples, whole job)")
+    print(f"speed-up                    {rate / sequential:8.1f}x")
 
 
 if __name__ == "__main__":
-    main()
+    app()

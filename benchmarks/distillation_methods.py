@@ -12,11 +12,12 @@ prints the training time of each job. Expect ~25 min a method on 2 cores; the st
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from openai import OpenAI
 from rich.console import Console
 
@@ -66,24 +67,25 @@ def print_comparison(results: dict[str, dict[str, dict]], seconds: dict[str, flo
         f"{method} {value:.0f}s" if value else f"{method} ?" for method, value in seconds.items()), markup=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="supervised,dpo:other_style",
-                        help="comma-separated; the first is the baseline (dpo:<pairs_rejected>)")
-    parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--state-dir", type=Path, help="the stack's state (default: a temporary directory)")
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__.split("\n\n")[0])
+def main(methods: Annotated[str, typer.Option(help="comma-separated; the first is the baseline (dpo:<pairs_rejected>)")] = \
+             "supervised,dpo:other_style",
+         seed: int = 3,
+         state_dir: Annotated[Path | None, typer.Option(help="the stack's state (default: a temporary directory)")] = None) -> None:
     console = Console(soft_wrap=True)
-    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="emotune-distillation-"))
+    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="emotune-distillation-"))
     stack = LocalStack(state_dir, port_offset=free_port_offset(), with_ui=False)
     stack.start(lambda name, status: None)
     results: dict[str, dict[str, dict]] = {}
     seconds: dict[str, float | None] = {}
     try:
         client = OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.api_key, max_retries=2, timeout=600)
-        for method in args.methods.split(","):
+        for method in methods.split(","):
             console.rule(method)
-            outcome = run_demo(client, stack.gateway_url, stack.api_key, method_options(method, args.seed),
+            outcome = run_demo(client, stack.gateway_url, stack.api_key, method_options(method, seed),
                                console)
             if outcome["report"] is None:
                 raise SystemExit(f"the {method} job did not succeed: {outcome['job'].status}")
@@ -95,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app()

@@ -11,12 +11,13 @@ first, and the reference pass's seconds.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import typer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,26 +50,22 @@ def _timed(run, steps: int) -> tuple[float, float | None]:
     return (stamps[steps] - first) / (steps - 1), first - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--pairs", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=0)
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False)
 
+
+@app.command(help=__doc__.splitlines()[0])
+def main(model: str = "smollm2-135m", pairs: int = 48, steps: int = 6, batch: int = 4, threads: int = 0) -> None:
     from emotune.models.basemodels import resolve_base_model
     from emotune.models.chat_template import ChatFormat
     from emotune.services.trainer import dpo, hf_backend
     from emotune.services.trainer.spec import TrainingSpec
     from emotune.settings import Settings
 
-    base = resolve_base_model(args.model, Settings().cache_dir)
+    base = resolve_base_model(model, Settings().cache_dir)
     fmt = ChatFormat.from_pretrained(base)
-    records = _pairs(args.pairs)
-    common = {"dataset_artifact": "bench", "base_model": args.model, "max_steps": args.steps,
-              "batch_size": args.batch, "eval_fraction": 0.0, "max_length": 256, "learning_rate": 5e-5,
+    records = _pairs(pairs)
+    common = {"dataset_artifact": "bench", "base_model": model, "max_steps": steps,
+              "batch_size": batch, "eval_fraction": 0.0, "max_length": 256, "learning_rate": 5e-5,
               "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "eval_every_steps": 10_000}
     quiet = lambda *a, **k: None
     results = {}
@@ -80,11 +77,11 @@ def main() -> None:
             if spec.method == "dpo":
                 prepared = dpo.prepare(spec, fmt, records, None, quiet)
                 per_step, before = _timed(lambda emit, p=prepared, s=spec, w=work: dpo.train(
-                    s, p, base, w, emit, args.threads), args.steps)
+                    s, p, base, w, emit, threads), steps)
             else:
                 prepared = hf_backend.prepare(spec, fmt, records, None, quiet)
                 per_step, before = _timed(lambda emit, p=prepared, s=spec, w=work: hf_backend.train(
-                    s, p, base, w, emit, args.threads), args.steps)
+                    s, p, base, w, emit, threads), steps)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         results[name] = (per_step, before)
@@ -96,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app()

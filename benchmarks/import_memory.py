@@ -16,7 +16,6 @@ RSS (``VmHWM``; ``ru_maxrss`` would also count the parent's memory copied at for
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
@@ -25,6 +24,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+import typer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = "的一是在不了有和人这中大为上个我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学"
@@ -64,16 +65,17 @@ def peak_mb(code: str) -> tuple[float, float, dict]:
     return result.pop("peak_kb") / 1024, time.perf_counter() - started, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dialogues", type=int, default=600_000)
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__)
+def main(dialogues: int = 600_000) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus, repeating = Path(tmp) / "lccc.json", Path(tmp) / "lccc-repeating.json"
-        write_lccc(corpus, args.dialogues, None)
-        write_lccc(repeating, args.dialogues, 20_000)
+        write_lccc(corpus, dialogues, None)
+        write_lccc(repeating, dialogues, 20_000)
         size = corpus.stat().st_size / 1e6
-        print(f"LCCC-shaped corpus: {args.dialogues} dialogues, {size:.1f} MB")
+        print(f"LCCC-shaped corpus: {dialogues} dialogues, {size:.1f} MB")
         interpreter, _, _ = peak_mb("import emotune.data.importers\nout = {}")
         load, load_s, _ = peak_mb(f"""
             import json
@@ -90,7 +92,7 @@ def main() -> None:
     print(f"python + emotune.data.importers alone: {interpreter:6.0f} MB")
     print(f"{'':44} {'peak RSS':>9} {'x file':>7} {'time':>7}")
     rows = [
-        ("baseline: json.load of the whole file", load, load_s, f"{args.dialogues} dialogues in memory"),
+        ("baseline: json.load of the whole file", load, load_s, f"{dialogues} dialogues in memory"),
         ("emotune import_questions", capped, capped_s,
          f"read {capped_out['read']}, kept {capped_out['questions']} questions (the cap)"),
         ("emotune import_questions, whole file read", whole, whole_s,
@@ -102,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app()

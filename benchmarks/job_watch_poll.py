@@ -11,13 +11,14 @@ server (Swift s3api from ``scripts/swift-s3.sh``) and the local store, on the sa
 
 from __future__ import annotations
 
-import argparse
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from pydantic import SecretStr
 
 from emotune.jobs.store import JobEvent, JobStore
@@ -60,13 +61,13 @@ def report(name: str, baseline: float, candidate: float) -> None:
           f" | {baseline / candidate:5.1f}x faster")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=600, help="events already in the job's log")
-    parser.add_argument("--polls", type=int, default=10)
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__)
+def main(events: Annotated[int, typer.Option(help="events already in the job's log")] = 600, polls: int = 10) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        report("local", *measure(LocalStore(Path(tmp) / "store"), args.events, args.polls))
+        report("local", *measure(LocalStore(Path(tmp) / "store"), events, polls))
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -77,11 +78,11 @@ def main() -> None:
                 store_backend="s3", s3_endpoint=f"127.0.0.1:{port}", s3_access_key=SecretStr("test:tester"),
                 s3_secret_key=SecretStr("testing123"), s3_bucket="bench", s3_region="us-east-1",
             )
-            report("s3", *measure(S3Store.from_settings(settings), args.events, args.polls))
+            report("s3", *measure(S3Store.from_settings(settings), events, polls))
         finally:
             subprocess.run([ROOT / "scripts" / "swift-s3.sh", "stop", str(Path(tmp) / "swift")], check=False)
-    print(f"({args.events} events in the log, watcher one event behind, mean of {args.polls} polls)")
+    print(f"({events} events in the log, watcher one event behind, mean of {polls} polls)")
 
 
 if __name__ == "__main__":
-    main()
+    app()

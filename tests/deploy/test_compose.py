@@ -15,6 +15,7 @@ from tests.deploy.deploykit import (
     COMPOSE_FILE,
     COMPOSE_VLLM_FILE,
     compose_cmd,
+    compose_image,
     compose_variants,
     env_example_keys,
     filled_env_file,
@@ -114,11 +115,11 @@ def test_gpu_reservations_only_on_gpu_hosts(rendered_compose):
             gpus = [d for d in devices if "gpu" in d.get("capabilities", [])]
             if variant.startswith("gpu") and name in GPU_SERVICES:
                 assert gpus and gpus[0]["driver"] == "nvidia", f"{variant}: {name} reserves no GPU"
-                assert gpu_target(service["build"]["target"]), f"{variant}: {name} runs a CPU image"
+                assert gpu_target(compose_image(service)), f"{variant}: {name} runs a CPU image"
             else:
                 assert not gpus, f"{variant}: {name} reserves a GPU"
                 if name in GPU_SERVICES:
-                    assert service["build"]["target"].endswith("-cpu")
+                    assert compose_image(service).endswith("-cpu")
 
 
 def test_the_inference_engine_of_each_host(rendered_compose):
@@ -129,7 +130,7 @@ def test_the_inference_engine_of_each_host(rendered_compose):
     for variant, config in rendered_compose.items():
         inference = config["services"]["inference"]
         target, engine = engines[variant.split("+")[0]]
-        assert (inference["build"]["target"], inference["environment"]["EMOTUNE_INFERENCE_ENGINE"]) == (
+        assert (compose_image(inference), inference["environment"]["EMOTUNE_INFERENCE_ENGINE"]) == (
             target, engine), variant
     lmdeploy, vllm = rendered_compose["gpu"]["services"], rendered_compose["gpu-vllm"]["services"]
     assert {name for name in lmdeploy if lmdeploy[name] != vllm[name]} == {"inference"}
@@ -163,7 +164,7 @@ def test_the_pipeline_runs_between_the_gateway_and_the_job_services(rendered_com
     for variant, config in rendered_compose.items():
         services = config["services"]
         pipeline = services["pipeline"]
-        assert pipeline["build"]["target"] == "pipeline" and pipeline["image"].startswith("emotune/pipeline:")
+        assert compose_image(pipeline) == "pipeline" and pipeline["image"].startswith("emotune/pipeline:")
         assert pipeline["healthcheck"]["test"] == ["CMD", "python", "-m", "emotune.grpc.probe", f"127.0.0.1:{port}"]
         assert pipeline["restart"] == "unless-stopped"
         depends = {name: rule["condition"] for name, rule in pipeline["depends_on"].items()}

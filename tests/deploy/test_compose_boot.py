@@ -21,7 +21,7 @@ import pytest
 from emotune.grpc.probe import check as grpc_serving
 from emotune.models.llamacpp import LlamaCpp
 from emotune.settings import Settings
-from tests.deploy.deploykit import REPO, image_env, image_python
+from tests.deploy.deploykit import REPO, compose_image, image_env, image_python
 from tests.support import free_port
 
 BOOT_SECONDS = 150
@@ -50,7 +50,7 @@ def loopback_env(name: str, compose: dict[str, dict], ports: dict[tuple[str, int
         if value.isdigit() and (name, int(value)) in ports:  # the service's own port settings
             value = str(ports[(name, int(value))])
         env[key] = value
-    if "EMOTUNE_LLAMACPP_DIR" in image_env(compose[name]["build"]["target"]):
+    if "EMOTUNE_LLAMACPP_DIR" in image_env(compose_image(compose[name])):
         env["EMOTUNE_LLAMACPP_DIR"] = local_llamacpp()
     return {**os.environ, **env, "EMOTUNE_STORE_BACKEND": "local", "EMOTUNE_STORE_PATH": str(tmp_path / "store"),
             "EMOTUNE_CACHE_DIR": str(tmp_path / "cache"), "EMOTUNE_INFERENCE_PRELOAD": "",
@@ -75,7 +75,7 @@ def boot(names: list[str], compose: dict[str, dict], services, tmp_path, **overr
     ports = {(name, port): free_port() for name in compose for port in container_ports(compose[name])}
     procs = {}
     for name in names:
-        target = compose[name]["build"]["target"]
+        target = compose_image(compose[name])
         python, image_env = image_python(target, tmp_path / "images" / target)
         procs[name] = subprocess.Popen([*python, "-m", f"emotune.services.{name}"], cwd=REPO,
                                        env={**loopback_env(name, compose, ports, tmp_path), **image_env, **overrides},
@@ -133,7 +133,7 @@ def test_the_vllm_image_boots_its_inference_service(services, rendered_compose, 
     with only the packages inference-vllm installs in its own virtualenv: the service needs nothing of vLLM's
     to start (it runs the `vllm` executable only when a model is loaded, and there is none here)."""
     compose = rendered_compose["gpu-vllm"]["services"]
-    assert compose["inference"]["build"]["target"] == "inference-vllm"
+    assert compose_image(compose["inference"]) == "inference-vllm"
     # no model (an empty value means the default, smollm2-135m; a lone comma lists none)
     with boot(["inference"], compose, services, tmp_path, EMOTUNE_INFERENCE_PRELOAD=",") as (_, _, crashed):
         assert not crashed, crashed

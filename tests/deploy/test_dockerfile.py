@@ -13,13 +13,16 @@ from docker.utils.build import exclude_paths
 from tests.deploy.deploykit import (
     ARGS,
     DOCKERFILE,
+    IMAGE_BASE,
     REPO,
     STAGES,
     base_image,
     chain,
+    compose_image,
     image_env,
     image_python,
     image_requirements,
+    images,
     installed_closure,
     run,
     tool,
@@ -33,12 +36,12 @@ def last(target: str, instruction: str):
 
 
 def built_targets(rendered_compose, rendered_k8s) -> dict[str, set[str]]:
-    """Dockerfile target -> the services (compose or k8s) that run its image."""
+    """Dockerfile image (build argument IMAGE) -> the services (compose or k8s) that run it."""
     targets: dict[str, set[str]] = {}
     for config in rendered_compose.values():
         for name, service in config["services"].items():
             if "build" in service:
-                target = service["build"]["target"]
+                target = compose_image(service)
                 assert service["build"]["dockerfile"] == "docker/Dockerfile"
                 assert service["image"].split(":")[0] == f"emotune/{target}", f"{name}: image name != target"
                 targets.setdefault(target, set()).add(name)
@@ -56,13 +59,13 @@ def test_hadolint_passes():
 
 
 def test_every_image_the_deployments_run_is_a_target(rendered_compose, rendered_k8s):
-    missing = set(built_targets(rendered_compose, rendered_k8s)) - set(STAGES)
+    missing = set(built_targets(rendered_compose, rendered_k8s)) - images()
     assert not missing, f"compose/k8s run images the Dockerfile does not build: {missing}"
 
 
 def test_base_images_are_pinned():
     for stage in STAGES.values():
-        if stage.base in STAGES:
+        if stage.base in STAGES or stage.base == IMAGE_BASE:  # another stage, or the one IMAGE names
             continue
         ref = re.sub(r"\$\{(\w+)\}", lambda m: ARGS[m.group(1)], stage.base)
         digest = "@sha256:" in ref
@@ -83,7 +86,8 @@ def test_targets_run_as_non_root_with_a_healthcheck(rendered_compose, rendered_k
         port = service.grpc_port or service.http_port
         if port is not None:
             assert f"127.0.0.1:{port}" in " ".join(health.value), f"{target}: healthcheck does not probe {port}"
-            exposed = {p for cmd in chain(target)[-1].commands if cmd.cmd == "EXPOSE" for p in cmd.value}
+            exposed = {p for stage in chain(target) for cmd in stage.commands if cmd.cmd == "EXPOSE"
+                       for p in cmd.value}
             assert str(port) in exposed, f"{target}: port {port} not exposed"
             if service.metrics_port is not None:
                 assert str(service.metrics_port) in exposed, f"{target}: metrics port not exposed"

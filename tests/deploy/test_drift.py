@@ -15,6 +15,7 @@ from emotune.models.basemodels import DEFAULT_BASE_MODEL, PACKAGED_MODELS
 from emotune.settings import Settings
 from tests.deploy.deploykit import (
     by_kind,
+    compose_image,
     container_env,
     image_requirements,
     installed_closure,
@@ -164,7 +165,7 @@ def test_deployments_default_to_the_default_base_model(rendered_compose, rendere
         services = config["services"]
         assert services["inference"]["environment"]["EMOTUNE_INFERENCE_PRELOAD"] == DEFAULT_BASE_MODEL, variant
         assert services["datagen"]["environment"]["EMOTUNE_DATAGEN_TEACHER_MODEL"] == "", variant
-        targets |= {services[name]["build"]["target"] for name in ("inference", "trainer")}
+        targets |= {compose_image(services[name]) for name in ("inference", "trainer")}
     for overlay, docs in rendered_k8s.items():
         pods = workloads(docs)
         env = {name: container_env(pods[name]["containers"][0], docs) for name in ("inference", "datagen")}

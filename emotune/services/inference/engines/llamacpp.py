@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+from httpx_sse import EventSource
 
 from emotune.errors import CorruptArtifact
 from emotune.logging import get_logger
@@ -38,7 +39,6 @@ from emotune.services.inference.engines.served import (
     BaseProcesses,
     Counts,
     ProcessModel,
-    event_lines,
     refuse_unless_ok,
     sampling_defaults,
     trained_context,
@@ -100,10 +100,10 @@ class LlamaCppModel(ProcessModel):
             # The request is emotune's own but for a JSON schema, which llama-server may not be able to convert.
             await refuse_unless_ok(response, server.program,
                                    "sampling.json_schema" if chat.params.json_schema is not None else None)
-            async for line in event_lines(response):
-                if not line.startswith("data: "):
+            async for sse in EventSource(response).aiter_sse():
+                if not sse.data:
                     continue
-                event = json.loads(line[6:])
+                event = json.loads(sse.data)
                 tokens = event.get("tokens") or []
                 ended = next((i for i, token in enumerate(tokens) if token in end_ids), None)
                 if ended is not None:  # an eos id the vocabulary does not mark as end of generation

@@ -7,6 +7,9 @@ base and every adapter of it, and generations streamed from it over loopback HTT
   ``release`` by the last user stops it; ``revive`` restarts a server that died, with the same adapters.
 - :class:`ProcessModel` starts a generation as an asyncio task reading the server's stream (engines supply
   :meth:`ProcessModel.chunks`); cancelling it closes the HTTP stream, which makes the server stop that request.
+- The engines read the servers' event streams with httpx-sse, which splits lines only at CR/LF as SSE defines
+  them: httpx's ``aiter_lines`` also splits at U+2028, U+0085 and the other Unicode line breaks, which JSON leaves
+  unescaped, so a generated token holding one would cut an event in two.
 """
 
 from __future__ import annotations
@@ -182,19 +185,6 @@ class ProcessModel(TemplatedModel):
 
     def close(self) -> None:
         self.release()
-
-
-async def event_lines(response: httpx.Response) -> AsyncIterator[str]:
-    """The lines of a server-sent event stream, split only at LF (CR LF), as SSE defines them: httpx's
-    ``aiter_lines`` also splits at U+2028, U+0085 and the other Unicode line breaks, which JSON leaves
-    unescaped, so a generated token holding one would cut an event in two."""
-    pending = b""
-    async for block in response.aiter_bytes():
-        *lines, pending = (pending + block).split(b"\n")
-        for line in lines:
-            yield line.removesuffix(b"\r").decode("utf-8", errors="replace")
-    if pending:
-        yield pending.removesuffix(b"\r").decode("utf-8", errors="replace")
 
 
 async def refuse_unless_ok(response: httpx.Response, program: str, field: str | None = None) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 
 from emotune.errors import FailedPrecondition, Unavailable
 from emotune.logging import get_logger
@@ -44,7 +45,6 @@ from emotune.services.inference.engines.served import (
     BaseProcesses,
     Counts,
     ProcessModel,
-    event_lines,
     refuse_unless_ok,
     sampling_defaults,
     trained_context,
@@ -106,7 +106,7 @@ def completion_body(model: str, chat: PreparedChat, defaults: dict[str, float],
 class CompletionStream:
     """vLLM's server-sent events of a streamed completion, as emotune chunks.
 
-    :meth:`feed` takes one line and returns the text chunks in it; :meth:`final` is the closing chunk
+    :meth:`feed` takes one event's data and returns the text chunks in it; :meth:`final` is the closing chunk
     (finish reason and token counts). An error event raises Unavailable with vLLM's message.
     """
 
@@ -115,11 +115,9 @@ class CompletionStream:
         self.finish_reason: str | None = None
         self.done = False
 
-    def feed(self, line: str) -> list[Chunk]:
-        line = line.strip()
-        if not line.startswith("data:"):
-            return []  # blank separators, comments, "event:" lines
-        data = line[5:].strip()
+    def feed(self, data: str) -> list[Chunk]:
+        if not data:
+            return []  # an event without data
         if data == "[DONE]":
             self.done = True
             return []
@@ -178,8 +176,8 @@ class VllmModel(ProcessModel):
         try:
             async with client.stream("POST", f"{server.url}/v1/completions", json=self.request_body(chat)) as response:
                 await refuse_unless_ok(response, server.program)
-                async for line in event_lines(response):
-                    for chunk in events.feed(line):
+                async for sse in EventSource(response).aiter_sse():
+                    for chunk in events.feed(sse.data):
                         yield chunk
                     if events.done:
                         break

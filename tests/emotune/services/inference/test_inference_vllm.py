@@ -180,16 +180,16 @@ def test_request_body():
 def _event(text: str | None = None, finish: str | None = None, usage: dict | None = None) -> str:
     choices = [] if text is None else [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
                                         "stop_reason": None}]
-    return "data: " + json.dumps({"id": "cmpl-x", "object": "text_completion", "created": 1, "model": "a",
-                                  "choices": choices, "usage": usage})
+    return json.dumps({"id": "cmpl-x", "object": "text_completion", "created": 1, "model": "a",
+                       "choices": choices, "usage": usage})
 
 
 def test_sse_chunks_become_emotune_chunks():
     stream = CompletionStream(prompt_tokens=11)
-    lines = [_event("你"), "", ": keep-alive", _event("好", usage={"prompt_tokens": 12, "completion_tokens": 2}),
-             _event("", "stop"), _event(usage={"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}),
-             "data: [DONE]"]
-    texts = [chunk.text for line in lines for chunk in stream.feed(line)]
+    events = [_event("你"), "", _event("好", usage={"prompt_tokens": 12, "completion_tokens": 2}),
+              _event("", "stop"), _event(usage={"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}),
+              "[DONE]"]
+    texts = [chunk.text for data in events for chunk in stream.feed(data)]
     assert texts == ["你", "好"] and stream.done
     final = stream.final()
     assert (final.text, final.finish_reason, final.prompt_tokens, final.completion_tokens) == ("", "stop", 12, 3)
@@ -202,7 +202,7 @@ def test_sse_chunks_become_emotune_chunks():
     for error in ({"error": {"message": "boom", "type": "InternalServerError", "code": 500}},
                   {"object": "error", "message": "boom", "type": "BadRequestError", "code": 400}):
         with pytest.raises(Unavailable, match="boom"):
-            CompletionStream().feed("data: " + json.dumps(error))
+            CompletionStream().feed(json.dumps(error))
 
 
 def test_the_exported_template_renders_in_vllm_exactly_as_training(smollm_dir):
