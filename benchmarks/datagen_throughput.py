@@ -72,13 +72,15 @@ def sequential_loop(base_url: str, questions: list[str]) -> float:
 async def datagen_job(base_url: str, questions: list[str], concurrency: int) -> tuple[float, int]:
     """A full datagen job; returns (samples/s over the job's wall time, records published)."""
     with tempfile.TemporaryDirectory(prefix="emotune-bench-") as tmp:
+        # The test teacher is the operator's default teacher, as a deployment configures it: a job names a
+        # teacher, never its endpoint.
         settings = DatagenSettings(store_path=Path(tmp), datagen_openai_max_concurrency=concurrency,
-                                   log_level="WARNING")
+                                   datagen_teacher_base_url=base_url, log_level="WARNING")
         service = DatagenService(settings, LocalStore(tmp))
         started = time.perf_counter()
         record = await service.start({"styles_yaml": STYLES, "questions": {"questions": questions},
-                                      "teacher": {"provider": "openai", "base_url": base_url,
-                                                  "model": "teacher-test", "max_concurrency": concurrency}})
+                                      "teacher": {"name": "default", "model": "teacher-test",
+                                                  "max_concurrency": concurrency}})
         await service.runner.wait(record.job_id)
         elapsed = time.perf_counter() - started
         job = service.jobs.get(record.job_id)
