@@ -72,6 +72,8 @@ def demo(
                                                         "(prefer them over a rejected reply, --pairs-rejected)"),
     pairs_rejected: str = typer.Option(DemoOptions.pairs_rejected, help="dpo: the rejected reply — other_style "
                                        "(another style's answer to the question) or base_model (trigger only)"),
+    nll_weight: float = typer.Option(-1.0, help="dpo: weight of the NLL on the chosen reply (-1 = the trainer's "
+                                                "default)"),
     best_of: int = typer.Option(0, help="teacher candidates per question (best-of-N; 0 = 3 offline, 1 with "
                                         "ZhipuAI)"),
     answers_per_question: int = typer.Option(DemoOptions.answers_per_question, help="teacher answers kept per "
@@ -90,6 +92,8 @@ def demo(
         overrides = {"best_of": best_of} if best_of else {}
         if learning_rate:
             overrides["learning_rate"] = learning_rate
+        if nll_weight >= 0:
+            overrides["nll_weight"] = nll_weight
         outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions.for_teacher(
             base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
             epochs=epochs, seed=seed, method=method, pairs_rejected=pairs_rejected,

@@ -68,6 +68,8 @@ class DemoOptions:
     method: str = "supervised"
     # dpo: the rejected side of each pair (emotune.training.pairs_rejected).
     pairs_rejected: str = "other_style"
+    # dpo: weight of the NLL on the chosen reply (None: the trainer's 0.1, Open Character Training's).
+    nll_weight: float | None = None
     suffix: str = "demo"
     offline: bool = True  # the teacher is the packaged 1.5B (no ZhipuAI key)
     seed: int = 7
@@ -95,8 +97,7 @@ def submit_job(client: OpenAI, options: DemoOptions):
     questions = client.files.create(file=options.questions_file.open("rb"), purpose="emotune-questions")
     return client.fine_tuning.jobs.create(
         model=options.base_model, training_file=styles.id, suffix=options.suffix, seed=options.seed,
-        method={"type": options.method, options.method: {"hyperparameters": {"n_epochs": options.epochs,
-                                                                               "batch_size": 4}}},
+        method={"type": options.method, options.method: {"hyperparameters": _hyperparameters(options)}},
         extra_headers={"Idempotency-Key": f"demo-{uuid.uuid4().hex}"},
         extra_body={"emotune": {
             "styles": list(options.styles),
@@ -108,6 +109,13 @@ def submit_job(client: OpenAI, options: DemoOptions):
             "evaluation": {"questions_per_style": options.eval_questions},
         }},
     )
+
+
+def _hyperparameters(options: DemoOptions) -> dict:
+    chosen = {"n_epochs": options.epochs, "batch_size": 4}
+    if options.method == "dpo" and options.nll_weight is not None:
+        chosen["nll_weight"] = options.nll_weight
+    return chosen
 
 
 def run_demo(client: OpenAI, gateway_url: str, api_key: str, options: DemoOptions,
