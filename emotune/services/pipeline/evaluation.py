@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from statistics import fmean
 from typing import Any
 
 from emotune.data.styles import StylesDocument, dump_styles
 from emotune.fine_tuning.report import CONFIGS
+from emotune.logging import get_logger
 from emotune.services.pipeline.gate import (
     GateRule,
     ReplySense,
@@ -36,6 +38,7 @@ from emotune.services.pipeline.gate import (
 )
 from emotune.v1 import inference_pb2, inference_pb2_grpc, validator_pb2, validator_pb2_grpc
 
+log = get_logger(__name__)
 DEFAULT_RULE = GateRule()
 SHOWN_SAMPLES = 3  # held-out questions per style whose three replies the report shows side by side
 SCORE_WITH_JUDGE_DEADLINE_S = 900.0
@@ -158,8 +161,12 @@ class _StyleRun:
 
     async def report(self, train_samples: dict[str, int] | None, rule: GateRule) -> dict[str, Any]:
         """Generates, scores, and judges every style."""
+        started = time.monotonic()
         generated = await self._generate_all()
+        generated_s = time.monotonic() - started
         results = {key: await self._score_config(*key, *replies) for key, replies in generated.items()}
+        log.info("evaluation replies generated and scored", generated_s=round(generated_s, 1),
+                 scored_s=round(time.monotonic() - started - generated_s, 1))
         rows: list[dict[str, Any]] = []
         samples: dict[str, dict[str, dict[str, str]]] = {}  # style -> question -> config -> reply
         for style in self.selected:
