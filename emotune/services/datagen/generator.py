@@ -23,7 +23,6 @@ from emotune.jobs.runner import JobContext
 from emotune.logging import get_logger
 from emotune.services.datagen import metrics
 from emotune.services.datagen.config import DatagenSettings
-from emotune.services.datagen.request_policy import ProviderLimits, RetryPolicy, TeacherCaller
 from emotune.services.datagen.plan import (
     PROMPT_VERSION,
     Plan,
@@ -36,6 +35,7 @@ from emotune.services.datagen.plan import (
 )
 from emotune.services.datagen.postprocess import PostProcessor
 from emotune.services.datagen.questions import load_questions
+from emotune.services.datagen.request_policy import ProviderLimits, RetryPolicy, TeacherCaller
 from emotune.services.datagen.shards import Failure, Outcome, ShardWriter, read_shards
 from emotune.services.datagen.spec import GenerationSpec, teacher_access
 from emotune.services.datagen.teachers import FailureKind, TeacherError, build_teacher

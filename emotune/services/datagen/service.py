@@ -15,8 +15,8 @@ from emotune.jobs.runner import JobRunner
 from emotune.jobs.store import JobRecord, JobState, JobStore
 from emotune.services.datagen.config import DatagenSettings
 from emotune.services.datagen.generator import JOB_KIND, DatagenDeps, plan_job, run_generation
-from emotune.services.datagen.request_policy import ProviderLimits
 from emotune.services.datagen.postprocess import PostProcessor
+from emotune.services.datagen.request_policy import ProviderLimits
 from emotune.services.datagen.spec import GenerationSpec, prepare_spec, teacher_access
 from emotune.store.artifacts import read_manifest
 from emotune.store.base import ArtifactStore

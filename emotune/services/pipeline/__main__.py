@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from emotune.grpc.process import ServiceParts, run_service
 from emotune.services.pipeline.config import PipelineSettings
-from emotune.services.pipeline.stages import ServiceChannels
 from emotune.services.pipeline.server import add_servicers
 from emotune.services.pipeline.service import PipelineService
+from emotune.services.pipeline.stages import ServiceChannels
 from emotune.store.base import ArtifactStore
 
 DEFAULT_METRICS_PORT = 9105

@@ -52,7 +52,9 @@ FOLLOW_UPS = {
 
 class EvaluationReplies:
     """The evaluated models' replies (the sampling every evaluation uses), generated as many at once as the
-    inference service has generation slots (more would only queue there), each counted for ``progress``."""
+    inference service has generation slots (more would only queue there), and the validator's readings of them;
+    ``progress`` counts both: each reply written, and each reply the judge has read (its readings take about
+    as long as the writing, and would otherwise be minutes without a line)."""
 
     def __init__(self, inference: inference_pb2_grpc.InferenceStub, slots: int, total: int, *, max_tokens: int,
                  seed: int, progress: Callable[[int, int], None] | None) -> None:
@@ -78,19 +80,24 @@ class EvaluationReplies:
         )
         async with self.slots:
             chunks = [chunk async for chunk in self.inference.Chat(request)]
-        self.done += 1
-        if self.progress:
-            self.progress(self.done, self.total)
+        self._count(1)
         return "".join(c.text for c in chunks).strip(), any(c.finish_reason == "length" for c in chunks)
 
+    def _count(self, done: int) -> None:
+        self.done += done
+        if self.progress:
+            self.progress(self.done, self.total)
 
-async def score_replies(validator: validator_pb2_grpc.ValidatorStub, texts: list[str], style: str,
-                        styles_yaml: str, questions: Sequence[str] = ()) -> validator_pb2.ScoreResponse:
-    """With questions the validator's judge reads every reply (two model calls each, sharing the inference slots
-    with the generations still running): far past the default unary deadline."""
-    return await validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style, styles_yaml=styles_yaml,
-                                                            questions=questions),
-                                 timeout=SCORE_WITH_JUDGE_DEADLINE_S if questions else None)
+    async def read(self, validator: validator_pb2_grpc.ValidatorStub, texts: list[str], style: str,
+                   styles_yaml: str, questions: Sequence[str] = ()) -> validator_pb2.ScoreResponse:
+        """The validator's scores; with questions its judge reads every reply (two model calls each, counted in
+        ``progress``): far past the default unary deadline."""
+        scored = await validator.Score(validator_pb2.ScoreRequest(texts=texts, style=style, styles_yaml=styles_yaml,
+                                                                  questions=questions),
+                                       timeout=SCORE_WITH_JUDGE_DEADLINE_S if questions else None)
+        if questions:
+            self._count(len(texts))
+        return scored
 
 
 def _message(role: str, content: str) -> inference_pb2.ChatMessage:
@@ -132,7 +139,8 @@ class StyleEvaluator:
         """``train_samples``: kept training samples per style (a style with too few is never promoted; None when
         unknown)."""
         styles_yaml = scoring_styles(styles, selected)
-        total = len(selected) * len(CONFIGS) * (len(questions) + 2 * len(questions[:DIALOGUES]))
+        # each configuration's replies, written and then read by the judge, and its dialogues' two more turns
+        total = len(selected) * len(CONFIGS) * (2 * len(questions) + 2 * len(questions[:DIALOGUES]))
         generation = await EvaluationReplies.open(self.inference, total, max_tokens=max_tokens, seed=seed,
                                                   progress=progress)
         run = _StyleRun(generation, self.validator, styles, styles_yaml, selected, questions,
@@ -228,8 +236,8 @@ class _StyleRun:
                             thirds: list[str]) -> tuple[dict[str, Any], list[str]]:
         """The table row of one configuration's replies, and the replies."""
         replies = [text for text, _ in answered]
-        scored = await score_replies(self.validator, replies, style, self.styles_yaml, self.questions)
-        scored_thirds = await score_replies(self.validator, thirds, style, self.styles_yaml)
+        scored = await self.generation.read(self.validator, replies, style, self.styles_yaml, self.questions)
+        scored_thirds = await self.generation.read(self.validator, thirds, style, self.styles_yaml)
         key = style, config
         self.lifts[key] = [s.style_lift for s in scored.scores]
         self.sense[key] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered)]

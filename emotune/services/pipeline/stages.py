@@ -221,8 +221,9 @@ class Pipeline:
                 base_model=request.model, tuned_model=model_id, probe_contexts=voice.get("probe_contexts"),
                 max_tokens=voice_options.max_tokens,
                 seed=request.seed or 0, train_samples=voice["train_samples"],
-                progress=lambda done, total: ctx.progress(done, total, f"evaluation: {done}/{total} replies",
-                                                        every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation")))
+                progress=lambda done, total: ctx.progress(
+                    done, total, f"evaluation: {done}/{total} replies written and read",
+                    every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation")))
             if options and options.evaluation.gate == "none":
                 evaluation = {**evaluation, "promoted": True,
                               "verdict": f"promoted without a gate (gate: none); {evaluation['verdict']}"}
@@ -232,8 +233,9 @@ class Pipeline:
             evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
                 styles, selected, files["held_out"], base_model=request.model,
                 tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
-                progress=lambda done, total: ctx.progress(done, total, f"evaluation: {done}/{total} replies",
-                                                        every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation"),
+                progress=lambda done, total: ctx.progress(
+                    done, total, f"evaluation: {done}/{total} replies written and read",
+                    every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation"),
                 train_samples=kept,
             ))
             if options.evaluation.gate == "none":

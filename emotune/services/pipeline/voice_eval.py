@@ -23,7 +23,7 @@ from collections.abc import Callable
 from statistics import fmean
 from typing import Any
 
-from emotune.services.pipeline.evaluation import SHOWN_SAMPLES, EvaluationReplies, score_replies
+from emotune.services.pipeline.evaluation import SHOWN_SAMPLES, EvaluationReplies
 from emotune.services.pipeline.gate import (
     GateRule,
     ReplySense,
@@ -52,7 +52,9 @@ class VoiceEvaluator:
         """``references`` are the person's replies to ``probe_contexts`` (training contexts); without contexts (a
         job checkpointed before they were kept) the probe's other side is generic assistant replies."""
         contexts = probe_contexts or []
-        generation = await EvaluationReplies.open(self.inference, 2 * len(held_out) + len(contexts),
+        # the base and tuned replies written, the three configurations read by the judge (the real replies too), and
+        # the probe's contrast replies
+        generation = await EvaluationReplies.open(self.inference, 5 * len(held_out) + len(contexts),
                                                  max_tokens=max_tokens, seed=seed, progress=progress)
 
         async def answer(model: str, context: list[dict[str, str]]) -> tuple[str, bool]:
@@ -74,7 +76,7 @@ class VoiceEvaluator:
         sense: dict[str, list[ReplySense]] = {}
         rows = []
         for config in CONFIGS:
-            scored = await score_replies(self.validator, replies[config], VOICE_STYLE, styles_yaml, questions)
+            scored = await generation.read(self.validator, replies[config], VOICE_STYLE, styles_yaml, questions)
             scores[config] = [s.style_margin for s in scored.scores]
             sense[config] = [reply_sense(s, capped) for s, (_, capped) in zip(scored.scores, answered[config],
                                                                                strict=True)]

@@ -144,9 +144,9 @@ async def _count(ctx) -> dict:
 
 async def test_the_main_job_piped_prints_progress_lines_for_every_stage(tmp_path, monkeypatch, capsys):
     from emotune.services.pipeline.config import PipelineSettings
-    from emotune.services.pipeline.stages import Pipeline, ServiceChannels, _Run
     from emotune.services.pipeline.server import add_servicers as add_pipeline_servicers
     from emotune.services.pipeline.service import PipelineService
+    from emotune.services.pipeline.stages import Pipeline, ServiceChannels, _Run
     from tests.emotune.services.gateway.conftest import API_KEYS, start_gateway
 
     settings = Settings(store_path=tmp_path / "services")

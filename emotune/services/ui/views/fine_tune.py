@@ -12,7 +12,6 @@ import streamlit as st
 
 from emotune.errors import InvalidInput
 from emotune.services.ui import widgets
-from emotune.services.ui.gateway_client import GatewayError
 from emotune.services.ui.fine_tune import (
     GENERATION_MODES,
     QUESTION_FORMATS,
@@ -29,6 +28,7 @@ from emotune.services.ui.fine_tune import (
     stage_progress,
     validation_view,
 )
+from emotune.services.ui.gateway_client import GatewayError
 from emotune.services.ui.styles_check import check_styles, error_context, read_upload, styles_table
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[4] / "examples"

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from emotune.services.datagen.request_policy import ProviderLimiter, RetryPolicy, TeacherCaller
 from emotune.services.datagen.plan import parse_dialogue
+from emotune.services.datagen.request_policy import ProviderLimiter, RetryPolicy, TeacherCaller
 from emotune.services.datagen.teachers import FailureKind, OpenAICompatibleTeacher, TeacherError
 from tests.support.teacher_server import Fault
 

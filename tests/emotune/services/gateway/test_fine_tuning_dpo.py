@@ -16,9 +16,9 @@ import pytest_asyncio
 from emotune.data.records import parse_records
 from emotune.grpc.server import start_server
 from emotune.services.pipeline.config import PipelineSettings
-from emotune.services.pipeline.stages import ServiceChannels
 from emotune.services.pipeline.server import add_servicers
 from emotune.services.pipeline.service import PipelineService
+from emotune.services.pipeline.stages import ServiceChannels
 from emotune.store.artifacts import read_file
 from tests.emotune.services.gateway.conftest import start_gateway
 from tests.support import free_port

@@ -14,9 +14,9 @@ import pytest_asyncio
 
 from emotune.grpc.server import start_server
 from emotune.services.pipeline.config import PipelineSettings
-from emotune.services.pipeline.stages import ServiceChannels
 from emotune.services.pipeline.server import add_servicers
 from emotune.services.pipeline.service import PipelineService
+from emotune.services.pipeline.stages import ServiceChannels
 from tests.emotune.services.gateway.conftest import start_gateway
 from tests.support import free_port
 

@@ -21,9 +21,9 @@ from pydantic import SecretStr
 from emotune.grpc.server import start_server
 from emotune.services.inference import published
 from emotune.services.pipeline.config import PipelineSettings
-from emotune.services.pipeline.stages import ServiceChannels
 from emotune.services.pipeline.server import add_servicers
 from emotune.services.pipeline.service import PipelineService
+from emotune.services.pipeline.stages import ServiceChannels
 from emotune.store.local import LocalStore
 from tests.emotune.services.gateway.conftest import start_gateway
 from tests.emotune.services.inference.stack import MODEL

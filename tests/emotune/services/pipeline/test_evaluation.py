@@ -73,12 +73,15 @@ async def test_the_style_evaluation_generates_per_model_then_scores_and_reports(
         progress=lambda done, total: progress.append((done, total)), train_samples={"温柔": 100})
 
     chats = [entry for entry in log if entry[0] == "chat"]
-    total = 2 * len(CONFIGS) * (len(questions) + 2 * DIALOGUES)
-    assert len(chats) == total and progress == [(done, total) for done in range(1, total + 1)]
+    written, read = 2 * len(CONFIGS) * (len(questions) + 2 * DIALOGUES), 2 * len(CONFIGS) * len(questions)
+    assert len(chats) == written
+    # a step per reply written, then per configuration the judge's readings of its first replies at once
+    assert progress == [(done, written + read) for done in range(1, written + 1)] + [
+        (written + len(questions) * k, written + read) for k in range(1, 2 * len(CONFIGS) + 1)]
     assert inference.most_in_flight <= SLOTS
     models = [model for _, model, _ in chats]
     assert models == sorted(models)  # the base model's replies, then the tuned model's
-    assert all(entry[0] == "score" for entry in log[total:])  # scoring after all generation
+    assert all(entry[0] == "score" for entry in log[written:])  # scoring after all generation
     thirds = [messages for _, _, messages in chats if messages[-1][1] == FOLLOW_UPS["zh"][-1]]
     assert len(thirds) == 2 * len(CONFIGS) * DIALOGUES  # both styles speak zh
     assert all([content for role, content in m if role == "user"][-2:] == list(FOLLOW_UPS["zh"]) for m in thirds)
@@ -104,7 +107,8 @@ async def test_the_voice_evaluation_shares_the_generation_and_scoring() -> None:
         held_out, ["ref"], "talk like me", base_model="base", tuned_model="tuned", probe_contexts=contexts,
         progress=lambda done, total: progress.append((done, total)))
 
-    assert progress[-1] == (12, 12) and len(progress) == 12
+    # 12 replies written (5 base, 5 tuned, 2 contrast), then three configurations' 5 replies read by the judge
+    assert progress == [(done, 27) for done in range(1, 13)] + [(17, 27), (22, 27), (27, 27)]
     assert [entry[3] for entry in log if entry[0] == "score"] == [SCORE_WITH_JUDGE_DEADLINE_S] * 3
     assert [row["config"] for row in report["table"]] == ["base", "tuned", "real"]
     assert len(report["samples"]) == SHOWN_SAMPLES and len(report["all_samples"]) == len(held_out)
