@@ -85,29 +85,6 @@ class Record(BaseModel):
         return next((m.content for m in self.messages if m.role == "user"), "")
 
 
-def _question_key(record: Record) -> tuple[tuple[str, str], ...]:
-    """What a reply answers, whatever the style: the conversation without its system message (the trigger)."""
-    return tuple((m.role, m.content) for m in record.prompt_messages if m.role != "system")
-
-
-def other_style_answers(kept: list[Record]) -> dict[int, str]:
-    """For each record (by index), another style's answer to the same question, where one exists: a reply that
-    differs from it in style only (DPO's other-style pairs, the trainer's opening contrast).
-
-    Among several, the first other style in the order of ``kept`` (the validator's order) is taken.
-    """
-    by_question: dict[tuple, dict[str, str]] = {}
-    for record in kept:
-        by_question.setdefault(_question_key(record), {}).setdefault(record.style or "", record.assistant_text)
-    answers = {}
-    for number, record in enumerate(kept):
-        others = [text for style, text in by_question[_question_key(record)].items()
-                  if style != (record.style or "") and text.strip()]
-        if others:
-            answers[number] = others[0]
-    return answers
-
-
 def record_id(*parts: object) -> str:
     """A stable id from the sample's identity, e.g. (style, source question, mode, variant)."""
     joined = "\x1f".join(str(p) for p in parts)

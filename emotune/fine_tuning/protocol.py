@@ -136,9 +136,6 @@ class TrainingOptions(_Options):
     learning_rate: float = Field(0.0, ge=0, description="0 = backend default x learning_rate_multiplier")
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     eval_every_steps: int = Field(0, ge=0)
-    opening_contrast: float = Field(
-        0.0, ge=0, le=10, description="supervised, hf backend: weight of the unlikelihood of another style's "
-        "opening token where this style's reply opens (0 = off); see docs/trainer.md, \"Opening contrast\"")
     pairs_rejected: Literal["other_style", "base_model"] = Field(
         "other_style", description="method dpo with generated data: the rejected reply of each pair — another "
         "style's kept answer to the same question (the pair differs in style only; the base model's reply where "

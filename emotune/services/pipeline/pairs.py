@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from emotune.data.records import Message, Record, other_style_answers
+from emotune.data.records import Message, Record
 from emotune.v1 import inference_pb2, inference_pb2_grpc
 
 # The base model's own sampling, as the evaluation samples it: the rejected side is what it would really say.
@@ -55,6 +55,28 @@ class PairsReport:
                 line += f"; {info.dropped_empty} dropped (empty base reply)"
             out.append(line)
         return out
+
+
+def _question_key(record: Record) -> tuple[tuple[str, str], ...]:
+    """What a reply answers, whatever the style: the conversation without its system message (the trigger)."""
+    return tuple((m.role, m.content) for m in record.prompt_messages if m.role != "system")
+
+
+def other_style_answers(kept: list[Record]) -> dict[int, str]:
+    """For each kept record (by index), another style's kept answer to the same question, where one exists.
+
+    Among several, the first other style in the order of ``kept`` (the validator's order) is taken.
+    """
+    by_question: dict[tuple, dict[str, str]] = {}
+    for record in kept:
+        by_question.setdefault(_question_key(record), {}).setdefault(record.style or "", record.assistant_text)
+    answers = {}
+    for number, record in enumerate(kept):
+        others = [text for style, text in by_question[_question_key(record)].items()
+                  if style != (record.style or "") and text.strip()]
+        if others:
+            answers[number] = others[0]
+    return answers
 
 
 async def build_pairs(inference: inference_pb2_grpc.InferenceStub, kept: list[Record], base_model: str, *,

@@ -410,7 +410,7 @@ class Pipeline:
             epochs=(1 if dpo else 3) if hp.n_epochs == "auto" else hp.n_epochs, max_steps=options.max_steps,
             learning_rate=base_lr * multiplier, batch_size=4 if hp.batch_size == "auto" else hp.batch_size,
             eval_fraction=options.eval_fraction, eval_every_steps=options.eval_every_steps,
-            opening_contrast=options.opening_contrast, seed=request.seed or 0, output_prefix=output_prefix,
+            seed=request.seed or 0, output_prefix=output_prefix,
         )
 
     async def _load(self, model_id: str, base_model: str, trained: dict[str, Any],

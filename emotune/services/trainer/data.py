@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotune.data.datasets import read_dataset
-from emotune.data.records import Record, other_style_answers
+from emotune.data.records import Record
 from emotune.data.textio import ReadReport
 from emotune.errors import InvalidInput
 from emotune.models.chat_template import IGNORE_INDEX, ChatFormat, EncodedSample
@@ -75,77 +75,37 @@ class EncodeReport:
     total_tokens: int = 0
 
 
-@dataclass
-class TrainingSample(EncodedSample):
-    """An encoded sample and the tokens its last reply should not open with (the opening contrast)."""
-
-    avoid_first: tuple[int, ...] = ()
-
-    @property
-    def reply_start(self) -> int:
-        """The index of the last reply's first token (labels mark every reply and its end token)."""
-        labels = self.labels
-        return next(i for i in range(len(labels) - 1, 0, -1)
-                    if labels[i] != IGNORE_INDEX and labels[i - 1] == IGNORE_INDEX)
-
-
-def opening_contrasts(fmt: ChatFormat, records: list[Record]) -> dict[str, tuple[int, ...]]:
-    """Per record id: the token another style's answer to the same question opens with, asked with this record's
-    trigger, where it differs from this reply's first token.
-
-    A student trained on several styles at once learns each style's openers (抱抱你, 啧啧) faster than which
-    trigger asks for which, and opens a 毒舌 reply with 抱抱你: the opening token is where it picks a style. The
-    contrast makes the other style's opener unlikely at exactly that position; its logits are computed by the
-    supervised step anyway, so it costs nothing.
-    """
-    contrasts = {}
-    for number, other in other_style_answers(records).items():
-        record = records[number]
-        messages = [m.model_dump() for m in record.messages]
-        own = TrainingSample(**vars(fmt.encode(messages, source=f"record {record.id}")))
-        messages[-1] = {**messages[-1], "content": other}
-        theirs = TrainingSample(**vars(fmt.encode(messages, source=f"record {record.id}")))
-        avoid = theirs.input_ids[theirs.reply_start]
-        if avoid != own.input_ids[own.reply_start]:
-            contrasts[record.id] = (avoid,)
-    return contrasts
-
-
-def encode_records(fmt: ChatFormat, records: list[Record], max_length: int,
-                   avoid_first: dict[str, tuple[int, ...]] | None = None) -> tuple[list[TrainingSample],
-                                                                                   EncodeReport]:
+def encode_records(fmt: ChatFormat, records: list[Record], max_length: int) -> tuple[list[EncodedSample],
+                                                                                      EncodeReport]:
     report, samples = EncodeReport(), []
     for record in records:
-        encoded = fmt.encode([m.model_dump() for m in record.messages], source=f"record {record.id}")
-        if len(encoded.input_ids) > max_length:
+        sample = fmt.encode([m.model_dump() for m in record.messages], source=f"record {record.id}")
+        if len(sample.input_ids) > max_length:
             report.dropped_too_long.append(record.id)
             continue
-        samples.append(TrainingSample(encoded.input_ids, encoded.labels, (avoid_first or {}).get(record.id, ())))
+        samples.append(sample)
         report.encoded += 1
-        report.trained_tokens += encoded.trained_tokens
-        report.total_tokens += len(encoded.input_ids)
+        report.trained_tokens += sample.trained_tokens
+        report.total_tokens += len(sample.input_ids)
     return samples, report
 
 
 @dataclass
 class Block:
     """Several samples in one row: position ids restart at 0 for each, which tells attention to keep them
-    apart (transformers builds a block-diagonal causal mask from them when no attention mask is given).
-    ``avoid``: (position, token) pairs of the opening contrast, the position's logits predicting a reply's first
-    token."""
+    apart (transformers builds a block-diagonal causal mask from them when no attention mask is given)."""
 
     input_ids: list[int]
     labels: list[int]
     position_ids: list[int]
-    avoid: list[tuple[int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
-def pack(samples: list[TrainingSample], max_length: int) -> list[Block]:
+def pack(samples: list[EncodedSample], max_length: int) -> list[Block]:
     """First-fit-decreasing bin packing of samples into blocks of at most ``max_length`` tokens."""
-    bins: list[list[TrainingSample]] = []
+    bins: list[list[EncodedSample]] = []
     free: list[int] = []
     for sample in sorted(samples, key=lambda s: len(s.input_ids), reverse=True):
         size = len(sample.input_ids)
@@ -159,23 +119,22 @@ def pack(samples: list[TrainingSample], max_length: int) -> list[Block]:
     return [_concat(group) for group in bins]
 
 
-def single_blocks(samples: list[TrainingSample]) -> list[Block]:
+def single_blocks(samples: list[EncodedSample]) -> list[Block]:
     return [_concat([s]) for s in samples]
 
 
-def _concat(group: list[TrainingSample]) -> Block:
-    ids, labels, positions, avoid = [], [], [], []
+def _concat(group: list[EncodedSample]) -> Block:
+    ids, labels, positions = [], [], []
     for sample in group:
-        avoid += [(len(ids) + sample.reply_start - 1, token) for token in sample.avoid_first]
         ids += sample.input_ids
         # The first token of each sample predicts nothing from the previous sample.
         labels += [IGNORE_INDEX, *sample.labels[1:]]
         positions += list(range(len(sample.input_ids)))
-    return Block(ids, labels, positions, avoid)
+    return Block(ids, labels, positions)
 
 
 class BlockCollator:
-    """Pads a batch of blocks to its longest row (at the right: the opening contrast's positions stay put).
+    """Pads a batch of blocks to its longest row.
 
     Packed rows carry position ids and no attention mask (the padding forms its own sequence and has no labels);
     unpacked rows carry the usual attention mask. ``tokens_seen`` counts real tokens for the throughput figure.
@@ -197,9 +156,6 @@ class BlockCollator:
             mask.append([1] * len(block) + [0] * pad)
             self.tokens_seen += len(block)
         batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
-        avoid = [(row, position, token) for row, block in enumerate(blocks) for position, token in block.avoid]
-        if avoid:  # the opening contrast's (row, position, token), for OpeningContrastTrainer
-            batch["avoid"] = torch.tensor(avoid)
         if self.packed:
             batch["position_ids"] = torch.tensor(positions)
         else:

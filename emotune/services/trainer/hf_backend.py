@@ -25,7 +25,6 @@ from emotune.services.trainer.data import (
     Block,
     BlockCollator,
     encode_records,
-    opening_contrasts,
     pack,
     single_blocks,
     split_records,
@@ -48,8 +47,7 @@ class Prepared:
 def prepare(spec: TrainingSpec, fmt: ChatFormat, records: list, general: list | None, emit: Emit) -> Prepared:
     """Split, encode and pack; report counts and warnings before any weight is loaded."""
     split = split_records(records, spec.eval_fraction, spec.seed, general, spec.mix_ratio)
-    contrasts = opening_contrasts(fmt, split.train) if spec.opening_contrast else {}
-    train, train_report = encode_records(fmt, split.train, spec.max_length, contrasts)
+    train, train_report = encode_records(fmt, split.train, spec.max_length)
     held_out, eval_report = encode_records(fmt, split.eval, spec.max_length)
     if not train:
         raise ValueError(f"no training sample fits max_length={spec.max_length} "
@@ -66,10 +64,8 @@ def prepare(spec: TrainingSpec, fmt: ChatFormat, records: list, general: list | 
         "trained_tokens_per_epoch": train_report.trained_tokens, "tokens_per_epoch": train_report.total_tokens,
         "packing_fill": round(train_report.total_tokens / (len(train_blocks) * spec.max_length), 3)
         if spec.packing else None,
-        **({"opening_contrasts": len(contrasts)} if spec.opening_contrast else {}),
     }
-    contrasted = f" ({len(contrasts)} with an opening contrast)" if spec.opening_contrast else ""
-    emit("log", f"{len(train)} training{contrasted} / {len(held_out)} held-out samples, {len(train_blocks)} rows, "
+    emit("log", f"{len(train)} training / {len(held_out)} held-out samples, {len(train_blocks)} rows, "
          f"{total} optimizer steps", **summary)
     if dropped:
         emit("warning", f"{dropped} samples longer than max_length={spec.max_length} were left out (not "
@@ -213,33 +209,10 @@ def train(spec: TrainingSpec, prepared: Prepared, base_dir: Path, work_dir: Path
         **distributed_arguments(spec.strategy, world, cuda),
     )
     events = _EventCallback(spec, prepared, collator, checkpoints, emit)
-    trainer_class = opening_contrast_trainer(spec.opening_contrast) if spec.opening_contrast else Trainer
-    trainer = trainer_class(model=model, args=args, train_dataset=_BlockDataset(prepared.train_blocks),
+    trainer = Trainer(model=model, args=args, train_dataset=_BlockDataset(prepared.train_blocks),
                       eval_dataset=_BlockDataset(prepared.eval_blocks) if has_eval else None,
                       data_collator=collator, callbacks=[events])
     return run_trainer(trainer, resume_from, checkpoints, emit, events) | prepared.summary
-
-
-def opening_contrast_trainer(weight: float):
-    """transformers' Trainer with the opening contrast (:func:`emotune.services.trainer.data.opening_contrasts`)
-    added to its loss: ``weight x mean(-log(1 - p))`` over the batch's (position, token) pairs, p being the
-    probability the position's logits give the other style's opening token (unlikelihood training, Welleck et
-    al. 2019, on one token)."""
-    import torch
-    from transformers import Trainer
-
-    class OpeningContrastTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            avoid = inputs.pop("avoid", None)
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
-            if avoid is not None:
-                logits = outputs.logits[avoid[:, 0], avoid[:, 1]].float()
-                chosen = logits.softmax(-1).gather(1, avoid[:, 2:]).squeeze(1)
-                loss = loss + weight * -torch.log1p(-chosen.clamp(max=1 - 1e-6)).mean()
-            return (loss, outputs) if return_outputs else loss
-
-    return OpeningContrastTrainer
 
 
 def _load_indexed_cpu_locations() -> None:

@@ -72,10 +72,6 @@ class TrainingSpec(BaseModel):
         "supervised", description="supervised: next-token loss on the replies; dpo: preference pairs (records "
         "with a rejected reply), DPO + NLL on the chosen reply, reference = the base with the adapter disabled")
     dpo: DpoSpec = Field(default_factory=DpoSpec)
-    opening_contrast: float = Field(
-        0.0, ge=0, le=10, description="supervised, hf backend: weight of the unlikelihood of another style's "
-        "opening token where this style's reply opens (0 = off; the records answer the same questions in "
-        "several styles)")
     processes: int = Field(1, ge=1, le=64, description="training processes on this node (one per GPU; torchrun / "
                            "XTuner's NPROC_PER_NODE); the global batch stays batch_size x grad_accumulation")
     strategy: Literal["ddp", "zero2", "zero3", "fsdp"] = Field(
@@ -124,9 +120,6 @@ def _refuse(field: str, message: str) -> None:
 
 def _check_strategy(spec: TrainingSpec) -> None:
     """Combinations refused whatever the machine (the device-dependent ones: :func:`check_devices`)."""
-    if spec.opening_contrast and (spec.method != "supervised" or spec.backend != "hf"):
-        _refuse("opening_contrast", "opening_contrast is a term of the hf backend's supervised loss: use method "
-                "'supervised' with backend 'hf', or opening_contrast 0")
     if spec.processes > 1 and spec.method == "dpo":
         _refuse("processes", "method 'dpo' runs in one process (processes: 1)")
     if spec.strategy == "zero3" and spec.quantization != "none":

@@ -12,7 +12,6 @@ from emotune.models.chat_template import IGNORE_INDEX, ChatFormat
 from emotune.services.trainer.data import (
     BlockCollator,
     encode_records,
-    opening_contrasts,
     pack,
     read_records,
     single_blocks,
@@ -84,42 +83,6 @@ def test_packed_rows_compute_exactly_what_separate_samples_do(tiny_model_dir: Pa
             offset += n
     unpacked = BlockCollator(pad_id=fmt.end_token_id, packed=False)(single_blocks(samples[:3]))
     assert "attention_mask" in unpacked and "position_ids" not in unpacked
-
-
-def _two_styles(question: str, gentle: str, sharp: str) -> list[Record]:
-    return [Record(id=f"{style}-{question}", style=style, messages=[
-        Message(role="system", content=trigger), Message(role="user", content=question),
-        Message(role="assistant", content=reply)])
-        for style, trigger, reply in (("gentle", "Be gentle.", gentle), ("sharp", "Be sharp.", sharp))]
-
-
-def test_the_opening_contrast_points_at_the_other_styles_first_reply_token(smollm2_dir: Path):
-    """Each record avoids the token the other style's answer to its question opens with, at the position whose
-    logits predict its own reply's first token; a question answered in one style only, or two answers opening
-    alike, avoid nothing."""
-    fmt = ChatFormat.from_pretrained(smollm2_dir)
-    records = [*_two_styles("I failed my exam.", "Oh no, hugs. You'll get it next time.",
-                            "Wow, shocking. Study before the exam next time."),
-               *_two_styles("I lost my keys.", "Oh dear, check your coat.", "Oh great, again? Check your coat."),
-               Record(id="alone", style="gentle", messages=[Message(role="user", content="Hi"),
-                                                              Message(role="assistant", content="Hello there!")])]
-    contrasts = opening_contrasts(fmt, records)
-    first = {r.id: fmt.tokenizer.encode(r.messages[-1].content, add_special_tokens=False)[0] for r in records}
-    assert first["gentle-I lost my keys."] == first["sharp-I lost my keys."]  # both open with "Oh"
-    assert contrasts == {"gentle-I failed my exam.": (first["sharp-I failed my exam."],),
-                         "sharp-I failed my exam.": (first["gentle-I failed my exam."],)}
-
-    samples, _ = encode_records(fmt, records, 256, contrasts)
-    blocks = pack(samples, 256)
-    batch = BlockCollator(pad_id=fmt.end_token_id, packed=True)(blocks)
-    avoid = batch["avoid"].tolist()
-    assert len(avoid) == 2
-    for row, position, token in avoid:  # the next input token is the record's own first reply token
-        own = int(batch["input_ids"][row][position + 1])
-        assert batch["labels"][row][position + 1] == own and own != token
-        assert {own, token} == {first["gentle-I failed my exam."], first["sharp-I failed my exam."]}
-    plain, _ = encode_records(fmt, records, 256)
-    assert "avoid" not in BlockCollator(pad_id=fmt.end_token_id, packed=True)(pack(plain, 256))
 
 
 def test_bad_dataset_lines_name_their_line(tmp_path: Path):
