@@ -7,9 +7,7 @@ products for duplicates), so validating costs about what embedding the replies c
 
 from __future__ import annotations
 
-import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,55 +253,19 @@ class ValidationOutcome:
         return record.model_copy(update={"meta": {**record.meta, "validation": assessment.to_meta()}})
 
 
-# Best-of-N without one opener everywhere: the 1.5B teacher starts most answers of a style with the same words
-# (15 of 29 kept 温柔 answers opened "抱抱你🤗", 18 of 29 毒舌 ones "啧啧"), and the student then opens every reply
-# that way, whichever style it was asked for. While another passing candidate of a question reads at least
-# OPENER_QUALITY_FLOOR as well as the best, no opener may start more than OPENER_SHARE of a style's kept answers.
-OPENER_SHARE = 0.25
-OPENER_QUALITY_FLOOR = 0.8
-OPENER_LETTERS = 3
-
-
-def opener(text: str) -> str:
-    """The words a reply opens with: its first OPENER_LETTERS letters before any punctuation, space or emoji
-    ("抱抱你🤗 …" and "抱抱你~ …" open alike)."""
-    letters = []
-    for char in text.strip():
-        if not char.isalnum():
-            break
-        letters.append(char)
-        if len(letters) == OPENER_LETTERS:
-            break
-    return "".join(letters)
-
-
 def keep_best(records: Sequence[Record], assessments: list[Assessment], per_question: int) -> None:
     """Mark all but the ``per_question`` best passing samples of each (style, conversation before the last reply)
-    NOT_BEST, spreading the openers (OPENER_SHARE). Questions whose best candidate reads best choose first; ties
-    keep the earlier sample, so the choice is deterministic."""
+    NOT_BEST; ties keep the earlier sample, so the choice is deterministic."""
     groups: dict[tuple[str | None, tuple[tuple[str, str], ...]], list[int]] = {}
     for i, (record, assessment) in enumerate(zip(records, assessments)):
         if assessment.passed:
             last = max((k for k, m in enumerate(record.messages) if m.role == "assistant"), default=0)
             context = tuple((m.role, m.content.strip()) for m in record.messages[:last])
             groups.setdefault((record.style, context), []).append(i)
-    ranked_groups = [sorted(members, key=lambda i: -assessments[i].quality) for members in groups.values()]
-    questions = Counter(records[ranked[0]].style for ranked in ranked_groups)
-    openers: dict[str | None, Counter[str]] = {style: Counter() for style in questions}
-    for ranked in sorted(ranked_groups, key=lambda ranked: -assessments[ranked[0]].quality):
-        style = records[ranked[0]].style
-        cap = max(1, math.ceil(OPENER_SHARE * questions[style] * per_question))
-        floor = OPENER_QUALITY_FLOOR * assessments[ranked[0]].quality
-        chosen: list[int] = []
-        for _ in range(min(per_question, len(ranked))):
-            left = [i for i in ranked if i not in chosen]
-            fresh = [i for i in left if assessments[i].quality >= floor
-                     and openers[style][opener(assistant_turns(records[i])[-1])] < cap]
-            chosen.append((fresh or left)[0])
-            openers[style][opener(assistant_turns(records[chosen[-1]])[-1])] += 1
-        for i in ranked:
-            if i not in chosen:
-                assessments[i].add(Reason.NOT_BEST)
+    for members in groups.values():
+        ranked = sorted(members, key=lambda i: -assessments[i].quality)
+        for i in ranked[per_question:]:
+            assessments[i].add(Reason.NOT_BEST)
 
 
 def assistant_turns(record: Record) -> list[str]:

