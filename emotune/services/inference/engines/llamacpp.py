@@ -70,18 +70,20 @@ class LlamaCppModel(ProcessModel):
         params = chat.params
         temperature = params.temperature if params.temperature is not None else self.defaults["temperature"]
         top_p = params.top_p if params.top_p is not None else self.defaults["top_p"]
-        # Temperature, top-p and the model's top-k, as the reference engine samples: llama.cpp's other samplers off.
+        # Temperature, top-p, the model's top-k and repetition penalty (over the whole context, prompt included, as
+        # transformers counts it), as the reference engine samples: llama.cpp's other samplers off.
         body: dict[str, Any] = {
             "prompt": list(chat.prompt_ids), "n_predict": params.max_tokens, "stream": True,
             "temperature": temperature, "top_p": top_p, "top_k": int(self.defaults.get("top_k", 0)), "min_p": 0.0,
             "typical_p": 1.0,
-            "repeat_penalty": 1.0, "seed": -1 if params.seed is None else params.seed,
+            "repeat_penalty": self.defaults.get("repetition_penalty", 1.0), "repeat_last_n": self.max_context,
+            "seed": -1 if params.seed is None else params.seed,
             "stop": list(params.stop), "cache_prompt": self.prompt_cache, "return_tokens": True,
             # Every adapter's scale, explicitly: the slot then knows which adapters its cached prompt was built with.
             "lora": [{"id": i, "scale": 1.0 if i == self.adapter_id else 0.0} for i in range(adapters)],
         }
         if params.presence_penalty or params.frequency_penalty:
-            # llama.cpp counts the last 64 tokens of the context (prompt included), not only the reply.
+            # llama.cpp counts the whole context (repeat_last_n, prompt included), not only the reply.
             body.update(presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty)
         if params.logprobs:  # the chosen token's log probability comes with at least one alternative
             body["n_probs"] = max(1, params.top_logprobs)

@@ -109,6 +109,7 @@ class LMDeployModel(ServingModel):
             max_new_tokens=params.max_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,
             top_p=params.top_p if params.top_p is not None else self.defaults["top_p"],
             top_k=int(self.defaults.get("top_k", 0)),
+            repetition_penalty=self.defaults.get("repetition_penalty", 1.0),
             random_seed=params.seed, stop_words=list(params.stop) or None,
             stop_token_ids=list(self.eos_token_ids), skip_special_tokens=True,
         )

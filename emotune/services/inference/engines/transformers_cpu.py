@@ -7,8 +7,9 @@
   after at most one more token).
 - Sampling draws from a per-request ``torch.Generator``: the same seed gives the same reply even while other
   generations run in parallel (``torch.manual_seed`` would be shared by every thread).
-- Presence / frequency penalties follow OpenAI's definition over the reply's own tokens (not transformers'
-  multiplicative ``repetition_penalty``). Log probabilities and JSON-constrained replies are not served here.
+- Presence / frequency penalties follow OpenAI's definition over the reply's own tokens; the model's own
+  ``repetition_penalty`` (generation_config.json, which ``generate`` would apply anyway) is passed explicitly, so
+  every engine reads the same number. Log probabilities and JSON-constrained replies are not served here.
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class TransformersModel(TemplatedModel):
                 processors.append(SeededSampler(temperature, top_p, params.seed, int(self.defaults.get("top_k", 0))))
             config = GenerationConfig(
                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                repetition_penalty=self.defaults["repetition_penalty"],
                 eos_token_id=list(self.eos_token_ids),
                 pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                 else self.eos_token_ids[0],
@@ -224,7 +226,8 @@ class TransformersEngine(Engine):
             defaults={"temperature": float(defaults.temperature if defaults.do_sample and defaults.temperature
                                            is not None else 1.0),
                       "top_p": float(defaults.top_p if defaults.do_sample and defaults.top_p is not None else 1.0),
-                      "top_k": int(defaults.top_k or 0) if defaults.do_sample else 0},
+                      "top_k": int(defaults.top_k or 0) if defaults.do_sample else 0,
+                      "repetition_penalty": float(defaults.repetition_penalty or 1.0)},
             model=model, chat_format=chat_format, executor=self.executor,
         )
 

@@ -92,9 +92,9 @@ def completion_body(model: str, chat: PreparedChat, defaults: dict[str, float],
     body: dict[str, Any] = {
         "model": model, "prompt": list(chat.prompt_ids), "max_tokens": params.max_tokens, "stream": True,
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-        # As the reference engine samples: the model's top-k (-1 = off), min-p and repetition penalty off.
+        # As the reference engine samples: the model's top-k (-1 = off) and repetition penalty, min-p off.
         "temperature": temperature, "top_p": top_p, "top_k": int(defaults.get("top_k") or -1), "min_p": 0.0,
-        "repetition_penalty": 1.0,
+        "repetition_penalty": defaults.get("repetition_penalty", 1.0),
         "stop": list(params.stop), "stop_token_ids": list(stop_token_ids), "include_stop_str_in_output": False,
         "skip_special_tokens": True,
     }

@@ -4,13 +4,14 @@ cancel endings, seeds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
 
 from emotune.errors import InvalidInput
 from emotune.models.chat_template import ChatFormat
-from emotune.services.inference.engines.base import ChatParams, Chunk, PreparedChat
+from emotune.services.inference.engines.base import ChatParams, Chunk, ModelSource, PreparedChat
 
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 STORY = [{"role": "user", "content": "Tell me a long story about a brave little cat."}]
@@ -113,3 +114,32 @@ def test_a_later_system_message_stays_a_system_turn_where_chatml_has_one(smollm)
                 {"role": "user", "content": "And 3+3?"}]
     text = smollm.tokenizer.decode(smollm.prompt_ids(messages))
     assert "<|im_end|>\n<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\nAnd 3+3?" in text
+
+
+@pytest.fixture(scope="module")
+def penalised(request, smollm_dir, smollm_source, tmp_path_factory):
+    """SmolLM2 on each CPU engine, from a folder whose generation_config.json publishes a repetition penalty."""
+    folder = tmp_path_factory.mktemp("penalised")
+    for item in smollm_dir.iterdir():
+        if item.name != "generation_config.json":
+            (folder / item.name).symlink_to(item)
+    config = json.loads((smollm_dir / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "repetition_penalty": 1.5}))
+    return {name: request.getfixturevalue(engine).load(ModelSource(folder, gguf_file=smollm_source.gguf_file))
+            for name, engine in (("transformers", "cpu_engine"), ("llamacpp", "llamacpp_engine"))}
+
+
+@pytest.mark.parametrize("engine", ["transformers", "llamacpp"])
+async def test_the_models_published_repetition_penalty_is_applied(request, penalised, engine):
+    plain = request.getfixturevalue("cpu_engine" if engine == "transformers" else "llamacpp_engine").load(
+        request.getfixturevalue("smollm_source"))
+    params = ChatParams(max_tokens=80, temperature=0)
+    free, _ = await generate(plain, STORY, params)
+    held, _ = await generate(penalised[engine], STORY, params)
+
+    def distinct(text: str) -> float:
+        ids = plain.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return len(set(ids)) / len(ids)
+
+    assert penalised[engine].defaults["repetition_penalty"] == 1.5 and plain.defaults["repetition_penalty"] == 1.0
+    assert held != free and distinct(held) > distinct(free) + 0.1, (free, held)

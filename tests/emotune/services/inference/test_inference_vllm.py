@@ -172,9 +172,10 @@ def test_request_body():
         "temperature": 0, "top_p": 0.9, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
         "stop": ["\n\n"], "stop_token_ids": [2, 7], "include_stop_str_in_output": False,
         "skip_special_tokens": True, "seed": 7}
-    defaults = completion_body("base", PreparedChat([], ChatParams(max_tokens=5), (9,)), {"temperature": 0.7,
-                                                                                           "top_p": 0.9}, ())
-    assert (defaults["temperature"], defaults["top_p"], "seed" in defaults) == (0.7, 0.9, False)
+    defaults = completion_body("base", PreparedChat([], ChatParams(max_tokens=5), (9,)), {
+        "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.05}, ())
+    assert (defaults["temperature"], defaults["top_p"], defaults["repetition_penalty"], "seed" in defaults) == \
+        (0.7, 0.9, 1.05, False)
 
 
 def _event(text: str | None = None, finish: str | None = None, usage: dict | None = None) -> str:
