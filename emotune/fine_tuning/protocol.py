@@ -136,6 +136,11 @@ class TrainingOptions(_Options):
     learning_rate: float = Field(0.0, ge=0, description="0 = backend default x learning_rate_multiplier")
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     eval_every_steps: int = Field(0, ge=0)
+    adapters: Literal["per_style", "shared"] = Field(
+        "per_style", description="a job that generates two or more styles: per_style trains one LoRA adapter per "
+        "style on that style's answers (<model>:<style> is served with its own adapter), shared trains one adapter "
+        "that must tell the styles apart by their short triggers (measured: on held-out questions it often answers "
+        "in the other style; docs/trainer.md)")
     pairs_rejected: Literal["other_style", "base_model"] = Field(
         "other_style", description="method dpo with generated data: the rejected reply of each pair — another "
         "style's kept answer to the same question (the pair differs in style only; the base model's reply where "

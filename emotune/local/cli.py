@@ -74,6 +74,8 @@ def demo(
                                        "(another style's answer to the question) or base_model (trigger only)"),
     nll_weight: float = typer.Option(-1.0, help="dpo: weight of the NLL on the chosen reply (-1 = the trainer's "
                                                 "default)"),
+    adapters: str = typer.Option(DemoOptions.adapters, help="per_style (one LoRA adapter per style) or shared "
+                                 "(one adapter, the styles told apart by their triggers)"),
     best_of: int = typer.Option(0, help="teacher candidates per question (best-of-N; 0 = 3 offline, 1 with "
                                         "ZhipuAI)"),
     answers_per_question: int = typer.Option(DemoOptions.answers_per_question, help="teacher answers kept per "
@@ -96,7 +98,7 @@ def demo(
             overrides["nll_weight"] = nll_weight
         outcome = run_demo(client, stack.gateway_url, stack.api_key, DemoOptions.for_teacher(
             base_model=base_model, questions_per_style=questions_per_style, eval_questions=eval_questions,
-            epochs=epochs, seed=seed, method=method, pairs_rejected=pairs_rejected,
+            epochs=epochs, seed=seed, method=method, pairs_rejected=pairs_rejected, adapters=adapters,
             answers_per_question=answers_per_question, **overrides), console)
     except BaseException:
         if exit_after:

@@ -70,6 +70,8 @@ class DemoOptions:
     pairs_rejected: str = "other_style"
     # dpo: weight of the NLL on the chosen reply (None: the trainer's 0.1, Open Character Training's).
     nll_weight: float | None = None
+    # One LoRA adapter per style ("per_style") or one for both, told apart by the triggers ("shared").
+    adapters: str = "per_style"
     suffix: str = "demo"
     offline: bool = True  # the teacher is the packaged 1.5B (no ZhipuAI key)
     seed: int = 7
@@ -105,7 +107,8 @@ def submit_job(client: OpenAI, options: DemoOptions):
                            "best_of": options.best_of, "variants_per_question": options.answers_per_question},
             "validation": {"marker_hits": options.marker_hits},
             "training": {"max_steps": options.max_steps, "learning_rate": options.learning_rate,
-                         "eval_fraction": options.eval_fraction, "pairs_rejected": options.pairs_rejected},
+                         "eval_fraction": options.eval_fraction, "pairs_rejected": options.pairs_rejected,
+                         "adapters": options.adapters},
             "evaluation": {"questions_per_style": options.eval_questions},
         }},
     )

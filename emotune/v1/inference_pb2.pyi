@@ -87,12 +87,14 @@ class ChatChunk(_message.Message):
     def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
 
 class StyleTrigger(_message.Message):
-    __slots__ = ("style", "system_prompt")
+    __slots__ = ("style", "system_prompt", "adapter_artifact")
     STYLE_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     style: str
     system_prompt: str
-    def __init__(self, style: _Optional[str] = ..., system_prompt: _Optional[str] = ...) -> None: ...
+    adapter_artifact: str
+    def __init__(self, style: _Optional[str] = ..., system_prompt: _Optional[str] = ..., adapter_artifact: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("id", "engine", "artifact", "base_model", "adapter_artifact", "styles", "memory_bytes", "created_at", "eos_token_ids", "max_context", "published", "loaded")

@@ -28,7 +28,7 @@ class DpoConfig(_message.Message):
     def __init__(self, beta: _Optional[float] = ..., nll_weight: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
-    __slots__ = ("backend", "base_model", "dataset_artifact", "lora", "quantization", "max_length", "packing", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "eval_fraction", "eval_every_steps", "keep_best_checkpoints", "eval_prompts", "seed", "chat_template", "mix_dataset_artifact", "mix_ratio", "output_prefix", "resume_job_id", "styles_yaml", "gguf_quantization", "method", "dpo", "processes", "strategy")
+    __slots__ = ("backend", "base_model", "dataset_artifact", "lora", "quantization", "max_length", "packing", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "eval_fraction", "eval_every_steps", "keep_best_checkpoints", "eval_prompts", "seed", "chat_template", "mix_dataset_artifact", "mix_ratio", "output_prefix", "resume_job_id", "styles_yaml", "gguf_quantization", "method", "dpo", "processes", "strategy", "style")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class TrainingSpec(_message.Message):
     DPO_FIELD_NUMBER: _ClassVar[int]
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
     backend: str
     base_model: str
     dataset_artifact: str
@@ -85,4 +86,5 @@ class TrainingSpec(_message.Message):
     dpo: DpoConfig
     processes: int
     strategy: str
-    def __init__(self, backend: _Optional[str] = ..., base_model: _Optional[str] = ..., dataset_artifact: _Optional[str] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., quantization: _Optional[str] = ..., max_length: _Optional[int] = ..., packing: _Optional[bool] = ..., epochs: _Optional[float] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., eval_every_steps: _Optional[int] = ..., keep_best_checkpoints: _Optional[int] = ..., eval_prompts: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., chat_template: _Optional[str] = ..., mix_dataset_artifact: _Optional[str] = ..., mix_ratio: _Optional[float] = ..., output_prefix: _Optional[str] = ..., resume_job_id: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., gguf_quantization: _Optional[str] = ..., method: _Optional[str] = ..., dpo: _Optional[_Union[DpoConfig, _Mapping]] = ..., processes: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+    style: str
+    def __init__(self, backend: _Optional[str] = ..., base_model: _Optional[str] = ..., dataset_artifact: _Optional[str] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., quantization: _Optional[str] = ..., max_length: _Optional[int] = ..., packing: _Optional[bool] = ..., epochs: _Optional[float] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., eval_every_steps: _Optional[int] = ..., keep_best_checkpoints: _Optional[int] = ..., eval_prompts: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., chat_template: _Optional[str] = ..., mix_dataset_artifact: _Optional[str] = ..., mix_ratio: _Optional[float] = ..., output_prefix: _Optional[str] = ..., resume_job_id: _Optional[str] = ..., styles_yaml: _Optional[str] = ..., gguf_quantization: _Optional[str] = ..., method: _Optional[str] = ..., dpo: _Optional[_Union[DpoConfig, _Mapping]] = ..., processes: _Optional[int] = ..., strategy: _Optional[str] = ..., style: _Optional[str] = ...) -> None: ...

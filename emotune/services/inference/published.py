@@ -36,13 +36,16 @@ class PublishedModel(BaseModel):
     adapter_artifact: str = ""
     engine: str = ""
     styles: list[tuple[str, str]] = Field(default_factory=list)
+    # style -> that style's own adapter artifact (a fine-tune with one adapter per style).
+    style_adapters: dict[str, str] = Field(default_factory=dict)
     # artifact key -> manifest digest when published; a replaced artifact is refused, not served silently.
     digests: dict[str, str] = Field(default_factory=dict)
     created_at: int = Field(default_factory=lambda: int(time.time()))
 
     @property
     def artifacts(self) -> list[str]:
-        return [key for key in (self.artifact, self.adapter_artifact) if key]
+        keys = [key for key in (self.artifact, self.adapter_artifact, *self.style_adapters.values()) if key]
+        return list(dict.fromkeys(keys))
 
     @property
     def job_owner(self) -> tuple[str, int] | None:

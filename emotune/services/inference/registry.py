@@ -41,7 +41,8 @@ STYLE_NAME = re.compile(r"^[^\s:/]{1,64}$")
 @dataclass(frozen=True)
 class LoadSpec:
     """What to serve. ``artifact`` (merged or base model) wins over ``base_model`` (packaged name or local dir);
-    ``adapter_artifact`` is a PEFT adapter applied on top."""
+    ``adapter_artifact`` is a PEFT adapter applied on top; ``style_adapters`` (style -> adapter artifact) serve a
+    style named ``<model>:<style>`` with its own adapter (a fine-tune with one adapter per style)."""
 
     model_id: str = ""
     artifact: str = ""
@@ -49,6 +50,7 @@ class LoadSpec:
     base_model: str = ""
     engine: str = ""
     styles: tuple[tuple[str, str], ...] = ()
+    style_adapters: tuple[tuple[str, str], ...] = ()
 
     def validated(self) -> LoadSpec:
         if not self.artifact and not self.base_model:
@@ -65,17 +67,23 @@ class LoadSpec:
             if not prompt.strip():
                 raise InvalidInput(f"style {style!r} has an empty system prompt", field=f"styles[{i}].system_prompt")
             seen.add(style)
-        return LoadSpec(model_id, self.artifact, self.adapter_artifact, self.base_model, self.engine, self.styles)
+        for i, (style, _adapter) in enumerate(self.style_adapters):
+            if style not in seen:
+                raise InvalidInput(f"style {style!r} has an adapter but no system prompt (styles: "
+                                   f"{', '.join(seen) or 'none'})", field=f"styles[{i}].adapter_artifact")
+        return LoadSpec(model_id, self.artifact, self.adapter_artifact, self.base_model, self.engine, self.styles,
+                        self.style_adapters)
 
     @classmethod
     def of(cls, record: PublishedModel) -> LoadSpec:
         return cls(record.id, record.artifact, record.adapter_artifact, record.base_model, record.engine,
-                   tuple((style, prompt) for style, prompt in record.styles))
+                   tuple((style, prompt) for style, prompt in record.styles), tuple(record.style_adapters.items()))
 
     def record(self, digests: dict[str, str]) -> PublishedModel:
         return PublishedModel(id=self.model_id, base_model=self.base_model, artifact=self.artifact,
                               adapter_artifact=self.adapter_artifact, engine=self.engine,
-                              styles=list(self.styles), digests=digests)
+                              styles=list(self.styles), style_adapters=dict(self.style_adapters),
+                              digests=digests)
 
 
 @dataclass
@@ -87,10 +95,15 @@ class ServedModel:
     # Directories downloaded for this model (removed when it is unloaded or replaced).
     owned_dirs: tuple[Path, ...] = ()
     published: bool = False
+    # style -> the model serving it, where the style has its own adapter.
+    style_models: dict[str, ServingModel] = field(default_factory=dict)
 
     @property
     def styles(self) -> dict[str, str]:
         return dict(self.spec.styles)
+
+    def serving(self, style: str | None) -> ServingModel:
+        return self.style_models.get(style, self.model) if style else self.model
 
 
 def apply_style(messages: list[dict[str, str]], style_prompt: str) -> list[dict[str, str]]:
@@ -123,17 +136,18 @@ class ModelRegistry:
         loaded = [m for m in self.list() if not m.published or m.id in records]
         return loaded, [r for r in records.values() if r.id not in self._models]
 
-    async def resolve(self, name: str) -> tuple[ServedModel, str | None]:
-        """``<model>`` or ``<model>:<style>`` -> the served model and the style's system prompt (if any)."""
+    async def resolve(self, name: str) -> tuple[ServedModel, str | None, ServingModel]:
+        """``<model>`` or ``<model>:<style>`` -> the served model, the style's system prompt (if any) and what
+        generates (the style's own adapter where it has one)."""
         model_id, _, style = name.partition(":")
         served = await self._served(model_id, name)
         if not style:
-            return served, None
+            return served, None, served.model
         prompt = served.styles.get(style)
         if prompt is None:
             raise NotFound(f"model {model_id!r} has no style {style!r} (styles: "
                            f"{', '.join(served.styles) or 'none'})", model=name)
-        return served, prompt
+        return served, prompt, served.serving(style)
 
     async def _served(self, model_id: str, name: str) -> ServedModel:
         served = self._models.get(model_id)
@@ -198,16 +212,29 @@ class ModelRegistry:
                                f"{', '.join(self.engines)})", field="engine")
         async with self._load_lock:
             owned: list[Path] = []
+            loaded: list[ServingModel] = []
             try:
                 source = await asyncio.to_thread(self._materialize, spec, owned)
                 started = time.monotonic()
                 model = await asyncio.to_thread(engine.load, source)
+                loaded.append(model)
+                style_models: dict[str, ServingModel] = {}
+                for style, key in spec.style_adapters:
+                    if key == spec.adapter_artifact:
+                        style_models[style] = model
+                        continue
+                    adapter = await asyncio.to_thread(self._download, key, owned)
+                    style_models[style] = await asyncio.to_thread(
+                        engine.load, ModelSource(source.model_dir, adapter, source.gguf_file))
+                    loaded.append(style_models[style])
             except BaseException:
+                for each in loaded:
+                    each.close()
                 for path in owned:
                     shutil.rmtree(path, ignore_errors=True)
                 raise
             served = ServedModel(spec.model_id, spec, model, owned_dirs=tuple(owned),
-                                 published=publish or published_at is not None)
+                                 published=publish or published_at is not None, style_models=style_models)
             if publish:
                 try:
                     record = await asyncio.to_thread(self._publish, spec)
@@ -229,13 +256,14 @@ class ModelRegistry:
             metrics.MODEL_MEMORY.labels(spec.model_id).set(model.memory_bytes)
             log.info("model loaded", model=spec.model_id, engine=engine_name, artifact=spec.artifact,
                      base_model=spec.base_model, adapter=spec.adapter_artifact, styles=len(spec.styles),
+                     style_adapters=len(spec.style_adapters),
                      published=served.published, seconds=round(time.monotonic() - started, 2),
                      memory_mb=model.memory_bytes // 2**20)
             return served
 
     def _publish(self, spec: LoadSpec) -> PublishedModel:
-        artifacts = [key for key in (spec.artifact, spec.adapter_artifact) if key]
-        record = spec.record(published.artifact_digests(self.store, artifacts))
+        record = spec.record({})
+        record.digests = published.artifact_digests(self.store, record.artifacts)
         published.publish(self.store, record)
         return record
 
@@ -272,7 +300,8 @@ class ModelRegistry:
 
     def _dispose(self, served: ServedModel) -> None:
         """Running generations keep their own reference to the weights; new requests no longer see them."""
-        served.model.close()
+        for model in {id(m): m for m in (served.model, *served.style_models.values())}.values():
+            model.close()
         for path in served.owned_dirs:
             shutil.rmtree(path, ignore_errors=True)
 

@@ -27,7 +27,9 @@ def spec_info(spec: LoadSpec, engine: str, created_at: int, *, published: bool) 
     return inference_pb2.ModelInfo(
         id=spec.model_id, engine=engine, artifact=spec.artifact, base_model=spec.base_model,
         adapter_artifact=spec.adapter_artifact,
-        styles=[inference_pb2.StyleTrigger(style=s, system_prompt=p) for s, p in spec.styles],
+        styles=[inference_pb2.StyleTrigger(style=s, system_prompt=p,
+                                           adapter_artifact=dict(spec.style_adapters).get(s, ""))
+                for s, p in spec.styles],
         created_at=created_at, published=published,
     )
 
@@ -89,6 +91,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             model_id=request.model_id, artifact=request.artifact, adapter_artifact=request.adapter_artifact,
             base_model=request.base_model, engine=request.engine,
             styles=tuple((t.style, t.system_prompt) for t in request.styles),
+            style_adapters=tuple((t.style, t.adapter_artifact) for t in request.styles if t.adapter_artifact),
         ), publish=request.publish)
         return model_info(served)
 

@@ -74,17 +74,17 @@ class InferenceService:
 
         With ``prompt`` (a raw text continued as-is) the messages are ignored; a style id is refused, since a
         style is a system prompt and a raw prompt has no place for one."""
-        served, style_prompt = await self.registry.resolve(model)
-        served.model.refuse_unsupported(params)
+        served, style_prompt, serving = await self.registry.resolve(model)
+        serving.refuse_unsupported(params)
         if prompt is not None:
             if style_prompt:
                 raise InvalidInput(f"{model!r} is a style id: a style is a system prompt for chat messages, and a "
                                    f"raw prompt has none; use the model id {served.id!r}", field="model")
-            chat = served.model.prepare_prompt(prompt, params)
+            chat = serving.prepare_prompt(prompt, params)
         else:
             if style_prompt:
                 messages = apply_style(messages, style_prompt)
-            chat = served.model.prepare(messages, params)
+            chat = serving.prepare(messages, params)
         ticket = self.admission.enter()
         try:
             yield Chunk()
@@ -93,7 +93,7 @@ class InferenceService:
             ticket.leave()
         admitted = time.monotonic()
         try:
-            generation = served.model.start(chat, on_finished=slot.release)
+            generation = serving.start(chat, on_finished=slot.release)
         except BaseException:
             slot.release()
             raise

@@ -134,17 +134,19 @@ class StyleEvaluator:
         self, styles: StylesDocument, selected: list[str], questions: list[str], *,
         base_model: str, tuned_model: str, max_tokens: int = 96, seed: int = 0,
         progress: Callable[[int, int], None] | None = None, train_samples: dict[str, int] | None = None,
-        rule: GateRule = DEFAULT_RULE,
+        rule: GateRule = DEFAULT_RULE, tuned_styles: bool = False,
     ) -> dict[str, Any]:
         """``train_samples``: kept training samples per style (a style with too few is never promoted; None when
-        unknown)."""
+        unknown). ``tuned_styles``: the tuned model serves each style as ``<model>:<style>`` (its own adapter where
+        it has one, the trigger as system prompt), which ``tuned_trigger`` then asks."""
         styles_yaml = scoring_styles(styles, selected)
         # each configuration's replies, written and then read by the judge, and its dialogues' two more turns
         total = len(selected) * len(CONFIGS) * (2 * len(questions) + 2 * len(questions[:DIALOGUES]))
         generation = await EvaluationReplies.open(self.inference, total, max_tokens=max_tokens, seed=seed,
                                                   progress=progress)
         run = _StyleRun(generation, self.validator, styles, styles_yaml, selected, questions,
-                        {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model})
+                        {"base_trigger": base_model, "base_prompt": base_model, "tuned_trigger": tuned_model},
+                        tuned_styles)
         return await run.report(train_samples, rule)
 
 
@@ -157,10 +159,11 @@ class _StyleRun:
 
     def __init__(self, generation: EvaluationReplies, validator: validator_pb2_grpc.ValidatorStub,
                  styles: StylesDocument, styles_yaml: str, selected: list[str], questions: list[str],
-                 models: dict[str, str]) -> None:
+                 models: dict[str, str], tuned_styles: bool = False) -> None:
         self.generation, self.validator = generation, validator
         self.styles, self.styles_yaml, self.selected, self.questions, self.models = (
             styles, styles_yaml, selected, questions, models)
+        self.tuned_styles = tuned_styles
         self.dialogues = questions[:DIALOGUES]
         # per (style, config), one entry per question
         self.lifts: dict[tuple[str, str], list[float]] = {}
@@ -206,15 +209,21 @@ class _StyleRun:
         slowed each other several-fold.
         """
         generated: dict[tuple[str, str], _Generated] = {}
-        for model in dict.fromkeys(self.models.values()):
-            group = [(style, config) for style in self.selected for config in CONFIGS
-                     if self.models[config] == model]
+        keys = [(style, config) for style in self.selected for config in CONFIGS]
+        for model in dict.fromkeys(self._target(*key)[0] for key in keys):
+            group = [key for key in keys if self._target(*key)[0] == model]
             results = await asyncio.gather(*(self._generate(*key) for key in group))
             generated.update(zip(group, results, strict=True))
         return generated
 
+    def _target(self, style: str, config: str) -> tuple[str, list[inference_pb2.ChatMessage]]:
+        """The model name a configuration asks and the turns before the question."""
+        if config == "tuned_trigger" and self.tuned_styles:
+            return f"{self.models[config]}:{style}", []
+        return self.models[config], _prompt(config, style, self.styles)
+
     async def _generate(self, style: str, config: str) -> _Generated:
-        model, prefix = self.models[config], _prompt(config, style, self.styles)
+        model, prefix = self._target(style, config)
         follow_ups = FOLLOW_UPS.get(self.styles.get(style).language, FOLLOW_UPS["en"])
         answered = list(await asyncio.gather(*(
             self.generation.reply(model, [*prefix, _message("user", question)]) for question in self.questions)))
@@ -244,7 +253,7 @@ class _StyleRun:
         self.readings[key] = [reply_reading(text, s, read)
                               for text, s, read in zip(replies, scored.scores, self.sense[key])]
         return {
-            "style": style, "config": config, "model": self.models[config],
+            "style": style, "config": config, "model": self._target(style, config)[0],
             "style_score": round(scored.style_score, 4),
             "similarity": round(scored.mean_similarity, 4),
             "style_accuracy": round(scored.style_accuracy, 4),

@@ -197,17 +197,23 @@ class Pipeline:
             if request.training_method.type == "dpo":
                 paired = await run.once("pairs", lambda: self._pairs(ctx, request, dataset))
                 dataset = paired["dataset"]
-        trained = await run.remote(
-            "training", self.job_stubs["training"], ctx.outputs("models"),
-            lambda prefix: self.trainer.StartTraining(self._training_spec(prefix, request, dataset)),
-            on_event=run.collect_checkpoint,
-        )
+        training_options = options.training if options else TrainingOptions()
+        if kept is not None and len(selected) > 1 and training_options.adapters == "per_style":
+            trained = await run.once("training", lambda: self._train_per_style(run, request, dataset, selected))
+        else:
+            trained = await run.remote(
+                "training", self.job_stubs["training"], ctx.outputs("models"),
+                lambda prefix: self.trainer.StartTraining(self._training_spec(prefix, request, dataset)),
+                on_event=run.collect_checkpoint,
+            )
         # A job served before its id scheme changed keeps the id it was served under.
         served = run.checkpoint["stages"].get("serving", {})
         model_id = (served.get("result", {}).get("model_id") if served.get("status") == "succeeded" else None) \
             or fine_tuned_model_id(request.model, request.suffix, ctx.job_id)
+        style_adapters = trained.get("style_adapters", {})
         triggers = [
-            inference_pb2.StyleTrigger(style=name, system_prompt=styles.get(name).serving_prompt)
+            inference_pb2.StyleTrigger(style=name, system_prompt=styles.get(name).serving_prompt,
+                                       adapter_artifact=style_adapters.get(name, ""))
             for name in selected
         ]
         if voice:
@@ -233,6 +239,7 @@ class Pipeline:
             evaluation = await run.once("evaluation", lambda: self.evaluator.evaluate(
                 styles, selected, files["held_out"], base_model=request.model,
                 tuned_model=model_id, max_tokens=options.evaluation.max_tokens, seed=request.seed or 0,
+                tuned_styles=True,
                 progress=lambda done, total: ctx.progress(
                     done, total, f"evaluation: {done}/{total} replies written and read",
                     every_s=EVALUATION_PROGRESS_SECONDS, stage="evaluation"),
@@ -387,8 +394,24 @@ class Pipeline:
             seed=request.seed or 0, output_prefix=output_prefix,
         )
 
+    async def _train_per_style(self, run: _Run, request: CreateFineTuningJob, dataset: str,
+                               selected: list[str]) -> dict[str, Any]:
+        """One LoRA adapter per style, each trained on that style's records only (one trainer sub-job each, in
+        turn). A shared adapter must tell the styles apart by their short triggers, and on held-out questions it
+        often did not: asked for 毒舌 it opened with 抱抱你 on 3 to 6 of 16 (docs/trainer.md). The result is the
+        first style's (what the plain model id serves) with every style's adapter and loss curve beside it."""
+        results: dict[str, dict[str, Any]] = {}
+        for number, style in enumerate(selected, start=1):
+            results[style] = await run.remote(
+                f"training:{style}", self.job_stubs["training"], f"{run.ctx.outputs('models')}/style{number}",
+                lambda prefix, style=style: self.trainer.StartTraining(
+                    self._training_spec(prefix, request, dataset, style=style)),
+                on_event=run.collect_checkpoint,
+            )
+        return per_style_training(results)
+
     def _training_spec(self, output_prefix: str, request: CreateFineTuningJob,
-                       dataset: str) -> trainer_pb2.TrainingSpec:
+                       dataset: str, style: str = "") -> trainer_pb2.TrainingSpec:
         options = request.emotune.training if request.emotune else TrainingOptions()
         method = request.training_method
         hp = method.hyperparameters
@@ -410,7 +433,7 @@ class Pipeline:
             epochs=(1 if dpo else 3) if hp.n_epochs == "auto" else hp.n_epochs, max_steps=options.max_steps,
             learning_rate=base_lr * multiplier, batch_size=4 if hp.batch_size == "auto" else hp.batch_size,
             eval_fraction=options.eval_fraction, eval_every_steps=options.eval_every_steps,
-            seed=request.seed or 0, output_prefix=output_prefix,
+            seed=request.seed or 0, output_prefix=output_prefix, style=style,
         )
 
     async def _load(self, model_id: str, base_model: str, trained: dict[str, Any],
@@ -423,6 +446,24 @@ class Pipeline:
             styles=triggers, publish=True,
         ), timeout=LOAD_DEADLINE_SECONDS)
         return {"model_id": info.id, "memory_bytes": info.memory_bytes}
+
+
+def per_style_training(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The training stage's result when each style has its own adapter: the first style's fields (the plain model
+    id serves its adapter), ``style_adapters``, each style's result under ``styles``, one loss curve per style
+    (``train 毒舌``...) and each style's plots (``loss_curve``, ``loss_curve_2``...)."""
+    first = next(iter(results.values()))
+    curves: dict[str, list[dict[str, float]]] = {}
+    plots: dict[str, str] = {}
+    for number, (style, result) in enumerate(results.items(), start=1):
+        for split, points in (result.get("loss_curve") or {}).items():
+            curves[f"{split} {style}"] = points
+        for name, key in (result.get("plots") or {}).items():
+            plots[name if number == 1 else f"{name}_{number}"] = key
+    return {**first, "style_adapters": {style: _artifact_key(result, "adapter") for style, result in results.items()},
+            "styles": results, "loss_curve": curves, "plots": plots,
+            **{total: sum(int(r.get(total) or 0) for r in results.values())
+               for total in ("train_samples", "trained_tokens")}}
 
 
 def generation_candidates(generation: GenerationOptions) -> tuple[int, int]:
@@ -456,11 +497,13 @@ class _Run:
             self._last_save = time.monotonic()
 
     def _enter(self, stage: str) -> dict[str, Any]:
+        """A stage's state; a stage an earlier owner started (a sub-job, or the stages inside it) resumes."""
+        entered_before = stage in self.checkpoint["stages"]
         state = self.checkpoint["stages"].setdefault(stage, {"status": "running", "started_at": time.time()})
         self.checkpoint["stage"] = stage
         if state.get("status") != "succeeded":
-            self.ctx.emit("stage", f"{stage} started" if "job_id" not in state else f"{stage} resumed",
-                          stage=stage)
+            resumed = "job_id" in state or (entered_before and "starting" not in state)
+            self.ctx.emit("stage", f"{stage} resumed" if resumed else f"{stage} started", stage=stage)
         self._save(force=True)
         return state
 

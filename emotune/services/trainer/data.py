@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotune.data.datasets import read_dataset
-from emotune.data.records import Record
+from emotune.data.records import Record, dumps_records
 from emotune.data.textio import ReadReport
 from emotune.errors import InvalidInput
 from emotune.models.chat_template import IGNORE_INDEX, ChatFormat, EncodedSample
@@ -28,6 +28,18 @@ def read_records(path: Path) -> tuple[list[Record], ReadReport]:
         detail = f": {report.errors[0].line}: {report.errors[0].message}" if report.errors else ""
         raise InvalidInput(f"no usable record in the dataset{detail}", file=path.name)
     return records, report
+
+
+def only_style(content: bytes, style: str, source: str) -> bytes:
+    """The dataset's records of one style (a per-style adapter's training set): every backend and the export's
+    parity check then read only them. None is a clear error naming the styles there are."""
+    records, _ = read_dataset(content, source)
+    kept = [record for record in records if record.style == style]
+    if not kept:
+        present = sorted({record.style or "(none)" for record in records})
+        raise InvalidInput(f"the dataset has no record of style {style!r} (styles: {', '.join(present)})",
+                           field="style", file=source)
+    return dumps_records(kept).encode("utf-8")
 
 
 def _rank(seed: int, record: Record) -> str:

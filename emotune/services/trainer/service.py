@@ -35,7 +35,7 @@ from emotune.models.llamacpp import LlamaCpp
 from emotune.models.loadable import check_base_model
 from emotune.services.trainer import export, metrics
 from emotune.services.trainer.config import TrainerSettings
-from emotune.services.trainer.data import read_records
+from emotune.services.trainer.data import only_style, read_records
 from emotune.services.trainer.distrun import failure_reason, torchrun_argv
 from emotune.services.trainer.memory import GIB, Shape, plan_spec
 from emotune.services.trainer.process import ProcessFailed, run_process
@@ -157,7 +157,8 @@ class TrainerService:
     def fetch_inputs(self, spec: TrainingSpec, work: Path) -> tuple[Path, Path | None]:
         data = work / "data" / "records.jsonl"
         if not data.is_file():
-            _write_atomic(data, fetch_dataset(self.store, spec.dataset_artifact))
+            content = fetch_dataset(self.store, spec.dataset_artifact)
+            _write_atomic(data, only_style(content, spec.style, spec.dataset_artifact) if spec.style else content)
         general = None
         if spec.mix_dataset_artifact:
             general = work / "data" / "general.jsonl"

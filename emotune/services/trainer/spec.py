@@ -64,6 +64,8 @@ class TrainingSpec(BaseModel):
     mix_dataset_artifact: str = ""
     mix_ratio: float = Field(0.0, ge=0, le=10, description="general samples per style sample")
     output_prefix: str = ""
+    style: str = Field("", description="train only on the dataset's records of this style (one adapter per style; "
+                                       "'' = every record)")
     resume_job_id: str = ""
     styles_yaml: str = Field("", description="with eval_prompts: pick the final checkpoint by validator style score")
     gguf_quantization: Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16", "none"] = Field(

@@ -145,7 +145,10 @@ def stage_progress(job: dict[str, Any], events: list[dict[str, Any]]) -> list[St
     current = ext.get("stage")
     if current and current not in statuses and job.get("status") not in TERMINAL_STATUSES:
         statuses[current] = "running"
-    reached = [name for name in STAGES if name in statuses] + [name for name in statuses if name not in STAGES]
+    # a stage's parts (one training per style: "training:温柔") right after it, other unknown stages at the end
+    reached = [part for name in STAGES if name in statuses
+               for part in (name, *(n for n in statuses if n.startswith(f"{name}:")))]
+    reached += [name for name in statuses if name not in reached]
     last = max((STAGES.index(name) for name in reached if name in STAGES), default=-1)
     upcoming = [] if job.get("status") in TERMINAL_STATUSES else list(STAGES[last + 1:])
     progress = {name: StageProgress(name, statuses.get(name) or "pending") for name in reached + upcoming}
@@ -190,7 +193,8 @@ def loss_points(report: dict[str, Any] | None, events: list[dict[str, Any]]) -> 
             for point in points:
                 add(point.get("step"), "valid" if name in ("eval", "valid") else name, point.get("loss"))
     else:
-        points = curve or [e["data"] for e in events if (e.get("data") or {}).get("stage") == "training"]
+        points = curve or [e["data"] for e in events  # per-style adapters train in stages "training:<style>"
+                           if str((e.get("data") or {}).get("stage", "")).partition(":")[0] == "training"]
         for point in points:
             add(point.get("step"), "train", point.get("train_loss", point.get("loss")))
             add(point.get("step"), "valid", point.get("valid_loss", point.get("eval_loss")))

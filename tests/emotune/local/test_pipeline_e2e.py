@@ -185,6 +185,9 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
 
     # The fine-tune's GGUF export downloads through the gateway: an Ollama Modelfile and the quantized model.
     http = httpx.Client(base_url=f"{stack.gateway_url}/v1", headers={"Authorization": f"Bearer {stack.api_key}"})
+    # One adapter per style (the default with two styles): each style id is served with its own.
+    adapters = {s["style"]: s["adapter_artifact"] for s in http.get(f"/models/{model}").json()["emotune"]["styles"]}
+    assert adapters["cheerful"] != adapters["grumpy"] and all(a.endswith("/adapter") for a in adapters.values())
     modelfile = http.get(f"/models/{model}/gguf/Modelfile")
     assert modelfile.status_code == 200 and modelfile.text.startswith("FROM ./model.gguf\n"), modelfile.text
     styled = http.get(f"/models/{model}:grumpy/gguf/Modelfile")  # `ollama create` per style: its trigger as SYSTEM
@@ -204,10 +207,12 @@ def test_owner_killed_mid_job_the_other_replica_takes_over(stack: LocalStack, re
     assert second.fine_tuning.jobs.retrieve(job.id).id == job.id  # one job, whichever gateway is asked
 
     def training_reported(_job) -> bool:
-        """The training sub-job has reported (so its id is in the pipeline's checkpoint), or the job ended."""
+        """The first style's training sub-job has reported (so its id is in the pipeline's checkpoint), or the job
+        ended."""
         if _job.status in {"succeeded", "failed", "cancelled"}:
             return True
-        return any(e.message.startswith("training: ") for e in second.fine_tuning.jobs.list_events(job.id, limit=50))
+        return any(e.message.startswith("training:cheerful: ")
+                   for e in second.fine_tuning.jobs.list_events(job.id, limit=50))
 
     seen = _wait(second, job.id, timeout=600, until=training_reported)
     assert seen.status == "running", seen
@@ -226,15 +231,17 @@ def test_owner_killed_mid_job_the_other_replica_takes_over(stack: LocalStack, re
     seqs = [e.data["seq"] for e in events]
     assert sorted(seqs) == list(range(1, len(seqs) + 1))  # one writer at a time: no seq written twice or skipped
     messages = [e.message for e in events]
-    assert "training resumed" in messages
-    for stage in ("datagen", "validation", "training", "serving", "evaluation"):
+    assert {"training resumed", "training:cheerful resumed"} <= set(messages)
+    for stage in ("datagen", "validation", "training", "training:cheerful", "training:grumpy", "serving",
+                  "evaluation"):
         assert messages.count(f"{stage} started") == 1, stage  # nothing ran twice
         assert messages.count(f"{stage} succeeded") == 1, stage
 
-    # One set of sub-jobs: the stage services ran exactly one job of each kind for this pipeline job.
+    # One set of sub-jobs: the stage services ran exactly one job of each kind for this pipeline job (training:
+    # one per style, each style its own adapter).
     sub_jobs = JobStore(S3Store.from_settings(s3_server.settings(bucket))).list()
-    for kind in ("datagen", "validation", "training"):
-        assert len([j for j in sub_jobs if j.kind == kind and job.id in str(j.spec)]) == 1, kind
+    for kind, count in (("datagen", 1), ("validation", 1), ("training", 2)):
+        assert len([j for j in sub_jobs if j.kind == kind and job.id in str(j.spec)]) == count, kind
 
 
 PAIRS_JSONL = "".join(

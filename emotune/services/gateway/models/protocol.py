@@ -10,6 +10,8 @@ from pydantic import BaseModel
 class StyleInfo(BaseModel):
     style: str
     system_prompt: str
+    # The style's own LoRA adapter where the fine-tune trained one per style ("" = the model's adapter).
+    adapter_artifact: str = ""
 
 
 class ModelDetails(BaseModel):

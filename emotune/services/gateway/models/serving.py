@@ -29,7 +29,8 @@ def model_cards(models: list[inference_pb2.ModelInfo]) -> list[ModelCard]:
         details = ModelDetails(
             engine=model.engine, base_model=model.base_model, artifact=model.artifact,
             adapter_artifact=model.adapter_artifact,
-            styles=[StyleInfo(style=s.style, system_prompt=s.system_prompt) for s in model.styles],
+            styles=[StyleInfo(style=s.style, system_prompt=s.system_prompt, adapter_artifact=s.adapter_artifact)
+                    for s in model.styles],
             published=model.published, loaded=model.loaded,
         )
         cards.append(ModelCard(id=model.id, created=model.created_at, emotune=details))
@@ -49,9 +50,10 @@ def style_modelfile(modelfile: bytes, system_prompt: str) -> bytes:
     return modelfile.rstrip(b"\n") + f'\nSYSTEM """{escaped}"""\n'.encode()
 
 
-def gguf_artifact(details: ModelDetails) -> str | None:
-    """The trainer publishes ``<prefix>/gguf`` beside ``<prefix>/adapter`` and ``<prefix>/merged``."""
-    source = details.adapter_artifact or details.artifact
+def gguf_artifact(details: ModelDetails, style: StyleInfo | None = None) -> str | None:
+    """The trainer publishes ``<prefix>/gguf`` beside ``<prefix>/adapter`` and ``<prefix>/merged``; a style with
+    its own adapter has its own export."""
+    source = (style.adapter_artifact if style is not None else "") or details.adapter_artifact or details.artifact
     return f"{source.rstrip('/').rsplit('/', 1)[0]}/gguf" if "/" in source else None
 
 
@@ -88,12 +90,13 @@ class ModelsServing:
             raise OpenAIError(404, f"`{name}` is not a GGUF export file (files: {', '.join(GGUF_FILES)})",
                               param="name", code="file_not_found")
         card = await self.retrieve(model_id)
-        style_prompt = None
-        if card.parent:  # a style id: the fine-tune's files, and its Modelfile with the style's trigger
-            style = model_id[len(card.parent) + 1:]
+        style = None
+        if card.parent:  # a style id: the fine-tune's (or the style's own) files, its Modelfile with the trigger
+            style_name = model_id[len(card.parent) + 1:]
             card = await self.retrieve(card.parent)
-            style_prompt = next(s.system_prompt for s in card.emotune.styles if s.style == style)
-        key = gguf_artifact(card.emotune) if card.emotune is not None and self.store is not None else None
+            style = next(s for s in card.emotune.styles if s.style == style_name)
+        style_prompt = style.system_prompt if style is not None else None
+        key = gguf_artifact(card.emotune, style) if card.emotune is not None and self.store is not None else None
         try:
             if key is None:
                 raise NotFound("no artifact")

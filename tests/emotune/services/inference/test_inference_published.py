@@ -14,7 +14,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from emotune.errors import CorruptArtifact, NotFound, PermissionDenied
+from emotune.errors import CorruptArtifact, InvalidInput, NotFound, PermissionDenied
 from emotune.services.inference import published
 from emotune.services.inference.registry import LoadSpec
 from emotune.store.artifacts import publish_artifact, read_manifest
@@ -25,6 +25,7 @@ from tests.support.service_process import ServiceProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 ADAPTER = "models/ftjob-published/adapter"
+BLUNT_ADAPTER = "models/ftjob-published/style2/adapter"  # a second style's own adapter
 STYLES = [inference_pb2.StyleTrigger(style="gentle", system_prompt="Answer gently."),
           inference_pb2.StyleTrigger(style="blunt", system_prompt="Answer bluntly, in few words.")]
 GREEDY = inference_pb2.SamplingParams(max_tokens=8, temperature=0)
@@ -43,16 +44,19 @@ async def reply(stub: inference_pb2_grpc.InferenceStub, model: str) -> str:
 
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory, smollm_dir: Path) -> Path:
-    """A local store holding one LoRA adapter of SmolLM2, published as a training job would publish it."""
+    """A local store holding two random LoRA adapters of SmolLM2, published as a training job would publish them."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     root = tmp_path_factory.mktemp("published-store")
-    base = AutoModelForCausalLM.from_pretrained(smollm_dir)
-    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    out = root.parent / "adapter"
-    get_peft_model(base, config).save_pretrained(out)
-    publish_artifact(LocalStore(root), ADAPTER, {p.name: p for p in out.iterdir()}, {"kind": "adapter"})
+    for seed, key in enumerate((ADAPTER, BLUNT_ADAPTER)):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(smollm_dir)
+        config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        out = root.parent / f"adapter{seed}"
+        get_peft_model(base, config).save_pretrained(out)
+        publish_artifact(LocalStore(root), key, {p.name: p for p in out.iterdir()}, {"kind": "adapter"})
     return root
 
 
@@ -181,3 +185,38 @@ async def test_a_changed_artifact_is_refused_and_only_published_models_can_be_de
     assert not await registry.unload("never-published", forget=True)
     with pytest.raises(NotFound, match="is not served"):
         await registry.resolve("never-published:gentle")
+
+
+async def test_a_style_with_its_own_adapter_is_served_with_it(inference):
+    """One adapter per style: ``<model>:blunt`` answers as the blunt adapter does, ``<model>:gentle`` as the
+    model's; the record lists both artifacts with their digests, so a replica loads the same."""
+    registry = inference.service.registry
+    styles = [STYLES[0], inference_pb2.StyleTrigger(style="blunt", system_prompt=STYLES[1].system_prompt,
+                                                    adapter_artifact=BLUNT_ADAPTER)]
+    try:
+        for model_id, adapter in (("ft-gentle-only", ADAPTER), ("ft-blunt-only", BLUNT_ADAPTER)):
+            await inference.stub.LoadModel(inference_pb2.LoadModelRequest(
+                model_id=model_id, base_model=MODEL, adapter_artifact=adapter, styles=STYLES), timeout=600)
+        info = await inference.stub.LoadModel(inference_pb2.LoadModelRequest(
+            model_id="ft-styled", base_model=MODEL, adapter_artifact=ADAPTER, styles=styles, publish=True),
+            timeout=600)
+        assert [(s.style, s.adapter_artifact) for s in info.styles] == [("gentle", ""), ("blunt", BLUNT_ADAPTER)]
+        gentle, blunt = await reply(inference.stub, "ft-styled:gentle"), await reply(inference.stub, "ft-styled:blunt")
+        assert gentle == await reply(inference.stub, "ft-gentle-only:gentle")
+        assert blunt == await reply(inference.stub, "ft-blunt-only:blunt")
+        assert blunt != await reply(inference.stub, "ft-gentle-only:blunt")  # the adapter, not only the prompt
+        record = published.read(registry.store, "ft-styled")
+        assert record.style_adapters == {"blunt": BLUNT_ADAPTER} and set(record.digests) == {ADAPTER, BLUNT_ADAPTER}
+        assert LoadSpec.of(record).style_adapters == (("blunt", BLUNT_ADAPTER),)
+    finally:
+        for model_id in ("ft-gentle-only", "ft-blunt-only"):
+            await registry.unload(model_id)
+        await registry.unload("ft-styled", forget=True)
+
+
+async def test_a_style_adapter_needs_the_styles_prompt():
+    spec = LoadSpec("ft-x", base_model=MODEL, styles=(("gentle", "Be gentle."),),
+                    style_adapters=(("blunt", BLUNT_ADAPTER),))
+    with pytest.raises(InvalidInput, match="'blunt' has an adapter but no system prompt") as error:
+        spec.validated()
+    assert error.value.field == "styles[0].adapter_artifact"

@@ -98,6 +98,22 @@ async def test_the_style_evaluation_generates_per_model_then_scores_and_reports(
     assert report["instruments"] is None and report["questions"] == questions
 
 
+async def test_with_tuned_styles_the_tuned_model_is_asked_by_style_id_without_a_system_turn() -> None:
+    """Per-style adapters: ``tuned:毒舌`` is served with the 毒舌 adapter and its trigger (the inference service
+    adds it), so the evaluation sends no system turn of its own; the base configurations are unchanged."""
+    styles = parse_styles(EMOTIONS.read_text(encoding="utf-8"))
+    log: list = []
+    report = await StyleEvaluator(FakeInference(log), FakeValidator(log)).evaluate(
+        styles, ["温柔", "毒舌"], ["question 0?"], base_model="base", tuned_model="tuned", tuned_styles=True)
+
+    chats = [(model, messages) for kind, model, messages in [e for e in log if e[0] == "chat"]]
+    assert {model for model, _ in chats} == {"base", "tuned:温柔", "tuned:毒舌"}
+    assert all(messages[0][0] == "user" for model, messages in chats if model.startswith("tuned:"))
+    assert ("base", [("system", styles.get("毒舌").serving_prompt), ("user", "question 0?")]) in chats
+    assert [row["model"] for row in report["table"] if row["config"] == "tuned_trigger"] == ["tuned:温柔", "tuned:毒舌"]
+    first = report["all_samples"]["毒舌"][0]
+    assert first["tuned_trigger"]["reply"] == "tuned:毒舌 reply 1"
+
 async def test_the_voice_evaluation_shares_the_generation_and_scoring() -> None:
     held_out = [{"context": [{"role": "user", "content": f"hi {i}"}], "reply": f"real {i}"} for i in range(5)]
     contexts = [[{"role": "user", "content": f"context {i}"}] for i in range(2)]

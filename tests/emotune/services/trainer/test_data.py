@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from emotune.data.datasets import read_dataset
 from emotune.data.records import Message, Record, dumps_records, record_id
 from emotune.errors import InvalidInput
 from emotune.models.chat_template import IGNORE_INDEX, ChatFormat
 from emotune.services.trainer.data import (
     BlockCollator,
     encode_records,
+    only_style,
     pack,
     read_records,
     single_blocks,
@@ -94,3 +96,14 @@ def test_bad_dataset_lines_name_their_line(tmp_path: Path):
     path.write_text("{broken\n", encoding="utf-8")
     with pytest.raises(InvalidInput, match="records.jsonl"):
         read_records(path)
+
+
+def test_only_style_keeps_one_styles_records_and_names_the_styles_when_none_match():
+    records = styled_records(6)
+    cool = [r.model_copy(update={"id": r.id + "c", "style": "cool"}) for r in records[:4]]
+    content = dumps_records(records + cool).encode()
+    kept, _ = read_dataset(only_style(content, "cool", "validated/kept"), "kept")
+    assert [r.id for r in kept] == [r.id for r in cool]
+    with pytest.raises(InvalidInput, match=r"no record of style '毒舌' \(styles: cool, gentle\)") as error:
+        only_style(content, "毒舌", "validated/kept")
+    assert error.value.field == "style" and error.value.file == "validated/kept"

@@ -85,6 +85,15 @@ def test_stage_progress_from_job_and_events():
     done = stage_progress({"status": "failed", "emotune": {"stage": "export", "stages": {
         "training": "succeeded", "export": "failed"}}}, [])
     assert [(s.name, s.status) for s in done] == [("training", "succeeded"), ("export", "failed")]
+    # one adapter per style: each style's training shows right under the training stage, with its own progress
+    per_style = stage_progress({"status": "running", "emotune": {"stage": "training:毒舌", "stages": {
+        "training:温柔": "succeeded", "datagen": "succeeded", "training": "running"}}}, [
+        {"id": "p", "created_at": 1, "message": "training:毒舌: step 2", "data": {"stage": "training:毒舌", "done": 2,
+                                                                                 "total": 12}}])
+    assert [(s.name, s.status) for s in per_style] == [
+        ("datagen", "succeeded"), ("training", "running"), ("training:温柔", "succeeded"), ("training:毒舌", "running"),
+        ("serving", "pending"), ("evaluation", "pending")]
+    assert (per_style[3].done, per_style[3].total) == (2, 12)
 
 
 def test_events_merge_once_each_oldest_first():
