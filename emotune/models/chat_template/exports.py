@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,12 +85,22 @@ class EngineForms:
         lines.append("{{- end }}")
         return "\n".join(lines)
 
-    def ollama_modelfile(self, from_: str = ".", num_ctx: int | None = None) -> str:
+    def ollama_modelfile(self, from_: str = ".", num_ctx: int | None = None,
+                         sampling: Mapping[str, float] | None = None) -> str:
+        """``sampling`` (:func:`emotune.models.sampling.sampling_defaults`): the model's own temperature, top-p,
+        top-k and repetition penalty (over the whole context, as emotune's engines apply it), so ``ollama run``
+        samples as emotune serves."""
         template = self.ollama_template().replace('"""', '\\"\\"\\"')
         out = [f"FROM {from_}", f'TEMPLATE """{template}"""']
         out += [f"PARAMETER stop {json.dumps(token, ensure_ascii=False)}" for token in self.stop_tokens]
         if num_ctx:
             out.append(f"PARAMETER num_ctx {num_ctx}")
+        if sampling:
+            out += [f"PARAMETER temperature {sampling['temperature']:g}", f"PARAMETER top_p {sampling['top_p']:g}"]
+            if sampling["top_k"]:
+                out.append(f"PARAMETER top_k {sampling['top_k']}")
+            if sampling["repetition_penalty"] != 1.0:
+                out += [f"PARAMETER repeat_penalty {sampling['repetition_penalty']:g}", "PARAMETER repeat_last_n -1"]
         return "\n".join(out) + "\n"
 
     def xtuner_template(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from emotune.errors import EmotuneError
 from emotune.models.adapter_check import serving_warnings
 from emotune.models.chat_template import MODELFILE, ChatFormat, ParityError, check_parity, export_chat_files
 from emotune.models.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf, gguf_metadata
+from emotune.models.sampling import sampling_defaults
 from emotune.store.artifacts import file_key, publish_artifact
 from emotune.store.base import ArtifactStore
 
@@ -129,7 +130,8 @@ def export_gguf(job: GgufExport, adapter_dir: Path, out: Path, fmt: ChatFormat, 
     shutil.copyfile(adapter, out / "adapter.gguf")
     config = json.loads((job.base_dir / "config.json").read_text(encoding="utf-8"))
     num_ctx = int(config.get("max_position_embeddings") or 2048)
-    (out / MODELFILE).write_text(fmt.ollama_modelfile("./model.gguf", num_ctx=num_ctx), encoding="utf-8")
+    (out / MODELFILE).write_text(fmt.ollama_modelfile("./model.gguf", num_ctx=num_ctx,
+                                                      sampling=sampling_defaults(job.base_dir)), encoding="utf-8")
     metadata = gguf_metadata(out / "model.gguf")
     if metadata.get("tokenizer.chat_template") != fmt.template:
         raise ParityError("model.gguf: the chat template in its metadata differs from the training template")

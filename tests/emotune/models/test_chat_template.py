@@ -28,6 +28,7 @@ from emotune.models.chat_template import (
     export_chat_files,
     render_lmdeploy,
 )
+from emotune.models.sampling import sampling_defaults
 from emotune.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,6 +56,20 @@ def _format(name: str) -> ChatFormat:
 @pytest.fixture(params=["smollm2-135m", "gemma3-270m"])
 def fmt(request: pytest.FixtureRequest) -> ChatFormat:
     return _format(request.param)
+
+
+def test_the_modelfile_samples_as_emotune_serves():
+    """The Qwen student's published sampling (temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.05) goes
+    into the Ollama Modelfile, the penalty over the whole context as the engines apply it."""
+    qwen = resolve_base_model("qwen2.5-0.5b", Settings().cache_dir)
+    sampling = sampling_defaults(qwen)
+    assert sampling == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+    lines = _format("smollm2-135m").ollama_modelfile("./model.gguf", sampling=sampling).splitlines()
+    assert lines[-5:] == ["PARAMETER temperature 0.7", "PARAMETER top_p 0.8", "PARAMETER top_k 20",
+                          "PARAMETER repeat_penalty 1.05", "PARAMETER repeat_last_n -1"]
+    plain = _format("smollm2-135m").ollama_modelfile("./model.gguf", sampling=sampling_defaults(
+        resolve_base_model("smollm2-135m", Settings().cache_dir)))
+    assert "repeat_penalty" not in plain and "PARAMETER temperature 1" in plain  # SmolLM2 publishes no sampling
 
 
 def test_segments_of_the_offline_models():

@@ -34,13 +34,13 @@ from emotune.errors import CorruptArtifact
 from emotune.logging import get_logger
 from emotune.models.chat_template import ChatFormat
 from emotune.models.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf
+from emotune.models.sampling import sampling_defaults
 from emotune.services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat, TokenLogprob
 from emotune.services.inference.engines.served import (
     BaseProcesses,
     Counts,
     ProcessModel,
     refuse_unless_ok,
-    sampling_defaults,
     trained_context,
 )
 

@@ -24,6 +24,7 @@ from emotune.errors import CorruptArtifact, FailedPrecondition
 from emotune.logging import get_logger
 from emotune.models.adapter_check import check_adapter, raise_for_problems
 from emotune.models.chat_template import LMDEPLOY_FILE, ChatFormat
+from emotune.models.sampling import sampling_defaults
 from emotune.services.inference.config import InferenceSettings
 from emotune.services.inference.engines.base import (
     ChatParams,
@@ -35,7 +36,6 @@ from emotune.services.inference.engines.base import (
     QueuedGeneration,
     ServingModel,
 )
-from emotune.services.inference.engines.served import sampling_defaults
 
 log = get_logger(__name__)
 

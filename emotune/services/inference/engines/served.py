@@ -203,18 +203,3 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def trained_context(model_dir: Path) -> int:
     return int(_read_json(model_dir / "config.json").get("max_position_embeddings") or 2048)
-
-
-def sampling_defaults(template_dir: Path) -> dict[str, float]:
-    """The model's generation_config.json sampling, as the reference engine reads it (not sampled: temperature and
-    top_p 1.0, top_k 0 = off). A request sets temperature and top_p; top_k (no OpenAI field) is always the model's:
-    Qwen publishes top_k 20, which keeps the stray tokens of the vocabulary's tail out of a sampled reply. So is
-    the repetition penalty, sampled or not, as transformers' ``generate`` applies it (vLLM's ``--generation-config
-    auto`` too): Qwen2.5 publishes 1.05; without it the tuned 0.5B student looped to the token limit on 7 of 16
-    held-out 毒舌 questions, with it on 1 (docs/trainer.md)."""
-    config = _read_json(template_dir / "generation_config.json")
-    sampled = bool(config.get("do_sample"))
-    return {"temperature": float(config.get("temperature", 1.0) if sampled else 1.0),
-            "top_p": float(config.get("top_p", 1.0) if sampled else 1.0),
-            "top_k": int(config.get("top_k") or 0) if sampled else 0,
-            "repetition_penalty": float(config.get("repetition_penalty") or 1.0)}

@@ -38,6 +38,7 @@ from emotune.errors import FailedPrecondition, Unavailable
 from emotune.logging import get_logger
 from emotune.models.adapter_check import adapter_rank, check_adapter, raise_for_problems, vllm_lora_rank
 from emotune.models.chat_template import ChatFormat
+from emotune.models.sampling import sampling_defaults
 from emotune.models.server_process import LocalServer
 from emotune.services.inference.config import InferenceSettings
 from emotune.services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat
@@ -46,7 +47,6 @@ from emotune.services.inference.engines.served import (
     Counts,
     ProcessModel,
     refuse_unless_ok,
-    sampling_defaults,
     trained_context,
 )
 
