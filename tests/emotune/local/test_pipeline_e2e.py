@@ -162,8 +162,8 @@ def test_generate_train_serve_and_chat_with_a_style(stack: LocalStack) -> None:
     took = {e.data["stage"]: e.data["seconds"] for e in events if e.message.endswith(" succeeded") and e.data
             and "seconds" in e.data}
     assert set(took) >= {"datagen", "validation", "training", "serving", "evaluation"}
-    # one training per style, inside the training stage
-    assert took["training"] >= took["training:cheerful"] + took["training:grumpy"] > 1
+    # one training per style, inside the training stage (each duration is rounded to 0.1 s)
+    assert took["training"] + 0.2 >= took["training:cheerful"] + took["training:grumpy"] > 1
     stages = sum(seconds for stage, seconds in took.items() if ":" not in stage)
     assert stages < time.time() - job.created_at + 5  # within the job's life
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
