@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emotune.models.chat_template.segments import Message, TurnSegments
+from emotune.models.sampling import sampling_defaults
 
 if TYPE_CHECKING:
     from emotune.models.chat_template.formats import ChatFormat
@@ -116,9 +117,12 @@ class EngineForms:
         }
 
 
-def export_chat_files(fmt: ChatFormat, out_dir: str | Path, model_name: str = "emotune") -> list[str]:
+def export_chat_files(fmt: ChatFormat, out_dir: str | Path, model_name: str = "emotune",
+                      generation: Mapping[str, Any] | None = None) -> list[str]:
     """Write the tokenizer (template in tokenizer_config.json, eos = end token), generation_config.json eos ids,
-    LMDeploy JSON, Ollama Modelfile and ``emotune_chat.json`` into ``out_dir``; return the file names."""
+    LMDeploy JSON, Ollama Modelfile (with the folder's sampling) and ``emotune_chat.json`` into ``out_dir``; return
+    the file names. ``generation`` (the base model's generation_config) is what the folder's own starts from, so an
+    adapter folder, which has none, samples as its base everywhere it is read."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = copy.deepcopy(fmt.tokenizer)  # the training formatter's tokenizer stays as it was
@@ -132,12 +136,15 @@ def export_chat_files(fmt: ChatFormat, out_dir: str | Path, model_name: str = "e
         tokenizer.add_bos_token = bool(fmt.segments.bos)
     (out / "chat_template.jinja").unlink(missing_ok=True)
     written = set(tokenizer.save_pretrained(str(out), save_jinja_files=False))
-    _update_json(out / "generation_config.json", eos_token_id=list(fmt.stop_token_ids))
+    config_path = out / "generation_config.json"
+    own = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config_path.write_text(json.dumps({**(generation or {}), **own, "eos_token_id": list(fmt.stop_token_ids)},
+                                      ensure_ascii=False, indent=2), encoding="utf-8")
     if (out / "config.json").is_file():
         _update_json(out / "config.json", eos_token_id=list(fmt.stop_token_ids))
     (out / LMDEPLOY_FILE).write_text(json.dumps(fmt.lmdeploy_config(model_name), ensure_ascii=False, indent=2),
                                      encoding="utf-8")
-    (out / MODELFILE).write_text(fmt.ollama_modelfile(), encoding="utf-8")
+    (out / MODELFILE).write_text(fmt.ollama_modelfile(sampling=sampling_defaults(out)), encoding="utf-8")
     (out / CHAT_META_FILE).write_text(json.dumps(_chat_meta(fmt), ensure_ascii=False, indent=2), encoding="utf-8")
     names = {Path(p).name for p in written} | {"generation_config.json", LMDEPLOY_FILE, MODELFILE, CHAT_META_FILE}
     return sorted(names)

@@ -175,8 +175,11 @@ def finish(store: ArtifactStore, prefix: str, output: Path, fmt: ChatFormat, spe
            run: dict[str, Any], conversations: list[list[dict[str, str]]], model_name: str,
            gguf: GgufExport | None = None) -> dict[str, Any]:
     """Write template files, check parity, publish adapter / merged / report (and gguf); return the result."""
+    # The merged model's generation_config is the base's (sampling included); the adapter folder gets it too.
+    merged_config = output / "merged" / "generation_config.json"
+    generation = json.loads(merged_config.read_text(encoding="utf-8")) if merged_config.is_file() else None
     for folder in ("adapter", "merged"):
-        export_chat_files(fmt, output / folder, model_name)
+        export_chat_files(fmt, output / folder, model_name, generation)
     parity = check_parity(fmt, output / "merged", conversations)
     curve = loss_curve(run.get("log_history", []))
     title = f"{model_name}: {spec.get('base_model')} LoRA r={spec['lora']['r']}"

@@ -72,6 +72,26 @@ def test_the_modelfile_samples_as_emotune_serves():
     assert "repeat_penalty" not in plain and "PARAMETER temperature 1" in plain  # SmolLM2 publishes no sampling
 
 
+def test_an_adapter_folder_samples_as_its_base(tmp_path: Path):
+    """An adapter has no generation_config of its own: the export writes the base's sampling into it (and its
+    Modelfile), and a reader layering base then adapter gets the base's penalty; the adapter's own values win."""
+    qwen = resolve_base_model("qwen2.5-0.5b", Settings().cache_dir)
+    base_config = json.loads((qwen / "generation_config.json").read_text())
+    fmt = _format("smollm2-135m")
+    bare, carried = tmp_path / "bare", tmp_path / "carried"
+    export_chat_files(fmt, bare, "gentle")
+    export_chat_files(fmt, carried, "gentle", generation=base_config)
+    assert json.loads((bare / "generation_config.json").read_text()) == {"eos_token_id": fmt.stop_token_ids}
+    assert sampling_defaults(bare)["repetition_penalty"] == 1.0
+    assert sampling_defaults(qwen, bare) == sampling_defaults(qwen) == sampling_defaults(carried) == {
+        "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+    assert json.loads((carried / "generation_config.json").read_text())["eos_token_id"] == fmt.stop_token_ids
+    assert "PARAMETER repeat_penalty 1.05" in (carried / MODELFILE).read_text()
+    assert "repeat_penalty" not in (bare / MODELFILE).read_text()
+    (bare / "generation_config.json").write_text(json.dumps({"temperature": 0.3}))
+    assert sampling_defaults(qwen, bare)["temperature"] == 0.3 and sampling_defaults(qwen, None)["top_k"] == 20
+
+
 def test_segments_of_the_offline_models():
     smol = _format("smollm2-135m")
     assert smol.segments.end_token == "<|im_end|>" and smol.stop_token_ids == [2]

@@ -19,6 +19,7 @@ import jinja2
 
 from emotune.errors import InvalidInput
 from emotune.models.chat_template import ChatFormat
+from emotune.models.sampling import sampling_defaults
 
 FinishReason = str  # "stop" | "length" | "cancelled"
 
@@ -101,6 +102,10 @@ class ModelSource:
         if self.adapter_dir is not None and (self.adapter_dir / "tokenizer_config.json").is_file():
             return self.adapter_dir
         return self.model_dir
+
+    def sampling(self) -> dict[str, float]:
+        """How to sample it: the base's generation_config.json, then the adapter's on top."""
+        return sampling_defaults(self.model_dir, self.adapter_dir)
 
 
 class Generation(ABC):

@@ -34,7 +34,6 @@ from emotune.errors import CorruptArtifact
 from emotune.logging import get_logger
 from emotune.models.chat_template import ChatFormat
 from emotune.models.llamacpp import LlamaCpp, LlamaServer, adapter_gguf, base_gguf
-from emotune.models.sampling import sampling_defaults
 from emotune.services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat, TokenLogprob
 from emotune.services.inference.engines.served import (
     BaseProcesses,
@@ -152,7 +151,7 @@ class LlamaCppEngine(Engine):
         return LlamaCppModel(
             engine=self.name, memory_bytes=memory, eos_token_ids=tuple(chat_format.stop_token_ids),
             max_context=min(self.slot_context, trained_context(source.model_dir)),
-            defaults=sampling_defaults(source.template_dir), chat_format=chat_format, base=process,
+            defaults=source.sampling(), chat_format=chat_format, base=process,
             release=lambda: self.processes.release(base), revive=lambda: self.processes.revive(base),
             adapter_id=adapter_id, prompt_cache=self.prompt_cache,
         )

@@ -24,7 +24,6 @@ from emotune.errors import CorruptArtifact, FailedPrecondition
 from emotune.logging import get_logger
 from emotune.models.adapter_check import check_adapter, raise_for_problems
 from emotune.models.chat_template import LMDEPLOY_FILE, ChatFormat
-from emotune.models.sampling import sampling_defaults
 from emotune.services.inference.config import InferenceSettings
 from emotune.services.inference.engines.base import (
     ChatParams,
@@ -177,7 +176,7 @@ class LMDeployEngine(Engine):
         memory = (torch.cuda.memory_allocated() - before) if torch.cuda.is_available() else 0
         return LMDeployModel(
             engine=self.name, memory_bytes=max(memory, 0), eos_token_ids=tuple(chat_format.stop_token_ids),
-            max_context=engine.session_len, defaults=sampling_defaults(source.template_dir), async_engine=engine,
+            max_context=engine.session_len, defaults=source.sampling(), async_engine=engine,
             chat_format=chat_format, template_dir=source.template_dir,
             adapter_name=ADAPTER_NAME if source.adapter_dir is not None else None,
         )

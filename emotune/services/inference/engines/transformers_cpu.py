@@ -218,16 +218,11 @@ class TransformersEngine(Engine):
         # The template's end token + the eos ids the export declares (raises if there is no chat template).
         chat_format = ChatFormat.from_pretrained(source.template_dir)
         model.eval()
-        defaults = model.generation_config
         return TransformersModel(
             engine=self.name, memory_bytes=model.get_memory_footprint(),
             eos_token_ids=tuple(chat_format.stop_token_ids),
             max_context=int(getattr(model.config, "max_position_embeddings", 0) or 2048),
-            defaults={"temperature": float(defaults.temperature if defaults.do_sample and defaults.temperature
-                                           is not None else 1.0),
-                      "top_p": float(defaults.top_p if defaults.do_sample and defaults.top_p is not None else 1.0),
-                      "top_k": int(defaults.top_k or 0) if defaults.do_sample else 0,
-                      "repetition_penalty": float(defaults.repetition_penalty or 1.0)},
+            defaults=source.sampling(),
             model=model, chat_format=chat_format, executor=self.executor,
         )
 

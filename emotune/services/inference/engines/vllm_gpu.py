@@ -38,7 +38,6 @@ from emotune.errors import FailedPrecondition, Unavailable
 from emotune.logging import get_logger
 from emotune.models.adapter_check import adapter_rank, check_adapter, raise_for_problems, vllm_lora_rank
 from emotune.models.chat_template import ChatFormat
-from emotune.models.sampling import sampling_defaults
 from emotune.models.server_process import LocalServer
 from emotune.services.inference.config import InferenceSettings
 from emotune.services.inference.engines.base import Chunk, Engine, ModelSource, PreparedChat
@@ -220,7 +219,7 @@ class VllmEngine(Engine):
             engine=self.name, memory_bytes=_weights_bytes(base) + (_weights_bytes(adapter_dir) if adapter_dir else 0),
             eos_token_ids=tuple(chat_format.stop_token_ids),
             max_context=self.settings.inference_vllm_max_model_len or trained_context(base),
-            defaults=sampling_defaults(source.template_dir), chat_format=chat_format, base=process,
+            defaults=source.sampling(), chat_format=chat_format, base=process,
             lora_name=lora.name if lora is not None else None,
             release=lambda: self.processes.release(base), revive=lambda: self.processes.revive(base),
         )

@@ -5,13 +5,15 @@ process, and broken adapters refused while the base keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from emotune.errors import CorruptArtifact, Unavailable
 from emotune.models.basemodels import packaged_gguf
-from emotune.models.chat_template import ChatFormat
+from emotune.models.chat_template import ChatFormat, export_chat_files
 from emotune.models.llamacpp import LlamaServer, adapter_cache_path
 from emotune.services.inference.engines.base import ChatParams, ModelSource
 from emotune.services.inference.engines.llamacpp import LlamaCppEngine
@@ -92,6 +94,30 @@ async def test_two_adapters_share_one_base_process_and_answer_differently(llamac
         assert not engine.servers() and not server.alive
     finally:
         engine.shutdown()
+
+
+def test_an_adapter_is_sampled_as_its_base_says(llamacpp_engine, smollm_dir, adapters, tmp_path):
+    """An adapter export whose generation_config.json carries only eos ids (every emotune export before the fix)
+    is served with its base's repetition penalty and top-k: without them the tuned 0.5B looped on 6 of 16
+    held-out 毒舌 questions where the base, served with them, looped on 1."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for item in smollm_dir.iterdir():
+        if item.name != "generation_config.json":
+            (base / item.name).symlink_to(item)
+    config = json.loads((smollm_dir / "generation_config.json").read_text())
+    (base / "generation_config.json").write_text(
+        json.dumps({**config, "do_sample": True, "top_k": 20, "repetition_penalty": 1.3}))
+    adapter = tmp_path / "adapter"
+    shutil.copytree(adapters[0], adapter)
+    export_chat_files(ChatFormat.from_pretrained(smollm_dir), adapter)  # the export's tokenizer, eos ids only
+    assert set(json.loads((adapter / "generation_config.json").read_text())) == {"eos_token_id"}
+    model = llamacpp_engine.load(ModelSource(base, adapter, packaged_gguf("smollm2-135m")))
+    try:
+        body = model.request_body(model.prepare(QUESTION, GREEDY), len(model.base.server.adapters))
+        assert (body["repeat_penalty"], body["top_k"]) == (1.3, 20)
+    finally:
+        model.close()
 
 
 async def test_corrupt_adapter_is_refused_and_the_base_keeps_serving(llamacpp_engine, smollm_dir, adapters, tmp_path):

@@ -91,6 +91,10 @@ async def test_hf_job_trains_merges_exports_and_the_export_stops(tmp_path: Path,
     # The export reloads on its own and generates in the style, stopping at the end token.
     merged = download_artifact(store, result["merged_artifact"], tmp_path / "merged")
     assert json.loads((merged / LMDEPLOY_FILE).read_text())["stop_words"] == ["<|im_end|>"]
+    # The adapter folder samples as its base: the merged model's generation_config (the base's), not eos ids only.
+    adapter = download_artifact(store, result["adapter_artifact"], tmp_path / "adapter")
+    assert json.loads((adapter / "generation_config.json").read_text()) == json.loads(
+        (merged / "generation_config.json").read_text())
     _generate_and_stop(merged)
 
     # The GGUF export: llama.cpp built the same prompts as training (checked by the job), and the quantized model
