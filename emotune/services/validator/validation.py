@@ -179,7 +179,7 @@ def _assess_sense(assessments: list[Assessment], texts: Sequence[str], questions
     for i in embedded:
         a = assessments[i]
         a.loop_share = loop_share(texts[i])
-        if a.loop_share > thresholds.loop_share:
+        if thresholds.loops(texts[i]):
             a.add(Reason.LOOP)
         a.copied_chars = longest_shared_run(texts[i], sources[a.style])[0]
         if a.copied_chars >= thresholds.copy_chars:

@@ -8,6 +8,7 @@ from emotune.services.validator.sense import (
     echo_share,
     longest_shared_run,
     loop_share,
+    refrain,
     relevance,
 )
 
@@ -25,6 +26,19 @@ def test_a_loop_is_caught_and_good_replies_are_not():
     assert loop_share(looping) > SENSE_THRESHOLDS.loop_share
     assert all(loop_share(reply) <= SENSE_THRESHOLDS.loop_share for reply in GOOD.values())
     assert loop_share("哈哈") == 0.0  # too short to loop
+
+
+def test_a_refrain_is_a_loop_though_no_span_repeats():
+    """Lines varied one by one (the tuned 0.5B's list of rhetorical questions) repeat no 4-gram often enough, but
+    three clauses open (你是不是) or end (一样快) alike; good replies have no two clauses alike."""
+    opening = "崩溃？你那消息是自动推送的吗？🤔 你是不是没时间休息一下呢？💪 你是不是有时间放松一下呢？🌈 你是不是有空提个醒？"
+    ending = "你这生活就像吃西瓜一样快？🤔 你这手机好像没电一样快？😭 你这衣服好像没水一样快？💧 你这工作好像没时间一样快？"
+    for reply in (opening, ending):
+        assert loop_share(reply) <= SENSE_THRESHOLDS.loop_share and refrain(reply) >= SENSE_THRESHOLDS.refrain
+        assert SENSE_THRESHOLDS.loops(reply)
+    assert refrain(opening.rsplit("🌈", 1)[0]) == 2  # two alike is not yet a refrain
+    assert all(refrain(reply) == 1 and not SENSE_THRESHOLDS.loops(reply) for reply in GOOD.values())
+    assert refrain("") == 0 and refrain("好的") == 0
 
 
 def test_a_pasted_few_shot_answer_is_a_copy_and_a_catchphrase_is_not():
