@@ -161,7 +161,9 @@ PIPELINE_QUESTIONS = ["How are you?", "What do you like to eat?", "Where do you 
 
 
 def set_number(page, label: str, value: int) -> None:
-    field = page.get_by_role("spinbutton", name=label, exact=True)
+    """Type into a number input; a rerun may still show the previous run's copy (stale), so skip that one."""
+    live = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
+    field = live.get_by_role("spinbutton", name=label, exact=True)
     field.fill(str(value))
     field.press("Enter")
 
