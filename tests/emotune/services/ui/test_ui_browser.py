@@ -26,6 +26,11 @@ def open_page(page, url: str) -> None:
     page.get_by_test_id("stChatInput").or_(page.get_by_test_id("stFileUploader")).first.wait_for()
 
 
+def live(page):
+    """The elements of the current run: during a rerun Streamlit still shows the previous run's copies (stale)."""
+    return page.locator('[data-testid="stElementContainer"][data-stale="false"]')
+
+
 def choose(page, label: str, option: str, nth: int = 0) -> None:
     """Pick an option of a Streamlit selectbox (a combobox labelled ``label``)."""
     page.get_by_role("combobox", name=label).nth(nth).click()
@@ -37,7 +42,7 @@ def greedy_sampling(page, max_tokens: int) -> None:
     page.get_by_role("slider", name="Temperature").focus()
     page.keyboard.press("Home")
     page.get_by_test_id("stSliderThumbValue").first.filter(has_text="0.00").wait_for()
-    field = page.get_by_role("spinbutton", name="Max tokens")
+    field = live(page).get_by_role("spinbutton", name="Max tokens")
     field.fill(str(max_tokens))
     field.press("Enter")
     page.wait_for_function(
@@ -161,9 +166,7 @@ PIPELINE_QUESTIONS = ["How are you?", "What do you like to eat?", "Where do you 
 
 
 def set_number(page, label: str, value: int) -> None:
-    """Type into a number input; a rerun may still show the previous run's copy (stale), so skip that one."""
-    live = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
-    field = live.get_by_role("spinbutton", name=label, exact=True)
+    field = live(page).get_by_role("spinbutton", name=label, exact=True)
     field.fill(str(value))
     field.press("Enter")
 
@@ -178,8 +181,8 @@ def test_pipeline_job_from_styles_to_chat(ui_stack, page, screenshots):
     page.get_by_label("One question per line").fill("\n".join(PIPELINE_QUESTIONS))
     page.get_by_label("One question per line").blur()
     page.get_by_text(f"{len(PIPELINE_QUESTIONS)} question(s)").wait_for()
-    page.get_by_label("Suffix").fill("uitest")
-    page.get_by_label("Suffix").press("Enter")
+    live(page).get_by_label("Suffix").fill("uitest")
+    live(page).get_by_label("Suffix").press("Enter")
     for label, value in (("Epochs", 1), ("Batch size", 2), ("Max steps (0 = epochs)", 1),
                          ("Evaluation questions per style (0 = skip)", 1)):
         set_number(page, label, value)
